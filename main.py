@@ -1,0 +1,696 @@
+"""Train TSN / TSM / TIN / MSN / ILA models; a comma list of modalities runs mutual modality learning.
+
+    python main.py toy RGB --shift                                   # quickstart (CPU, minutes)
+    python main.py somethingv2 RGB --arch resnet50 --shift --npb ...  # TSM recipe
+    python main.py somethingv2 RGBDiff,Flow,RGB --rank 0 --world_size 3 --init_method tcp://h:p  # MML
+    torchrun --nproc_per_node=3 main.py somethingv2 RGBDiff,Flow,RGB ...
+"""
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from opts import parse_args
+from ops import distributed as D
+from ops.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from ops.dataset import VideoDataSet, pair_records, parse_list, worker_init_fn
+from ops.dataset_config import frames_per_segment, resolve_dataset
+from ops.models import TSN
+from ops.mutual import check_alignment, mutual_kl, peer_mean_logits, video_id_hash
+from ops.sampler import ShardSampler
+from ops.transforms import build_transform
+from ops.utils import AverageMeter, rng_state, seed_everything, set_rng_state, topk_correct
+from ops.video_io import backend_info
+
+logger = logging.getLogger("main")
+
+EXIT_PREEMPTED = 75          # EX_TEMPFAIL: a checkpoint was written on SIGTERM/SIGUSR1; requeue the job
+EXIT_PEER_LOST = 3           # another rank died or hung
+RGB_SCALES = (1, .875, .75, .66)
+
+
+class RunState:
+    """Mutable bookkeeping of one run (kept out of `args`, which stays as parsed)."""
+
+    def __init__(self):
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best_prec1 = 0.0
+        self.stop_signal = None
+
+
+# ----------------------------------------------------------------------------------------------------
+# setup
+# ----------------------------------------------------------------------------------------------------
+
+def setup_logging(run_dir, is_main):
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(logging.INFO if is_main else logging.WARNING)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    if run_dir is not None:
+        fh = logging.FileHandler(os.path.join(run_dir, "log.txt"))
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+
+
+def amp_dtype(name):
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def build_model(args, modality, num_class):
+    kwargs = dict(
+        num_class=num_class, num_segments=args.num_segments, modality=modality, base_model=args.arch,
+        new_length=args.new_length, consensus_type=args.consensus_type, dropout=args.dropout,
+        img_feature_dim=args.img_feature_dim, partial_bn=not args.no_partialbn, pretrain=args.pretrain,
+        is_shift=args.temporal_module == "tsm", shift_div=args.shift_div, shift_place=args.shift_place,
+        fc_lr5=fc_lr5(args), temporal_pool=args.temporal_pool, non_local=args.non_local,
+        temporal_module=args.temporal_module, first_conv_lr=args.first_conv_lr)
+    if args.input_size:
+        kwargs["input_size"] = args.input_size
+    if args.arch.startswith("ila_"):
+        kwargs.update(clip_weights=args.clip_weights, trust_jit_checkpoint=args.trust_jit_checkpoint,
+                      finetune_backbone=args.finetune_backbone)
+    return TSN(**kwargs)
+
+
+def fc_lr5(args):
+    """TSM: a x5/x10 head unless fine-tuning from a model of the same dataset."""
+    return not (args.tune_from and args.dataset in os.path.basename(args.tune_from))
+
+
+def dataset_spec(args, modality):
+    return resolve_dataset(args.dataset, modality, data_root=args.data_root, root_path=args.root_path,
+                           train_list=args.train_list, val_list=args.val_list,
+                           category_file=args.category_file, num_class=args.num_class,
+                           image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
+                           data_format=args.data_format)
+
+
+def ensure_data(args):
+    """Generate the built-in toy dataset on first use (rank-safe: generation is atomic)."""
+    if args.dataset == "toy" and args.root_path is None:
+        from ops.toy import ensure_toy_dataset
+        ensure_toy_dataset(args.data_root)
+
+
+def build_records(args, split, modalities):
+    """Per-modality records of one split, paired by video id across the modalities of the run."""
+    option = "--train_list" if split == "train" else "--val_list"
+    lists = {}
+    specs = {}
+    for m in dict.fromkeys(modalities):
+        spec = dataset_spec(args, m)
+        specs[m] = spec
+        path = spec.train_list if split == "train" else spec.val_list
+        lists[m] = parse_list(path, spec.data_format, option=option)
+    if len(lists) == 1:
+        only = next(iter(lists.values()))
+        return {modalities[0]: only}, specs
+    return pair_records(lists), specs
+
+
+def make_dataset(args, modality, split, records, spec, model, aligned, num_class, all_modalities):
+    train = split == "train"
+    scales = RGB_SCALES if (aligned and len(set(all_modalities)) > 1) else None
+    transform = build_transform(train, modality, input_size=model.crop_size, scale_size=model.scale_size,
+                                flip=spec.flip, scales=scales, mean=model.input_mean, std=model.input_std)
+    aligned_frames = aligned_lengths = None
+    if aligned and train:
+        per_mod = [records[m] for m in all_modalities]
+        aligned_frames = [[recs[i].num_frames for recs in per_mod] for i in range(len(per_mod[0]))]
+        aligned_lengths = [frames_per_segment(m, args.new_length) for m in all_modalities]
+    return VideoDataSet(
+        spec.root_path, spec.train_list if train else spec.val_list, num_segments=args.num_segments,
+        new_length=args.new_length if args.new_length else model.new_length, modality=modality,
+        image_tmpl=spec.image_tmpl, transform=transform, mode="train" if train else "val",
+        data_format=spec.data_format, start_index=spec.start_index, video_backend=args.video_backend,
+        dense_sample=args.dense_sample, random_sample=args.random_sample and train,
+        dense_length=args.dense_length, dense_number=args.dense_number, seed=args.seed,
+        strict=args.strict_data, num_class=num_class, records=records[modality],
+        aligned_num_frames=aligned_frames, aligned_new_lengths=aligned_lengths,
+        list_option="--train_list" if train else "--val_list")
+
+
+def make_loader(dataset, sampler, batch_size, workers, device):
+    on_gpu = device.type == "cuda"
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=on_gpu, drop_last=False, worker_init_fn=worker_init_fn,
+                      persistent_workers=workers > 0 and on_gpu,
+                      prefetch_factor=4 if (workers > 0 and on_gpu) else None)
+
+
+def build_optimizer(args, model):
+    policies = model.get_optim_policies()
+    for group in policies:
+        group.setdefault("lr_mult", 1)
+        group.setdefault("decay_mult", 1)
+    policies = [g for g in policies if g["params"]]
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(policies, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(policies, lr=args.lr, weight_decay=args.weight_decay)
+    raise ValueError(f"unknown optimizer {args.optimizer!r}; choose from sgd, adamw")
+
+
+def lr_at(args, epoch_float):
+    """Base lr at a (fractional) epoch: linear warm-up per step, then TSM's per-epoch step/cos schedule."""
+    if epoch_float < args.warmup_epochs:
+        return args.lr * (epoch_float + 1e-8) / args.warmup_epochs
+    epoch = math.floor(epoch_float)
+    if args.lr_type == "step":
+        return args.lr * 0.1 ** sum(epoch >= s for s in args.lr_steps)
+    if args.lr_type == "cos":
+        span = args.epochs - args.warmup_epochs
+        return 0.5 * args.lr * (1 + math.cos(math.pi * (epoch - args.warmup_epochs) / span))
+    if args.lr_type == "linear":
+        span = args.epochs - args.warmup_epochs
+        return args.lr * max(0.0, 1 - (epoch - args.warmup_epochs) / span)
+    raise ValueError(f"unknown lr_type {args.lr_type!r}")
+
+
+def set_lr(optimizer, args, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mult"]
+        group["weight_decay"] = args.weight_decay * group["decay_mult"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# training and validation
+# ----------------------------------------------------------------------------------------------------
+
+class Trainer:
+    def __init__(self, args, ctx, modality, model, optimizer, run_dir, log_dir, writer, teachers=None,
+                 teacher_scores=None, train_records=None):
+        self.args = args
+        self.ctx = ctx
+        self.modality = modality
+        self.model = model            # possibly DDP / compiled
+        self.raw_model = model.module if hasattr(model, "module") else model
+        self.optimizer = optimizer
+        self.run_dir = run_dir
+        self.log_dir = log_dir
+        self.writer = writer
+        self.state = RunState()
+        self.dtype = amp_dtype(args.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
+        self.teachers = teachers
+        self.teacher_scores = teacher_scores
+        self.train_records = train_records
+        self.writes = ctx.replica_index == 0           # one writer per modality
+        self.mutual_ranks = [ctx.replica_index * ctx.num_modalities + i for i in range(ctx.num_modalities)]
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def checkpoint_state(self):
+        return {
+            "epoch": self.state.epoch, "step_in_epoch": self.state.step_in_epoch,
+            "global_step": self.state.global_step, "arch": self.args.arch,
+            "state_dict": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "best_prec1": self.state.best_prec1, "config": self.raw_model.config(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": rng_state(), "args": plain_args(self.args), "modality": self.modality,
+        }
+
+    def save(self, is_best=False):
+        if not self.writes:
+            return
+        state = self.checkpoint_state()
+        save_checkpoint(state, os.path.join(self.run_dir, "ckpt.pth.tar"))
+        if is_best:
+            save_checkpoint(state, os.path.join(self.run_dir, "ckpt.best.pth.tar"))
+
+    def restore(self, ckpt):
+        self.raw_model.load_state_dict(strip_prefixes(ckpt["state_dict"]))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state.epoch = int(ckpt["epoch"])
+        self.state.step_in_epoch = int(ckpt.get("step_in_epoch", 0))
+        self.state.global_step = int(ckpt.get("global_step", 0))
+        self.state.best_prec1 = float(ckpt.get("best_prec1", 0.0))
+        if ckpt.get("rng"):
+            set_rng_state(ckpt["rng"])
+
+    # -- one step ----------------------------------------------------------------------------------
+    def forward_loss(self, clips, labels, video_ids, step_record):
+        args = self.args
+        device = self.ctx.device
+        with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            logits = self.model(clips)
+        logits = logits.float()
+        ce = F.cross_entropy(logits, labels)
+        terms = {"ce": ce}
+        loss = ce
+        if self.ctx.mutual_group is not None:
+            peers = peer_mean_logits(logits, self.ctx.mutual_group, self.ctx.num_modalities)
+            kl = mutual_kl(logits, peers, args.mutual_temperature)
+            terms["mutual"] = kl
+            loss = loss + args.mutual_weight * kl
+            if step_record is not None:
+                step_record["peer_logits"] = peers.cpu()
+        if self.teachers is not None or self.teacher_scores is not None:
+            from ops.distill import combine_teachers, distill_loss
+            if self.teachers is not None:
+                with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                    t_logits = self.teachers(clips_by_modality(clips)).float()
+                teacher = combine_teachers(t_logits, labels=labels, weighting=args.teacher_weighting,
+                                           fixed_weights=self.fixed_teacher_weights)
+            else:
+                teacher = self.teacher_scores.lookup(video_ids).to(device)
+            loss, ce_term, kd = distill_loss(logits, teacher, labels, temperature=args.distill_temperature,
+                                             distill_weight=args.distill_weight, gt_weight=args.gt_weight)
+            terms["ce"] = F.cross_entropy(logits.detach(), labels)
+            terms["distill"] = kd
+        aux = getattr(self.raw_model, "aux_loss", None)
+        if aux is not None and args.align_weight:
+            terms["align"] = aux.float()
+            loss = loss + args.align_weight * aux.float()
+        if step_record is not None:
+            step_record.update(logits=logits.detach().cpu(), labels=labels.cpu(),
+                               loss=float(loss), **{k: float(v) for k, v in terms.items()})
+        return logits, loss, terms
+
+    def collective_flags(self, loss):
+        """Stop flags agreed by every rank: [signal received, non-finite loss anywhere]."""
+        flags = torch.tensor([1.0 if self.state.stop_signal else 0.0,
+                              0.0 if torch.isfinite(loss).item() else 1.0])
+        if self.ctx.distributed:
+            flags = flags.to(self.ctx.device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            flags = flags.cpu()
+        return bool(flags[0]), bool(flags[1])
+
+    def train_epoch(self, loader, sampler, epoch):
+        args, ctx, st = self.args, self.ctx, self.state
+        self.raw_model.partialBN(not args.no_partialbn)
+        self.model.train()
+        start = st.step_in_epoch
+        sampler.set_epoch(epoch, start_batch=start)
+        loader.dataset.set_epoch(epoch)
+        n_steps = sampler.num_batches()
+        if args.max_steps_per_epoch:
+            n_steps = min(n_steps, args.max_steps_per_epoch)
+        meters = {k: AverageMeter() for k in ("loss", "ce", "mutual", "distill", "align", "top1", "top5",
+                                               "data", "batch")}
+        bar = progress(ctx, n_steps, start, f"epoch {epoch + 1}/{args.epochs}", args.no_progress)
+        dump = [] if args.dump_step_logits else None
+        end = time.perf_counter()
+        step = start
+        self.optimizer.zero_grad(set_to_none=True)
+        for clips, labels, index in loader:
+            if step >= n_steps:
+                break
+            meters["data"].update(time.perf_counter() - end)
+            lr = lr_at(args, epoch + step / max(n_steps, 1))
+            set_lr(self.optimizer, args, lr)
+            clips = to_device(clips, ctx.device, args.channels_last)
+            labels = labels.to(ctx.device, non_blocking=True)
+            video_ids = [loader.dataset.video_id(int(i)) for i in index]
+            if args.check_alignment and ctx.mutual_group is not None:
+                check_alignment(video_id_hash(video_ids), ctx.mutual_group, self.mutual_ranks, step)
+            record = {"step": step, "video_ids": video_ids} if dump is not None else None
+            logits, loss, terms = self.forward_loss(clips, labels, video_ids, record)
+            stop, nonfinite = self.collective_flags(loss.detach())
+            if nonfinite:
+                raise FloatingPointError(
+                    f"non-finite loss at epoch {epoch + 1} step {step + 1} (global step "
+                    f"{st.global_step + 1}), lr {lr:.6g}: stopping instead of training on garbage")
+            scaled = loss / args.accumulation_steps
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            if (step + 1) % args.accumulation_steps == 0 or step + 1 == n_steps:
+                if self.scaler:
+                    self.scaler.unscale_(self.optimizer)
+                if args.clip_gradient:
+                    torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), args.clip_gradient)
+                if self.scaler:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            b = labels.shape[0]
+            c1, c5 = topk_correct(logits.detach(), labels)
+            meters["loss"].update(float(loss), b)
+            for k, v in terms.items():
+                meters[k].update(float(v), b)
+            meters["top1"].update(100.0 * c1 / b, b)
+            meters["top5"].update(100.0 * c5 / b, b)
+            if dump is not None:
+                dump.append(record)
+            step += 1
+            st.step_in_epoch = step
+            st.global_step += 1
+            meters["batch"].update(time.perf_counter() - end)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{meters['loss'].avg:.3f}", top1=f"{meters['top1'].avg:.1f}",
+                                lr=f"{lr:.2e}", data=f"{meters['data'].avg:.3f}s",
+                                batch=f"{meters['batch'].avg:.3f}s", refresh=False)
+            if ctx.is_main and args.print_freq and step % args.print_freq == 0 and bar is None:
+                logger.info("epoch %d step %d/%d loss %.4f top1 %.2f lr %.3g data %.3fs batch %.3fs",
+                            epoch + 1, step, n_steps, meters["loss"].avg, meters["top1"].avg, lr,
+                            meters["data"].avg, meters["batch"].avg)
+            if stop:
+                if bar is not None:
+                    bar.close()
+                self.save_dump(dump, epoch)
+                self.save()
+                logger.warning("signal %s: checkpoint written at epoch %d step %d; exiting with code %d "
+                               "(resume with --resume auto)", self.state.stop_signal, epoch + 1, step,
+                               EXIT_PREEMPTED)
+                raise SystemExit(EXIT_PREEMPTED)
+            end = time.perf_counter()
+        if bar is not None:
+            bar.close()
+        self.save_dump(dump, epoch)
+        if meters["batch"].count and meters["data"].avg > meters["batch"].avg / 3 and ctx.is_main:
+            logger.warning("data loading takes %.0f%% of the step time: the loader is the bottleneck "
+                           "(raise -j/--workers or use extracted frames)",
+                           100 * meters["data"].avg / meters["batch"].avg)
+        st.epoch = epoch + 1
+        st.step_in_epoch = 0
+        out = {k: m.avg for k, m in meters.items() if m.count}
+        out["lr"] = lr_at(args, epoch)
+        return out
+
+    def save_dump(self, dump, epoch):
+        if dump:
+            path = os.path.join(self.run_dir, f"steps_rank{self.ctx.rank}_epoch{epoch}.pt")
+            torch.save(dump, path)
+
+    @torch.no_grad()
+    def validate(self, loader, sampler, num_videos, num_class):
+        """Exact validation: every video counted once whatever the world size. Returns metrics + logits."""
+        args, ctx = self.args, self.ctx
+        self.model.eval()
+        loader.dataset.set_epoch(0)
+        idx_list, logit_list = [], []
+        bar = progress(ctx, len(loader), 0, "validate", args.no_progress)
+        for clips, labels, index in loader:
+            clips = to_device(clips, ctx.device, args.channels_last)
+            with torch.autocast(ctx.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                logits = self.model(clips)
+            logit_list.append(logits.float().cpu())
+            idx_list.append(index.cpu())
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        logits = torch.cat(logit_list) if logit_list else torch.zeros(0, num_class)
+        index = torch.cat(idx_list) if idx_list else torch.zeros(0, dtype=torch.int64)
+        if ctx.num_replicas > 1:
+            parts = [None] * ctx.num_replicas
+            dist.all_gather_object(parts, (index.numpy(), logits.numpy()), group=ctx.replica_group)
+            index = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+            logits = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+        order = torch.argsort(index)
+        index, logits = index[order], logits[order]
+        if not torch.equal(index, torch.arange(num_videos)):
+            raise RuntimeError(f"validation covered {len(index)} views for {num_videos} videos: a shard is "
+                               f"missing or duplicated")
+        labels = torch.tensor([loader.dataset.label(i) for i in range(num_videos)])
+        c1, c5 = topk_correct(logits, labels)
+        loss = float(F.cross_entropy(logits, labels)) if num_videos else 0.0
+        return {"top1": 100.0 * c1 / max(num_videos, 1), "top5": 100.0 * c5 / max(num_videos, 1),
+                "loss": loss}, logits, labels
+
+
+def clips_by_modality(clips):
+    if isinstance(clips, dict):
+        return clips
+    raise TypeError("teacher ensembles need a multi-modality batch")
+
+
+def to_device(clips, device, channels_last):
+    if isinstance(clips, dict):
+        return {k: to_device(v, device, channels_last) for k, v in clips.items()}
+    clips = clips.to(device, non_blocking=True)
+    if channels_last and clips.dim() == 4:
+        clips = clips.contiguous(memory_format=torch.channels_last)
+    return clips
+
+
+def progress(ctx, total, initial, desc, disabled):
+    if not ctx.is_main or disabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def strip_prefixes(sd):
+    out = {}
+    for k, v in sd.items():
+        for p in ("module.", "_orig_mod."):
+            while k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    return out
+
+
+def plain_args(args):
+    out = {}
+    for k, v in vars(args).items():
+        if isinstance(v, (str, int, float, bool, type(None))):
+            out[k] = v
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v):
+            out[k] = list(v)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------------
+
+def install_signal_handlers(state):
+    def handler(signum, frame):
+        state.stop_signal = signal.Signals(signum).name
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, handler)
+
+
+def main(args):
+    ctx = D.setup_distributed(rank=args.rank, world_size=args.world_size, init_method=args.init_method,
+                              dist_port=args.dist_port, device=args.device, gpus=args.gpus,
+                              num_modalities=args.num_modalities, timeout_s=args.dist_timeout)
+    try:
+        return run(args, ctx)
+    except SystemExit:
+        raise
+    except (RuntimeError, dist.DistBackendError) as exc:
+        if ctx.distributed and is_comm_failure(exc):
+            why = D.describe_failure(ctx)
+            logging.getLogger("main").error("rank %d: a collective failed (%s): %s", ctx.rank,
+                                            str(exc).splitlines()[0], why)
+            print(f"rank {ctx.rank}: distributed failure: {why}", file=sys.stderr, flush=True)
+            os._exit(EXIT_PEER_LOST)
+        raise
+    finally:
+        D.cleanup()
+
+
+def is_comm_failure(exc):
+    text = str(exc).lower()
+    return isinstance(exc, dist.DistBackendError) or any(
+        s in text for s in ("connection", "timed out", "timeout", "gloo", "nccl", "peer", "broken pipe"))
+
+
+def run(args, ctx):
+    seed_everything(args.seed)
+    modality = args.modalities[ctx.modality_index]
+    name = args.store_names[ctx.modality_index]
+    run_dir = os.path.join(args.root_model, name)
+    log_dir = os.path.join(args.root_log, name)
+    writes = ctx.replica_index == 0
+    if writes:
+        os.makedirs(run_dir, exist_ok=True)
+        os.makedirs(log_dir, exist_ok=True)
+    setup_logging(run_dir if writes else None, ctx.is_main or (writes and ctx.num_modalities > 1))
+    if ctx.is_main:
+        ensure_data(args)
+    if ctx.distributed:
+        dist.barrier()
+    if not ctx.is_main:
+        ensure_data(args)   # already generated: returns at once
+
+    spec = dataset_spec(args, modality)
+    aligned = ctx.num_modalities > 1 or bool(args.distill_from)
+    pair_mods = list(args.modalities)
+    train_records, _ = build_records(args, "train", pair_mods)
+    val_records, _ = build_records(args, "val", pair_mods)
+    num_class = spec.num_class
+
+    torch.manual_seed(args.seed)
+    model = build_model(args, modality, num_class)
+    if args.tune_from:
+        report = load_weights(model, load_checkpoint(args.tune_from)["state_dict"])
+        logger.info("fine-tuning from %s: %s", args.tune_from, report)
+    model.to(ctx.device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(args, model)        # after any first-conv conversion
+    train_model = model
+    if args.sync_bn and ctx.num_replicas > 1:
+        train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model, ctx.replica_group)
+    if ctx.num_replicas > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_model = DDP(train_model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                          process_group=ctx.replica_group, broadcast_buffers=False)
+    if args.compile:
+        train_model = torch.compile(train_model)
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    writer = None
+    if writes:
+        from tensorboardX import SummaryWriter
+        writer = SummaryWriter(log_dir=log_dir)
+        with open(os.path.join(run_dir, "args.json"), "w") as f:
+            json.dump(dict(plain_args(args), modality_of_rank=modality, rank=ctx.rank,
+                           world_size=ctx.world_size, launch=ctx.source, device=str(ctx.device),
+                           per_rank_batch=per_rank_batch(args, ctx)), f, indent=2)
+
+    teachers = teacher_scores = None
+    if args.distill_from:
+        from ops.distill import load_teachers
+        teachers = load_teachers(args.distill_from.split(","), ctx.device)
+    if args.teacher_scores:
+        from ops.distill import TeacherScores
+        teacher_scores = TeacherScores(args.teacher_scores)
+
+    trainer = Trainer(args, ctx, modality, train_model, optimizer, run_dir, log_dir, writer,
+                      teachers=teachers, teacher_scores=teacher_scores)
+    trainer.fixed_teacher_weights = ([float(w) for w in args.teacher_weights.split(",")]
+                                     if args.teacher_weights else None)
+    trainer.raw_model = model
+    install_signal_handlers(trainer.state)
+
+    resume = args.resume
+    if resume == "auto":
+        latest = os.path.join(run_dir, "ckpt.pth.tar")
+        resume = latest if os.path.isfile(latest) else ""
+    if resume:
+        trainer.restore(load_checkpoint(resume))
+        logger.info("resumed from %s at epoch %d step %d (best top-1 %.2f)", resume, trainer.state.epoch + 1,
+                    trainer.state.step_in_epoch, trainer.state.best_prec1)
+    elif args.start_epoch:
+        trainer.state.epoch = args.start_epoch
+
+    batch = per_rank_batch(args, ctx)
+    train_set = make_dataset(args, modality, "train", train_records, spec, model, aligned, num_class,
+                             pair_mods)
+    val_set = make_dataset(args, modality, "val", val_records, spec, model, aligned, num_class, pair_mods)
+    train_sampler = ShardSampler(len(train_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
+                                 batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
+    val_sampler = ShardSampler(len(val_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
+                               batch_size=batch, shuffle=False, drop_last=False)
+    if train_sampler.num_batches() == 0 and not args.evaluate:
+        raise SystemExit(f"{len(train_set)} training videos give no full batch of {batch} per replica; "
+                         f"lower --batch-size")
+    train_loader = make_loader(train_set, train_sampler, batch, args.workers, ctx.device)
+    val_loader = make_loader(val_set, val_sampler, batch, args.workers, ctx.device)
+    if ctx.is_main:
+        logger.info("run %s | %s | launch %s, world %d (%d modalities x %d replicas), device %s, "
+                    "per-rank batch %d, amp %s, channels_last %s | %d train / %d val videos | decoder %s",
+                    name, modality, ctx.source, ctx.world_size, ctx.num_modalities, ctx.num_replicas,
+                    ctx.device, batch, args.amp, args.channels_last, len(train_set), len(val_set),
+                    backend_info(args.video_backend if spec.data_format == "video" else None))
+
+    if args.evaluate:
+        metrics, _, _ = trainer.validate(val_loader, val_sampler, len(val_set), num_class)
+        if ctx.is_main:
+            logger.info("validation: top-1 %.2f top-5 %.2f loss %.4f", metrics["top1"], metrics["top5"],
+                        metrics["loss"])
+        return metrics
+
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    last_val = None
+    for epoch in range(trainer.state.epoch, args.epochs):
+        tr = trainer.train_epoch(train_loader, train_sampler, epoch)
+        record(writer, metrics_path, writes, epoch, "train", tr)
+        if (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1:
+            val, logits, labels = trainer.validate(val_loader, val_sampler, len(val_set), num_class)
+            last_val = (logits, labels)
+            is_best = val["top1"] > trainer.state.best_prec1
+            trainer.state.best_prec1 = max(trainer.state.best_prec1, val["top1"])
+            val["top1_best"] = trainer.state.best_prec1
+            record(writer, metrics_path, writes, epoch, "val", val)
+            if ctx.is_main or (writes and ctx.num_modalities > 1):
+                logger.info("[%s] epoch %d: train loss %.4f top-1 %.2f | val top-1 %.2f top-5 %.2f "
+                            "(best %.2f)", modality, epoch + 1, tr["loss"], tr["top1"], val["top1"],
+                            val["top5"], trainer.state.best_prec1)
+            trainer.save(is_best)
+        else:
+            trainer.save(False)
+    if writer is not None:
+        writer.close()
+    result = {"best_prec1": trainer.state.best_prec1, "modality": modality}
+    if ctx.num_modalities > 1 and last_val is not None:
+        mutual_summary(ctx, args, trainer.state.best_prec1, last_val)
+    return result
+
+
+def per_rank_batch(args, ctx):
+    if args.batch_size % ctx.num_replicas:
+        raise SystemExit(f"--batch-size {args.batch_size} is not divisible by the {ctx.num_replicas} "
+                         f"data-parallel replicas")
+    return args.batch_size // ctx.num_replicas
+
+
+def record(writer, path, writes, epoch, split, metrics):
+    if not writes:
+        return
+    with open(path, "a") as f:
+        f.write(json.dumps({"epoch": epoch + 1, "split": split, **{k: float(v) for k, v in metrics.items()}})
+                + "\n")
+    if writer is None:
+        return
+    if split == "train":
+        writer.add_scalar("loss/train", metrics.get("ce", metrics["loss"]), epoch)
+        for key in ("mutual", "distill", "align"):
+            if key in metrics:
+                writer.add_scalar(f"loss/{key}", metrics[key], epoch)
+        writer.add_scalar("acc/train_top1", metrics["top1"], epoch)
+        writer.add_scalar("acc/train_top5", metrics["top5"], epoch)
+        writer.add_scalar("lr", metrics["lr"], epoch)
+    else:
+        writer.add_scalar("loss/test", metrics["loss"], epoch)
+        writer.add_scalar("acc/test_top1", metrics["top1"], epoch)
+        writer.add_scalar("acc/test_top5", metrics["top5"], epoch)
+        writer.add_scalar("acc/test_top1_best", metrics["top1_best"], epoch)
+    writer.flush()
+
+
+def mutual_summary(ctx, args, best, last_val):
+    """Rank 0: per-modality best top-1 and the top-1 of the ensemble of all ranks' last validation logits."""
+    logits, labels = last_val
+    parts = [None] * ctx.num_modalities
+    dist.all_gather_object(parts, (args.modalities[ctx.modality_index], best, logits.numpy()),
+                           group=ctx.mutual_group)
+    if not ctx.is_main:
+        return
+    ens = torch.from_numpy(sum(p[2] for p in parts))
+    ens_top1 = 100.0 * topk_correct(ens, labels, (1,))[0] / max(len(labels), 1)
+    lines = ["rank  modality   best top-1"]
+    lines += [f"{r:<5} {m:<10} {b:6.2f}" for r, (m, b, _) in enumerate(parts)]
+    lines.append(f"ensemble of {len(parts)} ranks (sum of last validation logits): top-1 {ens_top1:.2f}")
+    logger.info("mutual learning summary\n%s", "\n".join(lines))
+    with open(os.path.join(args.root_model, args.store_names[0], "mutual_summary.json"), "w") as f:
+        json.dump({"ranks": [{"modality": m, "best_top1": b} for m, b, _ in parts],
+                   "ensemble_top1": ens_top1}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,208 @@
+"""Dataset registry: where each dataset's lists, frames and categories live, and its traits.
+
+Every value can be overridden by the caller (the CLI exposes --root_path, --train_list, --val_list,
+--category_file/--num_class, --image_tmpl, --flow_tmpl, --data_format), and an unregistered name works
+when the overrides give everything that is needed.
+"""
+import dataclasses
+import os
+import string
+from typing import Optional
+
+MODALITIES = ('RGB', 'Flow', 'RGBDiff')
+DATA_FORMATS = ('frames', 'video', 'hdf5')
+
+# Frames loaded per segment when new_length is not given. RGBDiff loads 6 raw frames; the model turns
+# them into 5 differences.
+_DEFAULT_NEW_LENGTH = {'RGB': 1, 'Flow': 5, 'RGBDiff': 5}
+
+
+def check_modality(modality: str) -> None:
+    if modality not in MODALITIES:
+        raise ValueError(f'unknown modality {modality!r}; allowed: {", ".join(MODALITIES)}')
+
+
+def check_data_format(data_format: str) -> None:
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f'unknown data_format {data_format!r}; allowed: {", ".join(DATA_FORMATS)}')
+
+
+def default_new_length(modality: str) -> int:
+    """TSM's new_length: frames per segment for RGB/Flow, number of DIFFERENCES for RGBDiff."""
+    check_modality(modality)
+    return _DEFAULT_NEW_LENGTH[modality]
+
+
+def frames_per_segment(modality: str, new_length: Optional[int] = None) -> int:
+    """Frames the dataset reads per segment: RGB 1, Flow 5, RGBDiff 6 by default (new_length + 1)."""
+    check_modality(modality)
+    length = _DEFAULT_NEW_LENGTH[modality] if new_length is None else int(new_length)
+    if length < 1:
+        raise ValueError(f'new_length must be >= 1, got {length}')
+    return length + 1 if modality == 'RGBDiff' else length
+
+
+def channels_per_frame(modality: str) -> int:
+    check_modality(modality)
+    return 2 if modality == 'Flow' else 3
+
+
+def template_fields(tmpl: str) -> int:
+    """Number of replacement fields in a file-name template ('flow_{}_{:05d}.jpg' -> 2)."""
+    return sum(1 for _, field, _, _ in string.Formatter().parse(tmpl) if field is not None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Root folder (or HDF5 file, may contain '{split}') and the two list files, relative to data_root."""
+    root: str
+    train_list: str
+    val_list: str
+
+
+def _entry(*, layouts, category_file=None, num_class=None, image_tmpl='img_{:05d}.jpg',
+           flow_tmpl='flow_{}_{:05d}.jpg', start_index=1, data_format='frames', flip=True,
+           input_size=224, scale_size=256):
+    # layouts: data_format -> {'RGB' | 'Flow': Layout}; RGBDiff uses the RGB layout.
+    return dict(layouts=layouts, category_file=category_file, num_class=num_class,
+                image_tmpl=image_tmpl, flow_tmpl=flow_tmpl, start_index=start_index,
+                data_format=data_format, flip=flip, input_size=input_size, scale_size=scale_size,
+                train_defaults={})
+
+
+def _split_lists(root, pattern):
+    return Layout(root, pattern.format(split='train'), pattern.format(split='val'))
+
+
+DATASETS = {
+    'ucf101': _entry(
+        category_file='UCF101/labels/classInd.txt',
+        layouts={'frames': {
+            'RGB': _split_lists('UCF101/jpg', 'UCF101/file_list/ucf101_rgb_{split}_split_1.txt'),
+            'Flow': _split_lists('UCF101/jpg', 'UCF101/file_list/ucf101_flow_{split}_split_1.txt')}}),
+    'hmdb51': _entry(
+        num_class=51,
+        layouts={'frames': {
+            'RGB': _split_lists('HMDB51/images', 'HMDB51/splits/hmdb51_rgb_{split}_split_1.txt'),
+            'Flow': _split_lists('HMDB51/images', 'HMDB51/splits/hmdb51_flow_{split}_split_1.txt')}}),
+    'something': _entry(
+        category_file='something/v1/category.txt', image_tmpl='{:05d}.jpg',
+        # SSv1 flow: folder '{:06d}'.format(int(video)), files '{video:06d}-{x|y}_{idx:05d}.jpg'.
+        flow_tmpl='{:06d}-{}_{:05d}.jpg', flip=False,
+        layouts={'frames': {
+            'RGB': _split_lists('something/v1/20bn-something-something-v1',
+                                'something/v1/{split}_videofolder.txt'),
+            'Flow': _split_lists('something/v1/20bn-something-something-v1-flow',
+                                 'something/v1/{split}_videofolder_flow.txt')}}),
+    'somethingv2': _entry(
+        category_file='something/v2/category.txt', image_tmpl='{:06d}.jpg',
+        # SSv2 flow release: one RGB image per step, R = x, G = y.
+        flow_tmpl='{:06d}.jpg', flip=False,
+        layouts={'frames': {
+            'RGB': _split_lists('something/v2/20bn-something-something-v2-frames',
+                                'something/v2/{split}_videofolder.txt'),
+            'Flow': _split_lists('something/v2/20bn-something-something-v2-flow',
+                                 'something/v2/{split}_videofolder_flow.txt')}}),
+    'jester': _entry(
+        category_file='jester/category.txt', image_tmpl='{:05d}.jpg', flip=False,
+        layouts={'frames': {
+            'RGB': _split_lists('jester/20bn-jester-v1', 'jester/{split}_videofolder.txt')}}),
+    'kinetics': _entry(
+        num_class=400,
+        layouts={'frames': {
+            'RGB': _split_lists('kinetics/images', 'kinetics/labels/{split}_videofolder.txt')}}),
+    'toy': _entry(
+        category_file='toy/category.txt', flip=False, input_size=64, scale_size=64,
+        layouts={
+            'frames': {'RGB': _split_lists('toy/frames', 'toy/{split}_rgb.txt'),
+                       'Flow': _split_lists('toy/flow', 'toy/{split}_flow.txt')},
+            'video': {'RGB': _split_lists('toy/videos', 'toy/{split}_video.txt')},
+            # HDF5 stores reuse the frames lists (`vid num_frames label`); one file per split.
+            'hdf5': {'RGB': _split_lists('toy/hdf5/{split}_rgb.h5', 'toy/{split}_rgb.txt'),
+                     'Flow': _split_lists('toy/hdf5/{split}_flow.h5', 'toy/{split}_flow.txt')}}),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    modality: str
+    num_class: int
+    categories: Optional[list]
+    root_path: str            # training root (folder, or HDF5 file for data_format 'hdf5')
+    train_list: str
+    val_list: str
+    image_tmpl: str           # template of this modality (flow_tmpl for Flow)
+    start_index: int
+    data_format: str
+    flip: bool
+    input_size: int
+    scale_size: int
+    train_defaults: dict
+    val_root_path: str = ''   # validation root; differs from root_path only for per-split HDF5 files
+
+
+def read_categories(path: str, option: str = '--category_file') -> list:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'category file not found: {path} (set it with {option}, or give --num_class)')
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_path: Optional[str] = None,
+                    train_list: Optional[str] = None, val_list: Optional[str] = None,
+                    category_file: Optional[str] = None, num_class: Optional[int] = None,
+                    image_tmpl: Optional[str] = None, flow_tmpl: Optional[str] = None,
+                    data_format: Optional[str] = None) -> DatasetInfo:
+    """Registry values joined with data_root; explicit arguments win and are used as given.
+
+    A root_path containing '{split}' is formatted with 'train' and 'val' (per-split HDF5 files).
+    """
+    check_modality(modality)
+    entry = DATASETS.get(name)
+    registered = entry is not None
+    if entry is None:
+        entry = _entry(layouts={})
+    fmt = data_format or entry['data_format']
+    check_data_format(fmt)
+    layout = entry['layouts'].get(fmt, {}).get('Flow' if modality == 'Flow' else 'RGB')
+
+    def from_registry(value):
+        return None if value is None else os.path.join(data_root, value)
+
+    root = root_path if root_path is not None else from_registry(layout and layout.root)
+    train = train_list if train_list is not None else from_registry(layout and layout.train_list)
+    val = val_list if val_list is not None else from_registry(layout and layout.val_list)
+    cat_file = category_file
+    if cat_file is None and num_class is None and entry['category_file'] is not None:
+        cat_file = os.path.join(data_root, entry['category_file'])
+    if num_class is None and cat_file is None:
+        num_class = entry['num_class']
+
+    missing = [opt for opt, value in (('--root_path', root), ('--train_list', train), ('--val_list', val),
+                                      ('--category_file or --num_class', cat_file or num_class))
+               if value is None]
+    if missing:
+        if registered:
+            where = f'dataset {name!r} has no registered {modality} layout for data_format {fmt!r}'
+        else:
+            where = f'dataset {name!r} is not registered (registered: {", ".join(sorted(DATASETS))})'
+        raise ValueError(f'{where}; give {", ".join(missing)}')
+
+    categories = None
+    if num_class is None:
+        categories = read_categories(cat_file)
+        num_class = len(categories)
+    num_class = int(num_class)
+    if num_class < 1:
+        raise ValueError(f'num_class must be >= 1, got {num_class}')
+    if modality == 'Flow':
+        tmpl = flow_tmpl if flow_tmpl is not None else entry['flow_tmpl']
+    else:
+        tmpl = image_tmpl if image_tmpl is not None else entry['image_tmpl']
+    return DatasetInfo(
+        name=name, modality=modality, num_class=num_class, categories=categories,
+        root_path=root.replace('{split}', 'train'), train_list=train, val_list=val, image_tmpl=tmpl,
+        start_index=entry['start_index'], data_format=fmt, flip=entry['flip'],
+        input_size=entry['input_size'], scale_size=entry['scale_size'],
+        train_defaults=dict(entry['train_defaults']), val_root_path=root.replace('{split}', 'val'))

@@ -1,0 +1,173 @@
+"""One place that sets up devices and torch.distributed for training and evaluation.
+
+Launch sources, in order of precedence:
+  1. torchrun / torch.distributed.run: RANK, WORLD_SIZE, LOCAL_RANK (+ MASTER_ADDR/MASTER_PORT), env://
+  2. SLURM (srun, one task per rank): SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; the master is the first
+     host of SLURM_JOB_NODELIST (or MASTER_ADDR), the port comes from --dist_port / MASTER_PORT
+  3. explicit --rank --world_size --init_method tcp://HOST:PORT (the MML README's per-rank commands)
+  4. nothing: a single process
+
+Mutual modality learning with M modalities and R replicas uses world size M*R; rank r trains modality
+r % M as replica r // M (so with R = 1, rank r trains modality r, as in the MML README). Two families of
+process groups are made: the R ranks of one modality (DistributedDataParallel among replicas) and the M
+ranks of one replica (they hold the same data shard and exchange logits).
+"""
+import datetime
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    backend: str = ""
+    source: str = "single"
+    num_modalities: int = 1
+    # derived from rank: modality index (into the comma list) and replica index
+    modality_index: int = 0
+    replica_index: int = 0
+    num_replicas: int = 1
+    replica_group: object = None   # ranks training the same modality (DDP); None when R == 1
+    mutual_group: object = None    # ranks holding the same data shard; None when M == 1
+    monitor_group: object = None   # gloo group over every rank, for monitored barriers / object gathers
+
+    @property
+    def distributed(self):
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+
+def parse_gpus(value):
+    """'0,1' / '0 1' / [0, 1] -> [0, 1]; None or '' -> None. (The MML fork used the raw string.)"""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        parts = [str(v) for v in value]
+    else:
+        parts = [p for p in re.split(r"[,\s]+", str(value)) if p]
+    if not parts:
+        return None
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"--gpus expects integer device ids such as '0,1', got {value!r}") from None
+
+
+def first_slurm_host(nodelist):
+    """First host name of a SLURM node list: 'gpu[03-05,7],cpu1' -> 'gpu03'."""
+    nodelist = nodelist.strip()
+    m = re.match(r"([^,\[]+)(\[([^\]]+)\])?", nodelist)
+    if not m:
+        raise ValueError(f"cannot parse SLURM_JOB_NODELIST={nodelist!r}")
+    prefix, bracket = m.group(1), m.group(3)
+    if bracket is None:
+        return prefix
+    first = bracket.split(",")[0].split("-")[0]
+    return prefix + first
+
+
+def detect_launch(*, rank=None, world_size=None, init_method=None, dist_port=None, env=None):
+    """-> (rank, world_size, local_rank, init_method, source). Pure: reads only `env`."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return (int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
+                "env://", "torchrun")
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        host = env.get("MASTER_ADDR") or first_slurm_host(env.get("SLURM_JOB_NODELIST", "127.0.0.1"))
+        port = dist_port or env.get("MASTER_PORT") or 29500
+        return (int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)),
+                f"tcp://{host}:{port}", "slurm")
+    if world_size is not None and world_size > 1:
+        if rank is None or not 0 <= rank < world_size:
+            raise ValueError(f"--rank must be in [0, {world_size}) with --world_size {world_size}, got {rank}")
+        return rank, world_size, 0, init_method or "tcp://127.0.0.1:52525", "per-rank"
+    return 0, 1, 0, None, "single"
+
+
+def resolve_device(device="auto", gpus=None, local_rank=0):
+    if device not in DEVICES:
+        raise ValueError(f"--device must be one of {DEVICES}, got {device!r}")
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but CUDA is not available")
+    if not use_cuda:
+        return torch.device("cpu")
+    ids = gpus if gpus else list(range(torch.cuda.device_count()))
+    return torch.device("cuda", ids[local_rank % len(ids)])
+
+
+def setup_distributed(*, rank=None, world_size=None, init_method=None, dist_port=None, device="auto",
+                      gpus=None, num_modalities=1, timeout_s=1800, env=None):
+    rank, world_size, local_rank, init_method, source = detect_launch(
+        rank=rank, world_size=world_size, init_method=init_method, dist_port=dist_port, env=env)
+    dev = resolve_device(device, parse_gpus(gpus), local_rank)
+    if world_size % num_modalities:
+        raise ValueError(f"world size {world_size} is not a multiple of the number of modalities "
+                         f"{num_modalities} (mutual learning needs M x R processes)")
+    ctx = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, source=source,
+                      num_modalities=num_modalities, modality_index=rank % num_modalities,
+                      replica_index=rank // num_modalities, num_replicas=world_size // num_modalities)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world_size == 1:
+        return ctx
+    ctx.backend = "nccl" if dev.type == "cuda" else "gloo"
+    timeout = datetime.timedelta(seconds=timeout_s)
+    kwargs = dict(backend=ctx.backend, init_method=init_method, timeout=timeout)
+    if init_method != "env://":
+        kwargs.update(rank=rank, world_size=world_size)
+    dist.init_process_group(**kwargs)
+    M, R = num_modalities, ctx.num_replicas
+    # Every rank must create every group, in the same order.
+    for m in range(M):
+        ranks = [m + M * j for j in range(R)]
+        g = dist.new_group(ranks, timeout=timeout) if R > 1 else None
+        if m == ctx.modality_index:
+            ctx.replica_group = g
+    for j in range(R):
+        ranks = [j * M + i for i in range(M)]
+        g = dist.new_group(ranks, timeout=timeout) if M > 1 else None
+        if j == ctx.replica_index:
+            ctx.mutual_group = g
+    ctx.monitor_group = dist.new_group(backend="gloo", timeout=timeout) if ctx.backend != "gloo" else None
+    return ctx
+
+
+def describe_failure(ctx, probe_timeout_s=10.0):
+    """After a collective failed: name the ranks that no longer answer (gloo monitored barrier)."""
+    if not dist.is_initialized():
+        return "process group is not initialised"
+    try:
+        dist.monitored_barrier(group=ctx.monitor_group, wait_all_ranks=True,
+                               timeout=datetime.timedelta(seconds=probe_timeout_s))
+    except RuntimeError as exc:
+        ranks = sorted({int(r) for r in re.findall(r"[Rr]anks?\s*:?\s*\[?(\d+)", str(exc))} - {ctx.rank})
+        if ranks:
+            return "rank(s) " + ", ".join(map(str, ranks)) + " stopped responding"
+        if ctx.rank != 0:
+            return f"rank 0 (the rendezvous host) stopped responding ({str(exc).splitlines()[0]})"
+        return str(exc).splitlines()[0]
+    return "all ranks answered the probe; the failure was not a lost rank"
+
+
+def cleanup():
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # a peer may be gone already; nothing left to release cleanly
+            pass

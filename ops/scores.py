@@ -1,0 +1,71 @@
+"""Per-video score files and the metrics every evaluation prints (test_models.py, ensemble_scores.py).
+
+A score file (npz) holds `scores` (videos x views x classes, logits), `labels`, `video_ids` (strings)
+and `protocol` (a string such as '8 frames x 3 crops x 2 clips ...'). Video scores are the mean of the
+view logits, then optionally a softmax (TSM order); an ensemble is the coefficient-weighted sum.
+"""
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ops.utils import confusion_matrix, mean_class_accuracy, topk_correct
+
+
+def video_scores(view_logits, softmax=False):
+    """(N, V, C) per-view logits -> (N, C): mean over views, then optionally softmax."""
+    s = torch.from_numpy(np.asarray(view_logits, dtype=np.float32)).mean(1)
+    return (F.softmax(s, dim=1) if softmax else s).numpy()
+
+
+def fuse(score_list, coeffs):
+    """Coefficient-weighted sum of per-model (N, C) scores."""
+    if len(score_list) != len(coeffs):
+        raise ValueError(f"{len(score_list)} score sets but {len(coeffs)} coefficients")
+    return sum(float(c) * np.asarray(s, dtype=np.float64) for c, s in zip(coeffs, score_list))
+
+
+def metrics(scores, labels, num_class):
+    """top-1 / top-5 / mean class accuracy (percent) and the confusion matrix."""
+    scores_t = torch.from_numpy(np.asarray(scores, dtype=np.float32))
+    labels = np.asarray(labels, dtype=np.int64)
+    n = max(len(labels), 1)
+    c1, c5 = topk_correct(scores_t, torch.from_numpy(labels))
+    cm = confusion_matrix(scores_t.argmax(1).numpy(), labels, num_class)
+    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "mean_class_acc": mean_class_accuracy(cm),
+            "num_videos": int(len(labels))}, cm
+
+
+def save_scores(path, video_ids, labels, view_logits, protocol):
+    """Atomic write of a score file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, scores=np.asarray(view_logits, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64),
+             video_ids=np.array(list(video_ids), dtype=str), protocol=np.array(protocol))
+    os.replace(tmp, path)
+
+
+def load_scores(path):
+    """-> dict(scores (N,V,C), labels (N,), video_ids list[str], protocol str); clear error naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"score file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {"scores": z["scores"], "labels": z["labels"], "video_ids": [str(v) for v in z["video_ids"]],
+                   "protocol": str(z["protocol"])}
+    except (KeyError, ValueError, OSError) as exc:
+        raise ValueError(f"{path}: not a score file written by test_models.py --save_scores ({exc})") from None
+    if out["scores"].ndim != 3 or len(out["scores"]) != len(out["labels"]):
+        raise ValueError(f"{path}: scores must be (videos, views, classes) with one label per video")
+    return out
+
+
+def align_to(reference_ids, video_ids, array, what):
+    """Reorder `array` (indexed like video_ids) to follow reference_ids; error if the sets differ."""
+    pos = {v: i for i, v in enumerate(video_ids)}
+    missing = [v for v in reference_ids if v not in pos]
+    if missing or len(video_ids) != len(reference_ids):
+        extra = sorted(set(video_ids) - set(reference_ids))[:3]
+        raise ValueError(f"{what}: video ids differ (missing {missing[:3]}, extra {extra})")
+    return np.asarray(array)[[pos[v] for v in reference_ids]]

@@ -1,0 +1,152 @@
+"""Temporal Shift Module (Lin et al., ICCV 2019) and temporal max-pooling.
+
+The shift is a pure tensor function; ``TemporalShift`` and ``TemporalPool`` are thin wrappers whose
+wrapped layer is the attribute ``net`` so state-dict keys match the released TSM checkpoints
+(``layer1.0.conv1.net.weight`` for blockres, ``layer1.0.net.conv1.weight`` for block,
+``layer2.net.0.conv1.weight`` for temporal pooling).
+"""
+import logging
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+logger = logging.getLogger(__name__)
+
+SHIFT_PLACES = ('blockres', 'block')
+
+
+def _split_time(x, n_segment):
+    """(N*T, C, H, W) -> (N, T, C, H, W); splitting dim 0 is a view for any memory format."""
+    nt, c, h, w = x.shape
+    if nt % n_segment != 0:
+        raise ValueError(f'batch dimension {nt} is not a multiple of n_segment={n_segment}')
+    return x.view(nt // n_segment, n_segment, c, h, w)
+
+
+def shift(x, n_segment, fold_div=8):
+    """Shift 1/fold_div of the channels one step back in time and 1/fold_div one step forward.
+
+    x: (N*T, C, H, W). With fold = C // fold_div, output at time t:
+      channels [0, fold)       <- x at t+1 (zero at t = T-1)
+      channels [fold, 2*fold)  <- x at t-1 (zero at t = 0)
+      channels [2*fold, C)     <- x at t
+    One output allocation (same memory format as x), three slice copies, two border zero fills.
+    """
+    x5 = _split_time(x, n_segment)  # (N, T, C, H, W)
+    fold = x5.shape[2] // fold_div
+    out = torch.empty_like(x)
+    o5 = out.view(x5.shape)
+    o5[:, :-1, :fold] = x5[:, 1:, :fold]
+    o5[:, -1:, :fold] = 0
+    o5[:, 1:, fold:2 * fold] = x5[:, :-1, fold:2 * fold]
+    o5[:, :1, fold:2 * fold] = 0
+    o5[:, :, 2 * fold:] = x5[:, :, 2 * fold:]
+    return out
+
+
+def temporal_pool(x, n_segment):
+    """Max-pool over time, kernel 3, stride 2, padding 1: (N*T, C, H, W) -> (N*ceil(T/2), C, H, W)."""
+    x5 = _split_time(x, n_segment).transpose(1, 2)  # (N, C, T, H, W)
+    y = F.max_pool3d(x5, kernel_size=(3, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0))
+    n, c, t, h, w = y.shape
+    return y.transpose(1, 2).reshape(n * t, c, h, w)
+
+
+class TemporalShift(nn.Module):
+    """Applies ``shift`` to the input of ``net``."""
+
+    def __init__(self, net, n_segment=3, n_div=8, inplace=False):
+        super().__init__()
+        if inplace:
+            # TSM removed its in-place shift because of a bug; the out-of-place one allocates once.
+            raise NotImplementedError('in-place temporal shift is not supported')
+        self.net = net
+        self.n_segment = n_segment
+        self.fold_div = n_div
+
+    def forward(self, x):
+        return self.net(shift(x, self.n_segment, self.fold_div))
+
+    def extra_repr(self):
+        return f'n_segment={self.n_segment}, fold_div={self.fold_div}'
+
+
+class TemporalPool(nn.Module):
+    """Max-pools the input of ``net`` over time (halves the number of segments)."""
+
+    def __init__(self, net, n_segment):
+        super().__init__()
+        self.net = net
+        self.n_segment = n_segment
+
+    def forward(self, x):
+        return self.net(temporal_pool(x, self.n_segment))
+
+    def extra_repr(self):
+        return f'n_segment={self.n_segment}'
+
+
+def _stage_segments(n_segment, temporal_pool):
+    """Segments seen by layer1..layer4: temporal pooling sits before layer2."""
+    if temporal_pool:
+        return [n_segment] + [n_segment // 2] * 3
+    return [n_segment] * 4
+
+
+def make_temporal_shift(net, n_segment, n_div=8, place='blockres', temporal_pool=False):
+    """Insert temporal shifts into a backbone in place (and return it).
+
+    ResNet: 'blockres' shifts the residual branch (wraps each block's conv1), 'block' shifts the
+    whole block input. With >= 23 blocks in layer3 (R101/R152) blockres shifts every other block in
+    every stage, as TSM does, so the released R101 checkpoints load.
+    MobileNetV2: shift before the first 1x1 conv of every inverted residual block that has an
+    expansion layer and a residual connection ('blockres' only).
+    BNInception: the input of stages 2..12 is shifted ('block' only).
+    """
+    from archs.bn_inception import BNInception
+    from archs.mobilenet_v2 import MobileNetV2, InvertedResidual
+
+    if place not in SHIFT_PLACES:
+        raise ValueError(f'unknown shift place {place!r}; allowed: {SHIFT_PLACES}')
+    if isinstance(net, torchvision.models.ResNet):
+        segments = _stage_segments(n_segment, temporal_pool)
+        n_round = 2 if len(net.layer3) >= 23 else 1
+        for name, seg in zip(('layer1', 'layer2', 'layer3', 'layer4'), segments):
+            stage = getattr(net, name)
+            for i, b in enumerate(stage):
+                if place == 'block':
+                    stage[i] = TemporalShift(b, n_segment=seg, n_div=n_div)
+                elif i % n_round == 0:
+                    b.conv1 = TemporalShift(b.conv1, n_segment=seg, n_div=n_div)
+        logger.info('temporal shift: %s, fold_div %d, n_round %d', place, n_div, n_round)
+        return net
+    if temporal_pool:
+        raise NotImplementedError(f'temporal pooling is defined for ResNets only, not {type(net).__name__}')
+    if isinstance(net, MobileNetV2):
+        if place != 'blockres':
+            raise ValueError("MobileNetV2 supports shift_place='blockres' only (residual shift)")
+        for m in net.modules():
+            if isinstance(m, InvertedResidual) and m.expand and m.use_res_connect:
+                m.conv[0] = TemporalShift(m.conv[0], n_segment=n_segment, n_div=n_div)
+        return net
+    if isinstance(net, BNInception):
+        if place != 'block':
+            # TSM's residual form relu(x + stage(shift(x))) cannot add inputs and outputs of
+            # different widths (e.g. 64 -> 192 channels), so only the plain shift is defined.
+            raise ValueError("BNInception supports shift_place='block' only")
+        net.set_temporal_shift(n_segment, n_div)
+        return net
+    raise NotImplementedError(f'temporal shift is not defined for {type(net).__name__}; '
+                              'supported: torchvision ResNet, MobileNetV2, BNInception')
+
+
+def make_temporal_pool(net, n_segment):
+    """Wrap ``net.layer2`` (torchvision ResNet) so time is max-pooled before it."""
+    if not isinstance(net, torchvision.models.ResNet):
+        raise NotImplementedError(f'temporal pooling is defined for ResNets only, not {type(net).__name__}')
+    if n_segment % 2 != 0:
+        raise ValueError(f'temporal pooling needs an even number of segments, got {n_segment}')
+    net.layer2 = TemporalPool(net.layer2, n_segment)
+    return net

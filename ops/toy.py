@@ -1,0 +1,394 @@
+"""The built-in ``toy`` dataset: short synthetic clips whose classes differ only in time.
+
+Eight classes in four pairs; the second class of a pair is *exactly* the first one played backwards
+(the generator renders the forward clip from the clip's random stream and reverses the frames for the
+second class). Every single frame of a ``moving_left`` clip is therefore distributed like a frame of a
+``moving_right`` clip, so a model that averages per-frame scores (TSN) stays near 50% while a model with
+temporal modelling (TSM) can reach high accuracy.
+
+On-disk layout under ``<data_root>/toy`` (the dataset registry relies on it)::
+
+    category.txt                          one class name per line, line i = label i
+    frames/<vid>/img_{:05d}.jpg           RGB frames, 1-based
+    flow/<vid>/flow_{x,y}_{:05d}.jpg      n - 1 grayscale flow frames (TSN quantisation, 128 = 0)
+    videos/<vid>.mp4                      the same frames as an H.264 (or MPEG-4 part 2) video
+    {train,val}_rgb.txt                   "<vid> <num_frames> <label>"
+    {train,val}_flow.txt                  "<vid> <num_flow_frames> <label>"
+    {train,val}_video.txt                 "<vid>.mp4 <label>"
+    toy_meta.json                         generation parameters (written last)
+
+Generation is deterministic for a given seed and size (per-clip generators seeded by
+``(seed, split, index)``) and atomic: the set is written into a temporary folder that is renamed into
+place when complete, under a file lock so that concurrent callers wait for one generator.
+
+The flow helpers ``compute_flow`` / ``quantize_flow`` are shared with ``scripts/extract_flow.py``.
+"""
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: the atomic rename alone still protects against races
+    fcntl = None
+
+logger = logging.getLogger(__name__)
+
+# Label 2k is the forward motion, label 2k + 1 the same clip reversed in time.
+TOY_CLASSES = ('moving_right', 'moving_left', 'moving_down', 'moving_up',
+               'approaching', 'receding', 'appearing', 'disappearing')
+TOY_PAIRS = tuple((TOY_CLASSES[i], TOY_CLASSES[i + 1]) for i in range(0, len(TOY_CLASSES), 2))
+MOTIONS = ('horizontal', 'vertical', 'scale', 'fade')  # motion of pair k
+SHAPES = ('disc', 'square')
+TOY_DEFAULTS = {'num_train': 1600, 'num_val': 320, 'num_frames': 16, 'size': 64, 'seed': 0}
+TOY_FORMAT_VERSION = 1
+META_FILE = 'toy_meta.json'
+RGB_TMPL = 'img_{:05d}.jpg'
+FLOW_TMPL = 'flow_{}_{:05d}.jpg'
+SPLITS = ('train', 'val')
+
+FLOW_ALGORITHMS = ('tvl1', 'farneback', 'dis')
+FLOW_BOUND = 20.0
+TOY_FLOW_ALGORITHM = 'farneback'
+JPEG_QUALITY = 90
+VIDEO_FPS = 12
+
+
+# ----------------------------------------------------------------------------------------------------
+# Optical flow (shared with scripts/extract_flow.py)
+
+def make_flow_estimator(algorithm):
+    """Return ``calc(prev_gray, next_gray) -> float32 (H, W, 2)`` flow in pixels (x then y)."""
+    import cv2
+    if algorithm == 'tvl1':
+        if not hasattr(cv2, 'optflow'):
+            raise RuntimeError('TV-L1 needs cv2.optflow from opencv-contrib-python(-headless); '
+                               "install it or use --algorithm farneback|dis")
+        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+        return lambda prev, nxt: tvl1.calc(prev, nxt, None)
+    if algorithm == 'farneback':
+        # The parameters used by the TSN/MMAction2 Python extractors.
+        return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    if algorithm == 'dis':
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        return lambda prev, nxt: dis.calc(prev, nxt, None)
+    raise ValueError(f'unknown flow algorithm {algorithm!r}; choose one of {FLOW_ALGORITHMS}')
+
+
+def quantize_flow(flow, bound=FLOW_BOUND):
+    """TSN format: clip to [-bound, bound], map linearly to [0, 255], round half up (0 px -> 128).
+
+    flow: float array (..., 2) -> (x uint8 (...), y uint8 (...)).
+    """
+    scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2.0 * bound))
+    q = np.floor(scaled + 0.5).astype(np.uint8)
+    return q[..., 0], q[..., 1]
+
+
+def dequantize_flow(q, bound=FLOW_BOUND):
+    """Inverse of ``quantize_flow`` for one component (uint8 -> pixels)."""
+    return q.astype(np.float32) * (2.0 * bound / 255.0) - bound
+
+
+# ----------------------------------------------------------------------------------------------------
+# Rendering
+
+def _background(rng, size):
+    """Smooth random colour gradient plus one static texture. Returns float32 (size, size, 3)."""
+    import cv2
+    corners = rng.uniform(30.0, 225.0, (3, 3, 3)).astype(np.float32)
+    bg = cv2.resize(corners, (size, size), interpolation=cv2.INTER_LINEAR)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    scale = size / 64.0
+    kind = int(rng.integers(3))
+    amp = rng.uniform(8.0, 22.0)
+    tint = rng.uniform(0.4, 1.0, 3).astype(np.float32)
+    if kind == 0:  # blotches
+        cells = int(rng.integers(4, 12))
+        noise = rng.normal(0.0, 1.0, (cells, cells, 3)).astype(np.float32)
+        tex = cv2.resize(noise, (size, size), interpolation=cv2.INTER_LINEAR)
+    elif kind == 1:  # stripes
+        theta, phase = rng.uniform(0.0, np.pi), rng.uniform(0.0, 2 * np.pi)
+        period = rng.uniform(6.0, 16.0) * scale
+        wave = np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + phase)
+        tex = wave[..., None] * tint
+    else:  # checkerboard
+        cell = rng.uniform(5.0, 12.0) * scale
+        checks = ((np.floor(xx / cell) + np.floor(yy / cell)) % 2) * 2.0 - 1.0
+        tex = checks[..., None] * tint
+    bg = bg + amp * tex
+    # Moderate clutter: up to two small static shapes.
+    for _ in range(int(rng.integers(0, 3))):
+        cx, cy = rng.uniform(0, size, 2)
+        r = rng.uniform(2.0, 5.0) * scale
+        colour = rng.uniform(0.0, 255.0, 3).astype(np.float32)
+        alpha = rng.uniform(0.4, 0.8)
+        mask = np.clip(r - np.hypot(xx + 0.5 - cx, yy + 0.5 - cy) + 0.5, 0.0, 1.0)[..., None] * alpha
+        bg = bg * (1 - mask) + colour * mask
+    return np.clip(bg, 0.0, 255.0)
+
+
+def _object_colour(rng, bg):
+    """A colour far from the background mean (first of 8 candidates at distance >= 110)."""
+    mean = bg.reshape(-1, 3).mean(0)
+    candidates = rng.uniform(0.0, 255.0, (8, 3))
+    dist = np.linalg.norm(candidates - mean, axis=1)
+    good = np.flatnonzero(dist >= 110.0)
+    return candidates[good[0] if len(good) else int(np.argmax(dist))].astype(np.float32)
+
+
+def _trajectory(motion, rng, n, size):
+    """Forward-time object path: centre x, y, radius and opacity, each float32 (n,)."""
+    t = np.arange(n, dtype=np.float32) / max(n - 1, 1)  # 0 .. 1
+    ones = np.ones(n, np.float32)
+    if motion in ('horizontal', 'vertical'):
+        r = rng.uniform(0.09, 0.15) * size
+        travel = rng.uniform(0.3, 0.5) * size
+        start = rng.uniform(r + 1, size - r - 1 - travel)
+        along = start + travel * t
+        across = rng.uniform(r + 1, size - r - 1) * ones
+        x, y = (along, across) if motion == 'horizontal' else (across, along)
+        return x, y, r * ones, ones
+    if motion == 'scale':
+        r0, r1 = rng.uniform(0.05, 0.09) * size, rng.uniform(0.2, 0.27) * size
+        cx, cy = rng.uniform(r1 + 1, size - r1 - 1, 2)
+        return cx * ones, cy * ones, (r0 * (r1 / r0) ** t).astype(np.float32), ones
+    if motion == 'fade':
+        r = rng.uniform(0.1, 0.17) * size
+        cx, cy = rng.uniform(r + 1, size - r - 1, 2)
+        # Random holds before and after the ramp, so the first/last sampled frames do not reveal the
+        # direction through their opacity statistics.
+        hold0, hold1 = (int(h) for h in rng.integers(0, n // 4 + 1, 2))
+        ramp = max(n - 1 - hold0 - hold1, 1)
+        alpha = np.clip((np.arange(n, dtype=np.float32) - hold0) / ramp, 0.0, 1.0)
+        return cx * ones, cy * ones, r * ones, alpha
+    raise ValueError(f'unknown motion {motion!r}; choose one of {MOTIONS}')
+
+
+def render_clip(label, num_frames, size, rng):
+    """Render one clip of class ``label``: uint8 RGB array (num_frames, size, size, 3).
+
+    The random draws do not depend on the direction, so labels 2k and 2k + 1 rendered from equal
+    generators are exact time reversals of each other.
+    """
+    if not 0 <= label < len(TOY_CLASSES):
+        raise ValueError(f'label {label} outside [0, {len(TOY_CLASSES)})')
+    n = num_frames
+    bg = _background(rng, size)
+    colour = _object_colour(rng, bg)
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    x, y, r, alpha = _trajectory(MOTIONS[label // 2], rng, n, size)
+    grid = np.arange(size, dtype=np.float32) + 0.5  # pixel centres
+    dx = grid[None, None, :] - x[:, None, None]  # (n, 1, W)
+    dy = grid[None, :, None] - y[:, None, None]  # (n, H, 1)
+    if shape == 'disc':
+        dist = np.sqrt(dx * dx + dy * dy)
+        half = r
+    else:
+        dist = np.maximum(np.abs(dx), np.abs(dy))
+        half = r * 0.9  # similar area to the disc
+    # Anti-aliased coverage times opacity: (n, H, W, 1).
+    cover = np.clip(half[:, None, None] - dist + 0.5, 0.0, 1.0) * alpha[:, None, None]
+    cover = cover[..., None]
+    clip = bg[None] * (1.0 - cover) + colour * cover
+    clip += rng.normal(0.0, 2.0, clip.shape).astype(np.float32)  # sensor noise, i.i.d. per frame
+    clip = np.clip(np.rint(clip), 0, 255).astype(np.uint8)
+    if label % 2 == 1:
+        clip = np.ascontiguousarray(clip[::-1])
+    return clip
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing
+
+def write_video(path, frames, fps=VIDEO_FPS):
+    """Write uint8 RGB frames (n, H, W, 3) as an mp4 (libx264, else mpeg4) with PyAV."""
+    import av
+    codec = 'libx264' if 'libx264' in av.codecs_available else 'mpeg4'
+    height, width = frames.shape[1:3]
+    with av.open(path, 'w') as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
+        if codec == 'libx264':
+            stream.options = {'threads': '1', 'preset': 'veryfast', 'crf': '17'}
+        else:
+            stream.options = {'threads': '1'}
+            stream.bit_rate = 2_000_000
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')))
+        container.mux(stream.encode())
+
+
+def _write_clip(job):
+    """Render and write one clip (frames, flow, video). Runs in a worker process."""
+    import cv2
+    root, vid, label, n, size, seed_key, flow_algorithm = job
+    clip = render_clip(label, n, size, np.random.default_rng(seed_key))
+    quality = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    frame_dir = os.path.join(root, 'frames', vid)
+    flow_dir = os.path.join(root, 'flow', vid)
+    os.makedirs(frame_dir)
+    os.makedirs(flow_dir)
+    gray = []
+    for i, frame in enumerate(clip):
+        bgr = frame[..., ::-1]
+        cv2.imwrite(os.path.join(frame_dir, RGB_TMPL.format(i + 1)), bgr, quality)
+        gray.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    calc = make_flow_estimator(flow_algorithm)
+    for i in range(n - 1):
+        fx, fy = quantize_flow(calc(gray[i], gray[i + 1]))
+        cv2.imwrite(os.path.join(flow_dir, FLOW_TMPL.format('x', i + 1)), fx, quality)
+        cv2.imwrite(os.path.join(flow_dir, FLOW_TMPL.format('y', i + 1)), fy, quality)
+    write_video(os.path.join(root, 'videos', vid + '.mp4'), clip)
+    return vid
+
+
+def _worker_init():
+    import cv2
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def _plan(params):
+    """Every clip to write: list of (split, vid, label, num_frames, seed_key)."""
+    seed, base_n = params['seed'], params['num_frames']
+    jitter = base_n // 8  # clip lengths vary like real videos: 16 -> 14..18
+    jobs = []
+    vid_index = 0
+    for split_code, split in enumerate(SPLITS):
+        count = params['num_' + split]
+        # Balanced labels in a seeded random order.
+        labels = np.random.default_rng([seed, split_code, 1 << 20]).permutation(
+            np.arange(count) % len(TOY_CLASSES))
+        for i in range(count):
+            vid_index += 1
+            length_rng = np.random.default_rng([seed, split_code, i, 1])
+            n = base_n + int(length_rng.integers(-jitter, jitter + 1))
+            jobs.append((split, f'{vid_index:06d}', int(labels[i]), n, (seed, split_code, i)))
+    return jobs
+
+
+def _validate(params):
+    for key in ('num_train', 'num_val'):
+        if params[key] < 1:
+            raise ValueError(f'{key} must be >= 1, got {params[key]}')
+    if params['num_frames'] < 4:
+        raise ValueError(f"num_frames must be >= 4, got {params['num_frames']}")
+    if params['size'] < 16 or params['size'] % 2:
+        raise ValueError(f"size must be even and >= 16 (yuv420 video), got {params['size']}")
+
+
+def _generate(out_dir, params, workers):
+    jobs = _plan(params)
+    for sub in ('frames', 'flow', 'videos'):
+        os.makedirs(os.path.join(out_dir, sub))
+    args = [(out_dir, vid, label, n, params['size'], key, params['flow_algorithm'])
+            for _, vid, label, n, key in jobs]
+    if workers > 1 and len(args) >= 4 * workers:
+        # spawn: the caller may hold threads (torch, OpenCV) that make fork unsafe.
+        ctx = multiprocessing.get_context('spawn')
+        with ctx.Pool(workers, initializer=_worker_init) as pool:
+            for _ in pool.imap_unordered(_write_clip, args, chunksize=16):
+                pass
+    else:
+        for job in args:
+            _write_clip(job)
+    with open(os.path.join(out_dir, 'category.txt'), 'w') as f:
+        f.write(''.join(name + '\n' for name in TOY_CLASSES))
+    for split in SPLITS:
+        rows = [(vid, label, n) for s, vid, label, n, _ in jobs if s == split]
+        with open(os.path.join(out_dir, f'{split}_rgb.txt'), 'w') as f:
+            f.writelines(f'{vid} {n} {label}\n' for vid, label, n in rows)
+        with open(os.path.join(out_dir, f'{split}_flow.txt'), 'w') as f:
+            f.writelines(f'{vid} {n - 1} {label}\n' for vid, label, n in rows)
+        with open(os.path.join(out_dir, f'{split}_video.txt'), 'w') as f:
+            f.writelines(f'{vid}.mp4 {label}\n' for vid, label, n in rows)
+    meta = dict(params, format_version=TOY_FORMAT_VERSION, classes=list(TOY_CLASSES),
+                flow_bound=FLOW_BOUND, rgb_tmpl=RGB_TMPL, flow_tmpl=FLOW_TMPL)
+    with open(os.path.join(out_dir, META_FILE), 'w') as f:  # written last: marks completeness
+        json.dump(meta, f, indent=1)
+
+
+def _check_existing(root, requested):
+    meta_path = os.path.join(root, META_FILE)
+    if not os.path.isfile(meta_path):
+        raise RuntimeError(f'{root} exists but has no {META_FILE}: it is not a complete toy dataset; '
+                           'delete it (it will be regenerated) or pass another data_root')
+    with open(meta_path) as f:
+        meta = json.load(f)
+    wrong = {k: (meta.get(k), v) for k, v in requested.items() if meta.get(k) != v}
+    if meta.get('format_version') != TOY_FORMAT_VERSION:
+        wrong['format_version'] = (meta.get('format_version'), TOY_FORMAT_VERSION)
+    if wrong:
+        detail = ', '.join(f'{k}={have} (requested {want})' for k, (have, want) in wrong.items())
+        raise ValueError(f'{root} was generated with {detail}; delete it or use another data_root')
+
+
+def _default_workers():
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def ensure_toy_dataset(data_root='data', *, num_train=None, num_val=None, num_frames=None, size=None,
+                       seed=None, flow_algorithm=None, workers=None):
+    """Return the path of ``<data_root>/toy``, generating it first if it does not exist.
+
+    Size keywords left as None take ``TOY_DEFAULTS`` when generating and are not checked against an
+    existing set; given ones must match the existing set's ``toy_meta.json`` (else ValueError).
+    Concurrent callers are serialised by a lock file; an interrupted generation leaves only a hidden
+    temporary folder, never a half-written ``toy``.
+    """
+    given = {'num_train': num_train, 'num_val': num_val, 'num_frames': num_frames, 'size': size,
+             'seed': seed, 'flow_algorithm': flow_algorithm}
+    requested = {k: v for k, v in given.items() if v is not None}
+    params = dict(TOY_DEFAULTS, flow_algorithm=TOY_FLOW_ALGORITHM)
+    params.update(requested)
+    _validate(params)
+    if params['flow_algorithm'] not in FLOW_ALGORITHMS:
+        raise ValueError(f"unknown flow_algorithm {params['flow_algorithm']!r}; "
+                         f'choose one of {FLOW_ALGORITHMS}')
+    root = os.path.join(data_root, 'toy')
+    if os.path.exists(root):
+        _check_existing(root, requested)
+        return root
+    os.makedirs(data_root, exist_ok=True)
+    with open(os.path.join(data_root, '.toy.lock'), 'w') as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent caller waits here
+        try:
+            if os.path.exists(root):  # another process finished while we waited
+                _check_existing(root, requested)
+                return root
+            if fcntl is not None:  # we hold the lock: other temp folders are leftovers of crashes
+                for name in os.listdir(data_root):
+                    if name.startswith('.toy.tmp-'):
+                        shutil.rmtree(os.path.join(data_root, name), ignore_errors=True)
+            tmp = tempfile.mkdtemp(prefix='.toy.tmp-', dir=data_root)
+            start = time.time()
+            logger.info('generating the toy dataset in %s (%d train + %d val clips)', root,
+                        params['num_train'], params['num_val'])
+            try:
+                _generate(tmp, params, workers or _default_workers())
+                os.rename(tmp, root)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if os.path.isfile(os.path.join(root, META_FILE)):  # lost a lock-free race
+                    _check_existing(root, requested)
+                    return root
+                raise
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            logger.info('toy dataset written to %s in %.1f s', root, time.time() - start)
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    return root

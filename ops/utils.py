@@ -1,0 +1,90 @@
+"""Small shared helpers: meters, top-k accuracy, seeding, JSON-safe values."""
+import random
+
+import numpy as np
+import torch
+
+
+class AverageMeter:
+    """Running average weighted by the number of samples of each update."""
+
+    def __init__(self):
+        self.val = 0.0
+        self.sum = 0.0
+        self.count = 0
+
+    def update(self, val, n=1):
+        self.val = float(val)
+        self.sum += float(val) * n
+        self.count += n
+
+    @property
+    def avg(self):
+        return self.sum / self.count if self.count else 0.0
+
+
+def topk_correct(logits, target, topk=(1, 5)):
+    """Number of samples whose label is among the k best classes, for each k (k capped at C)."""
+    maxk = min(max(topk), logits.shape[1])
+    pred = logits.topk(maxk, dim=1).indices                      # (B, maxk)
+    hit = pred.eq(target.view(-1, 1))                            # (B, maxk)
+    return [int(hit[:, :min(k, maxk)].any(dim=1).sum()) for k in topk]
+
+
+def accuracy(logits, target, topk=(1, 5)):
+    """Top-k accuracy in percent over the batch (TSM's `accuracy`)."""
+    n = max(target.numel(), 1)
+    return [100.0 * c / n for c in topk_correct(logits, target, topk)]
+
+
+def mean_class_accuracy(confusion):
+    """Mean over classes that occur of diag / row sum, in percent."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    rows = confusion.sum(axis=1)
+    present = rows > 0
+    if not present.any():
+        return 0.0
+    return float(100.0 * (np.diag(confusion)[present] / rows[present]).mean())
+
+
+def confusion_matrix(pred, target, num_class):
+    """(num_class, num_class) int64 matrix, rows = true label, columns = prediction."""
+    pred = np.asarray(pred, dtype=np.int64)
+    target = np.asarray(target, dtype=np.int64)
+    cm = np.zeros((num_class, num_class), dtype=np.int64)
+    np.add.at(cm, (target, pred), 1)
+    return cm
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def rng_state():
+    """Every global RNG state as tensors / plain types (checkpoint-safe)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]) + [random.getstate()[2] if random.getstate()[2] is not None else -1],
+        "python_version": random.getstate()[0],
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_has_gauss": int(np_state[3]),
+        "numpy_gauss": float(np_state[4]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    gauss = state["python"][-1]
+    random.setstate((state["python_version"], tuple(int(v) for v in state["python"][:-1]),
+                     None if gauss == -1 else gauss))
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32),
+                         state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

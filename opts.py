@@ -1,0 +1,396 @@
+"""Command lines of main.py (training) and test_models.py (evaluation).
+
+Option names, aliases and defaults follow TSM / the MML fork wherever they are sensible; the places where
+a default differs are listed in README.md ("Deviations"). Arguments are validated once, right after
+parsing, and derived values are filled in `_derive_train` / `_derive_test` only.
+"""
+import argparse
+import os
+
+import torch
+
+from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset
+
+CONSENSUS_TYPES = ("avg", "identity")
+SHIFT_PLACES = ("blockres", "block")
+TEMPORAL_MODULES = ("tsm", "tin", "msn")
+LR_TYPES = ("step", "cos", "linear")
+OPTIMIZERS = ("sgd", "adamw")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+VIDEO_BACKENDS = ("decord", "pyav")
+TEACHER_WEIGHTINGS = ("uniform", "softmin_dataset", "softmin_sample")
+TEST_CROPS = (1, 3, 5, 10)
+# Architectures with a temporal-shift insertion rule (see ops/temporal_shift.make_temporal_shift).
+SHIFTABLE_ARCH_PREFIXES = ("resnet", "mobilenetv2")
+
+# Options whose default depends on the dataset (registry `train_defaults`, e.g. the toy quickstart), with
+# the TSM-style fallback used when the registry says nothing.
+DATASET_DEFAULTS = {
+    "arch": "resnet50", "num_segments": 8, "batch_size": 64, "lr": 0.01, "epochs": 50,
+    "lr_steps": [20.0, 40.0], "dropout": 0.5, "optimizer": "sgd", "weight_decay": 5e-4,
+    "pretrain": "imagenet", "workers": 8, "eval_freq": 5, "clip_gradient": 20.0, "warmup_epochs": 0.0,
+    "lr_type": "step", "no_partialbn": False, "amp": "off", "channels_last": False,
+}
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_data_options(p):
+    g = p.add_argument_group("data")
+    g.add_argument("--data_root", default=os.environ.get("TSM_DATA_ROOT", "data"),
+                   help="folder holding the registered datasets (env TSM_DATA_ROOT)")
+    g.add_argument("--root_path", default=None, help="frames/videos root (default: from the registry)")
+    g.add_argument("--category_file", default=None, help="one class name per line")
+    g.add_argument("--num_class", type=int, default=None, help="number of classes (instead of a category file)")
+    g.add_argument("--image_tmpl", default=None, help="RGB frame file template, e.g. img_{:05d}.jpg")
+    g.add_argument("--flow_tmpl", default=None, help="Flow template: flow_{}_{:05d}.jpg or one RGB image")
+    g.add_argument("--data_format", default=None, choices=DATA_FORMATS, help="default: from the registry")
+    g.add_argument("--video_backend", default="decord", choices=VIDEO_BACKENDS)
+    g.add_argument("--strict_data", action="store_true", help="the first unreadable frame/video is fatal")
+    g.add_argument("--dense_sample", action="store_true", help="I3D-style dense sampling")
+    g.add_argument("--random_sample", action="store_true",
+                   help="MML: train on a fair coin dense/uniform per video; test dense clips + uniform")
+    g.add_argument("--twice_sample", action="store_true", help="test: uniform clip + half-tick shifted clip")
+    g.add_argument("--dense_length", type=int, default=64, help="dense window (TSM 64; the MML recipe uses 32)")
+    g.add_argument("--dense_number", type=int, default=10, help="dense clips at test time")
+    g.add_argument("--input_size", type=int, default=None, help="crop size (default: registry / model)")
+    g.add_argument("--scale_size", type=int, default=None, help="test shorter side (default 256/224*crop)")
+    g.add_argument("--new_length", type=int, default=None,
+                   help="frames per segment (default RGB 1, Flow 5, RGBDiff 5 differences = 6 frames)")
+    g.add_argument("-j", "--workers", type=int, default=None, help="DataLoader workers [dataset default / 8]")
+    return g
+
+
+def _add_device_options(p):
+    g = p.add_argument_group("devices and distribution")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    g.add_argument("--gpus", default=None, help="CUDA device ids of this process, e.g. '0' or '0,1'")
+    g.add_argument("--amp", default=None, choices=AMP_MODES,
+                   help="autocast dtype: bf16 (CPU and GPU), fp16 (GPU, with GradScaler); 'auto' = bf16 "
+                        "where the hardware supports it [dataset default / off]")
+    g.add_argument("--channels_last", action="store_true", default=None, help="NHWC memory format")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--rank", type=int, default=None, help="this process's rank (per-rank shell launch)")
+    g.add_argument("--world_size", type=int, default=None, help="number of processes (per-rank launch)")
+    g.add_argument("--init_method", default=None, help="rendezvous, e.g. tcp://127.0.0.1:52525")
+    g.add_argument("--dist_port", type=int, default=None, help="rendezvous port under SLURM (or MASTER_PORT)")
+    g.add_argument("--dist_timeout", type=float, default=1800.0,
+                   help="seconds before a rank gives up on a lost or hung peer")
+    g.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                   help="accepted for torch.distributed.launch; LOCAL_RANK from the environment wins")
+    return g
+
+
+def get_train_parser():
+    p = argparse.ArgumentParser(
+        prog="main.py", formatter_class=_Formatter,
+        description="Train TSN/TSM/TIN/MSN/ILA video models. A comma list of modalities (e.g. "
+                    "RGBDiff,Flow,RGB) runs mutual modality learning, one process per modality rank.",
+        epilog="Defaults shown as [dataset default / X] come from the dataset registry when it has one "
+               "(the toy quickstart does), else X.")
+    p.add_argument("dataset", help="registered name (ucf101, hmdb51, something, somethingv2, jester, "
+                                   "kinetics, toy) or any name with --root_path/--train_list/--val_list")
+    p.add_argument("modality", help="RGB, Flow, RGBDiff, or a comma list for mutual learning")
+    g = _add_data_options(p)
+    g.add_argument("--train_list", default=None, help="training list file (default: registry)")
+    g.add_argument("--val_list", default=None, help="validation list file (default: registry)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", default=None, help="backbone [dataset default / resnet50]")
+    g.add_argument("--num_segments", type=int, default=None, help="T [dataset default / 8]")
+    g.add_argument("--consensus_type", default="avg", choices=CONSENSUS_TYPES)
+    g.add_argument("--dropout", "--do", type=float, default=None, help="dropout before new_fc [/ 0.5]")
+    g.add_argument("--pretrain", default=None,
+                   help="'imagenet' (torchvision IMAGENET1K_V1), a local weights file, or 'none' [/ imagenet]")
+    g.add_argument("--shift", action="store_true", help="temporal shift module (= --temporal_module tsm)")
+    g.add_argument("--shift_div", type=int, default=8, help="1/shift_div of the channels shifted each way")
+    g.add_argument("--shift_place", default="blockres", choices=SHIFT_PLACES)
+    g.add_argument("--temporal_module", default=None, choices=TEMPORAL_MODULES,
+                   help="tsm (same as --shift), tin (temporal interlacing) or msn (motion-sensitive net)")
+    g.add_argument("--temporal_pool", action="store_true", help="max-pool over time before layer2")
+    g.add_argument("--non_local", action="store_true", help="non-local blocks in layer2/layer3")
+    g.add_argument("--no_partialbn", "--npb", action="store_true", default=None,
+                   help="train every BatchNorm (partial BN freezes all but the first)")
+    g.add_argument("--first_conv_lr", default="tsm", choices=("tsm", "mml"),
+                   help="first-conv lr multipliers: tsm = x5/x10 for Flow, mml = x1/x2 for every modality")
+    g.add_argument("--img_feature_dim", type=int, default=256, help="kept for TSM compatibility (unused)")
+    g.add_argument("--suffix", default=None, help="appended to the run name")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=None, help="[dataset default / 50]")
+    g.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=None,
+                   help="total batch per step over the data-parallel replicas [/ 64]")
+    g.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=None, help="base lr [/ 0.01]")
+    g.add_argument("--lr_type", default=None, choices=LR_TYPES, help="[/ step]")
+    g.add_argument("--lr_steps", type=float, nargs="+", default=None, help="epochs where lr x0.1 [/ 20 40]")
+    g.add_argument("--warmup_epochs", type=float, default=None, help="linear warm-up, per step [/ 0]")
+    g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="[/ sgd]")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=None, help="[/ 5e-4]")
+    g.add_argument("--clip-gradient", "--gd", dest="clip_gradient", type=float, default=None,
+                   help="max global gradient norm [/ 20]; 0 disables")
+    g.add_argument("--accumulation_steps", type=int, default=1, help="gradient accumulation")
+    g.add_argument("--seed", type=int, default=0, help="seeds model init and every sampling decision")
+    g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across replicas (CUDA only)")
+    g.add_argument("--max_steps_per_epoch", type=int, default=None, help="cap on training steps (debugging)")
+
+    g = p.add_argument_group("run, logging, checkpoints")
+    g.add_argument("--tune_from", default=None, help="fine-tune from a checkpoint (any modality)")
+    g.add_argument("--resume", default="", help="checkpoint to resume, or 'auto' (the run's latest if any)")
+    g.add_argument("--start-epoch", dest="start_epoch", type=int, default=0)
+    g.add_argument("-e", "--evaluate", action="store_true", help="validate once and exit")
+    g.add_argument("--epoch_length", type=int, default=None, help=argparse.SUPPRESS)
+    g.add_argument("-p", "--print-freq", dest="print_freq", type=int, default=20)
+    g.add_argument("-ef", "--eval-freq", dest="eval_freq", type=int, default=None, help="[/ 5]")
+    g.add_argument("--root_log", default="log")
+    g.add_argument("--root_model", default="checkpoint")
+    g.add_argument("--no_progress", action="store_true", help="no tqdm bars (log lines only)")
+    g.add_argument("--dump_step_logits", action="store_true",
+                   help="debugging: save every step's logits, labels, peer logits and loss terms per rank")
+
+    g = p.add_argument_group("mutual (modality) learning")
+    g.add_argument("--mutual_weight", type=float, default=1.0, help="weight of KL(peers || own)")
+    g.add_argument("--mutual_temperature", type=float, default=1.0, help="tau; the KL is scaled by tau^2")
+    g.add_argument("--check_alignment", action="store_true",
+                   help="all-gather every batch's video ids and stop on the first mismatch")
+    _add_device_options(p)
+
+    g = p.add_argument_group("distillation")
+    g.add_argument("--distill_from", default=None, help="comma list of teacher checkpoints")
+    g.add_argument("--teacher_scores", default=None, help="npz of teacher logits from test_models --save_scores")
+    g.add_argument("--teacher_weights", default=None, help="comma floats, one per teacher")
+    g.add_argument("--teacher_weighting", default="uniform", choices=TEACHER_WEIGHTINGS)
+    g.add_argument("--teacher_weight_temperature", type=float, default=1.0,
+                   help="temperature of the softmin-of-CE teacher weighting")
+    g.add_argument("--distill_temperature", type=float, default=1.0)
+    g.add_argument("--distill_weight", type=float, default=1.0)
+    g.add_argument("--gt_weight", type=float, default=0.0)
+
+    g = p.add_argument_group("ILA (CLIP ViT)")
+    g.add_argument("--clip_weights", default=None, help="local CLIP weights (state dict / safetensors / jit)")
+    g.add_argument("--trust_jit_checkpoint", action="store_true",
+                   help="allow the OpenAI TorchScript archive: torch.jit.load runs code from the file")
+    g.add_argument("--finetune_backbone", action="store_true", help="unfreeze the CLIP weights")
+    g.add_argument("--align_weight", type=float, default=1.0, help="weight of the ILA alignment loss")
+    return p
+
+
+def parse_args(argv=None):
+    parser = get_train_parser()
+    args = parser.parse_args(argv)
+    try:
+        _derive_train(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    _validate_train(parser, args)
+    return args
+
+
+def _split_modalities(text):
+    mods = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in mods if m not in MODALITIES]
+    if not mods or bad:
+        raise ValueError(f"modality must be one of {MODALITIES} or a comma list of them, got {text!r}")
+    return mods
+
+
+def _amp_supported(dtype_name, device):
+    if dtype_name == "bf16":
+        if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+            return torch.cuda.is_bf16_supported()
+        return True
+    return True
+
+
+def _derive_train(args):
+    """The one place that fills derived values (nothing reassigns them later)."""
+    args.modalities = _split_modalities(args.modality)
+    spec = resolve_dataset(args.dataset, args.modalities[0], data_root=args.data_root,
+                           root_path=args.root_path, train_list=args.train_list, val_list=args.val_list,
+                           category_file=args.category_file, num_class=args.num_class,
+                           image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
+                           data_format=args.data_format)
+    defaults = dict(DATASET_DEFAULTS, **(spec.train_defaults or {}))
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.temporal_module is None and args.shift:
+        args.temporal_module = "tsm"
+    args.shift = args.temporal_module == "tsm"
+    if args.amp == "auto":
+        args.amp = "bf16" if _amp_supported("bf16", args.device) else "off"
+    if args.clip_gradient == 0:
+        args.clip_gradient = None
+    args.num_modalities = len(args.modalities)
+    args.store_names = [store_name(args, m, r) for r, m in enumerate(args.modalities)]
+
+
+def _validate_train(parser, args):
+    err = parser.error
+    if args.num_segments < 1:
+        err("--num_segments must be >= 1")
+    if args.temporal_pool and args.num_segments < 2:
+        err("--temporal_pool halves the segments and needs --num_segments >= 2")
+    if args.temporal_pool and args.temporal_module != "tsm":
+        err("--temporal_pool is implemented for TSM (--shift) models only")
+    if args.temporal_module == "tsm" and not args.arch.startswith(SHIFTABLE_ARCH_PREFIXES):
+        err(f"--shift has no insertion rule for --arch {args.arch} (supported: resnet*, mobilenetv2)")
+    if args.temporal_module in ("tin", "msn") and not args.arch.startswith("resnet"):
+        err(f"--temporal_module {args.temporal_module} is built on ResNets, not --arch {args.arch}")
+    if args.non_local and not args.arch.startswith("resnet"):
+        err(f"--non_local is defined for ResNets, not --arch {args.arch}")
+    if args.amp == "fp16" and (args.device == "cpu" or not torch.cuda.is_available()):
+        err("--amp fp16 needs a CUDA GPU (use --amp bf16 on CPU)")
+    if args.amp == "bf16" and not _amp_supported("bf16", args.device):
+        err("--amp bf16 is not supported by this GPU")
+    if args.sync_bn and (args.device == "cpu" or not torch.cuda.is_available()):
+        err("--sync_bn needs CUDA (SyncBatchNorm is not implemented for CPU/gloo)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        err("--device cuda: CUDA is not available")
+    if args.dense_sample and args.random_sample:
+        err("--dense_sample and --random_sample are exclusive (random already mixes dense clips)")
+    if args.dense_length < 1 or args.dense_number < 1:
+        err("--dense_length and --dense_number must be >= 1")
+    if args.resume and args.tune_from:
+        err("--resume and --tune_from are exclusive (resume continues a run, tune_from starts one)")
+    if args.batch_size < 1 or args.epochs < 1 or args.lr <= 0:
+        err("--batch-size, --epochs must be >= 1 and --lr > 0")
+    if args.lr_type == "step" and list(args.lr_steps) != sorted(args.lr_steps):
+        err(f"--lr_steps must be increasing, got {args.lr_steps}")
+    if args.warmup_epochs < 0 or args.warmup_epochs >= args.epochs:
+        err("--warmup_epochs must be in [0, --epochs)")
+    if args.accumulation_steps < 1:
+        err("--accumulation_steps must be >= 1")
+    if args.world_size is not None and args.world_size > 1 and args.rank is None:
+        err("--world_size > 1 needs --rank (one command per rank)")
+    if args.world_size is not None and args.world_size % args.num_modalities:
+        err(f"--world_size {args.world_size} must be a multiple of the {args.num_modalities} modalities")
+    if args.num_modalities > 1 and args.world_size is None and "WORLD_SIZE" not in os.environ \
+            and "SLURM_NTASKS" not in os.environ:
+        err(f"{args.modality} trains one process per modality: launch with torchrun, srun, or "
+            f"--rank/--world_size per process")
+    if args.distill_from and args.teacher_scores:
+        err("--distill_from and --teacher_scores are exclusive")
+    if (args.distill_from or args.teacher_scores) and args.num_modalities > 1:
+        err("distillation trains one student; combine it with mutual learning is not supported")
+    if args.teacher_weights and not args.distill_from:
+        err("--teacher_weights needs --distill_from")
+    if args.teacher_weights and args.distill_from and \
+            len(args.teacher_weights.split(",")) != len(args.distill_from.split(",")):
+        err("--teacher_weights needs one weight per --distill_from checkpoint")
+    if args.mutual_temperature <= 0 or args.distill_temperature <= 0:
+        err("temperatures must be > 0")
+    if args.arch.startswith("ila_") and args.temporal_module is not None:
+        err("ILA models do their own temporal modelling; drop --shift/--temporal_module")
+
+
+def store_name(args, modality, rank=0):
+    """TSM's run-name convention (+ the MML fork's _dense/_random/_ML{rank} suffixes)."""
+    arch = args.arch
+    if args.temporal_module == "tsm":
+        arch += f"_shift{args.shift_div}_{args.shift_place}"
+    elif args.temporal_module in ("tin", "msn"):
+        arch += f"_{args.temporal_module}"
+    if args.temporal_pool:
+        arch += "_tpool"
+    parts = ["TSM", args.dataset, modality, arch, args.consensus_type, f"segment{args.num_segments}",
+             f"e{args.epochs}"]
+    if args.pretrain != "imagenet":
+        parts.append(os.path.splitext(os.path.basename(str(args.pretrain)))[0])
+    if args.lr_type != "step":
+        parts.append(args.lr_type)
+    if args.dense_sample:
+        parts.append(f"dense{args.dense_length}" if args.dense_length != 64 else "dense")
+    if args.random_sample:
+        parts.append(f"random{args.dense_length}")
+    if args.non_local:
+        parts.append("nl")
+    if args.distill_from or args.teacher_scores:
+        parts.append("distill")
+    if args.suffix:
+        parts.append(args.suffix)
+    if len(args.modalities) > 1:
+        parts.append(f"ML{rank}")
+    return "_".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------
+# test_models.py
+# ----------------------------------------------------------------------------------------------------
+
+def get_test_parser():
+    p = argparse.ArgumentParser(
+        prog="test_models.py", formatter_class=_Formatter,
+        description="Multi-crop x multi-clip evaluation of one model or an ensemble of checkpoints.")
+    p.add_argument("dataset")
+    p.add_argument("--weights", required=True, help="comma list of checkpoints")
+    _add_data_options(p)
+    p.add_argument("--test_list", default=None, help="comma list, one per weight (default: val list)")
+    p.add_argument("--test_segments", default=None, help="comma list, one per weight (default: checkpoint)")
+    p.add_argument("--test_crops", type=int, default=1, help="1 centre, 3 along the long side, 5, 10 (+flips)")
+    p.add_argument("--full_res", action="store_true", help="crop scale_size (256) instead of 224")
+    p.add_argument("--random_clips", type=int, default=None,
+                   help="K random uniform clips per video (seeded, ILA protocol)")
+    p.add_argument("--coeff", default=None, help="comma floats, one per weight (default 1)")
+    p.add_argument("--softmax", action="store_true", help="softmax AFTER averaging logits over views")
+    p.add_argument("--batch_size", type=int, default=1, help="videos per loader batch")
+    p.add_argument("--max_views_per_batch", type=int, default=64,
+                   help="views sent to the model at once (memory bound; results do not depend on it)")
+    p.add_argument("--csv_file", default=None, help="TSM-style predictions file")
+    p.add_argument("--max_num", type=int, default=-1, help="evaluate only the first N videos")
+    p.add_argument("--save_scores", default=None, help="npz with per-video per-view logits")
+    p.add_argument("--output_dir", default=None, help="confusion matrix / per-class CSV (default: next to scores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--crop_fusion_type", default="avg", choices=CONSENSUS_TYPES, help="TSM compatibility")
+    p.add_argument("--arch", default=None, help="released TSM files only (no config): override the arch")
+    p.add_argument("--modality", default=None, help="released TSM files only: override the modality")
+    p.add_argument("--shift", action="store_true", help="released TSM files only: model has TSM shift")
+    p.add_argument("--shift_div", type=int, default=None)
+    p.add_argument("--shift_place", default=None, choices=SHIFT_PLACES)
+    p.add_argument("--trust_jit_checkpoint", action="store_true", help=argparse.SUPPRESS)
+    _add_device_options(p)
+    return p
+
+
+def parse_test_args(argv=None):
+    parser = get_test_parser()
+    args = parser.parse_args(argv)
+    args.weights_list = [w for w in args.weights.split(",") if w]
+    n = len(args.weights_list)
+
+    def split(value, name, cast):
+        if value is None:
+            return [None] * n
+        items = value.split(",")
+        if len(items) != n:
+            parser.error(f"{name} has {len(items)} entries but --weights has {n}")
+        try:
+            return [cast(v) for v in items]
+        except ValueError:
+            parser.error(f"{name}: cannot parse {value!r}")
+    args.test_segments_list = split(args.test_segments, "--test_segments", int)
+    args.test_list_list = split(args.test_list, "--test_list", str)
+    args.coeff_list = [1.0 if c is None else c for c in split(args.coeff, "--coeff", float)]
+    if args.test_crops not in TEST_CROPS:
+        parser.error(f"--test_crops must be one of {TEST_CROPS}, got {args.test_crops}")
+    if args.dense_sample and args.random_sample:
+        parser.error("--dense_sample and --random_sample are exclusive")
+    if args.random_clips is not None and (args.dense_sample or args.random_sample or args.twice_sample):
+        parser.error("--random_clips is its own clip protocol; drop --dense/--random/--twice_sample")
+    if args.random_clips is not None and args.random_clips < 1:
+        parser.error("--random_clips must be >= 1")
+    if args.amp == "fp16" and (args.device == "cpu" or not torch.cuda.is_available()):
+        parser.error("--amp fp16 needs a CUDA GPU (use --amp bf16 on CPU)")
+    if args.amp in (None, "auto"):
+        args.amp = "off" if args.amp is None else ("bf16" if _amp_supported("bf16", args.device) else "off")
+    if args.batch_size < 1 or args.max_views_per_batch < 1:
+        parser.error("--batch_size and --max_views_per_batch must be >= 1")
+    for w in args.weights_list:
+        if not os.path.isfile(w):
+            parser.error(f"--weights: no such file {w!r}")
+    if args.workers is None:
+        args.workers = 2
+    return args

@@ -1,0 +1,47 @@
+"""Fuse score files saved by `test_models.py --save_scores` and print the same metrics, without re-running
+any model (RGB + Flow + RGBDiff models, or 8- and 16-frame models of one modality).
+
+    python scripts/ensemble_scores.py rgb.npz flow.npz --coeff 1,1.5 [--softmax] [--num_class N]
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from ops.scores import align_to, fuse, load_scores, metrics, video_scores  # noqa: E402
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scores", nargs="+", help="npz files from test_models.py --save_scores")
+    p.add_argument("--coeff", default=None, help="comma floats, one per file (default all 1)")
+    p.add_argument("--softmax", action="store_true", help="softmax each model's view-averaged logits first")
+    p.add_argument("--num_class", type=int, default=None, help="default: the score files' class count")
+    return p
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    coeffs = [1.0] * len(args.scores) if args.coeff is None else [float(c) for c in args.coeff.split(",")]
+    if len(coeffs) != len(args.scores):
+        raise SystemExit(f"--coeff has {len(coeffs)} values for {len(args.scores)} score files")
+    files = [load_scores(p) for p in args.scores]
+    ref = files[0]
+    per_model = []
+    for path, f in zip(args.scores, files):
+        if not np.array_equal(align_to(ref["video_ids"], f["video_ids"], f["labels"], path), ref["labels"]):
+            raise SystemExit(f"{path}: labels differ from {args.scores[0]} for the same videos")
+        per_model.append(align_to(ref["video_ids"], f["video_ids"], video_scores(f["scores"], args.softmax), path))
+        print(f"{os.path.basename(path)} (coeff {coeffs[len(per_model) - 1]:g}): {f['protocol']}")
+    num_class = args.num_class or ref["scores"].shape[2]
+    res, _ = metrics(fuse(per_model, coeffs), ref["labels"], num_class)
+    print(f"Overall Prec@1 {res['top1']:.2f}%  Prec@5 {res['top5']:.2f}%  "
+          f"mean class accuracy {res['mean_class_acc']:.2f}%  ({res['num_videos']} videos)")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Multi-crop x multi-clip evaluation of one checkpoint or an ensemble (TSM / MML compatible).
+
+    python test_models.py somethingv2 --weights ckpt.best.pth.tar --test_crops 3 --twice_sample --full_res
+    python test_models.py toy --weights rgb.pth.tar,flow.pth.tar --coeff 1,1.5 --save_scores s.npz
+
+Semantics (TSM): per video, the logits of every view (crops x clips) are averaged; --softmax applies a
+softmax AFTER that average; an ensemble is the coefficient-weighted sum of the per-model scores. The
+model is rebuilt from the checkpoint's own configuration; flags only change the test protocol.
+"""
+import csv
+import json
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from opts import parse_test_args
+from ops import distributed as D
+from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
+from ops.dataset import VideoDataSet, parse_list, worker_init_fn
+from ops.dataset_config import resolve_dataset
+from ops.models import TSN
+from ops.sampler import ShardSampler
+from ops.transforms import build_transform
+from ops.scores import fuse, metrics, save_scores, video_scores
+
+logger = logging.getLogger("test_models")
+
+
+def protocol_text(num_frames, crops, clips, full_res, num_videos, mode):
+    res = "full-res" if full_res else "centre-res"
+    return (f"{num_frames} frames x {crops} crop{'s' if crops > 1 else ''} x {clips} clip"
+            f"{'s' if clips > 1 else ''} ({mode}), {res}, {num_videos:,} videos")
+
+
+def sampling_mode(args):
+    if args.random_clips:
+        return f"random{args.random_clips}"
+    if args.random_sample:
+        return "random" + ("+twice" if args.twice_sample else "")
+    if args.dense_sample:
+        return "dense"
+    return "twice" if args.twice_sample else "uniform"
+
+
+class ModelUnderTest:
+    """One checkpoint with its own modality, segments, data set and loader."""
+
+    def __init__(self, args, index, ctx):
+        path = args.weights_list[index]
+        ckpt = load_checkpoint(path)
+        overrides = {k: v for k, v in dict(arch=args.arch, modality=args.modality,
+                                           shift_div=args.shift_div, shift_place=args.shift_place).items()
+                     if v is not None}
+        if args.shift:
+            overrides["is_shift"] = True
+        config = model_config_from_checkpoint(ckpt, path=path, **overrides)
+        self.path = path
+        self.modality = config["modality"]
+        self.num_segments = args.test_segments_list[index] or config["num_segments"]
+        self.temporal = bool(config.get("is_shift") or config.get("temporal_module")) or \
+            config["base_model"].startswith("ila_")
+        spec = resolve_dataset(args.dataset, self.modality, data_root=args.data_root, root_path=args.root_path,
+                               val_list=args.test_list_list[index], category_file=args.category_file,
+                               num_class=args.num_class, image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
+                               data_format=args.data_format)
+        self.spec = spec
+        if config["num_class"] != spec.num_class:
+            raise SystemExit(f"{path}: the checkpoint has {config['num_class']} classes but dataset "
+                             f"{args.dataset} has {spec.num_class} (--num_class / --category_file)")
+        config = dict(config, pretrain="none")
+        # Temporal models see the whole clip; a TSN (per-frame) model is run on single frames as TSM does.
+        model_segments = self.num_segments if self.temporal else 1
+        config["num_segments"] = model_segments
+        if ckpt.get("config") is not None and "clip_weights" in config:
+            config["clip_weights"] = None
+        self.model = TSN(**config)
+        report = load_weights(self.model, ckpt["state_dict"], strict=True)
+        if report.get("changed"):
+            logger.info("%s: %s", path, report)
+        self.model.eval().to(ctx.device)
+        if args.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        input_size = self.model.scale_size if args.full_res else self.model.crop_size
+        transform = build_transform(False, self.modality, input_size=input_size,
+                                    scale_size=args.scale_size or self.model.scale_size,
+                                    test_crops=args.test_crops, full_res=args.full_res,
+                                    mean=self.model.input_mean, std=self.model.input_std)
+        records = parse_list(spec.val_list, spec.data_format, option="--test_list")
+        if args.max_num > 0:
+            records = records[:args.max_num]
+        check_modality_matches(self.modality, spec, records, path)
+        self.dataset = VideoDataSet(
+            spec.root_path, spec.val_list, num_segments=self.num_segments, new_length=config.get("new_length"),
+            modality=self.modality, image_tmpl=spec.image_tmpl, transform=transform, mode="test",
+            data_format=spec.data_format, start_index=spec.start_index, video_backend=args.video_backend,
+            dense_sample=args.dense_sample, twice_sample=args.twice_sample, random_sample=args.random_sample,
+            dense_length=args.dense_length, dense_number=args.dense_number, random_clips=args.random_clips,
+            seed=args.seed, strict=args.strict_data, num_class=spec.num_class, records=records,
+            list_option="--test_list")
+        self.num_views = self.dataset.num_views
+        self.num_clips = self.num_views // args.test_crops
+        self.coeff = args.coeff_list[index]
+
+    @torch.no_grad()
+    def run_views(self, clips, max_views, dtype, device, channels_last):
+        """clips (B, V, T*F*C, h, w) -> per-view logits (B, V, num_class), in chunks of max_views views."""
+        B, V = clips.shape[:2]
+        flat = clips.reshape(B * V, *clips.shape[2:])
+        if not self.temporal:
+            # per-frame evaluation: (B*V, T*F*C, h, w) -> (B*V*T, F*C, h, w)
+            T = self.num_segments
+            flat = flat.reshape(B * V * T, flat.shape[1] // T, *flat.shape[2:])
+        outs = []
+        for start in range(0, flat.shape[0], max_views):
+            chunk = flat[start:start + max_views].to(device, non_blocking=True)
+            if channels_last:
+                chunk = chunk.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                outs.append(self.model(chunk).float().cpu())
+        logits = torch.cat(outs)
+        if not self.temporal:
+            logits = logits.reshape(B * V, self.num_segments, -1).mean(1)
+        return logits.reshape(B, V, -1)
+
+
+def check_modality_matches(modality, spec, records, path):
+    """Catch a Flow checkpoint pointed at an RGB list (and vice versa) before decoding anything."""
+    if spec.data_format != "frames" or not records:
+        return
+    folder = os.path.join(spec.root_path, records[0].path)
+    tmpl = spec.image_tmpl
+    name = tmpl.format("x", spec.start_index) if tmpl.count("{") == 2 else tmpl.format(spec.start_index)
+    if not os.path.isfile(os.path.join(folder, name)):
+        raise SystemExit(f"{path}: a {modality} checkpoint needs {name} in {folder} (first video of the test "
+                         f"list {spec.val_list}); is the list for another modality? (--test_list, --image_tmpl, "
+                         f"--flow_tmpl)")
+
+
+def evaluate_model(mt, args, ctx, dtype):
+    """-> (video_ids, labels, per-view logits (N, V, C)) over the whole list, on every rank."""
+    n = len(mt.dataset)
+    sampler = ShardSampler(n, num_replicas=ctx.world_size, rank=ctx.rank, batch_size=args.batch_size,
+                           shuffle=False, drop_last=False)
+    loader = DataLoader(mt.dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+                        pin_memory=ctx.device.type == "cuda", worker_init_fn=worker_init_fn)
+    bar = None
+    if ctx.is_main and not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(loader), desc=os.path.basename(mt.path), leave=False, dynamic_ncols=True)
+    idx_parts, logit_parts = [], []
+    for clips, labels, index in loader:
+        if clips.dim() != 5 or clips.shape[1] != mt.num_views:
+            raise RuntimeError(f"expected {mt.num_views} views per video, got clip batch {tuple(clips.shape)}")
+        logits = mt.run_views(clips, args.max_views_per_batch, dtype, ctx.device, args.channels_last)
+        idx_parts.append(index)
+        logit_parts.append(logits)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    C = mt.model.num_class
+    index = torch.cat(idx_parts) if idx_parts else torch.zeros(0, dtype=torch.int64)
+    logits = torch.cat(logit_parts) if logit_parts else torch.zeros(0, mt.num_views, C)
+    if ctx.distributed:
+        parts = [None] * ctx.world_size
+        dist.all_gather_object(parts, (index.numpy(), logits.numpy()))
+        index = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+        logits = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+    order = torch.argsort(index)
+    index, logits = index[order], logits[order]
+    if not torch.equal(index, torch.arange(n)):
+        raise RuntimeError(f"{mt.path}: {len(index)} videos evaluated for {n} listed (missing or duplicated)")
+    ids = [mt.dataset.video_id(i) for i in range(n)]
+    labels = np.array([mt.dataset.label(i) for i in range(n)], dtype=np.int64)
+    return ids, labels, logits.numpy()
+
+
+def write_confusion_png(cm, path, class_names=None):
+    """Row-normalised confusion matrix as an image (one cell per class pair, up to ~200 classes)."""
+    from PIL import Image, ImageDraw
+    C = cm.shape[0]
+    rows = cm.sum(1, keepdims=True).clip(min=1)
+    norm = cm / rows
+    cell = max(2, min(24, 800 // max(C, 1)))
+    margin = 40
+    size = C * cell
+    img = Image.new("RGB", (size + margin + 10, size + margin + 10), "white")
+    pix = (255 * (1 - norm)).astype(np.uint8)
+    heat = np.stack([pix, pix, np.full_like(pix, 255)], axis=-1)           # white -> blue
+    heat = np.kron(heat, np.ones((cell, cell, 1), dtype=np.uint8))
+    img.paste(Image.fromarray(heat), (margin, margin))
+    draw = ImageDraw.Draw(img)
+    draw.text((margin, 5), "predicted ->", fill="black")
+    draw.text((2, margin), "true", fill="black")
+    if C <= 30:
+        for i in range(C):
+            draw.text((margin + i * cell + 1, margin - 12), str(i), fill="black")
+            draw.text((margin - 18, margin + i * cell + 1), str(i), fill="black")
+    img.save(path)
+
+
+def write_per_class(cm, path, class_names):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class", "name", "count", "top1"])
+        for c in range(cm.shape[0]):
+            count = int(cm[c].sum())
+            w.writerow([c, class_names[c] if class_names else str(c), count,
+                        f"{100.0 * cm[c, c] / count:.2f}" if count else ""])
+
+
+def write_tsm_csv(path, ids, scores, class_names, top5_indices):
+    """TSM formats: `vid;category` lines, or `vid;i1;...;i5` (Something-Something v2 submission)."""
+    with open(path, "w") as f:
+        for vid, s in zip(ids, scores):
+            order = np.argsort(-s)
+            if top5_indices:
+                f.write(vid + ";" + ";".join(str(int(i)) for i in order[:5]) + "\n")
+            else:
+                f.write(f"{vid};{class_names[int(order[0])] if class_names else int(order[0])}\n")
+
+
+def main(args):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    ctx = D.setup_distributed(device=args.device, gpus=args.gpus, timeout_s=args.dist_timeout)
+    try:
+        return run(args, ctx)
+    finally:
+        D.cleanup()
+
+
+def run(args, ctx):
+    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    # Build and check every model and list before decoding a single video.
+    models = [ModelUnderTest(args, i, ctx) for i in range(len(args.weights_list))]
+    id_sets = [list(m.dataset.video_ids) for m in models]
+    for m, ids in zip(models[1:], id_sets[1:]):
+        if sorted(ids) != sorted(id_sets[0]):
+            missing = sorted(set(id_sets[0]) ^ set(ids))[:5]
+            raise SystemExit(f"{m.path}: its test list has other videos than {models[0].path} "
+                             f"(e.g. {missing}); ensembles need the same videos")
+    start = time.perf_counter()
+    results = [evaluate_model(m, args, ctx, dtype) for m in models]
+    elapsed = time.perf_counter() - start
+    ids0 = results[0][0]
+    per_model = []
+    for (ids, labels, logits), m in zip(results, models):
+        pos = {v: i for i, v in enumerate(ids)}
+        order = [pos[v] for v in ids0]
+        per_model.append((labels[order], logits[order]))
+    labels = per_model[0][0]
+    for (lab, _), m in zip(per_model[1:], models[1:]):
+        if not np.array_equal(lab, labels):
+            raise SystemExit(f"{m.path}: labels differ from {models[0].path} for the same videos")
+    scores = fuse([video_scores(lg, args.softmax) for _, lg in per_model], [m.coeff for m in models])
+    num_class = models[0].spec.num_class
+    res, cm = metrics(scores, labels, num_class)
+    if not ctx.is_main:
+        return res
+    protocols = [protocol_text(m.num_segments, args.test_crops, m.num_clips, args.full_res, len(ids0),
+                               sampling_mode(args)) for m in models]
+    for m, p in zip(models, protocols):
+        print(f"{os.path.basename(m.path)} [{m.modality}, coeff {m.coeff:g}]: {p}")
+    print(f"Overall Prec@1 {res['top1']:.2f}%  Prec@5 {res['top5']:.2f}%  "
+          f"mean class accuracy {res['mean_class_acc']:.2f}%  "
+          f"({1000.0 * elapsed / max(len(ids0), 1):.1f} ms per video)")
+    out_dir = args.output_dir or (os.path.dirname(os.path.abspath(args.save_scores)) if args.save_scores
+                                  else os.path.join(os.path.dirname(os.path.abspath(models[0].path)),
+                                                    f"eval_{args.dataset}"))
+    os.makedirs(out_dir, exist_ok=True)
+    np.save(os.path.join(out_dir, "confusion.npy"), cm)
+    names = models[0].spec.categories
+    write_confusion_png(cm, os.path.join(out_dir, "confusion.png"), names)
+    write_per_class(cm, os.path.join(out_dir, "per_class.csv"), names)
+    if args.save_scores:
+        if len(models) == 1:
+            save_scores(args.save_scores, ids0, labels, per_model[0][1], protocols[0])
+        else:
+            stem = args.save_scores[:-4] if args.save_scores.endswith(".npz") else args.save_scores
+            for i, ((_, lg), p) in enumerate(zip(per_model, protocols)):
+                save_scores(f"{stem}.{i}.npz", ids0, labels, lg, p)
+    if args.csv_file:
+        write_tsm_csv(args.csv_file, ids0, scores, names, models[0].spec.csv_top5)
+    summary = dict(res, protocol=protocols, weights=args.weights_list, coeff=[m.coeff for m in models],
+                   softmax=args.softmax, seconds=elapsed)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main(parse_test_args()) is not None else 1)

@@ -1,0 +1,209 @@
+import math
+
+import pytest
+import torch
+import torchvision
+
+from ops.temporal_shift import TemporalShift, shift
+from ops.tin import (OFFSET_INIT_BIAS, TemporalInterlace, check_tsm_to_tin_load, is_tin_own_key,
+                     linear_temporal_shift, load_tsm_into_tin, make_temporal_interlace,
+                     temporal_interlace, tsm_to_tin_state_dict)
+
+
+def arange_clip(n=1, t=4, c=16, h=1, w=1, dtype=torch.float32):
+    """(N*T, C, H, W) with value 100*t + c (+ 1000*n) at every pixel: easy to read back."""
+    v = (torch.arange(n).view(n, 1, 1) * 1000 + torch.arange(t).view(1, t, 1) * 100
+         + torch.arange(c).view(1, 1, c)).to(dtype)
+    return v.view(n * t, c, 1, 1).expand(n * t, c, h, w).contiguous()
+
+
+def group_offsets(n, *values):
+    return torch.tensor([list(values)] * n, dtype=torch.float32)
+
+
+def test_zero_offsets_unit_weights_is_identity():
+    n, t = 2, 5
+    x = torch.randn(n * t, 16, 3, 3)
+    out = temporal_interlace(x, t, torch.zeros(n, 4), torch.ones(n, t, 4))
+    assert torch.equal(out, x)
+
+
+def test_integer_offsets_reproduce_tsm_shift():
+    # TIN groups on C/4 = [o0, o1, -o0, -o1]; o = -1 on groups 0, 1 (first C/8 channels) takes t+1,
+    # +1 on groups 2, 3 takes t-1: exactly TSM's shift with fold_div 8.
+    n, t = 2, 4
+    x = torch.randn(n * t, 32, 2, 3)
+    out = temporal_interlace(x, t, group_offsets(n, -1, -1, 1, 1), torch.ones(n, t, 4))
+    assert torch.equal(out, shift(x, t, fold_div=8))
+
+
+def test_positive_and_negative_unit_offsets_on_arange():
+    t = 4
+    x = arange_clip(t=t, c=16)
+    # fold = 4, groups of one channel: offsets +1, -1, 0, 2
+    out = temporal_interlace(x, t, group_offsets(1, 1, -1, 0, 2), torch.ones(1, t, 4))
+    out = out[:, :, 0, 0]
+    assert out[:, 0].tolist() == [0, 0, 100, 200]                              # x[t-1]
+    assert out[:, 1].tolist() == [101, 201, 301, 0]                            # x[t+1]
+    assert out[:, 2].tolist() == [2, 102, 202, 302]                            # unchanged
+    assert out[:, 3].tolist() == [0, 0, 3, 103]                                # x[t-2]
+    assert torch.equal(out[:, 4:], x[:, 4:, 0, 0])                             # channels >= C/4
+
+
+def test_half_offset_averages_neighbours():
+    t = 4
+    x = arange_clip(t=t, c=4, dtype=torch.float64)
+    y = linear_temporal_shift(x.view(1, t, 4, 1), torch.tensor([[0.5, -0.5, 1.5, -2.5]],
+                                                               dtype=torch.float64))[0, :, :, 0]
+    # offset 0.5: 0.5 x[t] + 0.5 x[t-1], zero before frame 0
+    assert y[:, 0].tolist() == [0.0, 50.0, 150.0, 250.0]
+    # offset -0.5: 0.5 x[t] + 0.5 x[t+1]
+    assert y[:, 1].tolist() == [51.0, 151.0, 251.0, 150.5]
+    # offset 1.5: 0.5 x[t-1] + 0.5 x[t-2]
+    assert y[:, 2].tolist() == [0.0, 1.0, 51.0, 151.0]
+    # offset -2.5: 0.5 x[t+2] + 0.5 x[t+3]
+    assert y[:, 3].tolist() == [251.5, 151.5, 0.0, 0.0]
+
+
+def test_offsets_beyond_clip_give_zeros():
+    x = torch.randn(2, 3, 4, 5)
+    y = linear_temporal_shift(x, torch.tensor([[3.0, -3.0, 7.25, -4.5]] * 2))
+    assert torch.equal(y, torch.zeros_like(y))
+
+
+def test_weights_scale_groups_per_frame():
+    t = 3
+    x = torch.ones(t, 16, 1, 1)
+    weights = torch.tensor([[[0.5, 1.5, 0.5, 1.5], [1.0, 2.0, 1.0, 2.0], [0.0, 0.25, 0.0, 0.25]]])
+    out = temporal_interlace(x, t, torch.zeros(1, 4), weights)[:, :, 0, 0]
+    # fold = 4: one channel per group, weights as given per group and frame
+    assert out[:, :4].tolist() == weights[0].tolist()
+    assert torch.equal(out[:, 4:], torch.ones(t, 12))
+
+
+def test_gradcheck_features_and_offsets():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    o = torch.tensor([[0.3, -1.7, 1.2, -0.45], [2.6, 0.8, -0.1, -3.3]], dtype=torch.float64,
+                     requires_grad=True)
+    assert torch.autograd.gradcheck(linear_temporal_shift, (x, o))
+
+
+def test_feature_gradient_is_adjoint():
+    # <shift(x), g> = <x, adjoint(g)> with adjoint(g)[t] = (1-l) g[t+k] + l g[t+k+1]
+    t, o = 6, torch.tensor([[1.25]], dtype=torch.float64)
+    x = torch.randn(1, t, 1, 3, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(1, t, 1, 3, dtype=torch.float64)
+    (linear_temporal_shift(x, o) * g).sum().backward()
+    gp = torch.cat([g, torch.zeros(1, 3, 1, 3, dtype=torch.float64)], dim=1)  # zero beyond T-1
+    expected = 0.75 * gp[:, 1:t + 1] + 0.25 * gp[:, 2:t + 2]
+    assert torch.allclose(x.grad, expected, atol=1e-12)
+
+
+def test_offset_gradient_is_neighbour_difference():
+    x = arange_clip(t=4, c=1, dtype=torch.float64).view(1, 4, 1, 1)
+    o = torch.tensor([[0.5]], dtype=torch.float64, requires_grad=True)
+    linear_temporal_shift(x, o)[0, 2, 0, 0].backward()
+    assert o.grad.item() == pytest.approx(100.0 - 200.0)   # x[t-1] - x[t] at t = 2
+
+
+def test_module_init_offsets_and_weights():
+    torch.manual_seed(0)
+    t = 8
+    m = TemporalInterlace(torch.nn.Conv2d(32, 8, 1), n_segment=t)
+    x = torch.randn(3 * t, 32, 4, 4)
+    offsets, weights = m.offsets_and_weights(x)
+    assert offsets.shape == (3, 4) and weights.shape == (3, t, 4)
+    assert torch.equal(weights, torch.ones_like(weights))           # exactly 1 at init
+    assert torch.equal(offsets[:, 2:], -offsets[:, :2])
+    # default init (random conv/fc1) gives offsets near +0.5; bounded in (-2, 2)
+    assert (offsets[:, :2] - 0.5).abs().max() < 0.5
+    # hidden activation forced to 0: offsets are exactly +-4 (sigmoid(fc2 bias) - 0.5)
+    for p in (m.offset_net.conv.weight, m.offset_net.conv.bias, m.offset_net.fc1.weight,
+              m.offset_net.fc1.bias, m.offset_net.fc2.weight):
+        torch.nn.init.zeros_(p)
+    offsets, _ = m.offsets_and_weights(x)
+    expected = 4 * (1 / (1 + math.exp(-OFFSET_INIT_BIAS)) - 0.5)
+    assert expected == pytest.approx(0.5)
+    assert torch.allclose(offsets, torch.tensor([expected, expected, -expected, -expected]))
+
+
+def test_offsets_and_weights_stay_in_range():
+    torch.manual_seed(1)
+    t = 4
+    m = TemporalInterlace(torch.nn.Conv2d(16, 4, 1), n_segment=t)
+    for p in m.parameters():
+        p.data.normal_(0, 50)   # drive the nets into saturation
+    offsets, weights = m.offsets_and_weights(torch.randn(2 * t, 16, 3, 3) * 100)
+    assert offsets.abs().max() < 2 and offsets.abs().max() > 1.9
+    assert weights.min() >= 0 and weights.max() <= 2
+
+
+def test_module_rejects_bad_shapes():
+    m = TemporalInterlace(torch.nn.Conv2d(16, 4, 1), n_segment=4)
+    with pytest.raises(ValueError, match="multiple of n_segment"):
+        m(torch.randn(6, 16, 2, 2))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        TemporalInterlace(torch.nn.Conv2d(24, 4, 1), n_segment=4)
+
+
+def tin_resnet18(t):
+    return make_temporal_interlace(torchvision.models.resnet18(weights=None), t)
+
+
+def test_make_temporal_interlace_keys_and_placement():
+    net = tin_resnet18(4)
+    wrapped = [name for name, m in net.named_modules() if isinstance(m, TemporalInterlace)]
+    assert wrapped == [f"layer{s}.{i}.conv1" for s in range(1, 5) for i in range(2)]
+    keys = net.state_dict().keys()
+    assert 'layer1.0.conv1.net.weight' in keys and 'layer1.0.conv1.weight' not in keys
+    assert 'layer3.1.conv1.offset_net.fc2.bias' in keys
+    assert 'layer3.1.conv1.weight_net.conv.weight' in keys
+    with pytest.raises(ValueError, match="already"):
+        make_temporal_interlace(net, 4)
+    with pytest.raises(TypeError, match="layer1..layer4"):
+        make_temporal_interlace(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)), 4)
+
+
+def test_resnet18_with_tin_forward_backward_every_param_gets_gradient():
+    torch.manual_seed(0)
+    t = 3
+    net = tin_resnet18(t)
+    out = net(torch.randn(2 * t, 3, 32, 32))
+    assert out.shape == (2 * t, 1000)
+    out.square().mean().backward()
+    no_grad = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert no_grad == []
+
+
+def test_tsm_checkpoint_loads_into_tin_without_leaving_convs_at_init():
+    torch.manual_seed(0)
+    t = 4
+    tsm = torchvision.models.resnet18(weights=None)
+    for stage in (tsm.layer1, tsm.layer2, tsm.layer3, tsm.layer4):
+        for block in stage:
+            block.conv1 = TemporalShift(block.conv1, n_segment=t, n_div=8)
+    tsm_state = {k: v + 1 for k, v in tsm.state_dict().items()}  # differ from any init
+    tin = tin_resnet18(t)
+    missing = load_tsm_into_tin(tin, tsm_state)
+    assert missing and all(is_tin_own_key(k) for k in missing)
+    assert {k for k in tin.state_dict() if not is_tin_own_key(k)} == set(tsm_state)
+    for k, v in tin.state_dict().items():
+        if not is_tin_own_key(k):
+            assert torch.equal(v, tsm_state[k]), k
+
+
+def test_plain_resnet_state_dict_maps_onto_tin():
+    plain = torchvision.models.resnet18(weights=None).state_dict()
+    mapped = tsm_to_tin_state_dict(plain)
+    assert 'layer2.1.conv1.net.weight' in mapped and 'conv1.weight' in mapped
+    tin = tin_resnet18(2)
+    assert all(is_tin_own_key(k) for k in load_tsm_into_tin(tin, plain))
+
+
+def test_incomplete_tsm_load_raises():
+    with pytest.raises(ValueError, match="layer1.0.conv1.net.weight"):
+        check_tsm_to_tin_load(['layer1.0.conv1.net.weight'], [])
+    with pytest.raises(ValueError, match="unexpected"):
+        check_tsm_to_tin_load([], ['foo.weight'])
+    check_tsm_to_tin_load(['base_model.layer1.0.conv1.offset_net.fc1.weight'], [])
