@@ -100,13 +100,6 @@ def dataset_spec(args, modality):
                            data_format=args.data_format)
 
 
-def ensure_data(args):
-    """Generate the built-in toy dataset on first use (rank-safe: generation is atomic)."""
-    if args.dataset == "toy" and args.root_path is None:
-        from ops.toy import ensure_toy_dataset
-        ensure_toy_dataset(args.data_root)
-
-
 def build_records(args, split, modalities):
     """Per-modality records of one split, paired by video id across the modalities of the run."""
     option = "--train_list" if split == "train" else "--val_list"
@@ -123,7 +116,8 @@ def build_records(args, split, modalities):
     return pair_records(lists), specs
 
 
-def make_dataset(args, modality, split, records, spec, model, aligned, num_class, all_modalities):
+def make_dataset(args, modality, split, records, spec, model, aligned, num_class, all_modalities,
+                 position=0):
     train = split == "train"
     scales = RGB_SCALES if (aligned and len(set(all_modalities)) > 1) else None
     transform = build_transform(train, modality, input_size=model.crop_size, scale_size=model.scale_size,
@@ -134,20 +128,24 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
         aligned_frames = [[recs[i].num_frames for recs in per_mod] for i in range(len(per_mod[0]))]
         aligned_lengths = [frames_per_segment(m, args.new_length) for m in all_modalities]
     return VideoDataSet(
-        spec.root_path, spec.train_list if train else spec.val_list, num_segments=args.num_segments,
+        spec.root_path if train else spec.val_root_path, spec.train_list if train else spec.val_list,
+        num_segments=args.num_segments,
         new_length=args.new_length if args.new_length else model.new_length, modality=modality,
         image_tmpl=spec.image_tmpl, transform=transform, mode="train" if train else "val",
         data_format=spec.data_format, start_index=spec.start_index, video_backend=args.video_backend,
         dense_sample=args.dense_sample, random_sample=args.random_sample and train,
         dense_length=args.dense_length, dense_number=args.dense_number, seed=args.seed,
         strict=args.strict_data, num_class=num_class, records=records[modality],
-        aligned_num_frames=aligned_frames, aligned_new_lengths=aligned_lengths,
+        aligned_num_frames=aligned_frames, aligned_new_lengths=aligned_lengths, aligned_position=position,
         list_option="--train_list" if train else "--val_list")
 
 
-def make_loader(dataset, sampler, batch_size, workers, device):
+def make_loader(dataset, sampler, batch_size, workers, device, seed):
     on_gpu = device.type == "cuda"
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+    # Its own generator: creating an iterator must not consume the global RNG (exact resume).
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, generator=generator,
                       pin_memory=on_gpu, drop_last=False, worker_init_fn=worker_init_fn,
                       persistent_workers=workers > 0 and on_gpu,
                       prefetch_factor=4 if (workers > 0 and on_gpu) else None)
@@ -280,7 +278,7 @@ class Trainer:
             loss = loss + args.align_weight * aux.float()
         if step_record is not None:
             step_record.update(logits=logits.detach().cpu(), labels=labels.cpu(),
-                               loss=float(loss), **{k: float(v) for k, v in terms.items()})
+                               loss=float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()})
         return logits, loss, terms
 
     def collective_flags(self, loss):
@@ -318,7 +316,7 @@ class Trainer:
             set_lr(self.optimizer, args, lr)
             clips = to_device(clips, ctx.device, args.channels_last)
             labels = labels.to(ctx.device, non_blocking=True)
-            video_ids = [loader.dataset.video_id(int(i)) for i in index]
+            video_ids = [loader.dataset.records[int(i)].video_id for i in index]
             if args.check_alignment and ctx.mutual_group is not None:
                 check_alignment(video_id_hash(video_ids), ctx.mutual_group, self.mutual_ranks, step)
             record = {"step": step, "video_ids": video_ids} if dump is not None else None
@@ -343,9 +341,9 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             b = labels.shape[0]
             c1, c5 = topk_correct(logits.detach(), labels)
-            meters["loss"].update(float(loss), b)
+            meters["loss"].update(float(loss.detach()), b)
             for k, v in terms.items():
-                meters[k].update(float(v), b)
+                meters[k].update(float(v.detach()), b)
             meters["top1"].update(100.0 * c1 / b, b)
             meters["top5"].update(100.0 * c5 / b, b)
             if dump is not None:
@@ -421,7 +419,7 @@ class Trainer:
         if not torch.equal(index, torch.arange(num_videos)):
             raise RuntimeError(f"validation covered {len(index)} views for {num_videos} videos: a shard is "
                                f"missing or duplicated")
-        labels = torch.tensor([loader.dataset.label(i) for i in range(num_videos)])
+        labels = torch.tensor([r.label for r in loader.dataset.records])
         c1, c5 = topk_correct(logits, labels)
         loss = float(F.cross_entropy(logits, labels)) if num_videos else 0.0
         return {"top1": 100.0 * c1 / max(num_videos, 1), "top5": 100.0 * c5 / max(num_videos, 1),
@@ -518,13 +516,6 @@ def run(args, ctx):
         os.makedirs(run_dir, exist_ok=True)
         os.makedirs(log_dir, exist_ok=True)
     setup_logging(run_dir if writes else None, ctx.is_main or (writes and ctx.num_modalities > 1))
-    if ctx.is_main:
-        ensure_data(args)
-    if ctx.distributed:
-        dist.barrier()
-    if not ctx.is_main:
-        ensure_data(args)   # already generated: returns at once
-
     spec = dataset_spec(args, modality)
     aligned = ctx.num_modalities > 1 or bool(args.distill_from)
     pair_mods = list(args.modalities)
@@ -534,7 +525,11 @@ def run(args, ctx):
 
     torch.manual_seed(args.seed)
     model = build_model(args, modality, num_class)
-    if args.tune_from:
+    resume = args.resume
+    if resume == "auto":
+        latest = os.path.join(run_dir, "ckpt.pth.tar")
+        resume = latest if os.path.isfile(latest) else ""
+    if args.tune_from and not resume:
         report = load_weights(model, load_checkpoint(args.tune_from)["state_dict"])
         logger.info("fine-tuning from %s: %s", args.tune_from, report)
     model.to(ctx.device)
@@ -577,10 +572,6 @@ def run(args, ctx):
     trainer.raw_model = model
     install_signal_handlers(trainer.state)
 
-    resume = args.resume
-    if resume == "auto":
-        latest = os.path.join(run_dir, "ckpt.pth.tar")
-        resume = latest if os.path.isfile(latest) else ""
     if resume:
         trainer.restore(load_checkpoint(resume))
         logger.info("resumed from %s at epoch %d step %d (best top-1 %.2f)", resume, trainer.state.epoch + 1,
@@ -590,8 +581,9 @@ def run(args, ctx):
 
     batch = per_rank_batch(args, ctx)
     train_set = make_dataset(args, modality, "train", train_records, spec, model, aligned, num_class,
-                             pair_mods)
-    val_set = make_dataset(args, modality, "val", val_records, spec, model, aligned, num_class, pair_mods)
+                             pair_mods, ctx.modality_index)
+    val_set = make_dataset(args, modality, "val", val_records, spec, model, aligned, num_class, pair_mods,
+                           ctx.modality_index)
     train_sampler = ShardSampler(len(train_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
                                  batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
     val_sampler = ShardSampler(len(val_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
@@ -599,8 +591,8 @@ def run(args, ctx):
     if train_sampler.num_batches() == 0 and not args.evaluate:
         raise SystemExit(f"{len(train_set)} training videos give no full batch of {batch} per replica; "
                          f"lower --batch-size")
-    train_loader = make_loader(train_set, train_sampler, batch, args.workers, ctx.device)
-    val_loader = make_loader(val_set, val_sampler, batch, args.workers, ctx.device)
+    train_loader = make_loader(train_set, train_sampler, batch, args.workers, ctx.device, args.seed)
+    val_loader = make_loader(val_set, val_sampler, batch, args.workers, ctx.device, args.seed)
     if ctx.is_main:
         logger.info("run %s | %s | launch %s, world %d (%d modalities x %d replicas), device %s, "
                     "per-rank batch %d, amp %s, channels_last %s | %d train / %d val videos | decoder %s",

@@ -204,9 +204,17 @@ def _amp_supported(dtype_name, device):
     return True
 
 
+def ensure_builtin_data(args):
+    """The built-in toy dataset is generated on first use (atomic and safe when several ranks race)."""
+    if args.dataset == "toy" and args.root_path is None:
+        from ops.toy import ensure_toy_dataset
+        ensure_toy_dataset(args.data_root)
+
+
 def _derive_train(args):
     """The one place that fills derived values (nothing reassigns them later)."""
     args.modalities = _split_modalities(args.modality)
+    ensure_builtin_data(args)
     spec = resolve_dataset(args.dataset, args.modalities[0], data_root=args.data_root,
                            root_path=args.root_path, train_list=args.train_list, val_list=args.val_list,
                            category_file=args.category_file, num_class=args.num_class,
@@ -253,8 +261,9 @@ def _validate_train(parser, args):
         err("--dense_sample and --random_sample are exclusive (random already mixes dense clips)")
     if args.dense_length < 1 or args.dense_number < 1:
         err("--dense_length and --dense_number must be >= 1")
-    if args.resume and args.tune_from:
-        err("--resume and --tune_from are exclusive (resume continues a run, tune_from starts one)")
+    if args.resume not in ("", "auto") and args.tune_from:
+        err("--resume PATH and --tune_from are exclusive (--resume auto with --tune_from resumes the run "
+            "if it has a checkpoint, else fine-tunes)")
     if args.batch_size < 1 or args.epochs < 1 or args.lr <= 0:
         err("--batch-size, --epochs must be >= 1 and --lr > 0")
     if args.lr_type == "step" and list(args.lr_steps) != sorted(args.lr_steps):

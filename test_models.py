@@ -96,12 +96,12 @@ class ModelUnderTest:
             records = records[:args.max_num]
         check_modality_matches(self.modality, spec, records, path)
         self.dataset = VideoDataSet(
-            spec.root_path, spec.val_list, num_segments=self.num_segments, new_length=config.get("new_length"),
+            spec.val_root_path, spec.val_list, num_segments=self.num_segments, new_length=config.get("new_length"),
             modality=self.modality, image_tmpl=spec.image_tmpl, transform=transform, mode="test",
             data_format=spec.data_format, start_index=spec.start_index, video_backend=args.video_backend,
             dense_sample=args.dense_sample, twice_sample=args.twice_sample, random_sample=args.random_sample,
             dense_length=args.dense_length, dense_number=args.dense_number, random_clips=args.random_clips,
-            seed=args.seed, strict=args.strict_data, num_class=spec.num_class, records=records,
+            seed=args.seed, strict=True, num_class=spec.num_class, records=records,
             list_option="--test_list")
         self.num_views = self.dataset.num_views
         self.num_clips = self.num_views // args.test_crops
@@ -133,7 +133,7 @@ def check_modality_matches(modality, spec, records, path):
     """Catch a Flow checkpoint pointed at an RGB list (and vice versa) before decoding anything."""
     if spec.data_format != "frames" or not records:
         return
-    folder = os.path.join(spec.root_path, records[0].path)
+    folder = os.path.join(spec.val_root_path, records[0].path)
     tmpl = spec.image_tmpl
     name = tmpl.format("x", spec.start_index) if tmpl.count("{") == 2 else tmpl.format(spec.start_index)
     if not os.path.isfile(os.path.join(folder, name)):
@@ -176,8 +176,8 @@ def evaluate_model(mt, args, ctx, dtype):
     index, logits = index[order], logits[order]
     if not torch.equal(index, torch.arange(n)):
         raise RuntimeError(f"{mt.path}: {len(index)} videos evaluated for {n} listed (missing or duplicated)")
-    ids = [mt.dataset.video_id(i) for i in range(n)]
-    labels = np.array([mt.dataset.label(i) for i in range(n)], dtype=np.int64)
+    ids = mt.dataset.video_ids
+    labels = np.array([r.label for r in mt.dataset.records], dtype=np.int64)
     return ids, labels, logits.numpy()
 
 

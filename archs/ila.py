@@ -211,7 +211,6 @@ class ILAAlign(nn.Module):
             nn.MaxPool2d(2, ceil_mode=True), nn.ReLU(inplace=True),
             nn.Conv2d(hidden, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden),
             nn.MaxPool2d(2, ceil_mode=True), nn.ReLU(inplace=True),
-            nn.AdaptiveMaxPool2d(1),
         )
         # Two groups: the pre frame's (x, y) from the first half of the features, cur's from the second.
         self.point_head = nn.Sequential(
@@ -231,7 +230,7 @@ class ILAAlign(nn.Module):
 
     def predict_points(self, inter):
         # inter: (P, align_dim, G, G) for P pairs -> points (P, 2 frames, 2 coords (x, y)) in (-.75, .75)
-        feats = self.point_features(inter).flatten(2)  # (P, hidden, 1)
+        feats = self.point_features(inter).amax(dim=(-2, -1)).unsqueeze(-1)  # global max: (P, hidden, 1)
         return POINT_RANGE * torch.tanh(self.point_head(feats).view(-1, 2, 2))
 
     def masks(self, points):
@@ -357,7 +356,8 @@ class ILAVideoModel(nn.Module):
         self.norm_out = nn.LayerNorm(output_dim)
         self.aux_loss = torch.zeros(())
         if clip_weights is None:
-            logger.warning('ILA backbone built without clip_weights: the CLIP encoder is randomly initialised')
+            logger.warning('ILA backbone built without clip_weights: CLIP encoder randomly initialised '
+                           '(expected only for tests, toy runs, or when a checkpoint is loaded next)')
         else:
             load_clip_weights(self.visual, clip_weights, trust_jit_checkpoint=trust_jit_checkpoint)
         for p in clip_parameters(self.visual):
@@ -494,8 +494,10 @@ def ila_param_groups(model, base_lr, *, weight_decay=3e-3, lr_mult=None, weight_
     'head' (every other trainable parameter of ``model``, e.g. TSN's new_fc) and 'backbone' (CLIP, only
     when unfrozen). Biases, norms, embeddings (every tensor with < 2 dims, plus the temporal position
     embedding) go to a '<name>_no_decay' group with weight decay 0. Each group carries 'name', 'lr'
-    (= base_lr * lr_mult), 'lr_mult' and 'weight_decay'. Defaults reproduce the published recipe with
-    base_lr = 8e-6 and weight_decay = 3e-3.
+    (= base_lr * lr_mult), 'lr_mult', 'weight_decay' and 'decay_mult' (= weight_decay of the group /
+    the weight_decay argument), so a schedule that sets lr = base * lr_mult and
+    weight_decay = weight_decay * decay_mult keeps the per-group values. Defaults reproduce the
+    published recipe with base_lr = 8e-6 and weight_decay = 3e-3.
     """
     lr_mult = {**DEFAULT_LR_MULT, **(lr_mult or {})}
     decays = {**DEFAULT_WEIGHT_DECAY, **(weight_decays or {})}
@@ -533,10 +535,10 @@ def ila_param_groups(model, base_lr, *, weight_decay=3e-3, lr_mult=None, weight_
             params = buckets.get((name, no_decay))
             if not params:
                 continue
-            decay = weight_decay if decays[name] is None else decays[name]
+            decay = 0.0 if no_decay else weight_decay if decays[name] is None else decays[name]
             groups.append({'params': params, 'name': f'{name}_no_decay' if no_decay else name,
-                           'lr': base_lr * lr_mult[name], 'lr_mult': lr_mult[name],
-                           'weight_decay': 0.0 if no_decay else decay})
+                           'lr': base_lr * lr_mult[name], 'lr_mult': lr_mult[name], 'weight_decay': decay,
+                           'decay_mult': decay / weight_decay if weight_decay else 0.0})
     return groups
 
 

@@ -11,6 +11,9 @@ channels 3k:3k+3. The 2-D main stream sees the centre frame (channels 6:9).
   followed by a learnable temporal shift (`LearnableShift`, a depthwise temporal conv that starts
   as the TSM shift with fold C/8).
 
+variant='tdn' builds TDN itself from the same parts: S-TDM (`ShortTermDifference`, at H/8 and
+upsampled for both fusions, alpha/beta at both) and L-TDM (`LongTermDifference`) instead of DS-ME.
+
 Differences from the reference code (its defects): every parameter is a registered submodule of a
 standard type (the deformable kernels are nn.Conv2d weights, so optimiser policies see them), DS-ME
 uses the model's number of segments (the reference hard-codes 8), and no squeeze() breaks batch 1.
@@ -24,7 +27,6 @@ import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 from torchvision.ops import deform_conv2d
 
 logger = logging.getLogger(__name__)
@@ -32,8 +34,9 @@ logger = logging.getLogger(__name__)
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 FRAMES_PER_SEGMENT = 5
 CENTRE_FRAME = FRAMES_PER_SEGMENT // 2
-PRETRAIN_CHOICES = ('none', 'imagenet')  # anything else is a path to a local state dict
-LAYER1_FUSE = (0.75, 0.25)
+PRETRAIN_CHOICES = ('none', 'imagenet')  # anything else is a path to a local weights file
+LAYER1_FUSE = (0.75, 0.25)  # MSN's layer1 fusion, fixed for any number of segments
+VARIANTS = ('msn', 'tdn')
 
 
 def stem_fusion_weights(num_segments):
@@ -76,6 +79,31 @@ class ShortTermPyramid(nn.Module):
         return d1 + d2 + d3
 
 
+class ShortTermDifference(nn.Module):
+    """TDN S-TDM: (N*T, 15, H, W) -> (N*T, 64, H/8, W/8).
+
+    Consecutive frame differences (12 channels) -> avgpool 2 -> 7x7/2 conv -> BN -> ReLU ->
+    maxpool. The conv starts from the stem conv averaged over RGB and copied to the 12 channels.
+    """
+
+    def __init__(self, stem_conv):
+        super().__init__()
+        diff_channels = 3 * (FRAMES_PER_SEGMENT - 1)
+        out = stem_conv.out_channels
+        self.conv = nn.Conv2d(diff_channels, out, 7, stride=2, padding=3, bias=False)
+        with torch.no_grad():
+            rgb_mean = stem_conv.weight.mean(dim=1, keepdim=True)               # (64, 1, 7, 7)
+            self.conv.weight.copy_(rgb_mean.expand_as(self.conv.weight))
+        self.bn = nn.BatchNorm2d(out)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+    def forward(self, x):
+        nt, _, h, w = x.shape
+        frames = x.view(nt, FRAMES_PER_SEGMENT, 3, h, w)
+        diffs = (frames[:, 1:] - frames[:, :-1]).reshape(nt, -1, h, w)        # (NT, 12, H, W)
+        return self.pool(F.relu(self.bn(self.conv(F.avg_pool2d(diffs, 2)))))
+
+
 class DeformableConv2d(nn.Module):
     """DCNv1 with an offset conv that starts at zero, so it starts as the plain conv `conv`.
 
@@ -92,9 +120,14 @@ class DeformableConv2d(nn.Module):
         nn.init.zeros_(self.offset.bias)
 
     def forward(self, x):
-        return deform_conv2d(x, self.offset(x), self.conv.weight, self.conv.bias,
-                             stride=self.conv.stride, padding=self.conv.padding,
-                             dilation=self.conv.dilation)
+        offset = self.offset(x)
+        bias = None if self.conv.bias is None else self.conv.bias.float()
+        # float32: torchvision's CPU kernel has no bf16/fp16 version (its CUDA autocast casts too)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = deform_conv2d(x.float(), offset.float(), self.conv.weight.float(), bias,
+                                stride=self.conv.stride, padding=self.conv.padding,
+                                dilation=self.conv.dilation)
+        return out.to(x.dtype)
 
 
 class MotionExcitation(nn.Module):
@@ -145,6 +178,60 @@ class MotionExcitation(nn.Module):
         return x + x * self.attention(x)
 
 
+class LongTermDifference(nn.Module):
+    """TDN L-TDM: spatial attention from differences with the neighbouring frames.
+
+    x: (N*T, C, H, W). b = BN(conv1x1(x)) with C/16 channels, c = depthwise 3x3 conv of b.
+    Forward difference d_f[t] = c[t+1] - b[t] (0 at t = T-1), backward d_b[t] = c[t-1] - b[t]
+    (0 at t = 0). Each goes through m(d) = (d + up(BN(conv3x3(avgpool2(d)))) + BN(conv3x3(d))) / 3
+    and a(d) = sigmoid(BN(conv1x1(m(d)))) - 0.5 (weights shared by both directions);
+    y = x + x * (a(d_f) + a(d_b)) / 2.
+    """
+
+    def __init__(self, channels, num_segments, reduction=16):
+        super().__init__()
+        mid = channels // reduction
+        self.num_segments = num_segments
+        self.reduce = nn.Conv2d(channels, mid, 1, bias=False)
+        self.reduce_bn = nn.BatchNorm2d(mid)
+        self.smooth = nn.Conv2d(mid, mid, 3, padding=1, groups=mid, bias=False)
+        self.coarse = nn.Conv2d(mid, mid, 3, padding=1, bias=False)
+        self.coarse_bn = nn.BatchNorm2d(mid)
+        self.fine = nn.Conv2d(mid, mid, 3, padding=1, bias=False)
+        self.fine_bn = nn.BatchNorm2d(mid)
+        self.expand = nn.Conv2d(mid, channels, 1, bias=False)
+        self.expand_bn = nn.BatchNorm2d(channels)
+
+    def differences(self, x):
+        """Return (d_f, d_b), each (N*T, C/16, H, W)."""
+        nt, _, h, w = x.shape
+        t = self.num_segments
+        if nt % t:
+            raise ValueError(f"batch dimension {nt} is not a multiple of num_segments={t}")
+        b = self.reduce_bn(self.reduce(x))
+        c = self.smooth(b)
+        mid = b.shape[1]
+        b, c = b.view(nt // t, t, mid, h, w), c.view(nt // t, t, mid, h, w)
+        zero = torch.zeros_like(b[:, :1])
+        d_f = torch.cat([c[:, 1:] - b[:, :-1], zero], dim=1)
+        d_b = torch.cat([zero, c[:, :-1] - b[:, 1:]], dim=1)
+        return d_f.reshape(nt, mid, h, w), d_b.reshape(nt, mid, h, w)
+
+    def _gate(self, d):
+        coarse = self.coarse_bn(self.coarse(F.avg_pool2d(d, 2)))
+        coarse = F.interpolate(coarse, size=d.shape[-2:], mode='nearest')
+        m = (d + coarse + self.fine_bn(self.fine(d))) / 3
+        return torch.sigmoid(self.expand_bn(self.expand(m))) - 0.5
+
+    def attention(self, x):
+        """Return a (N*T, C, H, W) in (-0.5, 0.5)."""
+        d_f, d_b = self.differences(x)
+        return (self._gate(d_f) + self._gate(d_b)) / 2
+
+    def forward(self, x):
+        return x + x * self.attention(x)
+
+
 class LearnableShift(nn.Module):
     """Depthwise temporal conv (kernel 3, zero padding) that starts as the TSM shift.
 
@@ -179,19 +266,21 @@ class LearnableShift(nn.Module):
 class MotionBlock(nn.Module):
     """A torchvision BasicBlock/Bottleneck with excitation + learnable shift after conv1/bn1/relu.
 
+    excite: class called as excite(width, num_segments) (default MotionExcitation, MSN's DS-ME).
+
     Submodule names of the wrapped block are kept (conv1, bn1, ..., downsample), so ImageNet and
     checkpoint keys stay layerX.i.conv1.weight; the new parts are `excite` and `shift`.
     """
 
-    def __init__(self, block, num_segments, excite=True):
+    def __init__(self, block, num_segments, excite=None):
         super().__init__()
         for name, module in block.named_children():
             setattr(self, name, module)
-        if not hasattr(block, 'downsample'):
+        if block.downsample is None:  # a plain attribute, not a child
             self.downsample = None
         self.bottleneck = hasattr(block, 'conv3')
         width = block.conv1.out_channels
-        self.excite = MotionExcitation(width, num_segments) if excite else nn.Identity()
+        self.excite = (excite or MotionExcitation)(width, num_segments)
         self.shift = LearnableShift(width, num_segments)
 
     def forward(self, x):
@@ -203,20 +292,36 @@ class MotionBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class MSNResNet(nn.Module):
-    """MSN on a torchvision ResNet: (N*T, 15, H, W) -> fc(features) with features (N*T, fc.in_features).
+def _resize_like(m, ref):
+    """Nearest upsampling of m (N, C, h, w) to ref's spatial size; identity when they agree."""
+    if m.shape[-2:] == ref.shape[-2:]:
+        return m
+    return F.interpolate(m, size=ref.shape[-2:], mode='nearest')
 
-    Attribute names follow torchvision (conv1 ... layer4, avgpool, fc) so TSN can replace `fc` and
-    ImageNet keys load unchanged; `motion_layer1` and `short_term` form the short-term branch.
+
+class MSNResNet(nn.Module):
+    """MSN (or TDN) on a torchvision ResNet: (N*T, 15, H, W) -> fc(features (N*T, fc.in_features)).
+
+    variant 'msn': STP-ME short-term branch, DS-ME in layer2-4, layer1 fusion 0.75/0.25.
+    variant 'tdn': S-TDM short-term branch (at H/8, upsampled), L-TDM in layer2-4, both fusions
+    with the stem (alpha, beta). Attribute names follow torchvision (conv1 ... layer4, avgpool,
+    fc) so TSN can replace `fc` and ImageNet keys load unchanged; `short_term` and
+    `motion_layer1` form the short-term branch; blocks of layer2-4 gain `excite` and `shift`.
     """
 
-    def __init__(self, resnet, num_segments, stem_fuse=None, layer1_fuse=LAYER1_FUSE):
+    def __init__(self, resnet, num_segments, variant='msn', stem_fuse=None, layer1_fuse=None):
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; allowed: {VARIANTS}")
         if num_segments < 1:
             raise ValueError(f"num_segments must be >= 1, got {num_segments}")
         self.num_segments = num_segments
+        self.variant = variant
         self.stem_fuse = tuple(stem_fuse or stem_fusion_weights(num_segments))
+        if layer1_fuse is None:
+            layer1_fuse = LAYER1_FUSE if variant == 'msn' else self.stem_fuse
         self.layer1_fuse = tuple(layer1_fuse)
+        excite = MotionExcitation if variant == 'msn' else LongTermDifference
         self.conv1 = resnet.conv1
         self.bn1 = resnet.bn1
         self.relu = resnet.relu
@@ -224,27 +329,32 @@ class MSNResNet(nn.Module):
         self.layer1 = resnet.layer1
         for name in ('layer2', 'layer3', 'layer4'):
             stage = getattr(resnet, name)
-            setattr(self, name, nn.Sequential(*[MotionBlock(b, num_segments) for b in stage]))
+            setattr(self, name, nn.Sequential(*[MotionBlock(b, num_segments, excite) for b in stage]))
         self.avgpool = resnet.avgpool
         self.fc = resnet.fc
         # The reference builds a second ImageNet ResNet for this layer1; a copy is the same weights.
         self.motion_layer1 = copy.deepcopy(resnet.layer1)
-        self.short_term = ShortTermPyramid(out_channels=resnet.conv1.out_channels)
+        if variant == 'msn':
+            self.short_term = ShortTermPyramid(out_channels=resnet.conv1.out_channels)
+        else:
+            self.short_term = ShortTermDifference(resnet.conv1)
 
     def features(self, x):
         """(N*T, 15, H, W) -> pooled features (N*T, fc.in_features)."""
         if x.dim() != 4 or x.shape[1] != 3 * FRAMES_PER_SEGMENT:
-            raise ValueError(f"MSN expects (N*T, {3 * FRAMES_PER_SEGMENT}, H, W) (5 RGB frames per "
-                             f"segment), got {tuple(x.shape)}")
+            raise ValueError(f"{self.variant.upper()} expects (N*T, {3 * FRAMES_PER_SEGMENT}, H, W) "
+                             f"(5 RGB frames per segment), got {tuple(x.shape)}")
         if x.shape[0] % self.num_segments:
             raise ValueError(f"batch dimension {x.shape[0]} is not a multiple of num_segments="
                              f"{self.num_segments}")
         centre = x[:, 3 * CENTRE_FRAME:3 * CENTRE_FRAME + 3]
-        motion = self.short_term(x)                                           # (NT, 64, H/4, W/4)
+        motion = self.short_term(x)                      # MSN (NT, 64, H/4, W/4); TDN H/8, W/8
+        out = self.maxpool(self.relu(self.bn1(self.conv1(centre))))
         a, b = self.stem_fuse
-        out = a * self.maxpool(self.relu(self.bn1(self.conv1(centre)))) + b * motion
+        out = a * out + b * _resize_like(motion, out)
+        out = self.layer1(out)
         a, b = self.layer1_fuse
-        out = a * self.layer1(out) + b * self.motion_layer1(motion)
+        out = a * out + b * _resize_like(self.motion_layer1(motion), out)
         out = self.layer4(self.layer3(self.layer2(out)))
         return torch.flatten(self.avgpool(out), 1)
 
@@ -252,48 +362,31 @@ class MSNResNet(nn.Module):
         return self.fc(self.features(x))
 
 
-def resnet_imagenet_state_dict(depth):
-    """torchvision's ImageNet weights for resnet{depth}; a clear error when they cannot be had."""
-    weights = torchvision.models.get_weight(f"ResNet{depth}_Weights.IMAGENET1K_V1")
-    try:
-        return weights.get_state_dict(progress=False)
-    except OSError as err:  # no network and nothing in the torch hub cache
-        cache = os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(weights.url))
-        raise RuntimeError(f"ImageNet weights for resnet{depth} are unavailable ({err}); download "
-                           f"{weights.url} to {cache}, or pass pretrain=PATH to a local file, or "
-                           f"pretrain='none'") from err
-
-
-def _load_state_dict_file(path):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pretrain must be one of {PRETRAIN_CHOICES} or an existing file; "
-                                f"{path!r} is neither")
-    state = torch.load(path, map_location='cpu', weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
-        state = state['state_dict']
-    return state
-
-
 def msn_resnet(depth=50, num_segments=8, pretrain='none', **kw):
-    """Build MSN-R{depth}. pretrain: 'none', 'imagenet' (torchvision weights, main stream and the
-    short-term layer1) or a path to a torchvision ResNet state dict or a full MSN state dict.
-    Extra keywords go to MSNResNet (stem_fuse, layer1_fuse)."""
+    """Build MSN-R{depth} (or TDN with variant='tdn').
+
+    pretrain: 'none', 'imagenet' or a local file, through the backbone registry's ResNet loader
+    (archs.create_backbone: torchvision weights, clear error when unavailable) for the main stream;
+    the short-term layer1 copies the loaded layer1 and TDN's difference conv is inflated from the
+    loaded stem. A file holding a whole MSN/TDN state dict (keys 'short_term.*') is loaded strictly
+    into the built model instead. Extra keywords go to MSNResNet (variant, stem_fuse, layer1_fuse).
+    """
+    from archs import create_backbone
+    from ops.checkpoint import read_state_dict
+
     if depth not in RESNET_DEPTHS:
         raise ValueError(f"unknown ResNet depth {depth}; allowed: {RESNET_DEPTHS}")
-    resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None)
-    msn_state = None
-    if pretrain == 'imagenet':
-        resnet.load_state_dict(resnet_imagenet_state_dict(depth))
-    elif pretrain != 'none':
-        state = _load_state_dict_file(pretrain)
+    full_state = None
+    if pretrain not in PRETRAIN_CHOICES and os.path.isfile(pretrain):
+        state = read_state_dict(pretrain)
         if any(k.startswith('short_term.') for k in state):
-            msn_state = state
-        else:
-            resnet.load_state_dict(state)
+            full_state = state
+    resnet = create_backbone(f"resnet{depth}", pretrain='none' if full_state is not None else pretrain)
     model = MSNResNet(resnet, num_segments, **kw)
-    if msn_state is not None:
-        model.load_state_dict(msn_state)
-    logger.info("built MSN-R%d, %d segments, pretrain=%s", depth, num_segments, pretrain)
+    if full_state is not None:
+        model.load_state_dict(full_state)
+    logger.info("built %s-R%d, %d segments, pretrain=%s", model.variant.upper(), depth,
+                num_segments, pretrain)
     return model
 
 
@@ -313,4 +406,27 @@ MSN_BACKBONES = {
     'msn_resnet18': msn_resnet18,
     'msn_resnet50': msn_resnet50,
     'msn_resnet101': msn_resnet101,
+}
+
+
+def tdn_resnet(depth=50, num_segments=8, pretrain='none', **kw):
+    return msn_resnet(depth, num_segments=num_segments, pretrain=pretrain, variant='tdn', **kw)
+
+
+def tdn_resnet18(num_segments=8, pretrain='none', **kw):
+    return tdn_resnet(18, num_segments=num_segments, pretrain=pretrain, **kw)
+
+
+def tdn_resnet50(num_segments=8, pretrain='none', **kw):
+    return tdn_resnet(50, num_segments=num_segments, pretrain=pretrain, **kw)
+
+
+def tdn_resnet101(num_segments=8, pretrain='none', **kw):
+    return tdn_resnet(101, num_segments=num_segments, pretrain=pretrain, **kw)
+
+
+TDN_BACKBONES = {
+    'tdn_resnet18': tdn_resnet18,
+    'tdn_resnet50': tdn_resnet50,
+    'tdn_resnet101': tdn_resnet101,
 }

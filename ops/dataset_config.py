@@ -62,12 +62,12 @@ class Layout:
 
 def _entry(*, layouts, category_file=None, num_class=None, image_tmpl='img_{:05d}.jpg',
            flow_tmpl='flow_{}_{:05d}.jpg', start_index=1, data_format='frames', flip=True,
-           input_size=224, scale_size=256):
+           input_size=224, scale_size=256, train_defaults=None):
     # layouts: data_format -> {'RGB' | 'Flow': Layout}; RGBDiff uses the RGB layout.
     return dict(layouts=layouts, category_file=category_file, num_class=num_class,
                 image_tmpl=image_tmpl, flow_tmpl=flow_tmpl, start_index=start_index,
                 data_format=data_format, flip=flip, input_size=input_size, scale_size=scale_size,
-                train_defaults={})
+                train_defaults=dict(train_defaults or {}))
 
 
 def _split_lists(root, pattern):
@@ -113,6 +113,10 @@ DATASETS = {
             'RGB': _split_lists('kinetics/images', 'kinetics/labels/{split}_videofolder.txt')}}),
     'toy': _entry(
         category_file='toy/category.txt', flip=False, input_size=64, scale_size=64,
+        # Short quickstart command: main.py's defaults for this dataset (any flag overrides them).
+        train_defaults=dict(arch='resnet18', num_segments=8, batch_size=16, lr=2e-3, optimizer='adamw',
+                            weight_decay=1e-4, epochs=3, lr_type='cos', warmup_epochs=0, dropout=0.5,
+                            pretrain='none', no_partialbn=True, workers=2, eval_freq=1, clip_gradient=20.0),
         layouts={
             'frames': {'RGB': _split_lists('toy/frames', 'toy/{split}_rgb.txt'),
                        'Flow': _split_lists('toy/flow', 'toy/{split}_flow.txt')},

@@ -16,7 +16,10 @@ import datetime
 import logging
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import torch
 import torch.distributed as dist
@@ -41,7 +44,7 @@ class DistContext:
     num_replicas: int = 1
     replica_group: object = None   # ranks training the same modality (DDP); None when R == 1
     mutual_group: object = None    # ranks holding the same data shard; None when M == 1
-    monitor_group: object = None   # gloo group over every rank, for monitored barriers / object gathers
+    store: object = None           # the rendezvous TCPStore (also carries the liveness heartbeats)
 
     @property
     def distributed(self):
@@ -128,10 +131,9 @@ def setup_distributed(*, rank=None, world_size=None, init_method=None, dist_port
         return ctx
     ctx.backend = "nccl" if dev.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
-    kwargs = dict(backend=ctx.backend, init_method=init_method, timeout=timeout)
-    if init_method != "env://":
-        kwargs.update(rank=rank, world_size=world_size)
-    dist.init_process_group(**kwargs)
+    ctx.store = _make_store(init_method, rank, world_size, timeout, env)
+    dist.init_process_group(backend=ctx.backend, store=ctx.store, rank=rank, world_size=world_size,
+                            timeout=timeout)
     M, R = num_modalities, ctx.num_replicas
     # Every rank must create every group, in the same order.
     for m in range(M):
@@ -144,25 +146,61 @@ def setup_distributed(*, rank=None, world_size=None, init_method=None, dist_port
         g = dist.new_group(ranks, timeout=timeout) if M > 1 else None
         if j == ctx.replica_index:
             ctx.mutual_group = g
-    ctx.monitor_group = dist.new_group(backend="gloo", timeout=timeout) if ctx.backend != "gloo" else None
+    _start_heartbeat(ctx)
     return ctx
 
 
-def describe_failure(ctx, probe_timeout_s=10.0):
-    """After a collective failed: name the ranks that no longer answer (gloo monitored barrier)."""
-    if not dist.is_initialized():
-        return "process group is not initialised"
+def _store_address(init_method, env):
+    if init_method == "env://":
+        return env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", 29500))
+    url = urlparse(init_method)
+    if url.scheme != "tcp" or not url.hostname or not url.port:
+        raise ValueError(f"--init_method must look like tcp://HOST:PORT or env://, got {init_method!r}")
+    return url.hostname, url.port
+
+
+def _make_store(init_method, rank, world_size, timeout, env):
+    """The rendezvous store. Under a real torchrun the agent already hosts it; otherwise rank 0 does."""
+    env = os.environ if env is None else env
+    host, port = _store_address(init_method, env)
+    agent_hosts = init_method == "env://" and env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    return dist.TCPStore(host, port, world_size, is_master=rank == 0 and not agent_hosts, timeout=timeout,
+                         wait_for_workers=False)
+
+
+HEARTBEAT_S = 1.0
+
+
+def _start_heartbeat(ctx):
+    """A daemon thread bumps `tsm_hb/<rank>` every second, so survivors of a failure can name the lost rank."""
+    key = f"tsm_hb/{ctx.rank}"
+
+    def beat():
+        n = 0
+        while True:
+            n += 1
+            try:
+                ctx.store.set(key, str(n))
+            except Exception:   # the store host is gone; the main thread reports it
+                return
+            time.sleep(HEARTBEAT_S)
+    threading.Thread(target=beat, name="tsm-heartbeat", daemon=True).start()
+
+
+def describe_failure(ctx, probe_s=3.0):
+    """After a collective failed: name the ranks whose heartbeat stopped (dead or frozen processes)."""
+    if ctx.store is None:
+        return "no process group"
     try:
-        dist.monitored_barrier(group=ctx.monitor_group, wait_all_ranks=True,
-                               timeout=datetime.timedelta(seconds=probe_timeout_s))
-    except RuntimeError as exc:
-        ranks = sorted({int(r) for r in re.findall(r"[Rr]anks?\s*:?\s*\[?(\d+)", str(exc))} - {ctx.rank})
-        if ranks:
-            return "rank(s) " + ", ".join(map(str, ranks)) + " stopped responding"
-        if ctx.rank != 0:
-            return f"rank 0 (the rendezvous host) stopped responding ({str(exc).splitlines()[0]})"
-        return str(exc).splitlines()[0]
-    return "all ranks answered the probe; the failure was not a lost rank"
+        first = {r: ctx.store.get(f"tsm_hb/{r}") for r in range(ctx.world_size)}
+        time.sleep(probe_s)
+        second = {r: ctx.store.get(f"tsm_hb/{r}") for r in range(ctx.world_size)}
+    except Exception:
+        return "rank 0 (host of the rendezvous store) stopped responding"
+    lost = [r for r in range(ctx.world_size) if r != ctx.rank and first[r] == second[r]]
+    if lost:
+        return "rank(s) " + ", ".join(map(str, lost)) + " stopped responding"
+    return "every rank is still alive; the collective failed for another reason (see the error above)"
 
 
 def cleanup():

@@ -29,8 +29,8 @@ def _write(h5file, video_id: str, elements: Sequence[bytes], layout: str) -> Non
     data = np.empty(len(elements), dtype=object)
     for i, blob in enumerate(elements):
         data[i] = np.frombuffer(blob, dtype=np.uint8)
-    ds = h5file.create_dataset(video_id, shape=(len(elements),), dtype=_vlen_bytes())
-    ds[...] = data
+    # data= with an object array: slice assignment would treat equal-length blobs as a 2-D array.
+    ds = h5file.create_dataset(video_id, data=data, dtype=_vlen_bytes())
     ds.attrs['layout'] = layout
     # Written last: a dataset without it was interrupted and is rewritten by a resumed packer.
     ds.attrs['num_frames'] = len(elements) // (2 if layout == 'xy' else 1)
@@ -65,12 +65,14 @@ class HDF5FrameStore:
         self.path = path
         self._file = None
         self._pid = None
+        self._layouts = {}   # video id -> layout; h5py attribute reads cost about 0.5 ms
 
     def _h5(self):
         if self._file is None or self._pid != os.getpid():
             import h5py
             # A handle inherited through fork is dropped, not closed: it belongs to the parent.
             self._file = None
+            self._layouts = {}
             try:
                 self._file = h5py.File(self.path, 'r')
             except OSError as err:
@@ -80,7 +82,7 @@ class HDF5FrameStore:
 
     def __getstate__(self):
         # Pickled into spawned workers without the open handle.
-        return {'path': self.path, '_file': None, '_pid': None}
+        return {'path': self.path, '_file': None, '_pid': None, '_layouts': {}}
 
     def _dataset(self, video_id):
         try:
@@ -88,48 +90,55 @@ class HDF5FrameStore:
         except KeyError as err:
             raise FrameReadError(f'video {video_id!r} not in HDF5 store {self.path}') from err
 
-    @staticmethod
-    def _layout(ds) -> str:
-        layout = ds.attrs.get('layout', 'frames')
-        return layout.decode() if isinstance(layout, bytes) else str(layout)
+    def _layout(self, ds) -> str:
+        layout = self._layouts.get(ds.name)
+        if layout is None:
+            layout = ds.attrs.get('layout', 'frames')
+            layout = layout.decode() if isinstance(layout, bytes) else str(layout)
+            self._layouts[ds.name] = layout
+        return layout
 
-    def num_frames(self, video_id: str) -> int:
-        ds = self._dataset(video_id)
+    def _length(self, ds) -> int:
         return len(ds) // (2 if self._layout(ds) == 'xy' else 1)
 
-    def read_elements(self, video_id: str, elements: Sequence[int]) -> List[bytes]:
-        """Raw encoded bytes of the given 0-based elements (only those are read from disk)."""
-        ds = self._dataset(video_id)
+    def num_frames(self, video_id: str) -> int:
+        return self._length(self._dataset(video_id))
+
+    def _read(self, ds, name, elements):
         # h5py fancy indexing needs sorted unique indices.
         unique, inverse = np.unique(np.asarray(elements, dtype=np.int64), return_inverse=True)
         if len(unique) and (unique[0] < 0 or unique[-1] >= len(ds)):
-            raise FrameReadError(f'{self.path}:{video_id}: elements {unique.tolist()} outside [0, {len(ds)})')
+            raise FrameReadError(f'{name}: elements {unique.tolist()} outside [0, {len(ds)})')
         try:
             raw = ds[unique.tolist()] if len(unique) > 1 else [ds[int(unique[0])]]
         except OSError as err:
-            raise FrameReadError(f'cannot read {self.path}:{video_id}: {err}') from err
+            raise FrameReadError(f'cannot read {name}: {err}') from err
         blobs = [bytes(r) if isinstance(r, (bytes, np.bytes_)) else np.asarray(r, np.uint8).tobytes() for r in raw]
         return [blobs[i] for i in inverse]
 
-    def _clamped(self, video_id, numbers):
-        n = self.num_frames(video_id)
+    def read_elements(self, video_id: str, elements: Sequence[int]) -> List[bytes]:
+        """Raw encoded bytes of the given 0-based elements (only those are read from disk)."""
+        return self._read(self._dataset(video_id), f'{self.path}:{video_id}', elements)
+
+    def _steps(self, ds, numbers):
+        n = self._length(ds)
         return [min(max(int(k), 1), n) - 1 for k in numbers]
 
     def read_rgb(self, video_id: str, numbers: Sequence[int]) -> np.ndarray:
         """1-based frame numbers (clamped) -> uint8 (F, H, W, 3)."""
-        blobs = self.read_elements(video_id, self._clamped(video_id, numbers))
-        return np.stack([decode_image_bytes(b, f'{self.path}:{video_id}') for b in blobs])
+        ds, name = self._dataset(video_id), f'{self.path}:{video_id}'
+        blobs = self._read(ds, name, self._steps(ds, numbers))
+        return np.stack([decode_image_bytes(b, name) for b in blobs])
 
     def read_flow(self, video_id: str, numbers: Sequence[int]) -> np.ndarray:
         """1-based flow steps (clamped) -> uint8 (F, H, W, 2), channel 0 = x, 1 = y."""
-        steps = self._clamped(video_id, numbers)
-        name = f'{self.path}:{video_id}'
-        if self._layout(self._dataset(video_id)) == 'xy':
-            blobs = self.read_elements(video_id, [e for k in steps for e in (2 * k, 2 * k + 1)])
+        ds, name = self._dataset(video_id), f'{self.path}:{video_id}'
+        steps = self._steps(ds, numbers)
+        if self._layout(ds) == 'xy':
+            blobs = self._read(ds, name, [e for k in steps for e in (2 * k, 2 * k + 1)])
             planes = [decode_image_bytes(b, name, 'L') for b in blobs]
             return np.stack([np.stack(planes[i:i + 2], axis=-1) for i in range(0, len(planes), 2)])
-        blobs = self.read_elements(video_id, steps)
-        return np.stack([decode_image_bytes(b, name)[:, :, :2] for b in blobs])
+        return np.stack([decode_image_bytes(b, name)[:, :, :2] for b in self._read(ds, name, steps)])
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():

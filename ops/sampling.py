@@ -73,8 +73,14 @@ def _train_segments(n, T, length, rng):
     return [0] * T
 
 
-def _offsets(n, T, length, mode, dense, twice, random_sample, dense_length, dense_number, rng):
+def _offsets(n, T, length, mode, dense, twice, random_sample, dense_length, dense_number, rng,
+             random_clips=None):
     """0-based clip offsets for one modality of n frames."""
+    if mode == 'test' and random_clips:
+        # ILA protocol: K clips drawn with the TSN training formula from the sample's seeded generator.
+        if rng is None:
+            raise ValueError('random_clips sampling needs rng (np.random.Generator)')
+        return [_train_segments(n, T, length, rng) for _ in range(int(random_clips))]
     if mode == 'train':
         if rng is None:
             raise ValueError('train sampling needs rng (np.random.Generator)')
@@ -98,24 +104,26 @@ def _offsets(n, T, length, mode, dense, twice, random_sample, dense_length, dens
 
 def sample_indices(num_frames: int, num_segments: int, new_length: int = 1, mode: str = 'val', *,
                    dense: bool = False, twice: bool = False, random_sample: bool = False,
-                   dense_length: int = 64, dense_number: int = 10,
+                   dense_length: int = 64, dense_number: int = 10, random_clips: Optional[int] = None,
                    rng: Optional[np.random.Generator] = None) -> List[List[int]]:
     """Clips of T 1-based segment starts.
 
     train: one clip (TSN segments, dense window, or with random_sample a fair coin between the two).
     val: one deterministic clip (centre formula, or the centred dense window).
     test: dense clips (dense or random_sample), then the centre clip (unless dense only), then the
-    shifted clip if twice.
+    shifted clip if twice. random_clips=K (test only): K clips drawn like training clips from rng.
     """
     _check(num_frames, num_segments, new_length, mode, dense_length, dense_number)
     offsets = _offsets(int(num_frames), int(num_segments), int(new_length), mode, dense, twice,
-                       random_sample, int(dense_length), int(dense_number), rng)
+                       random_sample, int(dense_length), int(dense_number), rng, random_clips)
     return [[o + 1 for o in clip] for clip in offsets]
 
 
 def num_test_clips(*, dense: bool = False, twice: bool = False, random_sample: bool = False,
-                   dense_number: int = 10) -> int:
+                   dense_number: int = 10, random_clips: Optional[int] = None) -> int:
     """Clips per video that sample_indices returns in test mode."""
+    if random_clips:
+        return int(random_clips)
     if random_sample:
         return dense_number + (2 if twice else 1)
     if dense:
@@ -125,7 +133,7 @@ def num_test_clips(*, dense: bool = False, twice: bool = False, random_sample: b
 
 def sample_aligned(num_frames_per_modality: Sequence[int], new_lengths: Sequence[int], mode: str = 'train', *,
                    num_segments: int, dense: bool = False, twice: bool = False, random_sample: bool = False,
-                   dense_length: int = 64, dense_number: int = 10,
+                   dense_length: int = 64, dense_number: int = 10, random_clips: Optional[int] = None,
                    rng: Optional[np.random.Generator] = None) -> List[List[List[int]]]:
     """MML alignment: offsets computed once on the shortest modality (with that modality's L).
 
@@ -140,7 +148,7 @@ def sample_aligned(num_frames_per_modality: Sequence[int], new_lengths: Sequence
     shortest = int(np.argmin(counts))
     base = sample_indices(counts[shortest], num_segments, new_lengths[shortest], mode, dense=dense,
                           twice=twice, random_sample=random_sample, dense_length=dense_length,
-                          dense_number=dense_number, rng=rng)
+                          dense_number=dense_number, random_clips=random_clips, rng=rng)
     result = []
     for n in counts:
         shift = int(rng.integers(n - counts[shortest] + 1)) if mode == 'train' else 0

@@ -12,7 +12,6 @@ reproduce that) and the interpolation weight gives the offset gradient x[t-o-1] 
 """
 import logging
 import math
-import re
 
 import torch
 import torch.nn as nn
@@ -24,10 +23,8 @@ NUM_GROUPS = 4
 OFFSET_BOUND = 2.0
 # fc2 bias = logit(0.625) so that 4 * (sigmoid(bias) - 0.5) = +0.5: groups start half a frame apart.
 OFFSET_INIT_BIAS = math.log(0.625 / 0.375)
+# Parameters that exist only in TIN; ops.checkpoint.NEW_MODULE_PARTS must list them.
 TIN_OWN_KEY_PARTS = ('.offset_net.', '.weight_net.')
-# A block conv1 weight that is not wrapped (plain ResNet, or a block TSM left unshifted: with
-# n_round = 2 for R101/R152 TSM shifts every other block, TIN wraps them all).
-_UNWRAPPED_CONV1 = re.compile(r'((?:^|\.)layer[1-4]\.\d+\.conv1)\.weight$')
 
 
 def linear_temporal_shift(x, offsets):
@@ -130,10 +127,12 @@ class TemporalInterlace(nn.Module):
         if nt % self.n_segment:
             raise ValueError(f"batch dimension {nt} is not a multiple of n_segment="
                              f"{self.n_segment} (TIN's offset net is built for a fixed T)")
-        desc = x[:, :self.fold].mean(dim=(2, 3))                             # (N*T, fold)
+        desc = x[:, :self.fold].float().mean(dim=(2, 3))                     # (N*T, fold)
         desc = desc.view(nt // self.n_segment, self.n_segment, self.fold).transpose(1, 2)
-        o = self.offset_net(desc)                                             # (N, 2)
-        w = self.weight_net(desc)                                             # (N, T, 2)
+        # Tiny nets in float32 even under autocast: bf16 would quantise the fractional offsets.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            o = self.offset_net(desc)                                         # (N, 2)
+            w = self.weight_net(desc)                                         # (N, T, 2)
         return torch.cat([o, -o], dim=1), w.repeat(1, 1, 2)
 
     def forward(self, x):
@@ -147,8 +146,11 @@ class TemporalInterlace(nn.Module):
 def make_temporal_interlace(net, n_segment, shift_div=4):
     """Wrap conv1 of every residual block of layer1-4 of a torchvision ResNet with TIN (in place).
 
-    Keys become layerX.i.conv1.net.weight (as TSM 'blockres'); TIN's own parameters are
-    layerX.i.conv1.offset_net.* and layerX.i.conv1.weight_net.*. Returns net.
+    Keys become layerX.i.conv1.net.weight, exactly TSM 'blockres' keys, so a TSM checkpoint
+    (the Kinetics recipe fine-tunes from one) fills every backbone conv; only TIN's own
+    layerX.i.conv1.offset_net.* and .weight_net.* (TIN_OWN_KEY_PARTS) are new. Blocks that TSM
+    leaves unshifted (R101/R152 shift every other block) differ only by the `.net` level, which
+    ops.checkpoint.load_weights removes when matching keys. Returns net.
     """
     stages = [getattr(net, f"layer{i}", None) for i in range(1, 5)]
     if any(stage is None for stage in stages):
@@ -164,39 +166,3 @@ def make_temporal_interlace(net, n_segment, shift_div=4):
     logger.info("inserted %d temporal interlace modules (n_segment=%d, shift_div=%d)",
                 count, n_segment, shift_div)
     return net
-
-
-def is_tin_own_key(key):
-    """True for parameters that exist only in TIN (offset and weight nets), not in TSM."""
-    return any(part in f".{key}" for part in TIN_OWN_KEY_PARTS)
-
-
-def check_tsm_to_tin_load(missing_keys, unexpected_keys):
-    """Raise unless the only missing keys are TIN's own and nothing is unexpected.
-
-    A TSM checkpoint stores block conv1 as ...conv1.net.weight, exactly TIN's key, so a correct
-    load touches every backbone conv; anything else would leave convs at their init values.
-    """
-    bad_missing = [k for k in missing_keys if not is_tin_own_key(k)]
-    if bad_missing or unexpected_keys:
-        raise ValueError(f"TSM -> TIN load is incomplete: missing non-TIN keys {bad_missing}, "
-                         f"unexpected keys {list(unexpected_keys)}")
-
-
-def tsm_to_tin_state_dict(state_dict):
-    """Map a TSM (blockres) or plain ResNet state dict onto TIN keys.
-
-    TSM's shifted convs (layerX.i.conv1.net.weight) already have TIN's key; unshifted block convs
-    (layerX.i.conv1.weight) gain the `.net` level. Other keys and all tensors are unchanged.
-    """
-    return {_UNWRAPPED_CONV1.sub(r'\1.net.weight', k): v for k, v in state_dict.items()}
-
-
-def load_tsm_into_tin(model, state_dict):
-    """Load a TSM state dict (same prefixes as model) into a TIN model; strict except TIN's nets.
-
-    Returns the list of TIN keys left at their initial values (offset/weight nets).
-    """
-    result = model.load_state_dict(tsm_to_tin_state_dict(state_dict), strict=False)
-    check_tsm_to_tin_load(result.missing_keys, result.unexpected_keys)
-    return list(result.missing_keys)

@@ -10,7 +10,8 @@ On-disk layout under ``<data_root>/toy`` (the dataset registry relies on it)::
 
     category.txt                          one class name per line, line i = label i
     frames/<vid>/img_{:05d}.jpg           RGB frames, 1-based
-    flow/<vid>/flow_{x,y}_{:05d}.jpg      n - 1 grayscale flow frames (TSN quantisation, 128 = 0)
+    flow/<vid>/flow_{x,y}_{:05d}.jpg      n - 1 grayscale flow frames (TSN quantisation, 128 = 0),
+                                          the exact flow of the rendered motion (``analytic_flow``)
     videos/<vid>.mp4                      the same frames as an H.264 (or MPEG-4 part 2) video
     {train,val}_rgb.txt                   "<vid> <num_frames> <label>"
     {train,val}_flow.txt                  "<vid> <num_flow_frames> <label>"
@@ -21,15 +22,15 @@ Generation is deterministic for a given seed and size (per-clip generators seede
 ``(seed, split, index)``) and atomic: the set is written into a temporary folder that is renamed into
 place when complete, under a file lock so that concurrent callers wait for one generator.
 
-The flow helpers ``compute_flow`` / ``quantize_flow`` are shared with ``scripts/extract_flow.py``.
+``quantize_flow`` (the TSN flow-to-JPEG mapping) is shared with ``scripts/extract_flow.py``.
 """
 import json
 import logging
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
+import uuid
 
 import numpy as np
 
@@ -53,33 +54,13 @@ RGB_TMPL = 'img_{:05d}.jpg'
 FLOW_TMPL = 'flow_{}_{:05d}.jpg'
 SPLITS = ('train', 'val')
 
-FLOW_ALGORITHMS = ('tvl1', 'farneback', 'dis')
 FLOW_BOUND = 20.0
-TOY_FLOW_ALGORITHM = 'farneback'
 JPEG_QUALITY = 90
 VIDEO_FPS = 12
 
 
 # ----------------------------------------------------------------------------------------------------
-# Optical flow (shared with scripts/extract_flow.py)
-
-def make_flow_estimator(algorithm):
-    """Return ``calc(prev_gray, next_gray) -> float32 (H, W, 2)`` flow in pixels (x then y)."""
-    import cv2
-    if algorithm == 'tvl1':
-        if not hasattr(cv2, 'optflow'):
-            raise RuntimeError('TV-L1 needs cv2.optflow from opencv-contrib-python(-headless); '
-                               "install it or use --algorithm farneback|dis")
-        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
-        return lambda prev, nxt: tvl1.calc(prev, nxt, None)
-    if algorithm == 'farneback':
-        # The parameters used by the TSN/MMAction2 Python extractors.
-        return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-    if algorithm == 'dis':
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        return lambda prev, nxt: dis.calc(prev, nxt, None)
-    raise ValueError(f'unknown flow algorithm {algorithm!r}; choose one of {FLOW_ALGORITHMS}')
-
+# Flow quantisation (shared with scripts/extract_flow.py)
 
 def quantize_flow(flow, bound=FLOW_BOUND):
     """TSN format: clip to [-bound, bound], map linearly to [0, 255], round half up (0 px -> 128).
@@ -171,44 +152,71 @@ def _trajectory(motion, rng, n, size):
     raise ValueError(f'unknown motion {motion!r}; choose one of {MOTIONS}')
 
 
+def _render(label, num_frames, size, rng):
+    """Frames uint8 (n, size, size, 3) and the object's path (x, y, half-size, opacity; (n,) each)
+    in the clip's own time order, plus the shape name."""
+    if not 0 <= label < len(TOY_CLASSES):
+        raise ValueError(f'label {label} outside [0, {len(TOY_CLASSES)})')
+    bg = _background(rng, size)
+    colour = _object_colour(rng, bg)
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    x, y, r, alpha = _trajectory(MOTIONS[label // 2], rng, num_frames, size)
+    half = r if shape == 'disc' else r * np.float32(0.9)  # the square gets a similar area
+    cover = _coverage(shape, x, y, half, size) * alpha[:, None, None]  # (n, H, W)
+    cover = cover[..., None]
+    clip = bg[None] * (1.0 - cover) + colour * cover
+    clip += 2.0 * rng.standard_normal(clip.shape, dtype=np.float32)  # sensor noise, i.i.d. per frame
+    clip = np.clip(np.rint(clip), 0, 255).astype(np.uint8)
+    if label % 2 == 1:  # the reversed member of the pair
+        clip = np.ascontiguousarray(clip[::-1])
+        x, y, half, alpha = x[::-1], y[::-1], half[::-1], alpha[::-1]
+    return clip, (x, y, half, alpha), shape
+
+
+def _coverage(shape, x, y, half, size):
+    """Anti-aliased object coverage in [0, 1], float32 (n, H, W)."""
+    grid = np.arange(size, dtype=np.float32) + 0.5  # pixel centres
+    dx = grid[None, None, :] - x[:, None, None]  # (n, 1, W)
+    dy = grid[None, :, None] - y[:, None, None]  # (n, H, 1)
+    if shape == 'disc':
+        dist = np.sqrt(dx * dx + dy * dy)
+    elif shape == 'square':
+        dist = np.maximum(np.abs(dx), np.abs(dy))
+    else:
+        raise ValueError(f'unknown shape {shape!r}; choose one of {SHAPES}')
+    return np.clip(half[:, None, None] - dist + 0.5, 0.0, 1.0)
+
+
 def render_clip(label, num_frames, size, rng):
     """Render one clip of class ``label``: uint8 RGB array (num_frames, size, size, 3).
 
     The random draws do not depend on the direction, so labels 2k and 2k + 1 rendered from equal
     generators are exact time reversals of each other.
     """
-    if not 0 <= label < len(TOY_CLASSES):
-        raise ValueError(f'label {label} outside [0, {len(TOY_CLASSES)})')
-    n = num_frames
-    bg = _background(rng, size)
-    colour = _object_colour(rng, bg)
-    shape = SHAPES[int(rng.integers(len(SHAPES)))]
-    x, y, r, alpha = _trajectory(MOTIONS[label // 2], rng, n, size)
-    grid = np.arange(size, dtype=np.float32) + 0.5  # pixel centres
-    dx = grid[None, None, :] - x[:, None, None]  # (n, 1, W)
-    dy = grid[None, :, None] - y[:, None, None]  # (n, H, 1)
-    if shape == 'disc':
-        dist = np.sqrt(dx * dx + dy * dy)
-        half = r
-    else:
-        dist = np.maximum(np.abs(dx), np.abs(dy))
-        half = r * 0.9  # similar area to the disc
-    # Anti-aliased coverage times opacity: (n, H, W, 1).
-    cover = np.clip(half[:, None, None] - dist + 0.5, 0.0, 1.0) * alpha[:, None, None]
-    cover = cover[..., None]
-    clip = bg[None] * (1.0 - cover) + colour * cover
-    clip += rng.normal(0.0, 2.0, clip.shape).astype(np.float32)  # sensor noise, i.i.d. per frame
-    clip = np.clip(np.rint(clip), 0, 255).astype(np.uint8)
-    if label % 2 == 1:
-        clip = np.ascontiguousarray(clip[::-1])
-    return clip
+    return _render(label, num_frames, size, rng)[0]
+
+
+def analytic_flow(path, shape, size):
+    """Exact forward flow of the object from frame t to t + 1: float32 (n - 1, H, W, 2), x then y.
+
+    A pixel covered by the object at t moves with the object's translation plus the scaling about
+    its centre, ``(p - c_t) * (half_{t+1} / half_t - 1)``; the static background and opacity changes
+    have zero flow. Edge pixels get the flow weighted by their fractional coverage.
+    """
+    x, y, half, _ = path
+    grid = np.arange(size, dtype=np.float32) + 0.5
+    cover = _coverage(shape, x[:-1], y[:-1], half[:-1], size)  # (n-1, H, W)
+    growth = (half[1:] / half[:-1] - 1.0)[:, None, None]
+    fx = (x[1:] - x[:-1])[:, None, None] + (grid[None, None, :] - x[:-1, None, None]) * growth
+    fy = (y[1:] - y[:-1])[:, None, None] + (grid[None, :, None] - y[:-1, None, None]) * growth
+    return np.stack([fx * cover, fy * cover], axis=-1).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Writing
 
 def write_video(path, frames, fps=VIDEO_FPS):
-    """Write uint8 RGB frames (n, H, W, 3) as an mp4 (libx264, else mpeg4) with PyAV."""
+    """Write uint8 RGB frames (n, H, W, 3) as an mp4 (libx264, else mpeg4) with PyAV; reproducible."""
     import av
     codec = 'libx264' if 'libx264' in av.codecs_available else 'mpeg4'
     height, width = frames.shape[1:3]
@@ -216,35 +224,38 @@ def write_video(path, frames, fps=VIDEO_FPS):
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
         if codec == 'libx264':
-            stream.options = {'threads': '1', 'preset': 'veryfast', 'crf': '17'}
+            # Constant QP: x264's lookahead rate control (mbtree) is not bit-reproducible here.
+            stream.options = {'threads': '1', 'preset': 'veryfast', 'qp': '17'}
         else:
             stream.options = {'threads': '1'}
             stream.bit_rate = 2_000_000
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')))
+        for i, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(frame, format='rgb24')
+            picture.pts = i
+            container.mux(stream.encode(picture))
         container.mux(stream.encode())
 
 
 def _write_clip(job):
     """Render and write one clip (frames, flow, video). Runs in a worker process."""
     import cv2
-    root, vid, label, n, size, seed_key, flow_algorithm = job
-    clip = render_clip(label, n, size, np.random.default_rng(seed_key))
+    root, vid, label, n, size, seed_key = job
+    clip, path, shape = _render(label, n, size, np.random.default_rng(seed_key))
     quality = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+
+    def imwrite(path, image):
+        if not cv2.imwrite(path, image, quality):
+            raise OSError(f'cannot write {path}')
     frame_dir = os.path.join(root, 'frames', vid)
     flow_dir = os.path.join(root, 'flow', vid)
     os.makedirs(frame_dir)
     os.makedirs(flow_dir)
-    gray = []
     for i, frame in enumerate(clip):
-        bgr = frame[..., ::-1]
-        cv2.imwrite(os.path.join(frame_dir, RGB_TMPL.format(i + 1)), bgr, quality)
-        gray.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
-    calc = make_flow_estimator(flow_algorithm)
-    for i in range(n - 1):
-        fx, fy = quantize_flow(calc(gray[i], gray[i + 1]))
-        cv2.imwrite(os.path.join(flow_dir, FLOW_TMPL.format('x', i + 1)), fx, quality)
-        cv2.imwrite(os.path.join(flow_dir, FLOW_TMPL.format('y', i + 1)), fy, quality)
+        imwrite(os.path.join(frame_dir, RGB_TMPL.format(i + 1)), frame[..., ::-1])  # cv2 wants BGR
+    flow_x, flow_y = quantize_flow(analytic_flow(path, shape, size))
+    for i, (fx, fy) in enumerate(zip(flow_x, flow_y)):
+        imwrite(os.path.join(flow_dir, FLOW_TMPL.format('x', i + 1)), fx)
+        imwrite(os.path.join(flow_dir, FLOW_TMPL.format('y', i + 1)), fy)
     write_video(os.path.join(root, 'videos', vid + '.mp4'), clip)
     return vid
 
@@ -255,7 +266,11 @@ def _worker_init():
 
 
 def _plan(params):
-    """Every clip to write: list of (split, vid, label, num_frames, seed_key)."""
+    """Every clip to write: list of (split, vid, label, num_frames, seed_key).
+
+    Seed keys (seed, split, index, stream) give every clip its own streams for its pixels (0) and its
+    length (1), and each split one for its label order (2), independent of the worker that runs it.
+    """
     seed, base_n = params['seed'], params['num_frames']
     jitter = base_n // 8  # clip lengths vary like real videos: 16 -> 14..18
     jobs = []
@@ -263,13 +278,12 @@ def _plan(params):
     for split_code, split in enumerate(SPLITS):
         count = params['num_' + split]
         # Balanced labels in a seeded random order.
-        labels = np.random.default_rng([seed, split_code, 1 << 20]).permutation(
+        labels = np.random.default_rng([seed, split_code, 0, 2]).permutation(
             np.arange(count) % len(TOY_CLASSES))
         for i in range(count):
             vid_index += 1
-            length_rng = np.random.default_rng([seed, split_code, i, 1])
-            n = base_n + int(length_rng.integers(-jitter, jitter + 1))
-            jobs.append((split, f'{vid_index:06d}', int(labels[i]), n, (seed, split_code, i)))
+            n = base_n + int(np.random.default_rng([seed, split_code, i, 1]).integers(-jitter, jitter + 1))
+            jobs.append((split, f'{vid_index:06d}', int(labels[i]), n, (seed, split_code, i, 0)))
     return jobs
 
 
@@ -287,7 +301,7 @@ def _generate(out_dir, params, workers):
     jobs = _plan(params)
     for sub in ('frames', 'flow', 'videos'):
         os.makedirs(os.path.join(out_dir, sub))
-    args = [(out_dir, vid, label, n, params['size'], key, params['flow_algorithm'])
+    args = [(out_dir, vid, label, n, params['size'], key)
             for _, vid, label, n, key in jobs]
     if workers > 1 and len(args) >= 4 * workers:
         # spawn: the caller may hold threads (torch, OpenCV) that make fork unsafe.
@@ -309,7 +323,7 @@ def _generate(out_dir, params, workers):
         with open(os.path.join(out_dir, f'{split}_video.txt'), 'w') as f:
             f.writelines(f'{vid}.mp4 {label}\n' for vid, label, n in rows)
     meta = dict(params, format_version=TOY_FORMAT_VERSION, classes=list(TOY_CLASSES),
-                flow_bound=FLOW_BOUND, rgb_tmpl=RGB_TMPL, flow_tmpl=FLOW_TMPL)
+                flow='analytic', flow_bound=FLOW_BOUND, rgb_tmpl=RGB_TMPL, flow_tmpl=FLOW_TMPL)
     with open(os.path.join(out_dir, META_FILE), 'w') as f:  # written last: marks completeness
         json.dump(meta, f, indent=1)
 
@@ -338,7 +352,7 @@ def _default_workers():
 
 
 def ensure_toy_dataset(data_root='data', *, num_train=None, num_val=None, num_frames=None, size=None,
-                       seed=None, flow_algorithm=None, workers=None):
+                       seed=None, workers=None):
     """Return the path of ``<data_root>/toy``, generating it first if it does not exist.
 
     Size keywords left as None take ``TOY_DEFAULTS`` when generating and are not checked against an
@@ -347,14 +361,10 @@ def ensure_toy_dataset(data_root='data', *, num_train=None, num_val=None, num_fr
     temporary folder, never a half-written ``toy``.
     """
     given = {'num_train': num_train, 'num_val': num_val, 'num_frames': num_frames, 'size': size,
-             'seed': seed, 'flow_algorithm': flow_algorithm}
+             'seed': seed}
     requested = {k: v for k, v in given.items() if v is not None}
-    params = dict(TOY_DEFAULTS, flow_algorithm=TOY_FLOW_ALGORITHM)
-    params.update(requested)
+    params = dict(TOY_DEFAULTS, **requested)
     _validate(params)
-    if params['flow_algorithm'] not in FLOW_ALGORITHMS:
-        raise ValueError(f"unknown flow_algorithm {params['flow_algorithm']!r}; "
-                         f'choose one of {FLOW_ALGORITHMS}')
     root = os.path.join(data_root, 'toy')
     if os.path.exists(root):
         _check_existing(root, requested)
@@ -371,7 +381,9 @@ def ensure_toy_dataset(data_root='data', *, num_train=None, num_val=None, num_fr
                 for name in os.listdir(data_root):
                     if name.startswith('.toy.tmp-'):
                         shutil.rmtree(os.path.join(data_root, name), ignore_errors=True)
-            tmp = tempfile.mkdtemp(prefix='.toy.tmp-', dir=data_root)
+            # Not tempfile.mkdtemp: its 0700 mode would stay on the renamed dataset folder.
+            tmp = os.path.join(data_root, f'.toy.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}')
+            os.makedirs(tmp)
             start = time.time()
             logger.info('generating the toy dataset in %s (%d train + %d val clips)', root,
                         params['num_train'], params['num_val'])

@@ -5,11 +5,11 @@ the same geometry. Output: float tensor (V, F, C, h, w), V views (crops) in TSM'
 
 Box definitions follow TSM's GroupMultiScaleCrop / GroupScale / GroupCenterCrop / GroupOverSample /
 GroupFullResSample; the boxes are pure functions so they can be tested exactly. Differences from TSM
-(documented in the README): crops and resizes run on whole-clip tensors (torch bilinear,
-align_corners=False, antialias off by default, so values differ slightly from PIL's filtered
-down-scaling while the geometry is the same); a crop larger than the frame is clamped to the frame
-(TSM padded with black); the 3-crop full-resolution test takes its crops along the LONGER side also
-for portrait frames (TSM's offsets then collapsed to three identical crops).
+(documented in the README): crops and resizes run on whole-clip uint8 tensors (torch bilinear,
+align_corners=False, antialias=True: same geometry as PIL BILINEAR, values within 1 grey level); a
+crop larger than the frame is clamped to the frame (TSM padded with black); the 3-crop test takes its
+crops along the LONGER side also for portrait frames (TSM's offsets then gave three identical crops);
+random choices come from one np.random.Generator draw of 3 uniforms instead of python `random`.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -97,7 +97,7 @@ def center_crop_box(W: int, H: int, crop: int) -> Box:
     return int(round((W - cw) / 2.0)), int(round((H - ch) / 2.0)), cw, ch
 
 
-def test_crop_boxes(W: int, H: int, crop: int, test_crops: int) -> List[Box]:
+def eval_crop_boxes(W: int, H: int, crop: int, test_crops: int) -> List[Box]:
     """Boxes (on the already scaled frame) of the test crops, in TSM's order; 10 crops are the 5
     boxes, each used twice (normal, flipped)."""
     if test_crops not in TEST_CROPS:
@@ -118,14 +118,17 @@ def test_crop_boxes(W: int, H: int, crop: int, test_crops: int) -> List[Box]:
 
 
 def _crop_resize(frames: torch.Tensor, box: Box, size: Optional[Tuple[int, int]], antialias: bool) -> torch.Tensor:
-    """(F, H, W, C) uint8 -> (F, C, h, w) float in [0, 255]; size is (w, h) or None (no resize)."""
+    """(F, H, W, C) uint8 -> (F, C, h, w) float in [0, 255]; size is (w, h) or None (no resize).
+
+    Resizing runs on uint8 like PIL (rounded to integers); with antialias=True torch's uint8 bilinear
+    reproduces PIL's BILINEAR resize to within 1 grey level.
+    """
     x, y, w, h = box
-    clip = frames[:, y:y + h, x:x + w, :].permute(0, 3, 1, 2).float()
+    clip = frames[:, y:y + h, x:x + w, :].permute(0, 3, 1, 2)   # channels-last view, no copy
     if size is not None and (size[0] != w or size[1] != h):
         clip = F.interpolate(clip, size=(size[1], size[0]), mode='bilinear', align_corners=False,
                              antialias=antialias)
-        clip = clip.clamp_(0, 255)
-    return clip
+    return clip.float()
 
 
 class ClipTransform:
@@ -173,11 +176,10 @@ class ClipTransform:
             raise ValueError(f'{C} channels is not a multiple of {len(self.mean)} mean values')
         if self.roll:
             clip = clip.flip(1)   # RGB -> BGR (BN-Inception)
-        if self.div:
-            clip = clip / 255.0
-        mean = self.mean.repeat(C // len(self.mean)).view(1, C, 1, 1)
-        std = self.std.repeat(C // len(self.std)).view(1, C, 1, 1)
-        return (clip - mean) / std
+        scale = 255.0 if self.div else 1.0
+        mean = (self.mean * scale).repeat(C // len(self.mean)).view(1, C, 1, 1)
+        inv_std = 1.0 / (self.std * scale).repeat(C // len(self.std)).view(1, C, 1, 1)
+        return (clip - mean) * inv_std
 
     def apply(self, frames: torch.Tensor, params) -> torch.Tensor:
         if frames.dtype != torch.uint8 or frames.dim() != 4:
@@ -192,7 +194,7 @@ class ClipTransform:
         sw, sh = scaled_size(W, H, self.scale_size)
         full = _crop_resize(frames, (0, 0, W, H), (sw, sh), self.antialias)   # (F, C, sh, sw)
         views = []
-        for x, y, w, h in test_crop_boxes(sw, sh, self.crop_size, self.test_crops):
+        for x, y, w, h in eval_crop_boxes(sw, sh, self.crop_size, self.test_crops):
             clip = full[:, :, y:y + h, x:x + w]
             views.append(self._finish(clip))
             if self.test_crops == 10:
@@ -204,7 +206,7 @@ def build_transform(train: bool, modality: str, *, input_size: int = 224, scale_
                     flip: bool = True, scales: Optional[Sequence[float]] = None, test_crops: int = 1,
                     full_res: bool = False, mean: Optional[Sequence[float]] = None,
                     std: Optional[Sequence[float]] = None, div: bool = True, roll: bool = False,
-                    antialias: bool = False) -> ClipTransform:
+                    antialias: bool = True) -> ClipTransform:
     """Train: multi-scale crop (scales default RGB [1,.875,.75,.66], Flow/RGBDiff [1,.875,.75]) +
     optional flip. Eval: shorter side to scale_size, then test_crops (1, 3, 5, 10) crops of input_size
     (scale_size with full_res). mean/std apply to pixels / 255 (div=False: raw 0-255, as BN-Inception);

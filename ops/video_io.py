@@ -8,7 +8,7 @@ returns the last frame.
 import io
 import logging
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -93,8 +93,11 @@ def set_decoder_threads(num_threads: int = 1) -> None:
     cv2.setNumThreads(num_threads)
 
 
-def backend_info(backend: str = 'decord') -> str:
-    """Backend name and version for the run log, e.g. 'decord 3.4.0'."""
+def backend_info(backend: Optional[str] = 'decord') -> str:
+    """Decoder name and version for the run log, e.g. 'decord 3.4.0'; None: the image decoder (PIL)."""
+    if backend is None:
+        import PIL
+        return f'PIL {PIL.__version__} (image files)'
     check_video_backend(backend)
     if backend == 'decord':
         import decord

@@ -1,0 +1,346 @@
+"""Checkpoints: atomic save, safe load, and one weight loader for training, fine-tuning and evaluation.
+
+A checkpoint is a dict of tensors and plain Python types with TSM's keys (``epoch``, ``arch``,
+``state_dict``, ``optimizer``, ``best_prec1``) plus ``config`` (``TSN.config()``), so it always opens
+with ``torch.load(weights_only=True)`` and the model is rebuilt from the file, not from its name.
+Released TSM files hold only a state dict; ``model_config_from_checkpoint`` then reads the settings
+from the state dict's keys, TSM's file-name convention and explicit overrides.
+"""
+import logging
+import os
+import pickle
+import re
+import tempfile
+
+import torch
+
+from ops.models import CHANNELS, first_conv_name, mean_expand_kernel
+
+logger = logging.getLogger(__name__)
+
+_PREFIXES = ('module.', '_orig_mod.')
+_WRAPPER_PARTS = ('net', 'block')  # TemporalShift/TemporalPool/TIN wrappers, NL3DWrapper
+# Parameters of modules a source may lack: non-local blocks (identity at init), TIN's offset/weight nets.
+NEW_MODULE_PARTS = ('.nl.', '.offset_net.', '.weight_net.')
+_HEAD_NAMES = ('new_fc', 'base_model.fc', 'base_model.classifier')
+_PLAIN_TYPES = (str, int, float, bool, type(None), torch.Tensor)
+
+
+# ---------------------------------------------------------------------- files
+def _check_plain(obj, where='state'):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f'{where}: key {k!r} is a {type(k).__name__}; only str/int keys are saved')
+            _check_plain(v, f'{where}[{k!r}]')
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f'{where}[{i}]')
+    elif not isinstance(obj, _PLAIN_TYPES):
+        raise TypeError(f'{where} is a {type(obj).__name__}; checkpoints hold only tensors and plain types '
+                        'so that torch.load(weights_only=True) can open them')
+
+
+def save_checkpoint(state, path):
+    """Write ``state`` atomically: temp file in the same directory, fsync, then os.replace."""
+    _check_plain(state)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """Open a checkpoint with ``weights_only=True`` (``.safetensors`` -> {'state_dict': tensors})."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    if str(path).endswith('.safetensors'):
+        from safetensors.torch import load_file
+        try:
+            return {'state_dict': load_file(path, device=str(map_location))}
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise RuntimeError(f'could not read safetensors file {path}: {e}') from e
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f'refusing to load {path}: it contains pickled Python objects that '
+                         f'weights_only loading does not allow (nothing was executed). Re-save it with only '
+                         f'tensors and plain types. Detail: {str(e).splitlines()[0]}') from e
+    except (RuntimeError, OSError, EOFError) as e:
+        raise RuntimeError(f'could not read checkpoint {path}: {e}') from e
+
+
+def read_state_dict(path):
+    """The state dict inside a checkpoint file (or the file itself when it is a bare state dict)."""
+    ckpt = load_checkpoint(path)
+    sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f'{path}: no state dict of tensors found (top-level keys: {list(ckpt)[:10]})')
+    return strip_prefixes(sd)
+
+
+# ---------------------------------------------------------------------- key handling
+def strip_prefixes(state_dict):
+    """Remove leading ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
+    out = {}
+    for k, v in state_dict.items():
+        while k.startswith(_PREFIXES):
+            k = k.split('.', 1)[1]
+        out[k] = v
+    return out
+
+
+def canonical_key(key):
+    """Key without wrapper components: TSN, TSM blockres/block, tpool and NL keys map to one name."""
+    return '.'.join(p for p in key.split('.') if p not in _WRAPPER_PARTS)
+
+
+def _head_prefix(keys):
+    for name in _HEAD_NAMES:
+        if name + '.weight' in keys:
+            return name
+    return None
+
+
+def infer_modality(in_channels):
+    """Modality of a first conv from its input channel count (3 -> RGB, 2L -> Flow, odd 3L -> RGBDiff)."""
+    if in_channels == 3:
+        return 'RGB'
+    if in_channels % 2 == 0 and in_channels % 3 != 0:
+        return 'Flow'
+    if in_channels % 3 == 0 and in_channels % 2 != 0:
+        return 'RGBDiff'
+    raise ValueError(f'cannot infer the source modality from a first conv with {in_channels} input '
+                     'channels; pass src_modality')
+
+
+def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_head=None,
+                 allow_new_modules=False, strict=True):
+    """Load ``state_dict`` into a TSN ``model``, adapting it; returns a report of what changed.
+
+    - strips ``module.`` / ``_orig_mod.`` prefixes;
+    - maps TSN <-> TSM keys (``.net`` shift/pool wrappers, ``.block`` non-local wrappers);
+    - converts the first conv between modalities / frame counts by channel mean replicated (source
+      modality from ``src_modality``, ``src_config['modality']`` or the channel count);
+    - renames the head (``new_fc`` <-> ``base_model.fc``/``classifier``) and drops it when the class
+      count differs (or ``drop_head=True``);
+    - missing ``num_batches_tracked`` (pre-0.4.1 files) are kept at their init; missing parameters of
+      non-local blocks or TIN (``NEW_MODULE_PARTS``) are kept at init only with ``allow_new_modules=True``;
+    - anything else missing raises (``strict=False``: kept at init, logged and reported); a shape
+      mismatch always raises; unexpected keys are logged and reported.
+    ``report['changed']`` is True when anything was adapted, dropped or left at init.
+    """
+    if isinstance(state_dict.get('state_dict'), dict):  # a whole checkpoint was passed
+        src_config = src_config or state_dict.get('config')
+        state_dict = state_dict['state_dict']
+    if src_modality is None and src_config is not None:
+        src_modality = src_config.get('modality')
+    src = strip_prefixes(state_dict)
+    own = model.state_dict()
+    report = {'changed': False, 'loaded': 0, 'renamed': 0, 'first_conv': None, 'head': None, 'missing': [], 'unexpected': [],
+              'kept_init': []}
+
+    by_canon = {}
+    for k in own:
+        by_canon.setdefault(canonical_key(k), []).append(k)
+    ambiguous = {c: ks for c, ks in by_canon.items() if len(ks) > 1}
+    if ambiguous:
+        raise RuntimeError(f'model keys collide after removing wrapper names: {list(ambiguous.items())[:3]}')
+
+    # Head: rename the source head to the model's head name; drop it on a class-count change.
+    own_head, src_head = _head_prefix(own), _head_prefix(src)
+    if src_head is not None and own_head is not None:
+        src_w, own_w = src[src_head + '.weight'], own[own_head + '.weight']
+        if drop_head or (drop_head is None and src_w.shape != own_w.shape):
+            for leaf in ('weight', 'bias'):
+                src.pop(f'{src_head}.{leaf}', None)
+            report['head'] = f'dropped {src_head} {tuple(src_w.shape)}; {own_head} {tuple(own_w.shape)} keeps its init'
+        elif src_head != own_head:
+            for leaf in ('weight', 'bias'):
+                if f'{src_head}.{leaf}' in src:
+                    src[f'{own_head}.{leaf}'] = src.pop(f'{src_head}.{leaf}')
+            report['head'] = f'renamed {src_head} -> {own_head}'
+
+    mapped = {}
+    for k, v in src.items():
+        target = k if k in own else by_canon.get(canonical_key(k), [None])[0]
+        if target is None:
+            report['unexpected'].append(k)
+            continue
+        if target != k:
+            report['renamed'] += 1
+        mapped[target] = v
+
+    # First conv: convert between modalities / frame counts by channel mean.
+    conv_key = 'base_model.' + first_conv_name(model.base_model) + '.weight'
+    if conv_key in mapped:
+        w_src, w_own = mapped[conv_key], own[conv_key]
+        from_mod = src_modality or infer_modality(w_src.shape[1])
+        to_mod = model.modality
+        if w_src.shape[1] != w_own.shape[1] or from_mod != to_mod:
+            mapped[conv_key] = mean_expand_kernel(w_src, w_own.shape[1])
+            report['first_conv'] = {'key': conv_key, 'from_modality': from_mod, 'to_modality': to_mod,
+                                    'from_shape': tuple(w_src.shape), 'to_shape': tuple(w_own.shape)}
+
+    bad = [f'{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+           for k, v in mapped.items() if v.shape != own[k].shape]
+    if bad:
+        raise RuntimeError(f'shape mismatch loading weights: {bad[:10]}')
+
+    head_dropped = report['head'] is not None and report['head'].startswith('dropped')
+    missing = [k for k in own if k not in mapped]
+    fatal = []
+    for k in missing:
+        if k.endswith('num_batches_tracked'):
+            report['kept_init'].append(k)
+        elif head_dropped and own_head is not None and k.startswith(own_head + '.'):
+            report['kept_init'].append(k)
+        elif allow_new_modules and any(part in k for part in NEW_MODULE_PARTS):
+            report['kept_init'].append(k)
+        else:
+            fatal.append(k)
+    report['missing'] = missing
+    if fatal and not strict:
+        report['kept_init'].extend(fatal)
+        fatal = []
+    if fatal:
+        raise RuntimeError(f'weights missing from the checkpoint: {fatal[:10]} ({len(fatal)} in total); '
+                           f'unexpected in the file: {report["unexpected"][:10]}')
+    model.load_state_dict(mapped, strict=False)
+    report['loaded'] = len(mapped)
+    report['changed'] = bool(report['renamed'] or report['first_conv'] or report['head'] or missing
+                             or report['unexpected'])
+    if report['unexpected']:
+        logger.warning('load_weights: %d unexpected keys ignored: %s', len(report['unexpected']),
+                       report['unexpected'][:10])
+    if missing:
+        logger.info('load_weights: %d keys kept at init: %s', len(missing), missing[:10])
+    for what in ('first_conv', 'head'):
+        if report[what]:
+            logger.info('load_weights: %s: %s', what, report[what])
+    return report
+
+
+# ---------------------------------------------------------------------- configs of released files
+_TSM_NAME = re.compile(
+    r'^TSM_(?P<dataset>[A-Za-z0-9\-]+)_(?P<modality>RGBDiff|RGB|Flow)_(?P<arch>.+?)'
+    r'(?:_shift(?P<shift_div>\d+)_(?P<shift_place>blockres|block))?(?P<tpool>_tpool)?'
+    r'_(?P<consensus>avg|identity)_segment(?P<segments>\d+)_e(?P<epochs>\d+)(?P<suffix>(?:_[A-Za-z0-9]+)*)'
+    r'\.pth(?:\.tar)?$')
+
+
+def config_from_tsm_filename(name):
+    """TSN keywords from TSM's store name, e.g. ``TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth``.
+
+    Also TSN names (no ``_shift``), ``_tpool``, and the ``_dense`` / ``_nl`` suffixes. The result has
+    no ``num_class`` (read it from the state dict). Raises when the name does not follow the convention.
+    """
+    base = os.path.basename(str(name))
+    m = _TSM_NAME.match(base)
+    if not m:
+        raise ValueError(f'{base!r} does not follow TSM_{{dataset}}_{{modality}}_{{arch}}[_shift{{div}}_{{place}}]'
+                         '[_tpool]_{consensus}_segment{T}_e{E}[_dense][_nl].pth; pass the settings explicitly')
+    suffixes = set(m['suffix'].split('_')[1:])
+    cfg = {'modality': m['modality'], 'base_model': m['arch'], 'consensus_type': m['consensus'],
+           'num_segments': int(m['segments']), 'is_shift': m['shift_div'] is not None,
+           'temporal_pool': m['tpool'] is not None, 'non_local': 'nl' in suffixes}
+    if m['shift_div'] is not None:
+        cfg['shift_div'] = int(m['shift_div'])
+        cfg['shift_place'] = m['shift_place']
+    return cfg
+
+
+def _resnet_arch(sd):
+    counts = []
+    for layer in ('layer1', 'layer2', 'layer3', 'layer4'):
+        idx = {int(k.split('.')[2]) for k in sd if k.startswith(f'base_model.{layer}.')
+               and k.split('.')[2].isdigit()}
+        counts.append(max(idx) + 1 if idx else 0)
+    bottleneck = any('.conv3.' in k for k in sd)
+    table = {((2, 2, 2, 2), False): 'resnet18', ((3, 4, 6, 3), False): 'resnet34',
+             ((3, 4, 6, 3), True): 'resnet50', ((3, 4, 23, 3), True): 'resnet101',
+             ((3, 8, 36, 3), True): 'resnet152'}
+    return table.get((tuple(counts), bottleneck))
+
+
+def infer_config_from_state_dict(state_dict):
+    """What a TSM state dict's keys reveal: arch, modality, num_class, dropout, shift, tpool, non-local."""
+    sd = strip_prefixes(state_dict)
+    cfg = {}
+    if any(k.startswith('base_model.inception_') for k in sd):
+        cfg['base_model'], conv = 'BNInception', 'base_model.conv1_7x7_s2.weight'
+    elif any(k.startswith('base_model.features.') for k in sd):
+        cfg['base_model'], conv = 'mobilenetv2', 'base_model.features.0.0.weight'
+    else:
+        arch = _resnet_arch({canonical_key(k): v for k, v in sd.items()})
+        if arch:
+            cfg['base_model'] = arch
+        conv = 'base_model.conv1.weight'
+    if conv in sd:
+        c = sd[conv].shape[1]
+        cfg['modality'] = infer_modality(c)
+        cfg['new_length'] = c // CHANNELS[cfg['modality']]
+    head = _head_prefix(sd)
+    if head is not None:
+        cfg['num_class'] = sd[head + '.weight'].shape[0]
+        cfg['dropout'] = 0.8 if head == 'new_fc' else 0.0
+    cfg['non_local'] = any('.nl.' in k for k in sd)
+    cfg['temporal_pool'] = any(k.startswith('base_model.layer2.net.') for k in sd)
+    shifted_conv = any(re.search(r'\.conv1\.net\.weight$', k) for k in sd)
+    shifted_block = any(re.search(r'\.layer\d\.\d+\.net\.conv1\.weight$', k) for k in sd)
+    cfg['is_shift'] = shifted_conv or shifted_block or any('.conv.0.net.' in k for k in sd)
+    if shifted_block:
+        cfg['shift_place'] = 'block'
+    elif cfg['is_shift']:
+        cfg['shift_place'] = 'blockres'
+    return cfg
+
+
+def model_config_from_checkpoint(ckpt, path=None, **overrides):
+    """TSN keywords to rebuild the model stored in ``ckpt`` (a loaded checkpoint dict or state dict).
+
+    Our checkpoints carry ``config``; for released TSM files the settings come from the state dict's
+    keys, then TSM's file-name convention (the file name of ``path``), then ``overrides`` (explicit
+    flags win; ``arch`` is accepted for ``base_model``; None values are ignored). ``pretrain`` is
+    'none' unless overridden, since the weights come from the checkpoint.
+    """
+    if 'arch' in overrides:
+        arch = overrides.pop('arch')
+        overrides.setdefault('base_model', arch)
+    if isinstance(ckpt, dict) and isinstance(ckpt.get('config'), dict):
+        cfg = dict(ckpt['config'])
+    else:
+        sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+        cfg = infer_config_from_state_dict(sd)
+        named = None
+        if path is not None:
+            try:
+                named = config_from_tsm_filename(path)
+            except ValueError as e:  # not a TSM-convention name: keys and overrides must suffice
+                logger.info('%s', e)
+        if named is not None:
+            # The tensors decide what they show; the name adds T, shift_div and the modality (3 input
+            # channels may be RGB or RGBDiff with one difference).
+            channels = cfg['new_length'] * CHANNELS[cfg['modality']] if 'new_length' in cfg else None
+            for k, v in named.items():
+                cfg.setdefault(k, v)
+            cfg['modality'] = named['modality']
+            if channels is not None:
+                cfg['new_length'] = channels // CHANNELS[named['modality']]
+    cfg['pretrain'] = overrides.pop('pretrain', 'none')
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    missing = [k for k in ('num_class', 'num_segments', 'modality', 'base_model') if k not in cfg]
+    if missing:
+        raise ValueError(f'cannot determine {missing} from the checkpoint; pass them explicitly '
+                         '(or a TSM-convention file name)')
+    return cfg

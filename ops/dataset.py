@@ -1,0 +1,404 @@
+"""Annotation lists and the video dataset (frames, video files or HDF5 stores; RGB, Flow, RGBDiff).
+
+Every random decision of a sample comes from sample_rng(seed, epoch, index), split into independent
+streams for temporal sampling, spatial augmentation and failure replacement, so two processes (or two
+modality datasets) with the same seed make the same decisions for the same video.
+"""
+import dataclasses
+import logging
+import multiprocessing
+import os
+import random
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ops.dataset_config import check_data_format, check_modality, default_new_length, frames_per_segment
+from ops.hdf5_store import HDF5FrameStore
+from ops.sampling import SAMPLE_MODES, num_test_clips, sample_aligned, sample_indices, sample_rng
+from ops.video_io import (FrameReadError, VideoFile, check_video_backend, read_flow_folder, read_rgb_folder,
+                          set_decoder_threads)
+
+logger = logging.getLogger(__name__)
+
+_LIST_COLUMNS = {'frames': ('path', 'num_frames', 'label'), 'hdf5': ('path', 'num_frames', 'label'),
+                 'video': ('path', 'label')}
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoRecord:
+    path: str
+    num_frames: Optional[int]   # None for video lists: the decoder gives the count
+    label: int
+
+    @property
+    def video_id(self) -> str:
+        return self.path
+
+
+def parse_list(list_file: str, data_format: str, option: str = '--train_list') -> List[VideoRecord]:
+    """Strict list parsing: `path num_frames label` (frames, hdf5) or `path label` (video).
+
+    Whitespace separated; blank lines and lines starting with '#' are skipped. A malformed line raises
+    ValueError quoting the file, the line number and the line.
+    """
+    check_data_format(data_format)
+    if list_file is None or not os.path.isfile(list_file):
+        raise FileNotFoundError(f'list file not found: {list_file} (given by {option})')
+    columns = _LIST_COLUMNS[data_format]
+    records = []
+    with open(list_file) as f:
+        for lineno, line in enumerate(f, 1):
+            text = line.strip()
+            if not text or text.startswith('#'):
+                continue
+            parts = text.split()
+
+            def bad(reason):
+                return ValueError(f'{list_file}:{lineno}: {reason}; expected "{" ".join(columns)}" '
+                                  f'({data_format} list), got: {text!r}')
+            if len(parts) != len(columns):
+                raise bad(f'{len(parts)} columns instead of {len(columns)}')
+            values = dict(zip(columns, parts))
+            try:
+                label = int(values['label'])
+                num_frames = int(values['num_frames']) if 'num_frames' in values else None
+            except ValueError:
+                raise bad('num_frames and label must be integers') from None
+            if label < 0 or (num_frames is not None and num_frames < 0):
+                raise bad('num_frames and label must be >= 0')
+            records.append(VideoRecord(values['path'], num_frames, label))
+    return records
+
+
+def pair_records(lists: Mapping[str, Sequence[VideoRecord]]) -> Dict[str, List[VideoRecord]]:
+    """Pair the lists of several modalities by video id (not by line order).
+
+    Returns modality -> records in the order of the first list. A video missing from one list, a
+    repeated video id or disagreeing labels raise ValueError naming the videos.
+    """
+    if not lists:
+        raise ValueError('pair_records needs at least one list')
+    by_id = {}
+    for modality, records in lists.items():
+        ids = [r.video_id for r in records]
+        if len(set(ids)) != len(ids):
+            dup = sorted({v for v in ids if ids.count(v) > 1})
+            raise ValueError(f'{modality} list repeats video ids: {", ".join(dup[:10])}')
+        by_id[modality] = {r.video_id: r for r in records}
+    all_ids = set().union(*(set(m) for m in by_id.values()))
+    problems = []
+    for modality, records in by_id.items():
+        missing = sorted(all_ids - set(records))
+        if missing:
+            more = f' (and {len(missing) - 10} more)' if len(missing) > 10 else ''
+            problems.append(f'{len(missing)} videos missing from the {modality} list: '
+                            f'{", ".join(missing[:10])}{more}')
+    if problems:
+        raise ValueError('; '.join(problems))
+    first = next(iter(lists.values()))
+    order = [r.video_id for r in first]
+    bad_labels = [v for v in order if len({by_id[m][v].label for m in by_id}) > 1]
+    if bad_labels:
+        raise ValueError(f'labels differ between modalities for videos: {", ".join(bad_labels[:10])}')
+    return {m: [by_id[m][v] for v in order] for m in lists}
+
+
+def aligned_frame_counts(paired: Mapping[str, Sequence[VideoRecord]]) -> List[List[int]]:
+    """Per record, the frame count of every modality (in the mapping's order), for MML alignment."""
+    columns = list(paired.values())
+    counts = []
+    for records in zip(*columns):
+        if any(r.num_frames is None for r in records):
+            raise ValueError(f'video {records[0].video_id}: aligned sampling needs frame counts in every list')
+        counts.append([r.num_frames for r in records])
+    return counts
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader worker setup: distinct global seeds per worker and epoch (torch gives each worker
+    base_seed + id, with a new base_seed per epoch), one decoding thread per worker."""
+    info = torch.utils.data.get_worker_info()
+    seed = (info.seed if info is not None else torch.initial_seed()) % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.set_num_threads(1)
+    set_decoder_threads(1)
+
+
+def _dropped_zero_frame(records, list_file):
+    kept = [r for r in records if r.num_frames is None or r.num_frames > 0]
+    dropped = len(records) - len(kept)
+    if dropped:
+        logger.warning('%s: dropped %d videos with 0 frames', list_file, dropped)
+    return kept, dropped
+
+
+class VideoDataSet(Dataset):
+    """TSM's TSNDataSet with one sampling function, explicit modes and counted read-failure recovery.
+
+    __getitem__(i) -> (clip, label, index): train/val clip (T*F*C, h, w), test clip (V, T*F*C, h, w)
+    with V = crops * clips, crop-major (TSM order). index is i, or the replacement video's index when
+    video i could not be read (so per-video evaluation notices the missing views).
+    """
+
+    def __init__(self, root_path, list_file, num_segments=3, new_length=None, modality='RGB',
+                 image_tmpl='img_{:05d}.jpg', transform=None, mode='train', *, data_format='frames',
+                 start_index=1, video_backend='decord', dense_sample=False, twice_sample=False,
+                 random_sample=False, dense_length=64, dense_number=10, random_clips=None, seed=0,
+                 strict=False, max_retries=10, num_class=None, records=None, aligned_num_frames=None,
+                 aligned_new_lengths=None, aligned_position=0, list_option='--train_list'):
+        check_modality(modality)
+        check_data_format(data_format)
+        check_video_backend(video_backend)
+        if mode not in SAMPLE_MODES:
+            raise ValueError(f'unknown mode {mode!r}; allowed: {", ".join(SAMPLE_MODES)}')
+        if data_format == 'video' and modality == 'Flow':
+            raise ValueError("data_format 'video' holds RGB only; Flow needs 'frames' or 'hdf5'")
+        if int(num_segments) < 1 or int(max_retries) < 0:
+            raise ValueError('num_segments must be >= 1 and max_retries >= 0')
+        self.root_path = root_path
+        self.list_file = list_file
+        self.num_segments = int(num_segments)
+        self.modality = modality
+        self.new_length = default_new_length(modality) if new_length is None else int(new_length)
+        self.frames_per_segment = frames_per_segment(modality, self.new_length)
+        self.image_tmpl = image_tmpl
+        self.transform = transform
+        self.mode = mode
+        self.data_format = data_format
+        self.start_index = int(start_index)
+        self.video_backend = video_backend
+        self.sampling = dict(dense=dense_sample, twice=twice_sample, random_sample=random_sample,
+                             dense_length=int(dense_length), dense_number=int(dense_number),
+                             random_clips=int(random_clips) if random_clips else None)
+        self.seed = int(seed)
+        # Shared memory: set_epoch reaches DataLoader workers, persistent ones included.
+        self._epoch = multiprocessing.Value('l', 0)
+        self.strict = strict
+        self.max_retries = int(max_retries)
+        self.num_class = num_class
+
+        parsed = list(records) if records is not None else parse_list(list_file, data_format, list_option)
+        self.records, self.num_dropped = _dropped_zero_frame(parsed, list_file)
+        if not self.records:
+            raise ValueError(f'no usable videos in {list_file} (given by {list_option})')
+        if num_class is not None:
+            bad = [r for r in self.records if not 0 <= r.label < num_class]
+            if bad:
+                raise ValueError(f'{list_file}: {len(bad)} labels outside [0, {num_class}), e.g. '
+                                 + ', '.join(f'{r.video_id} -> {r.label}' for r in bad[:5]))
+        self.aligned_num_frames = aligned_num_frames
+        self.aligned_new_lengths = aligned_new_lengths
+        self.aligned_position = int(aligned_position)
+        if aligned_num_frames is not None:
+            if len(aligned_num_frames) != len(self.records) or aligned_new_lengths is None:
+                raise ValueError(f'aligned_num_frames has {len(aligned_num_frames)} entries for '
+                                 f'{len(self.records)} records (and needs aligned_new_lengths)')
+        self.store = HDF5FrameStore(root_path) if data_format == 'hdf5' else None
+        # Shared across forked DataLoader workers so the main process sees their failures.
+        self._failures = multiprocessing.Value('l', 0)
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def __len__(self):
+        return len(self.records)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.value
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before iter(loader) of each epoch; forked or spawned workers see it (shared memory)."""
+        self._epoch.value = int(epoch)
+
+    @property
+    def failures(self) -> int:
+        return self._failures.value
+
+    @property
+    def video_ids(self) -> List[str]:
+        return [r.video_id for r in self.records]
+
+    @property
+    def num_clips(self) -> int:
+        if self.mode != 'test':
+            return 1
+        return num_test_clips(dense=self.sampling['dense'], twice=self.sampling['twice'],
+                              random_sample=self.sampling['random_sample'],
+                              dense_number=self.sampling['dense_number'],
+                              random_clips=self.sampling['random_clips'])
+
+    @property
+    def num_views(self) -> int:
+        crops = getattr(self.transform, 'num_crops', 1) if self.mode == 'test' else 1
+        return crops * self.num_clips
+
+    def streams(self, index: int):
+        """(temporal, spatial, replacement) generators of one sample."""
+        return sample_rng(self.seed, self.epoch, index).spawn(3)
+
+    # ---- reading -----------------------------------------------------------------------------
+    def open(self, record: VideoRecord):
+        """(num_frames, video handle or None); the handle is passed to read()."""
+        if self.data_format == 'video':
+            video = VideoFile(os.path.join(self.root_path, record.path), self.video_backend)
+            return video.num_frames, video
+        return record.num_frames, None
+
+    def read(self, record: VideoRecord, handle, num_frames: int, clips: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Clip starts -> uint8 (K*T*L, H, W, C): L consecutive frames per start, clamped to num_frames."""
+        L = self.frames_per_segment
+        numbers = [min(start + k, num_frames) for clip in clips for start in clip for k in range(L)]
+        unique = sorted(set(numbers))   # clamped and RGBDiff-overlapping frames are decoded once
+        if self.data_format == 'video':
+            try:
+                frames = handle.read(unique)
+            finally:
+                handle.close()
+        elif self.data_format == 'hdf5':
+            read = self.store.read_flow if self.modality == 'Flow' else self.store.read_rgb
+            frames = read(record.video_id, unique)
+        elif self.modality == 'Flow':
+            frames = read_flow_folder(os.path.join(self.root_path, record.path), self.image_tmpl, unique,
+                                      start_index=self.start_index, video_id=record.path)
+        else:
+            frames = read_rgb_folder(os.path.join(self.root_path, record.path), self.image_tmpl, unique,
+                                     start_index=self.start_index)
+        position = {k: i for i, k in enumerate(unique)}
+        return torch.from_numpy(frames)[[position[k] for k in numbers]]
+
+    def sample(self, num_frames: int, index: int, rng) -> List[List[int]]:
+        if self.aligned_num_frames is not None:
+            return sample_aligned(self.aligned_num_frames[index], self.aligned_new_lengths, self.mode,
+                                  num_segments=self.num_segments, rng=rng,
+                                  **self.sampling)[self.aligned_position]
+        return sample_indices(num_frames, self.num_segments, self.frames_per_segment, self.mode, rng=rng,
+                              **self.sampling)
+
+    def to_output(self, frames: torch.Tensor, rng, params=None, transform=None) -> torch.Tensor:
+        """uint8 (K*T*L, H, W, C) -> train/val (T*L*C, h, w) or test (V, T*L*C, h, w), crop-major."""
+        transform = self.transform if transform is None else transform
+        if transform is None:
+            views = (frames.permute(0, 3, 1, 2).float() / 255.0).unsqueeze(0)
+        elif params is not None:
+            views = transform.apply(frames, params)
+        else:
+            views = transform(frames, rng)
+        V, FK, C, h, w = views.shape
+        if self.mode != 'test':
+            if V != 1:
+                raise ValueError(f'{self.mode} transform returned {V} views; multi-crop needs mode="test"')
+            return views.reshape(FK * C, h, w)
+        K = self.num_clips
+        return views.reshape(V * K, FK // K * C, h, w)
+
+    def _load(self, index: int):
+        record = self.records[index]
+        t_rng, s_rng, _ = self.streams(index)
+        num_frames, handle = self.open(record)
+        clips = self.sample(num_frames, index, t_rng)
+        return self.to_output(self.read(record, handle, num_frames, clips), s_rng), record.label
+
+    def __getitem__(self, index):
+        return load_with_retries(self, index, self._load)
+
+
+def load_with_retries(dataset, index, load):
+    """Run load(index); on FrameReadError log, count and replace the video by one drawn from the
+    sample's replacement stream, at most dataset.max_retries times in a row (strict: no replacement)."""
+    current = index
+    replace_rng = dataset.streams(index)[2]
+    for attempt in range(dataset.max_retries + 1):
+        try:
+            clip, label = load(current)
+            return clip, label, current
+        except FrameReadError as err:
+            with dataset._failures.get_lock():
+                dataset._failures.value += 1
+            if dataset.strict:
+                raise RuntimeError(f'read failure (strict data): {err}') from err
+            logger.warning('read failure %d in a row for video %s: %s', attempt + 1,
+                           dataset.records[current].video_id, err)
+            last_err = err
+            current = int(replace_rng.integers(len(dataset)))
+    raise RuntimeError(f'{dataset.max_retries + 1} read failures in a row, last: {last_err}; '
+                       'check the data with scripts/check_data.py') from last_err
+
+
+TSNDataSet = VideoDataSet
+
+
+def _geometry(transform):
+    # What decides crop boxes and flips; equal geometry + equal draws -> identical views.
+    keys = ('train', 'input_size', 'scale_size', 'scales', 'flip', 'test_crops', 'crop_size')
+    return tuple(getattr(transform, k, None) for k in keys)
+
+
+class MultiModalDataSet(Dataset):
+    """Every modality of one sample with identical temporal indices and crop/flip (distillation).
+
+    datasets: modality -> VideoDataSet over the same videos in the same order (build them with
+    records=pair_records(...)[modality]), the same mode, num_segments and transform geometry (scales,
+    sizes, flip). Temporal indices come from sample_aligned (offsets on the shortest modality; exact
+    co-indexing when counts are equal); one draw of crop/flip parameters is applied to every modality.
+    __getitem__(i) -> ({modality: clip}, label, index).
+    """
+
+    def __init__(self, datasets: Mapping[str, VideoDataSet], *, seed: int = 0):
+        if not datasets:
+            raise ValueError('MultiModalDataSet needs at least one dataset')
+        self.datasets = dict(datasets)
+        first = next(iter(self.datasets.values()))
+        for modality, ds in self.datasets.items():
+            if ds.video_ids != first.video_ids:
+                raise ValueError(f'{modality} dataset lists other videos (or another order); use pair_records')
+            if ds.mode != first.mode or ds.num_segments != first.num_segments or ds.sampling != first.sampling:
+                raise ValueError(f'{modality} dataset differs in mode, num_segments or sampling options')
+            if _geometry(ds.transform) != _geometry(first.transform):
+                raise ValueError(f'{modality} transform has other crop geometry than the first modality: '
+                                 f'{_geometry(ds.transform)} vs {_geometry(first.transform)}; give every '
+                                 'modality the same scales and sizes (MML uses scales [1, .875, .75, .66])')
+        self.records = first.records
+        self.mode = first.mode
+        self.seed = int(seed)
+        self._epoch = multiprocessing.Value('l', 0)
+        self.strict = first.strict
+        self.max_retries = first.max_retries
+        self._failures = multiprocessing.Value('l', 0)
+
+    def __len__(self):
+        return len(self.records)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.value
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.value = int(epoch)
+
+    @property
+    def failures(self) -> int:
+        return self._failures.value
+
+    def streams(self, index):
+        return sample_rng(self.seed, self.epoch, index).spawn(3)
+
+    def _load(self, index):
+        t_rng, s_rng, _ = self.streams(index)
+        parts = list(self.datasets.values())
+        opened = [ds.open(ds.records[index]) for ds in parts]
+        first = parts[0]
+        all_clips = sample_aligned([n for n, _ in opened], [ds.frames_per_segment for ds in parts], self.mode,
+                                   num_segments=first.num_segments, rng=t_rng, **first.sampling)
+        params = first.transform.draw(s_rng) if first.transform is not None else None
+        out = {}
+        for (modality, ds), (n, handle), clips in zip(self.datasets.items(), opened, all_clips):
+            frames = ds.read(ds.records[index], handle, n, clips)
+            out[modality] = ds.to_output(frames, None, params=params) if params is not None \
+                else ds.to_output(frames, s_rng)
+        return out, self.records[index].label
+
+    def __getitem__(self, index):
+        return load_with_retries(self, index, self._load)

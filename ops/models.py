@@ -1,0 +1,371 @@
+"""TSN wrapper (Wang et al., 2016) with the TSM family of temporal modules.
+
+Keeps TSM's class name, constructor keywords and state-dict layout (``base_model.*``, ``new_fc.*``), so
+code and checkpoints written for TSM port unchanged. Input ``(B, T*F*C, H, W)`` (segment-major, then
+frame, then channel), output logits ``(B, num_class)``.
+"""
+import logging
+
+import torch
+import torch.nn as nn
+
+import archs
+from ops.temporal_shift import make_temporal_pool, make_temporal_shift, SHIFT_PLACES
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ('RGB', 'Flow', 'RGBDiff')
+CONSENSUS_TYPES = ('avg', 'identity')
+TEMPORAL_MODULES = ('tsm', 'tin', 'msn')
+FIRST_CONV_LR = ('tsm', 'mml')
+CHANNELS = {'RGB': 3, 'Flow': 2, 'RGBDiff': 3}
+DEFAULT_NEW_LENGTH = {'RGB': 1, 'Flow': 5, 'RGBDiff': 5}  # RGBDiff: number of differences
+RGBDIFF_STD = 0.452  # TSM's (unused) std for difference channels, kept for input_std
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f'unknown {name} {value!r}; allowed: {allowed}')
+
+
+def first_conv_name(module):
+    """Dotted name of the first nn.Conv2d in ``module.modules()`` order (TSM's rule)."""
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return name
+    raise ValueError(f'{type(module).__name__} has no Conv2d')
+
+
+def mean_expand_kernel(weight, in_channels):
+    """(O, C, kh, kw) -> (O, in_channels, kh, kw): the channel mean replicated, no rescaling (TSM)."""
+    o, _, kh, kw = weight.shape
+    return weight.mean(dim=1, keepdim=True).expand(o, in_channels, kh, kw).contiguous()
+
+
+def replace_first_conv(module, in_channels):
+    """Rebuild the first conv of ``module`` for ``in_channels`` inputs (kernel = RGB channel mean)."""
+    name = first_conv_name(module)
+    parent_name, _, leaf = name.rpartition('.')
+    parent = module.get_submodule(parent_name) if parent_name else module
+    old = getattr(parent, leaf)
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation,
+                    old.groups, bias=old.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(mean_expand_kernel(old.weight, in_channels))
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    setattr(parent, leaf, new)
+    return name
+
+
+class TSN(nn.Module):
+    def __init__(self, num_class, num_segments, modality, base_model='resnet101', new_length=None,
+                 consensus_type='avg', before_softmax=True, dropout=0.8, img_feature_dim=256, crop_num=1,
+                 partial_bn=True, print_spec=False, pretrain='imagenet', is_shift=False, shift_div=8,
+                 shift_place='blockres', fc_lr5=False, temporal_pool=False, non_local=False, *,
+                 temporal_module=None, first_conv_lr='tsm', input_size=224, input_mean=None, input_std=None,
+                 tin_shift_div=4, clip_weights=None, trust_jit_checkpoint=False, finetune_backbone=False):
+        super().__init__()
+        pretrain = 'none' if pretrain is None else pretrain  # TSM: anything but 'imagenet' is no init
+        _check_choice('modality', modality, MODALITIES)
+        _check_choice('consensus_type', consensus_type, CONSENSUS_TYPES)
+        _check_choice('first_conv_lr', first_conv_lr, FIRST_CONV_LR)
+        _check_choice('shift_place', shift_place, SHIFT_PLACES)
+        if base_model in archs.MSN_BACKBONES and temporal_module is None:
+            temporal_module = 'msn'
+        if is_shift:
+            if temporal_module not in (None, 'tsm'):
+                raise ValueError(f'is_shift=True means temporal_module="tsm", got {temporal_module!r}')
+            temporal_module = 'tsm'
+        if temporal_module is not None:
+            _check_choice('temporal_module', temporal_module, TEMPORAL_MODULES)
+        if not before_softmax and consensus_type != 'avg':
+            raise ValueError('only avg consensus can be used after softmax (before_softmax=False)')
+        if temporal_pool and temporal_module != 'tsm':
+            raise ValueError('temporal_pool needs the temporal shift (is_shift / temporal_module="tsm")')
+        if temporal_pool and num_segments % 2 != 0:
+            raise ValueError(f'temporal_pool needs an even num_segments, got {num_segments}')
+
+        self.num_class = num_class
+        self.num_segments = num_segments
+        self.modality = modality
+        self.arch = base_model
+        self.consensus_type = consensus_type
+        self.before_softmax = before_softmax
+        self.dropout = dropout
+        self.img_feature_dim = img_feature_dim
+        self.crop_num = crop_num
+        self.pretrain = pretrain
+        self.temporal_module = temporal_module
+        self.is_shift = temporal_module == 'tsm'
+        self.shift_div = shift_div
+        self.shift_place = shift_place
+        self.tin_shift_div = tin_shift_div
+        self.fc_lr5 = fc_lr5
+        self.temporal_pool = temporal_pool
+        self.non_local = non_local
+        self.first_conv_lr = first_conv_lr
+        self.input_size = input_size
+        # ILA only: CLIP weights file, TorchScript trust, whether the CLIP tower is trained.
+        self._ila_kwargs = dict(clip_weights=clip_weights, trust_jit_checkpoint=trust_jit_checkpoint,
+                                finetune_backbone=finetune_backbone)
+        if base_model not in archs.ILA_BACKBONES and (clip_weights or trust_jit_checkpoint or finetune_backbone):
+            raise ValueError('clip_weights / trust_jit_checkpoint / finetune_backbone apply to ILA backbones '
+                             f'{archs.ILA_BACKBONES} only, not {base_model!r}')
+        if new_length is None:
+            new_length = 5 if temporal_module == 'msn' else DEFAULT_NEW_LENGTH[modality]
+        self.new_length = new_length
+        self._enable_pbn = partial_bn
+
+        self._prepare_base_model(base_model, pretrain)
+        self._input_mean = list(input_mean) if input_mean is not None else self._default_mean()
+        self._input_std = list(input_std) if input_std is not None else self._default_std()
+        feature_dim = self._prepare_head(num_class)
+        if modality != 'RGB':
+            if self.is_video_model or temporal_module == 'msn':
+                raise ValueError(f'{base_model} with temporal_module={temporal_module} takes RGB input only')
+            # Flow: 2L channels, RGBDiff: 3L difference channels, kernel = RGB channel mean.
+            replace_first_conv(self.base_model, CHANNELS[modality] * new_length)
+        if print_spec:
+            logger.info('TSN: %s %s, %d segments, new_length %d, consensus %s, dropout %.2f, '
+                        'temporal module %s, feature dim %d', base_model, modality, num_segments, new_length,
+                        consensus_type, dropout, temporal_module, feature_dim)
+
+    # ------------------------------------------------------------------ construction
+    def _prepare_base_model(self, base_model, pretrain):
+        T = self.num_segments
+        name = base_model
+        kwargs = {}
+        if self.temporal_module == 'msn':
+            if base_model not in archs.MSN_BACKBONES:
+                name = 'msn_' + base_model
+                if name not in archs.BACKBONES:
+                    raise ValueError(f'temporal_module="msn" needs a ResNet base model; {base_model!r} has '
+                                     f'no MSN variant (available: {archs.MSN_BACKBONES})')
+            kwargs['num_segments'] = T
+        elif base_model in archs.ILA_BACKBONES:
+            kwargs.update(num_segments=T, input_size=self.input_size, **self._ila_kwargs)
+        net = archs.create_backbone(name, pretrain=pretrain, **kwargs)
+        self.is_video_model = bool(getattr(net, 'is_video_model', False))
+        if self.temporal_module == 'tsm':
+            make_temporal_shift(net, T, n_div=self.shift_div, place=self.shift_place,
+                                temporal_pool=self.temporal_pool)
+        elif self.temporal_module == 'tin':
+            from ops.tin import make_temporal_interlace
+            make_temporal_interlace(net, T, shift_div=self.tin_shift_div)
+        if self.non_local:
+            from ops.non_local import make_non_local
+            make_non_local(net, T, temporal_pool=self.temporal_pool)
+        if self.temporal_pool:
+            make_temporal_pool(net, T)
+        self.base_model = net
+
+    def _prepare_head(self, num_class):
+        net = self.base_model
+        if self.is_video_model:
+            feature_dim = net.feature_dim
+        else:
+            feature_dim = getattr(net, net.last_layer_name).in_features
+        if self.dropout > 0:
+            if not self.is_video_model:
+                setattr(net, net.last_layer_name, nn.Dropout(p=self.dropout))
+            self.head_dropout = nn.Dropout(p=self.dropout) if self.is_video_model else None
+            self.new_fc = nn.Linear(feature_dim, num_class)
+            head = self.new_fc
+        else:
+            if self.is_video_model:
+                raise ValueError('video backbones need dropout > 0 (the head is new_fc)')
+            self.head_dropout = None
+            head = nn.Linear(feature_dim, num_class)
+            setattr(net, net.last_layer_name, head)
+            self.new_fc = None
+        nn.init.normal_(head.weight, 0, 0.001)
+        nn.init.zeros_(head.bias)
+        return feature_dim
+
+    def _default_mean(self):
+        rgb = list(self.base_model.input_mean)
+        if self.modality == 'Flow':
+            return [self.base_model.flow_mean]
+        if self.modality == 'RGBDiff':
+            return rgb + [0] * 3 * self.new_length
+        return rgb
+
+    def _default_std(self):
+        rgb = list(self.base_model.input_std)
+        if self.modality == 'Flow':
+            return [sum(rgb) / len(rgb)]
+        if self.modality == 'RGBDiff':
+            return rgb + [RGBDIFF_STD] * 3 * self.new_length
+        return rgb
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def crop_size(self):
+        return self.input_size
+
+    @property
+    def scale_size(self):
+        return self.input_size * 256 // 224
+
+    @property
+    def input_mean(self):
+        return self._input_mean
+
+    @property
+    def input_std(self):
+        return self._input_std
+
+    @property
+    def input_space(self):
+        """'BGR' for the Caffe-converted BNInception (0-255 input), else 'RGB'."""
+        return self.base_model.input_space
+
+    @property
+    def input_range(self):
+        """Pixel range the backbone expects: 1 ([0, 1]) or 255 (Caffe-style BNInception)."""
+        return self.base_model.input_range
+
+    @property
+    def frames_per_segment(self):
+        """Frames the dataset must load per segment (RGBDiff: new_length differences need one more)."""
+        return self.new_length + 1 if self.modality == 'RGBDiff' else self.new_length
+
+    @property
+    def input_channels(self):
+        """Expected channel count of the forward input: T * frames_per_segment * C."""
+        return self.num_segments * self.frames_per_segment * CHANNELS[self.modality]
+
+    def config(self):
+        """Plain dict of every keyword needed to rebuild this model: ``TSN(**model.config())``."""
+        cfg = {
+            'num_class': self.num_class, 'num_segments': self.num_segments, 'modality': self.modality,
+            'base_model': self.arch, 'new_length': self.new_length, 'consensus_type': self.consensus_type,
+            'before_softmax': self.before_softmax, 'dropout': self.dropout,
+            'img_feature_dim': self.img_feature_dim, 'crop_num': self.crop_num, 'partial_bn': self._enable_pbn,
+            'pretrain': self.pretrain, 'is_shift': self.is_shift, 'shift_div': self.shift_div,
+            'shift_place': self.shift_place, 'fc_lr5': self.fc_lr5, 'temporal_pool': self.temporal_pool,
+            'non_local': self.non_local, 'temporal_module': self.temporal_module,
+            'first_conv_lr': self.first_conv_lr, 'input_size': self.input_size,
+            'input_mean': list(self._input_mean), 'input_std': list(self._input_std),
+            'tin_shift_div': self.tin_shift_div,
+        }
+        if self.arch in archs.ILA_BACKBONES:
+            cfg.update(self._ila_kwargs)
+        return cfg
+
+    # ------------------------------------------------------------------ forward
+    def _get_diff(self, x):
+        """(B, T*(L+1)*3, H, W) raw frames -> (B, T*L*3, H, W) consecutive differences."""
+        b, _, h, w = x.shape
+        x = x.reshape(b, self.num_segments, self.new_length + 1, 3, h, w)
+        return (x[:, :, 1:] - x[:, :, :-1]).reshape(b, -1, h, w)
+
+    def forward(self, x):
+        if x.shape[1] != self.input_channels:
+            raise ValueError(f'expected input (B, {self.input_channels}, H, W) for {self.modality} with '
+                             f'{self.num_segments} segments x {self.frames_per_segment} frames, got {tuple(x.shape)}')
+        b, _, h, w = x.shape
+        if self.modality == 'RGBDiff':
+            x = self._get_diff(x)
+        if self.is_video_model:
+            feats = self.base_model(x.reshape(b, self.num_segments, 3, h, w))  # (B, D)
+            return self.new_fc(self.head_dropout(feats))
+        sample_len = CHANNELS[self.modality] * self.new_length
+        out = self.base_model(x.reshape(-1, sample_len, h, w))  # (B*T', D) or (B*T', num_class)
+        if self.new_fc is not None:
+            out = self.new_fc(out)
+        if not self.before_softmax:
+            out = torch.softmax(out, dim=1)
+        out = out.reshape(b, -1, self.num_class)  # (B, T', num_class); T' = T/2 after temporal pooling
+        if self.consensus_type == 'avg':
+            return out.mean(dim=1)
+        return out  # identity consensus: per-segment logits (B, T', num_class)
+
+    @property
+    def aux_loss(self):
+        """Auxiliary loss of a video backbone (ILA alignment loss) from the last forward, else None."""
+        return getattr(self.base_model, 'aux_loss', None)
+
+    # ------------------------------------------------------------------ partial BN
+    def _frozen_bns(self):
+        """All BatchNorm2d of the backbone but the first (partial BN); BatchNorm3d (non-local) excluded."""
+        bns = [m for m in self.base_model.modules() if isinstance(m, nn.BatchNorm2d)]
+        return bns[1:] if self._enable_pbn else []
+
+    def partialBN(self, enable):
+        self._enable_pbn = enable
+        if not enable:
+            for m in self.base_model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.weight.requires_grad_(True)
+                    m.bias.requires_grad_(True)
+
+    def train(self, mode=True):
+        """In train mode with partial BN, freeze every BatchNorm2d but the first (stats and affine)."""
+        super().train(mode)
+        if mode:
+            for m in self._frozen_bns():
+                m.eval()
+                m.weight.requires_grad_(False)
+                m.bias.requires_grad_(False)
+        return self
+
+    # ------------------------------------------------------------------ optimiser groups
+    def _head(self):
+        if self.new_fc is not None:
+            return self.new_fc
+        return getattr(self.base_model, self.base_model.last_layer_name)
+
+    def get_optim_policies(self):
+        """TSM's parameter groups with lr_mult / decay_mult.
+
+        Differences from TSM: non-local BatchNorm3d is always in the BN group (TSM left it out under
+        partial BN, so the blocks stayed identities); 'fc_lr5' applies to the head only (TSM: every
+        Linear, which is the same for its backbones); parameters of other module types go to
+        'custom_ops'. Every parameter is either in a group or frozen by partial BN, else ValueError.
+        """
+        flow_first = self.modality == 'Flow' and self.first_conv_lr == 'tsm'
+        groups = {
+            'first_conv_weight': (5 if flow_first else 1, 1), 'first_conv_bias': (10 if flow_first else 2, 0),
+            'normal_weight': (1, 1), 'normal_bias': (2, 0), 'BN scale/shift': (1, 0), 'custom_ops': (1, 1),
+            'lr5_weight': (5, 1), 'lr10_bias': (10, 0),
+        }
+        params = {name: [] for name in groups}
+        frozen = {id(p) for m in self._frozen_bns() for p in (m.weight, m.bias)}
+        head = self._head()
+        first_conv_seen = False
+        for m in self.modules():
+            own = dict(m.named_parameters(recurse=False))
+            if not own:
+                continue
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                if not first_conv_seen:
+                    first_conv_seen = True
+                    w, bias = 'first_conv_weight', 'first_conv_bias'
+                else:
+                    w, bias = 'normal_weight', 'normal_bias'
+                params[w].append(m.weight)
+                if m.bias is not None:
+                    params[bias].append(m.bias)
+            elif isinstance(m, nn.Linear):
+                lr5 = self.fc_lr5 and m is head
+                w, bias = ('lr5_weight', 'lr10_bias') if lr5 else ('normal_weight', 'normal_bias')
+                params[w].append(m.weight)
+                if m.bias is not None:
+                    params[bias].append(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                params['BN scale/shift'].extend(p for p in own.values() if id(p) not in frozen)
+            elif isinstance(m, NORM_TYPES):
+                params['BN scale/shift'].extend(own.values())
+            else:
+                params['custom_ops'].extend(own.values())
+        grouped = {id(p) for ps in params.values() for p in ps}
+        left_out = [n for n, p in self.named_parameters() if id(p) not in grouped and id(p) not in frozen]
+        if left_out:
+            raise ValueError(f'parameters in no optimiser group: {left_out}')
+        if params['custom_ops']:
+            logger.info('optimiser: %d tensors in custom_ops (lr x1, decay x1)', len(params['custom_ops']))
+        return [{'params': params[name], 'lr_mult': lr, 'decay_mult': decay, 'name': name}
+                for name, (lr, decay) in groups.items()]

@@ -1,0 +1,244 @@
+"""Pre-flight check of a dataset: walk its list(s) and report everything that would fail at run time.
+
+    python scripts/check_data.py toy --modality Flow
+    python scripts/check_data.py something --data_root /ssd/video --split val --sample_frames --workers 8
+    python scripts/check_data.py mydata --root_path frames --train_list t.txt --val_list v.txt --num_class 5
+
+Reports (one line each, then a count per type): a missing or malformed list, duplicate videos, labels
+outside [0, num_class), videos with 0 frames, missing folders, frame-count mismatches between the list
+and the files on disk, missing frames, images that do not decode, missing or undecodable videos, and
+for HDF5 stores a missing file, missing or interrupted per-video datasets, count mismatches and
+undecodable elements. Every needed file is opened and decoded (--sample_frames: only the first and the
+last frame of each video). Exit status 0 when nothing is wrong, 1 otherwise.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+
+from ops.dataset import parse_list  # noqa: E402
+from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset, template_fields  # noqa: E402
+from ops.video_io import VIDEO_BACKENDS, FrameReadError, VideoFile, flow_paths, load_image  # noqa: E402
+from scripts.extract_frames import numbered_files, run_parallel  # noqa: E402
+
+PROBLEMS = ('missing_list', 'malformed_list', 'duplicate_video', 'bad_label', 'zero_frames',
+            'missing_folder', 'count_mismatch', 'missing_frame', 'unreadable_image', 'missing_video',
+            'undecodable_video', 'missing_store', 'missing_dataset', 'undecodable_element')
+SPLITS = ('train', 'val', 'both')
+VIDEO_CHUNK = 64  # frames decoded per request when a whole video is checked
+
+
+def _numbers_to_check(first, count, sample_frames):
+    if count <= 0:
+        return []
+    last = first + count - 1
+    return sorted({first, last}) if sample_frames else list(range(first, last + 1))
+
+
+def _short(numbers, limit=5):
+    text = ', '.join(str(k) for k in numbers[:limit])
+    return text + (f', ... ({len(numbers)} in all)' if len(numbers) > limit else '')
+
+
+def _check_frames(cfg, path, num_frames):
+    """Frame folder of one video: counts on disk, gaps, decodable images."""
+    root, tmpl, start, modality, sample_frames = (cfg['root'], cfg['tmpl'], cfg['start_index'],
+                                                  cfg['modality'], cfg['sample_frames'])
+    folder = os.path.join(root, path)
+    problems = []
+    fields = template_fields(tmpl)
+    if modality == 'Flow' and fields >= 2:
+        # Two grayscale files per step; the folder may be derived from the video id (SSv1 flow).
+        x_dir = os.path.dirname(flow_paths(folder, path, tmpl, start)[0])
+        fixed = (int(os.path.basename(os.path.normpath(path))),) if fields == 3 else ()
+        planes = [(x_dir, fixed + (axis,), 'L') for axis in ('x', 'y')]
+    else:
+        x_dir = folder
+        planes = [(folder, (), 'RGB')]
+    if not os.path.isdir(x_dir):
+        return [('missing_folder', x_dir)]
+    needed = list(range(start, start + num_frames))
+    for directory, fixed, mode in planes:
+        files = numbered_files(directory, tmpl, fixed)
+        which = f'{tmpl!r}' + (f' ({fixed[-1]})' if fixed else '')
+        if len(files) != num_frames:
+            problems.append(('count_mismatch', f'{directory}: list says {num_frames} frames, found '
+                             f'{len(files)} files matching {which}'))
+        missing = [k for k in needed if k not in files]
+        if missing:
+            problems.append(('missing_frame', f'{directory}: no file for frame(s) {_short(missing)} '
+                             f'of {which}'))
+        for k in _numbers_to_check(start, num_frames, sample_frames):
+            if k in files:
+                try:
+                    load_image(os.path.join(directory, files[k]), mode)
+                except FrameReadError as err:
+                    problems.append(('unreadable_image', str(err)))
+    return problems
+
+
+def _check_video(cfg, path):
+    full = os.path.join(cfg['root'], path)
+    if not os.path.isfile(full):
+        return [('missing_video', full)], None
+    try:
+        with VideoFile(full, cfg['video_backend']) as video:
+            n = video.num_frames
+            numbers = _numbers_to_check(1, n, cfg['sample_frames'])
+            for i in range(0, len(numbers), VIDEO_CHUNK):
+                video.read(numbers[i:i + VIDEO_CHUNK])
+    except FrameReadError as err:
+        return [('undecodable_video', str(err))], None
+    return [], n
+
+
+def _check_hdf5(cfg, h5file, store, vid, num_frames):
+    from ops.hdf5_store import has_video
+    if vid not in h5file:
+        return [('missing_dataset', f'{cfg["root"]}: no dataset {vid!r}')]
+    if not has_video(h5file, vid):
+        return [('missing_dataset', f'{cfg["root"]}:{vid}: incomplete (interrupted write); repack it')]
+    problems = []
+    stored = store.num_frames(vid)
+    if stored != num_frames:
+        problems.append(('count_mismatch', f'{cfg["root"]}:{vid}: list says {num_frames} frames, the store '
+                         f'holds {stored}'))
+    read = store.read_flow if cfg['modality'] == 'Flow' else store.read_rgb
+    for k in _numbers_to_check(1, min(stored, num_frames), cfg['sample_frames']):
+        try:
+            read(vid, [k])
+        except FrameReadError as err:
+            problems.append(('undecodable_element', f'frame {k}: {err}'))
+    return problems
+
+
+def check_records(job):
+    """Check a chunk of list records. job = (cfg, [(path, num_frames, label)]) -> [(type, message)]."""
+    cfg, records = job
+    problems = []
+    h5file = store = None
+    if cfg['data_format'] == 'hdf5':
+        import h5py
+        from ops.hdf5_store import HDF5FrameStore
+        h5file = h5py.File(cfg['root'], 'r')
+        store = HDF5FrameStore(cfg['root'])
+    try:
+        for path, num_frames, label in records:
+            if label >= cfg['num_class']:
+                problems.append(('bad_label', f'{cfg["list"]}: {path}: label {label} outside '
+                                 f'[0, {cfg["num_class"]})'))
+            if num_frames == 0:
+                problems.append(('zero_frames', f'{cfg["list"]}: {path}: 0 frames (the loader drops it)'))
+                continue
+            if cfg['data_format'] == 'frames':
+                problems += _check_frames(cfg, path, num_frames)
+            elif cfg['data_format'] == 'video':
+                problems += _check_video(cfg, path)[0]
+            elif cfg['data_format'] == 'hdf5':
+                problems += _check_hdf5(cfg, h5file, store, path, num_frames)
+            else:
+                raise ValueError(f'unknown data_format {cfg["data_format"]!r}; allowed: {DATA_FORMATS}')
+    finally:
+        if h5file is not None:
+            store.close()
+            h5file.close()
+    return problems
+
+
+def check_split(cfg, workers, chunk=16):
+    """All problems of one split: list-level ones, then per-video ones (in list order)."""
+    list_file = cfg['list']
+    if not list_file or not os.path.isfile(list_file):
+        return [('missing_list', f'{list_file} (given by {cfg["option"]})')], 0
+    try:
+        records = parse_list(list_file, cfg['data_format'], cfg['option'])
+    except ValueError as err:
+        return [('malformed_list', str(err))], 0
+    problems = []
+    seen = collections.Counter(r.path for r in records)
+    problems += [('duplicate_video', f'{list_file}: {path} listed {k} times')
+                 for path, k in seen.items() if k > 1]
+    if cfg['data_format'] == 'hdf5' and not os.path.isfile(cfg['root']):
+        message = f'{cfg["root"]} (HDF5 store of the {cfg["split"]} split; build it with scripts/pack_hdf5.py)'
+        return problems + [('missing_store', message)], len(records)
+    rows = [(r.path, r.num_frames, r.label) for r in records]
+    jobs = [(cfg, rows[i:i + chunk]) for i in range(0, len(rows), chunk)]
+    for result in run_parallel(check_records, jobs, workers, f'check {cfg["split"]}'):
+        problems += result
+    return problems, len(records)
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(
+        description='Pre-flight check of a dataset list: missing folders/videos, frame-count mismatches, '
+                    'undecodable images/videos/HDF5 elements, bad labels. Exits 1 when anything is wrong.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('dataset', help='registered dataset name, or any name with the overrides below')
+    p.add_argument('--modality', choices=MODALITIES, default='RGB')
+    p.add_argument('--split', choices=SPLITS, default='both')
+    p.add_argument('--data_root', default='data', help='root of the registered relative paths')
+    p.add_argument('--root_path', help='frames root / videos root / HDF5 file (may contain {split})')
+    p.add_argument('--train_list')
+    p.add_argument('--val_list')
+    p.add_argument('--category_file')
+    p.add_argument('--num_class', type=int)
+    p.add_argument('--image_tmpl', help='RGB frame template')
+    p.add_argument('--flow_tmpl', help='flow template')
+    p.add_argument('--data_format', choices=DATA_FORMATS)
+    p.add_argument('--video_backend', choices=VIDEO_BACKENDS, default='decord')
+    p.add_argument('--sample_frames', action='store_true',
+                   help='decode only the first and the last frame of each video (faster)')
+    p.add_argument('--workers', type=int, default=1, help='worker processes')
+    p.add_argument('--max_print', type=int, default=20,
+                   help='problems printed per type (all are counted)')
+    return p
+
+
+def main(argv=None):
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.dataset == 'toy' and args.root_path is None:
+        from ops.toy import ensure_toy_dataset
+        ensure_toy_dataset(args.data_root)
+    try:
+        info = resolve_dataset(args.dataset, args.modality, data_root=args.data_root,
+                               root_path=args.root_path, train_list=args.train_list,
+                               val_list=args.val_list, category_file=args.category_file,
+                               num_class=args.num_class, image_tmpl=args.image_tmpl,
+                               flow_tmpl=args.flow_tmpl, data_format=args.data_format)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    splits = ('train', 'val') if args.split == 'both' else (args.split,)
+    problems, counts = [], {}
+    for split in splits:
+        cfg = {'split': split, 'list': info.train_list if split == 'train' else info.val_list,
+               'option': f'--{split}_list',
+               'root': info.root_path if split == 'train' else (info.val_root_path or info.root_path),
+               'data_format': info.data_format, 'modality': info.modality, 'tmpl': info.image_tmpl,
+               'start_index': info.start_index, 'num_class': info.num_class,
+               'sample_frames': args.sample_frames, 'video_backend': args.video_backend}
+        found, counts[split] = check_split(cfg, args.workers)
+        problems += found
+    by_type = collections.defaultdict(list)
+    for kind, message in problems:
+        by_type[kind].append(message)
+    for kind in PROBLEMS:
+        for message in by_type[kind][:args.max_print]:
+            print(f'{kind}: {message}')
+        if len(by_type[kind]) > args.max_print:
+            print(f'{kind}: ... and {len(by_type[kind]) - args.max_print} more')
+    checked = ', '.join(f'{split} {n} videos' for split, n in counts.items())
+    print(f'checked {args.dataset} {args.modality} ({info.data_format}): {checked}')
+    if problems:
+        summary = ', '.join(f'{kind} {len(by_type[kind])}' for kind in PROBLEMS if by_type[kind])
+        print(f'FAILED: {len(problems)} problems: {summary}')
+        return 1
+    print('OK: no problems found')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

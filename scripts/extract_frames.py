@@ -1,0 +1,279 @@
+"""Decode videos into JPEG frame folders and write a frames list (the TSN/TSM on-disk format).
+
+    python scripts/extract_frames.py --video_dir data/ucf101/videos --out_dir data/UCF101/jpg \
+        --short_side 256 --workers 8 --list_out data/UCF101/frames_counts.txt
+    python scripts/extract_frames.py --video_list train_video.txt --video_dir videos --out_dir frames
+
+Each video <rel>/<name>.<ext> becomes the folder <out_dir>/<rel>/<name>/ with img_00001.jpg, ...
+(1-based, --tmpl). A finished folder holds a done-marker (.done, JSON with the frame count), so an
+interrupted run resumes where it stopped; a folder without the marker is redone. The list has
+`<vid> <num_frames> <label>` lines when the input is a video list with labels (`path label`), else
+`<vid> <num_frames>` counts (which scripts/build_file_list.py --counts accepts).
+
+This module also holds the helpers shared by the other data tools (extract_flow, pack_hdf5,
+check_data, build_file_list): template matching, numeric frame listing, video decoding, done markers
+and the parallel/progress loop.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import multiprocessing  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import string  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+logger = logging.getLogger('extract_frames')
+
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.webm', '.mkv', '.mov', '.m4v', '.mpg', '.mpeg', '.flv')
+DONE_MARKER = '.done'
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared helpers
+
+def template_regex(tmpl, fixed=()):
+    """Regex for file names made by `tmpl`; the LAST field (the frame number) is captured as digits.
+
+    `fixed` gives the values of the earlier fields in order, e.g. ('x',) for 'flow_{}_{:05d}.jpg'.
+    """
+    fields = [p for p in string.Formatter().parse(tmpl)]
+    num_fields = sum(1 for _, name, _, _ in fields if name is not None)
+    if num_fields < 1 or len(fixed) != num_fields - 1:
+        raise ValueError(f'template {tmpl!r} has {num_fields} fields; expected {len(fixed) + 1} '
+                         '(the last one is the frame number)')
+    out, i = [], 0
+    for literal, name, spec, _ in fields:
+        out.append(re.escape(literal))
+        if name is None:
+            continue
+        out.append(r'(\d+)' if i == num_fields - 1 else re.escape(format(fixed[i], spec or '')))
+        i += 1
+    return re.compile(''.join(out) + r'\Z')
+
+
+def numbered_files(folder, tmpl, fixed=()):
+    """Files of `folder` matching `tmpl`, as {frame_number: file_name}; {} when the folder is absent."""
+    pattern = template_regex(tmpl, fixed)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for name in names:
+        m = pattern.match(name)
+        if m:
+            found[int(m.group(1))] = name
+    return found
+
+
+def sorted_frame_files(folder, tmpl, fixed=()):
+    """Paths of the frames of `folder` in numeric order (not the lexicographic order of os.listdir)."""
+    found = numbered_files(folder, tmpl, fixed)
+    return [os.path.join(folder, found[k]) for k in sorted(found)]
+
+
+def find_videos(video_dir):
+    """Relative paths of the video files under video_dir (recursive, sorted)."""
+    out = []
+    for dirpath, _, names in os.walk(video_dir):
+        for name in names:
+            if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
+                out.append(os.path.relpath(os.path.join(dirpath, name), video_dir))
+    return sorted(out)
+
+
+def read_video_list(path):
+    """`path [label]` lines (blank and # lines skipped) -> list of (path, label or None)."""
+    items = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            text = line.strip()
+            if not text or text.startswith('#'):
+                continue
+            parts = text.split()
+            if len(parts) > 2 or (len(parts) == 2 and not parts[1].lstrip('-').isdigit()):
+                raise ValueError(f'{path}:{lineno}: expected "path [label]", got: {text!r}')
+            items.append((parts[0], int(parts[1]) if len(parts) == 2 else None))
+    return items
+
+
+def video_id(rel_path):
+    """Video id of a relative video path: the path without its extension ('a/b.mp4' -> 'a/b')."""
+    return os.path.splitext(rel_path)[0].replace(os.sep, '/')
+
+
+def scaled_size(width, height, short_side):
+    """(w, h) with the shorter side scaled to short_side (0: unchanged); the aspect ratio is kept."""
+    if not short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+
+def iter_video_frames(path, short_side=0, fmt='rgb24'):
+    """Decode every frame of a video with PyAV (sequential, all frames): uint8 arrays (H, W, 3)
+    for 'rgb24' or (H, W) for 'gray'."""
+    import av
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = 'AUTO'
+        for frame in container.decode(stream):
+            width, height = scaled_size(frame.width, frame.height, short_side)
+            yield frame.to_ndarray(width=width, height=height, format=fmt, interpolation='AREA'
+                                   if width < frame.width else 'BICUBIC')
+
+
+def read_done(folder):
+    """The JSON of a finished folder's done-marker, or None when the folder is not finished."""
+    try:
+        with open(os.path.join(folder, DONE_MARKER)) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_done(folder, info):
+    tmp = os.path.join(folder, DONE_MARKER + '.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(info, f)
+    os.replace(tmp, os.path.join(folder, DONE_MARKER))
+
+
+def fresh_folder(folder):
+    """Empty `folder` (a leftover of an interrupted run) and create it."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+
+
+def _init_worker():
+    import cv2
+    cv2.setNumThreads(1)  # parallelism comes from the worker processes
+
+
+def run_parallel(func, jobs, workers, desc):
+    """Map func over jobs (in worker processes when workers > 1) with a tqdm bar; yields results."""
+    from tqdm import tqdm
+    with tqdm(total=len(jobs), desc=desc, unit='video', dynamic_ncols=True) as bar:
+        if workers <= 1:
+            for job in jobs:
+                yield func(job)
+                bar.update()
+            return
+        with multiprocessing.get_context('spawn').Pool(workers, initializer=_init_worker) as pool:
+            for result in pool.imap_unordered(func, jobs, chunksize=1):
+                yield result
+                bar.update()
+
+
+def write_list(path, rows):
+    """Write list rows (tuples) as whitespace-separated lines, creating the parent folder."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    with open(path, 'w') as f:
+        f.writelines(' '.join(str(v) for v in row) + '\n' for row in rows)
+
+
+def collect_inputs(video_dir, video_list):
+    """[(relative video path, label or None)] from a folder and/or a list file."""
+    if video_list:
+        return read_video_list(video_list)
+    if not video_dir or not os.path.isdir(video_dir):
+        raise FileNotFoundError(f'video folder not found: {video_dir} (--video_dir)')
+    return [(rel, None) for rel in find_videos(video_dir)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Frame extraction
+
+def extract_one(job):
+    """Decode one video into its frame folder. Returns (vid, num_frames, error or None)."""
+    import cv2
+    src, folder, vid, tmpl, short_side, quality = job
+    info = read_done(folder)
+    if info is not None:
+        return vid, int(info['num_frames']), None
+    try:
+        if not os.path.isfile(src):
+            raise FileNotFoundError(f'no such file: {src}')
+        fresh_folder(folder)
+        n = 0
+        for n, frame in enumerate(iter_video_frames(src, short_side), 1):
+            ok = cv2.imwrite(os.path.join(folder, tmpl.format(n)), frame[:, :, ::-1],
+                             [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
+                raise OSError(f'cannot write {os.path.join(folder, tmpl.format(n))}')
+        if n == 0:
+            raise ValueError('no frames decoded')
+    except Exception as err:  # any decoder/IO failure of one video is reported, not fatal for the run
+        return vid, 0, f'{src}: {type(err).__name__}: {err}'
+    write_done(folder, {'num_frames': n, 'source': src, 'short_side': short_side, 'quality': quality})
+    return vid, n, None
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(
+        description='Decode videos into JPEG frame folders (resumable, parallel) and write a frames list.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--video_dir', help='folder of videos (searched recursively); the root of '
+                   '--video_list paths when a list is given')
+    p.add_argument('--video_list', help='list of videos, lines "path [label]" relative to --video_dir')
+    p.add_argument('--out_dir', required=True, help='root of the frame folders')
+    p.add_argument('--tmpl', default='img_{:05d}.jpg', help='frame file template (1-based numbers)')
+    p.add_argument('--short_side', type=int, default=0, help='resize the shorter side to this (0: keep)')
+    p.add_argument('--quality', type=int, default=95, help='JPEG quality (1-100)')
+    p.add_argument('--workers', type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                   help='worker processes')
+    p.add_argument('--list_out', help='frames list to write (default: <out_dir>/frames_list.txt)')
+    return p
+
+
+def main(argv=None):
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if not args.video_dir and not args.video_list:
+        parser.error('give --video_dir and/or --video_list')
+    if not 1 <= args.quality <= 100:
+        parser.error(f'--quality must be in [1, 100], got {args.quality}')
+    if args.short_side < 0:
+        parser.error(f'--short_side must be >= 0, got {args.short_side}')
+    template_regex(args.tmpl)  # fails early on a bad template
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
+    items = collect_inputs(args.video_dir, args.video_list)
+    base = args.video_dir or ''
+    jobs, labels = [], {}
+    for rel, label in items:
+        vid = video_id(rel)
+        labels[vid] = label
+        jobs.append((os.path.join(base, rel), os.path.join(args.out_dir, vid), vid, args.tmpl,
+                     args.short_side, args.quality))
+    counts, failures = {}, []
+    for vid, n, error in run_parallel(extract_one, jobs, args.workers, 'frames'):
+        if error:
+            failures.append(error)
+        else:
+            counts[vid] = n
+    rows = []
+    for rel, label in items:
+        vid = video_id(rel)
+        if vid in counts:
+            rows.append((vid, counts[vid]) if label is None else (vid, counts[vid], label))
+    list_out = args.list_out or os.path.join(args.out_dir, 'frames_list.txt')
+    write_list(list_out, rows)
+    print(f'{len(counts)} videos extracted into {args.out_dir}; list: {list_out}')
+    for error in failures:
+        print(f'FAILED {error}', file=sys.stderr)
+    if failures:
+        print(f'{len(failures)} videos failed (left out of the list; rerun to retry)', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# MSN ResNet-50 (TDN + STP-ME + DS-ME), ImageNet init, Something-Something (v1 default).
+# Recipe (MSN README command, as TDN): SGD lr 0.01 (momentum 0.9, wd 5e-4), steps x0.1 at epochs
+# 30/45/55, 60 epochs, no warm-up, grad clip 20, dropout 0.5, BatchNorm trained, 5 consecutive
+# frames per segment, 8 or 16 segments (SEGMENTS). The MSN README launches 2 GPUs x 8 clips
+# (batch 16) at this lr; TDN used 8 GPUs x 8 (batch 64): which produced the numbers is unclear.
+# Test: 1 clip x centre crop 224 (scripts/test_msn.sh).
+# Published top-1 / top-5 (MSN README; hardware: 2 GPUs per its command, model not stated):
+#   SSv1 8f 53.0 / 81.5, 16f 54.1 / 82.3     SSv2 (DATASET=somethingv2) 8f 63.9 / 89.2, 16f 65.5 / 89.9
+set -euo pipefail
+DATASET=${DATASET:-something}
+python main.py "$DATASET" RGB --arch resnet50 --temporal_module msn --new_length 5 \
+  --num_segments ${SEGMENTS:-8} --lr ${LR:-0.01} --lr_type step --lr_steps 30 45 55 \
+  --epochs ${EPOCHS:-60} --wd 5e-4 --gd 20 --dropout 0.5 --batch-size ${BATCH:-16} -j ${WORKERS:-16} \
+  --npb --eval-freq 1 ${EXTRA:-}

@@ -1,0 +1,128 @@
+"""Shared fixtures: tiny real data files (JPEG frames, flow, mp4, lists) written into tmp_path."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+FRAME_W, FRAME_H = 32, 24
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: takes more than about 5 s (still runs in CI)')
+
+
+def frame_value(video_index, frame_number):
+    """Flat grey level of frame `frame_number` of video `video_index`: lets a test see which frame was read."""
+    return (40 * video_index + 8 * frame_number) % 250
+
+
+@pytest.fixture(name='frame_value')
+def frame_value_fixture():
+    return frame_value
+
+
+def _save_jpeg(path, array):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array).save(path, quality=95)
+
+
+@pytest.fixture
+def write_rgb_jpegs():
+    """write(folder, num_frames, video_index=0, tmpl='img_{:05d}.jpg', size=(W, H)) -> folder."""
+    def write(folder, num_frames, video_index=0, tmpl='img_{:05d}.jpg', size=(FRAME_W, FRAME_H)):
+        w, h = size
+        for k in range(1, num_frames + 1):
+            _save_jpeg(os.path.join(folder, tmpl.format(k)),
+                       np.full((h, w, 3), frame_value(video_index, k), np.uint8))
+        return folder
+    return write
+
+
+@pytest.fixture
+def write_flow_jpegs():
+    """write(folder, num_frames, video_index=0): flow_x/flow_y grayscale pairs; x = value, y = 255 - value."""
+    def write(folder, num_frames, video_index=0, size=(FRAME_W, FRAME_H)):
+        w, h = size
+        for k in range(1, num_frames + 1):
+            v = frame_value(video_index, k)
+            _save_jpeg(os.path.join(folder, f'flow_x_{k:05d}.jpg'), np.full((h, w), v, np.uint8))
+            _save_jpeg(os.path.join(folder, f'flow_y_{k:05d}.jpg'), np.full((h, w), 255 - v, np.uint8))
+        return folder
+    return write
+
+
+@pytest.fixture
+def write_mp4():
+    """write(path, num_frames, video_index=0, size=(64, 48)) -> path; an H.264 mp4 written with PyAV."""
+    def write(path, num_frames, video_index=0, size=(64, 48)):
+        import av
+        w, h = size
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with av.open(path, 'w') as container:
+            stream = container.add_stream('libx264', rate=10)
+            stream.width, stream.height, stream.pix_fmt = w, h, 'yuv420p'
+            stream.options = {'crf': '0'}   # near-lossless, so flat grey levels survive
+            for k in range(1, num_frames + 1):
+                img = np.full((h, w, 3), frame_value(video_index, k), np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format='rgb24')):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        return path
+    return write
+
+
+@pytest.fixture
+def write_list():
+    """write(path, lines) -> path."""
+    def write(path, lines):
+        with open(path, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        return str(path)
+    return write
+
+
+@pytest.fixture
+def frames_dataset(tmp_path, write_rgb_jpegs, write_flow_jpegs, write_list):
+    """Three videos (10, 12, 9 frames), RGB frames and flow, lists `vid n label`; returns a dict."""
+    counts = {'v0': 10, 'v1': 12, 'v2': 9}
+    for i, (vid, n) in enumerate(counts.items()):
+        write_rgb_jpegs(str(tmp_path / 'frames' / vid), n, video_index=i)
+        write_flow_jpegs(str(tmp_path / 'flow' / vid), n, video_index=i)
+    lines = [f'{vid} {n} {i}' for i, (vid, n) in enumerate(counts.items())]
+    return dict(root=str(tmp_path / 'frames'), flow_root=str(tmp_path / 'flow'), counts=counts,
+                rgb_list=write_list(tmp_path / 'rgb.txt', lines),
+                flow_list=write_list(tmp_path / 'flow.txt', lines[::-1]), num_class=3)
+
+
+@pytest.fixture(scope='session')
+def tiny_toy(tmp_path_factory):
+    """A tiny generated toy dataset (real mp4, JPEG frames, flow, lists), shared by the CLI tests.
+
+    Returns the data root to pass as --data_root. 32 train / 16 val clips of 10 frames at 32x32.
+    """
+    from ops.toy import ensure_toy_dataset
+    root = tmp_path_factory.mktemp('toydata')
+    ensure_toy_dataset(str(root), num_train=32, num_val=16, num_frames=10, size=32, workers=1)
+    return str(root)
+
+
+@pytest.fixture
+def run_cli():
+    """run(argv, cwd, env=None, timeout=...) -> CompletedProcess of `python <argv...>` (repo on PYTHONPATH)."""
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(argv, cwd, env=None, timeout=300, check=True):
+        full_env = dict(os.environ, PYTHONPATH=repo, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+        full_env.update(env or {})
+        script = argv[0] if os.path.isabs(argv[0]) else os.path.join(repo, argv[0])
+        proc = subprocess.run([sys.executable, script, *argv[1:]], cwd=cwd, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f'{argv} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\n'
+                                 f'STDERR:\n{proc.stderr[-5000:]}')
+        return proc
+    return run

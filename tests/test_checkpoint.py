@@ -1,0 +1,208 @@
+"""Checkpoint save/load, the weight loader and TSM key compatibility."""
+import argparse
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ops.checkpoint import (config_from_tsm_filename, load_checkpoint, load_weights, model_config_from_checkpoint,
+                            save_checkpoint)
+from ops.models import TSN
+
+GOLDEN = Path(__file__).parent / 'golden'
+T = 2
+H = 32
+
+
+def _make(modality='RGB', num_class=5, **kw):
+    kw.setdefault('base_model', 'resnet18')
+    kw.setdefault('pretrain', 'none')
+    return TSN(num_class, T, modality, **kw)
+
+
+def _x(model, seed=0):
+    torch.manual_seed(seed)
+    return torch.rand(2, model.input_channels, H, H)
+
+
+def _golden(name):
+    lines = [ln.split(' ') for ln in (GOLDEN / name).read_text().splitlines() if not ln.startswith('#')]
+    return [(k, s) for k, s in lines]
+
+
+def _keys_with_shapes(model):
+    return [(f'module.{k}', ','.join(map(str, v.shape)) or '()') for k, v in model.state_dict().items()]
+
+
+@pytest.mark.parametrize('arch, golden', [('resnet50', 'tsm_resnet50_blockres_174.txt'),
+                                          ('resnet101', 'tsm_resnet101_blockres_174.txt')])
+def test_golden_keys(arch, golden):
+    model = TSN(174, 8, 'RGB', base_model=arch, pretrain='none', is_shift=True, shift_div=8,
+                shift_place='blockres')
+    assert _keys_with_shapes(model) == _golden(golden)
+
+
+def test_save_load_round_trip_identical_outputs(tmp_path):
+    model = _make(is_shift=True, non_local=True).eval()
+    with torch.no_grad():  # make the NL blocks non-trivial so they are really tested
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.weight.fill_(0.5)
+    opt = torch.optim.SGD(model.get_optim_policies(), lr=0.1, momentum=0.9)
+    model(_x(model)).sum().backward()
+    opt.step()
+    path = tmp_path / 'run' / 'ckpt.pth.tar'
+    save_checkpoint({'epoch': 3, 'arch': 'resnet18', 'state_dict': model.state_dict(),
+                     'optimizer': opt.state_dict(), 'best_prec1': 12.5, 'config': model.config()}, path)
+    assert os.listdir(path.parent) == ['ckpt.pth.tar']  # no temp file left behind
+    ckpt = load_checkpoint(path)
+    assert set(ckpt) == {'epoch', 'arch', 'state_dict', 'optimizer', 'best_prec1', 'config'}
+    rebuilt = TSN(**model_config_from_checkpoint(ckpt)).eval()
+    report = load_weights(rebuilt, ckpt['state_dict'])
+    assert report['missing'] == [] and report['unexpected'] == []
+    x = _x(model, seed=1)
+    assert torch.equal(rebuilt(x), model(x))
+    save_checkpoint({'epoch': 4}, path)  # overwrite in place
+    assert load_checkpoint(path) == {'epoch': 4}
+
+
+class _Payload:
+    pass
+
+
+@pytest.mark.parametrize('obj', [_Payload(), argparse.Namespace(lr=0.1)])
+def test_pickled_object_checkpoint_is_refused(tmp_path, obj):
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'args': obj}, path)
+    with pytest.raises(ValueError, match='refusing to load .*evil.pth'):
+        load_checkpoint(path)
+    with pytest.raises(TypeError, match='Namespace|_Payload'):
+        save_checkpoint({'args': obj}, tmp_path / 'out.pth')
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_missing_and_corrupt_files_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match='absent.pth'):
+        load_checkpoint(tmp_path / 'absent.pth')
+    bad = tmp_path / 'garbage.pth'
+    bad.write_bytes(b'not a checkpoint at all')
+    with pytest.raises((RuntimeError, ValueError), match='garbage.pth'):
+        load_checkpoint(bad)
+
+
+def _assert_same_weights(src_model, dst_model):
+    from ops.checkpoint import canonical_key
+    src = {canonical_key(k): v for k, v in src_model.state_dict().items()}
+    for k, v in dst_model.state_dict().items():
+        if '.nl.' not in k:
+            assert torch.equal(v, src[canonical_key(k)]), k
+
+
+@pytest.mark.parametrize('src_kw, dst_kw', [
+    ({}, dict(is_shift=True)),                                   # TSN -> TSM blockres
+    (dict(is_shift=True), {}),                                   # TSM -> TSN
+    (dict(is_shift=True), dict(is_shift=True, shift_place='block')),
+    (dict(is_shift=True, shift_place='block'), dict(is_shift=True, temporal_pool=True)),
+])
+def test_tsn_and_tsm_checkpoints_load_into_each_other(src_kw, dst_kw):
+    src = _make(**src_kw)
+    dst = _make(**dst_kw)
+    sd = {f'module.{k}': v for k, v in src.state_dict().items()}  # DataParallel prefix as in TSM files
+    report = load_weights(dst, sd)
+    assert report['unexpected'] == [] and report['missing'] == []
+    _assert_same_weights(src, dst)
+
+
+def test_non_local_modules_need_explicit_permission():
+    src, dst = _make(is_shift=True), _make(is_shift=True, non_local=True)
+    with pytest.raises(RuntimeError, match='nl'):
+        load_weights(dst, src.state_dict())
+    report = load_weights(dst, src.state_dict(), allow_new_modules=True)
+    assert any('.nl.' in k for k in report['kept_init'])
+    _assert_same_weights(src, dst)
+
+
+def test_first_conv_converted_between_modalities():
+    rgb = _make('RGB')
+    flow = _make('Flow')
+    report = load_weights(flow, rgb.state_dict())
+    w = rgb.state_dict()['base_model.conv1.weight']
+    assert torch.equal(flow.base_model.conv1.weight, w.mean(1, keepdim=True).expand(64, 10, 7, 7))
+    assert report['first_conv']['from_modality'] == 'RGB' and report['first_conv']['to_shape'] == (64, 10, 7, 7)
+    diff = _make('RGBDiff')
+    report = load_weights(diff, flow.state_dict())  # Flow (10 ch) -> RGBDiff (15 ch)
+    assert report['first_conv']['from_modality'] == 'Flow'
+    # mean of 10 equal floats: equal up to rounding
+    assert torch.allclose(diff.base_model.conv1.weight, w.mean(1, keepdim=True).expand(64, 15, 7, 7), atol=1e-7)
+    # same channel count, different modality: converted only when the source modality is known
+    diff1 = _make('RGBDiff', new_length=1)
+    report = load_weights(diff1, rgb.state_dict(), src_modality='RGB')
+    assert torch.equal(diff1.base_model.conv1.weight, w.mean(1, keepdim=True).expand(64, 3, 7, 7))
+
+
+def test_head_dropped_or_renamed():
+    src = _make(num_class=7)
+    dst = _make(num_class=5)
+    init = dst.new_fc.weight.clone()
+    report = load_weights(dst, src.state_dict())
+    assert report['head'].startswith('dropped') and torch.equal(dst.new_fc.weight, init)
+    no_dropout = _make(num_class=7, dropout=0.0)
+    report = load_weights(no_dropout, src.state_dict())
+    assert report['head'] == 'renamed new_fc -> base_model.fc'
+    assert torch.equal(no_dropout.base_model.fc.weight, src.new_fc.weight)
+
+
+def test_missing_keys_raise_and_unexpected_are_reported():
+    src = _make().state_dict()
+    src.pop('base_model.layer2.0.conv2.weight')
+    with pytest.raises(RuntimeError, match='layer2.0.conv2.weight'):
+        load_weights(_make(), src)
+    src = _make().state_dict()
+    src['base_model.extra.weight'] = torch.zeros(1)
+    src = {k: v for k, v in src.items() if not k.endswith('num_batches_tracked')}  # pre-0.4.1 file
+    report = load_weights(_make(), src)
+    assert report['unexpected'] == ['base_model.extra.weight']
+    assert all(k.endswith('num_batches_tracked') for k in report['kept_init'])
+
+
+def test_config_from_tsm_filenames():
+    cfg = config_from_tsm_filename('/ckpts/TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth')
+    assert cfg == {'modality': 'RGB', 'base_model': 'resnet50', 'consensus_type': 'avg', 'num_segments': 8,
+                   'is_shift': True, 'temporal_pool': False, 'non_local': False, 'shift_div': 8,
+                   'shift_place': 'blockres'}
+    tsn = config_from_tsm_filename('TSM_kinetics_RGB_resnet50_avg_segment5_e50.pth')
+    assert tsn['is_shift'] is False and tsn['num_segments'] == 5
+    nl = config_from_tsm_filename('TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e100_dense_nl.pth')
+    assert nl['non_local'] is True
+    tp = config_from_tsm_filename('TSM_something_Flow_resnet101_shift4_block_tpool_avg_segment16_e45.pth')
+    assert (tp['modality'], tp['shift_div'], tp['shift_place'], tp['temporal_pool']) == ('Flow', 4, 'block', True)
+    with pytest.raises(ValueError, match='does not follow'):
+        config_from_tsm_filename('my_model.pth')
+
+
+def test_released_style_state_dict_rebuilds_from_keys_and_name(tmp_path):
+    src = TSN(174, 8, 'Flow', base_model='resnet18', pretrain='none', is_shift=True, shift_div=4)
+    path = tmp_path / 'TSM_somethingv2_Flow_resnet18_shift4_blockres_avg_segment8_e45.pth'
+    torch.save({f'module.{k}': v for k, v in src.state_dict().items()}, path)  # state dict only, no config
+    ckpt = load_checkpoint(path)
+    cfg = model_config_from_checkpoint(ckpt, path=path)
+    assert (cfg['base_model'], cfg['num_class'], cfg['modality'], cfg['new_length']) == ('resnet18', 174, 'Flow', 5)
+    assert (cfg['is_shift'], cfg['shift_div'], cfg['num_segments'], cfg['pretrain']) == (True, 4, 8, 'none')
+    model = TSN(**cfg)
+    load_weights(model, ckpt)
+    _assert_same_weights(src, model)
+    override = model_config_from_checkpoint(ckpt, path=path, num_segments=16, arch='resnet18', shift_div=None)
+    assert override['num_segments'] == 16 and override['shift_div'] == 4
+    with pytest.raises(ValueError, match='num_segments'):
+        model_config_from_checkpoint(ckpt, path=tmp_path / 'renamed.pth')
+    assert model_config_from_checkpoint(ckpt, path=tmp_path / 'renamed.pth', num_segments=8)['num_class'] == 174
+
+
+def test_non_strict_load_keeps_missing_at_init():
+    src = _make().state_dict()
+    src.pop('base_model.layer2.0.conv2.weight')
+    dst = _make()
+    report = load_weights(dst, src, strict=False)
+    assert report['changed'] and report['kept_init'] == ['base_model.layer2.0.conv2.weight']
+    assert load_weights(_make(), _make().state_dict())['changed'] is False

@@ -1,0 +1,279 @@
+"""Backbones, the TSN wrapper, partial BN and optimiser groups."""
+import importlib.util
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+import archs
+from ops.models import TSN, mean_expand_kernel, replace_first_conv
+
+H = 32  # tiny frames keep every forward/backward fast on CPU
+
+
+def _variant(name, modalities=('RGB', 'Flow', 'RGBDiff'), size=H, **kw):
+    return [pytest.param(name, m, size, kw, id=f'{name}-{m}') for m in modalities]
+
+
+# (id, modality, frame size, TSN keywords). Extend here for new backbones / temporal modules.
+MODEL_VARIANTS = (
+    _variant('r18-tsn', base_model='resnet18')
+    + _variant('r18-tsm-blockres', base_model='resnet18', is_shift=True)
+    + _variant('r18-tsm-block', base_model='resnet18', is_shift=True, shift_place='block')
+    + _variant('r18-tsm-tpool', base_model='resnet18', is_shift=True, temporal_pool=True)
+    + _variant('r18-nl', base_model='resnet18', non_local=True)
+    + _variant('r18-tsm-nl-tpool', ('RGB',), base_model='resnet18', is_shift=True, non_local=True,
+               temporal_pool=True)
+    + _variant('r18-dropout0-identity', ('RGB',), base_model='resnet18', dropout=0.0, consensus_type='identity')
+    + _variant('r34-tsm', ('RGB',), base_model='resnet34', is_shift=True)
+    + _variant('r50-tsm-nl', ('Flow',), base_model='resnet50', is_shift=True, non_local=True)
+    + _variant('mbv2-tsm', ('RGB', 'Flow'), base_model='mobilenetv2', is_shift=True)
+    + _variant('bninception-tsm-block', ('RGB', 'RGBDiff'), base_model='BNInception', is_shift=True,
+               shift_place='block')
+)
+if importlib.util.find_spec('ops.tin') is not None:
+    MODEL_VARIANTS += _variant('r18-tin', ('RGB',), base_model='resnet18', temporal_module='tin')
+if importlib.util.find_spec('archs.msn') is not None:
+    MODEL_VARIANTS += _variant('msn-r18', ('RGB',), base_model='resnet18', temporal_module='msn')
+if importlib.util.find_spec('archs.ila') is not None:
+    MODEL_VARIANTS += _variant('ila-tiny', ('RGB',), base_model='ila_vit_tiny', input_size=H)
+
+T = 2
+
+
+def _make(modality, num_class=5, **kw):
+    kw.setdefault('pretrain', 'none')
+    return TSN(num_class, T, modality, **kw)
+
+
+def _input(model, batch=2, size=H):
+    torch.manual_seed(0)
+    return torch.rand(batch, model.input_channels, size, size)
+
+
+@pytest.mark.parametrize('name, modality, size, kw', MODEL_VARIANTS)
+def test_forward_backward(name, modality, size, kw):
+    model = _make(modality, **kw).train()
+    out = model(_input(model, size=size))
+    expected = (2, 5) if model.consensus_type == 'avg' else (2, T, 5)
+    assert out.shape == expected
+    assert torch.isfinite(out).all()
+    loss = out.float().pow(2).mean()
+    if model.aux_loss is not None:
+        loss = loss + model.aux_loss
+    loss.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('arch', ['resnet101', 'resnet152'])
+def test_deep_resnets_smoke(arch):
+    model = _make('RGB', base_model=arch, is_shift=True, non_local=True).train()
+    out = model(_input(model, batch=1))
+    out.sum().backward()
+    assert out.shape == (1, 5) and torch.isfinite(out).all()
+
+
+def test_channels_last_matches_contiguous():
+    model = _make('RGB', base_model='resnet18', is_shift=True, temporal_pool=True).eval()
+    x = _input(model)
+    ref = model(x)
+    out = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(out, ref, atol=1e-5)
+    nl = _make('RGB', base_model='resnet18', is_shift=True, non_local=True).eval()  # Conv3d stays 5-D
+    assert torch.allclose(nl(x.contiguous(memory_format=torch.channels_last)), nl(x), atol=1e-5)
+
+
+def test_input_channel_check():
+    model = _make('Flow', base_model='resnet18')
+    assert model.input_channels == T * 5 * 2
+    with pytest.raises(ValueError, match=rf'expected input \(B, {T * 10}'):
+        model(torch.zeros(1, 24, H, H))
+
+
+def test_rgbdiff_differences_inside_model():
+    model = _make('RGBDiff', base_model='resnet18')
+    assert model.new_length == 5 and model.frames_per_segment == 6
+    x = torch.arange(6, dtype=torch.float32).repeat_interleave(3)  # frame k has value k in all channels
+    x = x.repeat(T).reshape(1, T * 18, 1, 1)
+    d = model._get_diff(x)
+    assert d.shape == (1, T * 15, 1, 1)
+    assert torch.equal(d, torch.ones_like(d))
+
+
+def test_first_conv_conversion_values():
+    conv = nn.Conv2d(3, 2, 1, bias=True)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1., 2., 6.], [0., -3., 0.]]).reshape(2, 3, 1, 1))
+        conv.bias.copy_(torch.tensor([0.5, -1.]))
+    holder = nn.Sequential(conv)
+    replace_first_conv(holder, 10)
+    new = holder[0]
+    assert new.weight.shape == (2, 10, 1, 1)
+    assert torch.equal(new.weight[:, :, 0, 0], torch.tensor([[3.] * 10, [-1.] * 10]))  # means, no rescale
+    assert torch.equal(new.bias, torch.tensor([0.5, -1.]))
+    assert torch.equal(mean_expand_kernel(torch.ones(1, 2, 1, 1) * 4, 15), torch.full((1, 15, 1, 1), 4.))
+
+
+def _write_resnet18_weights(tmp_path, fmt):
+    torch.manual_seed(1)
+    sd = torchvision.models.resnet18(weights=None).state_dict()
+    if fmt == 'safetensors':
+        from safetensors.torch import save_file
+        path = tmp_path / 'r18.safetensors'
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    else:
+        path = tmp_path / 'r18.pth'
+        torch.save(sd, path)
+    return sd, str(path)
+
+
+@pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
+def test_pretrain_local_file_and_flow_stem(tmp_path, fmt):
+    sd, path = _write_resnet18_weights(tmp_path, fmt)
+    rgb = TSN(5, T, 'RGB', base_model='resnet18', pretrain=path)
+    assert torch.equal(rgb.base_model.layer4[1].conv2.weight, sd['layer4.1.conv2.weight'])
+    flow = TSN(5, T, 'Flow', base_model='resnet18', pretrain=path, is_shift=True)
+    expected = sd['conv1.weight'].mean(dim=1, keepdim=True).expand(64, 10, 7, 7)
+    assert torch.equal(flow.base_model.conv1.weight, expected)
+    diff = TSN(5, T, 'RGBDiff', base_model='resnet18', pretrain=path)
+    assert diff.base_model.conv1.weight.shape == (64, 15, 7, 7)
+
+
+def test_pretrain_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        archs.create_backbone('resnet18', pretrain=str(tmp_path / 'nope.pth'))
+    bad = tmp_path / 'bad.pth'
+    torch.save({'conv1.weight': torch.zeros(64, 3, 7, 7)}, bad)
+    with pytest.raises(RuntimeError, match='missing'):
+        archs.create_backbone('resnet18', pretrain=str(bad))
+    with pytest.raises(ValueError, match='resnet50'):
+        archs.create_backbone('resnet5')
+
+
+def test_mobilenetv2_loads_torchvision_layout(tmp_path):
+    tv = torchvision.models.mobilenet_v2(weights=None).eval()
+    path = tmp_path / 'mbv2.pth'
+    torch.save(tv.state_dict(), path)
+    ours = archs.create_backbone('mobilenetv2', pretrain=str(path)).eval()
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.allclose(ours(x), tv(x), atol=1e-6)
+
+
+def test_mobilenetv2_tsm_keys():
+    keys = _make('RGB', base_model='mobilenetv2', is_shift=True).state_dict()
+    assert 'base_model.features.3.conv.0.net.weight' in keys  # expanded block with residual
+    assert 'base_model.features.2.conv.0.weight' in keys      # stride 2: no residual, not shifted
+    assert 'base_model.features.1.conv.0.weight' in keys      # no expansion: not shifted
+    assert 'base_model.features.3.conv.7.running_var' in keys
+    assert sum(k.endswith('conv.0.net.weight') for k in keys) == 10  # 16 blocks, 10 with a residual
+
+
+@pytest.mark.parametrize('bad', [dict(modality='Depth'), dict(consensus_type='max'), dict(shift_place='res'),
+                                 dict(temporal_module='tcn'), dict(first_conv_lr='x5'),
+                                 dict(is_shift=True, temporal_module='tin')])
+def test_unknown_options_raise(bad):
+    kw = dict(modality='RGB', base_model='resnet18')
+    kw.update(bad)
+    with pytest.raises(ValueError):
+        TSN(5, T, pretrain='none', **kw)
+
+
+def test_properties_and_config_round_trip():
+    model = _make('Flow', base_model='resnet18', is_shift=True, input_size=112)
+    assert (model.crop_size, model.scale_size) == (112, 128)
+    assert model.input_mean == [0.5] and model.input_std == pytest.approx([0.226], abs=1e-3)
+    cfg = model.config()
+    rebuilt = TSN(**cfg)
+    assert rebuilt.config() == cfg
+    bgr = _make('RGB', base_model='BNInception')
+    assert bgr.input_mean == [104, 117, 128] and bgr.input_space == 'BGR'
+
+
+def test_partial_bn_freezes_all_but_first_and_keeps_non_local_trainable():
+    model = _make('RGB', base_model='resnet18', is_shift=True, non_local=True).train()
+    bns = [m for m in model.base_model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns[0].training and bns[0].weight.requires_grad
+    assert all(not m.training and not m.weight.requires_grad for m in bns[1:])
+    nl_bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm3d)]
+    assert nl_bns and all(m.training and m.weight.requires_grad for m in nl_bns)
+    in_groups = {id(p) for g in model.get_optim_policies() for p in g['params']}
+    assert all(id(m.weight) in in_groups and id(m.bias) in in_groups for m in nl_bns)
+    stats = bns[3].running_mean.clone()
+    model(_input(model))
+    assert torch.equal(bns[3].running_mean, stats)
+    model.partialBN(False)
+    model.train()
+    assert all(m.training and m.weight.requires_grad for m in bns)
+
+
+def _group_sizes(model):
+    return {g['name']: (len(g['params']), g['lr_mult'], g['decay_mult']) for g in model.get_optim_policies()}
+
+
+def test_optim_policies_match_tsm():
+    model = _make('RGB', num_class=174, base_model='resnet50', is_shift=True)
+    sizes = _group_sizes(model)
+    names = ('first_conv_weight', 'first_conv_bias', 'normal_weight', 'normal_bias', 'BN scale/shift', 'custom_ops',
+             'lr5_weight', 'lr10_bias')
+    assert [sizes[n][0] for n in names] == [1, 0, 53, 1, 2, 0, 0, 0]  # TSM's R50 counts with partial BN
+    model.partialBN(False)
+    assert _group_sizes(model)['BN scale/shift'][0] == 106
+    flow = _make('Flow', base_model='resnet18', fc_lr5=True)
+    sizes = _group_sizes(flow)
+    assert sizes['first_conv_weight'][1:] == (5, 1) and sizes['first_conv_bias'][1:] == (10, 0)
+    assert sizes['lr5_weight'] == (1, 5, 1) and sizes['lr10_bias'] == (1, 10, 0)
+    mml = _group_sizes(_make('Flow', base_model='resnet18', first_conv_lr='mml'))
+    assert mml['first_conv_weight'][1] == 1
+
+
+def test_optim_policies_cover_every_parameter():
+    model = _make('RGB', base_model='resnet18', is_shift=True, non_local=True, partial_bn=False)
+    model.extra = nn.Module()
+    model.extra.scale = nn.Parameter(torch.ones(3))  # a parameter of an unknown module type
+    groups = model.get_optim_policies()
+    grouped = [p for g in groups for p in g['params']]
+    assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
+    assert any(p is model.extra.scale for g in groups if g['name'] == 'custom_ops' for p in g['params'])
+    torch.optim.SGD(groups, lr=0.1)
+
+
+def test_model_info_counts_flops_per_clip(capsys):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'scripts'))
+    import model_info
+    args = model_info.get_args_parser().parse_args(
+        ['--arch', 'resnet18', '--num_segments', '2', '--shift', '--input_size', '32', '--num_class', '3', '--keys'])
+    info = model_info.main(args)
+    out = capsys.readouterr().out
+    assert 'base_model.layer1.0.conv1.net.weight (64, 64, 3, 3)' in out
+    assert info['params'] == sum(p.numel() for p in TSN(3, 2, 'RGB', base_model='resnet18', pretrain='none').parameters())
+    # a shift adds no FLOPs; two segments cost twice one segment
+    one = model_info.count_flops(TSN(3, 1, 'RGB', base_model='resnet18', pretrain='none', input_size=32))
+    assert info['flops_per_clip'] == pytest.approx(2 * one, rel=1e-6)
+
+
+def test_pretrain_imagenet_reads_torchvision_cache(tmp_path, monkeypatch):
+    # torchvision looks for IMAGENET1K_V1 in $TORCH_HOME/hub/checkpoints before downloading.
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    cache = tmp_path / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    sd, _ = _write_resnet18_weights(tmp_path, 'pth')
+    torch.save(sd, cache / url.rsplit('/', 1)[1])
+    net = archs.create_backbone('resnet18', pretrain='imagenet')
+    assert torch.equal(net.conv1.weight, sd['conv1.weight'])
+
+
+def test_ila_backbone_options():
+    pytest.importorskip('archs.ila')
+    with pytest.raises(ValueError, match='clip_weights'):
+        TSN(5, T, 'RGB', base_model='ila_vit_tiny', input_size=H)  # pretrain='imagenet' has no meaning
+    with pytest.raises(ValueError, match='ILA'):
+        TSN(5, T, 'RGB', base_model='resnet18', pretrain='none', clip_weights='clip.pt')
+    model = _make('RGB', base_model='ila_vit_tiny', input_size=H, pretrain=None)
+    cfg = model.config()
+    assert cfg['clip_weights'] is None and TSN(**cfg).config() == cfg

@@ -1,0 +1,260 @@
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from archs.msn import (MSN_BACKBONES, TDN_BACKBONES, DeformableConv2d, LearnableShift,
+                       LongTermDifference, MotionBlock, MotionExcitation, ShortTermDifference,
+                       ShortTermPyramid, msn_resnet, stem_fusion_weights)
+from ops.temporal_shift import shift
+
+# Module types whose parameters a TSM-style get_optim_policies already sorts into groups.
+STANDARD_PARAM_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d,
+                          nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def dyadic(*shape, seed=0):
+    """Random multiples of 1/8 in [-4, 4): sums and differences are exact in float64."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(-32, 32, shape, generator=g).double() / 8
+
+
+def test_fusion_weights_follow_tdn():
+    assert stem_fusion_weights(8) == (0.5, 0.5)
+    assert stem_fusion_weights(16) == (0.75, 0.25)
+    assert stem_fusion_weights(4) == (0.75, 0.25)
+    assert msn_resnet(18, num_segments=8).stem_fuse == (0.5, 0.5)
+
+
+def test_short_term_branch_ignores_static_background():
+    torch.manual_seed(0)
+    stp = ShortTermPyramid().double()
+    clip = dyadic(4, 15, 32, 32)
+    background = dyadic(4, 3, 32, 32, seed=1).repeat(1, 5, 1, 1)    # same image in all 5 frames
+    assert torch.equal(stp(clip + background), stp(clip))
+
+
+def test_short_term_branch_static_clip_is_constant_map():
+    torch.manual_seed(0)
+    stp = ShortTermPyramid().eval()
+    frame = torch.randn(2, 3, 16, 16)
+    out = stp(frame.repeat(1, 5, 1, 1))
+    # zero differences: D3 = 0, D1 and D2 are ReLU(BN(0)) = ReLU(bias - mean*scale) per channel
+    assert torch.allclose(out, out[:1, :, :1, :1].expand_as(out))
+
+
+@pytest.mark.slow
+def test_shapes_at_224():
+    torch.manual_seed(0)
+    model = msn_resnet(50, num_segments=2).eval()
+    x = torch.randn(2, 15, 224, 224)
+    seen = {}
+    model.layer1.register_forward_hook(lambda m, i, o: seen.update(layer1=o.shape))
+    with torch.no_grad():
+        assert model.short_term(x).shape == (2, 64, 56, 56)
+        assert model(x).shape == (2, 1000)
+    assert seen['layer1'] == (2, 256, 56, 56)
+    assert model.fc.in_features == 2048
+    tdn = msn_resnet(50, num_segments=2, variant='tdn').eval()
+    with torch.no_grad():
+        s0 = tdn.short_term(x)
+        assert s0.shape == (2, 64, 28, 28)
+        assert tdn.motion_layer1(s0).shape == (2, 256, 28, 28)
+        assert tdn(x).shape == (2, 1000)
+
+
+def test_main_stream_sees_centre_frame():
+    model = msn_resnet(18, num_segments=2).eval()
+    seen = []
+    model.conv1.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    x = torch.randn(2, 15, 32, 32)
+    with torch.no_grad():
+        model(x)
+    assert torch.equal(seen[0], x[:, 6:9])
+
+
+def test_deformable_conv_with_zero_offsets_is_plain_conv():
+    torch.manual_seed(0)
+    for k, p in ((3, 1), (5, 2)):
+        dcn = DeformableConv2d(4, 6, k, padding=p)
+        x = torch.randn(3, 4, 9, 7)
+        assert torch.count_nonzero(dcn.offset(x)) == 0
+        torch.testing.assert_close(dcn(x), dcn.conv(x), atol=1e-5, rtol=1e-5)
+
+
+def test_deformable_conv_unit_offset_samples_the_next_column():
+    # torchvision's offset layout is (dy, dx) per kernel tap: dx = 1 everywhere reads x[..., j+1]
+    torch.manual_seed(0)
+    dcn = DeformableConv2d(2, 3, 3, padding=1)
+    nn.init.constant_(dcn.offset.bias[1::2], 1.0)
+    x = torch.randn(1, 2, 6, 6)
+    moved = F.pad(x[..., 1:], (0, 1))
+    # column 0: the DCN's left tap reads x[..., 0], the plain conv reads its zero padding
+    torch.testing.assert_close(dcn(x)[..., 1:], dcn.conv(moved)[..., 1:], atol=1e-5, rtol=1e-5)
+
+
+def test_excitation_gain_within_half_and_three_halves():
+    torch.manual_seed(0)
+    t = 3
+    m = MotionExcitation(16, num_segments=t)
+    for p in m.parameters():
+        p.data.normal_(0, 2)   # push the attention towards its bounds
+    x = torch.rand(2 * t, 16, 5, 5) + 0.1
+    gain = m(x) / x
+    assert gain.min() >= 0.5 and gain.max() <= 1.5
+    assert gain.max() - gain.min() > 0.5
+
+
+def test_excitation_uses_all_segments_together():
+    # The reference hard-codes 8 frames: a 16-frame clip would be two independent halves. Here the
+    # temporal context of the last frame averages all 16, so frame 0 reaches frame 15.
+    torch.manual_seed(0)
+    t = 16
+    m = MotionExcitation(8, num_segments=t).eval()
+    x = torch.rand(t, 8, 4, 4)
+    y = x.clone()
+    y[0] += 1
+    a, b = m.attention(x), m.attention(y)
+    assert not torch.allclose(a[t - 1], b[t - 1])
+    assert torch.equal(a[1:t - 1], b[1:t - 1])   # middle frames: only their own pair and context
+
+
+def test_learnable_shift_at_init_is_tsm_shift():
+    t = 4
+    m = LearnableShift(16, num_segments=t)
+    x = torch.randn(2 * t, 16, 3, 3)
+    assert torch.equal(m(x), shift(x, t, fold_div=8))
+    m(x).sum().backward()
+    assert m.conv.weight.grad.abs().sum() > 0
+
+
+def test_learnable_shift_matches_depthwise_temporal_conv():
+    torch.manual_seed(0)
+    t, c = 5, 6
+    m = LearnableShift(c, num_segments=t)
+    m.conv.weight.data.normal_()
+    x = torch.randn(2 * t, c, 2, 3)
+    # reference: Conv1d over time for every pixel, (N*H*W, C, T)
+    seq = x.view(2, t, c, 2, 3).permute(0, 3, 4, 2, 1).reshape(-1, c, t)
+    expected = m.conv(seq).view(2, 2, 3, c, t).permute(0, 4, 3, 1, 2).reshape(2 * t, c, 2, 3)
+    torch.testing.assert_close(m(x), expected)
+
+
+def test_motion_block_keeps_torchvision_keys():
+    block = torchvision.models.resnet50(weights=None).layer2[0]
+    keys = set(block.state_dict())
+    wrapped = MotionBlock(block, num_segments=2)
+    new_keys = set(wrapped.state_dict())
+    assert keys <= new_keys
+    assert {k.split('.')[0] for k in new_keys - keys} == {'excite', 'shift'}
+
+
+def every_parameter_has_gradient(model):
+    return [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+
+
+def test_msn_resnet18_forward_backward_every_param_gets_gradient():
+    torch.manual_seed(0)
+    t = 3
+    model = MSN_BACKBONES['msn_resnet18'](num_segments=t)
+    out = model(torch.randn(2 * t, 15, 32, 32))
+    assert out.shape == (2 * t, 1000) and model.fc.in_features == 512
+    out.square().mean().backward()
+    assert every_parameter_has_gradient(model) == []
+
+
+def test_all_parameters_live_in_standard_modules():
+    # so TSN's optimiser policies see every parameter (the reference lost its DCN kernels)
+    model = msn_resnet(18, num_segments=2)
+    for name, module in model.named_modules():
+        if any(True for _ in module.parameters(recurse=False)):
+            assert isinstance(module, STANDARD_PARAM_MODULES), name
+
+
+def test_batch_of_one_video():
+    torch.manual_seed(0)
+    model = msn_resnet(18, num_segments=2)
+    out = model(torch.randn(2, 15, 48, 48))
+    out.sum().backward()
+    assert out.shape == (2, 1000) and torch.isfinite(out).all()
+
+
+def test_bad_inputs_raise():
+    model = msn_resnet(18, num_segments=4)
+    with pytest.raises(ValueError, match="15"):
+        model(torch.randn(4, 3, 32, 32))
+    with pytest.raises(ValueError, match="multiple of num_segments"):
+        model(torch.randn(6, 15, 32, 32))
+    with pytest.raises(ValueError, match="18"):
+        msn_resnet(depth=20)
+    with pytest.raises(FileNotFoundError, match="imagenet"):
+        msn_resnet(18, pretrain='imagenett')
+    with pytest.raises(ValueError, match="tdn"):
+        msn_resnet(18, variant='tsm')
+
+
+def test_pretrain_from_resnet_file_and_msn_file(tmp_path):
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None)
+    path = tmp_path / 'resnet18.pth'
+    torch.save(resnet.state_dict(), path)
+    model = msn_resnet(18, num_segments=2, pretrain=str(path))
+    state = model.state_dict()
+    for k, v in resnet.state_dict().items():
+        assert torch.equal(state[k], v), k
+        if k.startswith('layer1.'):
+            assert torch.equal(state['motion_' + k], v), k
+    msn_path = tmp_path / 'msn.pth'
+    torch.save({'state_dict': state}, msn_path)
+    again = msn_resnet(18, num_segments=2, pretrain=str(msn_path))
+    for k, v in again.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+# ---------------------------------------------------------------------- TDN variant
+def test_tdn_short_term_ignores_static_background_and_inflates_stem():
+    torch.manual_seed(0)
+    stem = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+    stdm = ShortTermDifference(stem).double()
+    # every one of the 12 input channels holds the RGB mean of the stem kernel
+    assert torch.allclose(stdm.conv.weight.sum(1), 4 * stem.weight.double().sum(1))
+    clip = dyadic(3, 15, 32, 32)
+    background = dyadic(3, 3, 32, 32, seed=1).repeat(1, 5, 1, 1)
+    assert torch.equal(stdm(clip + background), stdm(clip))
+
+
+def test_tdn_long_term_end_padding_and_gain():
+    torch.manual_seed(0)
+    t = 4
+    m = LongTermDifference(32, num_segments=t)
+    x = torch.rand(2 * t, 32, 6, 6) + 0.1
+    d_f, d_b = (d.view(2, t, 2, 6, 6) for d in m.differences(x))
+    assert torch.equal(d_f[:, -1], torch.zeros_like(d_f[:, -1]))
+    assert torch.equal(d_b[:, 0], torch.zeros_like(d_b[:, 0]))
+    for p in m.parameters():
+        p.data.normal_(0, 2)
+    gain = m(x) / x
+    assert gain.min() >= 0.5 and gain.max() <= 1.5
+    assert gain.max() - gain.min() > 0.5
+
+
+def test_tdn_resnet18_forward_backward_every_param_gets_gradient():
+    torch.manual_seed(0)
+    t = 3
+    model = TDN_BACKBONES['tdn_resnet18'](num_segments=t)
+    assert model.layer1_fuse == model.stem_fuse == (0.75, 0.25)
+    out = model(torch.randn(2 * t, 15, 64, 64))   # L-TDM avg-pools layer4 maps: keep them >= 2x2
+    assert out.shape == (2 * t, 1000)
+    out.square().mean().backward()
+    assert every_parameter_has_gradient(model) == []
+
+
+def test_deformable_conv_under_bf16_autocast():
+    # torchvision's CPU deform_conv2d has no bf16 kernel: the module computes in float32
+    torch.manual_seed(0)
+    dcn = DeformableConv2d(4, 4, 3, padding=1)
+    x = torch.randn(2, 4, 6, 6)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = dcn(x)
+    torch.testing.assert_close(y.float(), dcn.conv(x), atol=1e-5, rtol=1e-5)

@@ -1,0 +1,130 @@
+"""main.py end to end on the generated toy dataset: real files, real processes, real checkpoints."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ops.checkpoint import load_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--arch", "resnet18", "--num_segments", "4", "--input_size", "32", "--batch-size", "8", "-j", "0",
+        "--no_progress", "--seed", "3"]
+
+
+def train_argv(data_root, tmp, *extra, modality="RGB"):
+    return ["main.py", "toy", modality, "--data_root", data_root, "--root_model", str(tmp / "ckpt"),
+            "--root_log", str(tmp / "log"), *TINY, *extra]
+
+
+def run_dir(tmp, name_part="TSM_toy_RGB"):
+    (d,) = [p for p in (tmp / "ckpt").iterdir() if p.name.startswith(name_part)]
+    return d
+
+
+@pytest.mark.parametrize("script", ["main.py", "test_models.py", "scripts/ensemble_scores.py",
+                                    "scripts/show_sampling.py", "scripts/check_data.py", "scripts/model_info.py"])
+def test_help_of_every_entry_point(script, run_cli, tmp_path):
+    out = run_cli([script, "--help"], cwd=tmp_path).stdout
+    assert "usage:" in out
+    if script == "main.py":
+        for opt in ("--shift_div", "--lr_steps", "--npb", "--amp", "--resume", "--mutual_weight", "--dist_timeout"):
+            assert opt in out
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--shift", "--temporal_pool", "--num_segments", "1"], "--temporal_pool"),
+    (["--shift", "--arch", "BNInception"], "insertion rule"),
+    (["--amp", "fp16", "--device", "cpu"], "fp16"),
+    (["--sync_bn", "--device", "cpu"], "sync_bn"),
+    (["--dense_sample", "--random_sample"], "exclusive"),
+    (["--resume", "x.pth", "--tune_from", "y.pth"], "exclusive"),
+    (["--lr_type", "step", "--lr_steps", "5", "2"], "increasing"),
+    (["--world_size", "2"], "--rank"),
+])
+def test_bad_argument_combinations_are_rejected(extra, message, tiny_toy, run_cli, tmp_path):
+    proc = run_cli(train_argv(tiny_toy, tmp_path, *extra), cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_unknown_modality_and_multi_modality_without_launcher(tiny_toy, run_cli, tmp_path):
+    proc = run_cli(train_argv(tiny_toy, tmp_path, modality="Depth"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "modality" in proc.stderr
+    proc = run_cli(train_argv(tiny_toy, tmp_path, modality="RGB,Flow"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "one process per modality" in proc.stderr
+
+
+@pytest.mark.slow
+def test_tiny_training_run_writes_checkpoints_logs_and_tensorboard(tiny_toy, run_cli, tmp_path):
+    run_cli(train_argv(tiny_toy, tmp_path, "--shift", "--epochs", "2"), cwd=tmp_path)
+    d = run_dir(tmp_path)
+    for f in ("ckpt.pth.tar", "ckpt.best.pth.tar", "args.json", "log.txt", "metrics.jsonl"):
+        assert (d / f).is_file(), f
+    ckpt = load_checkpoint(str(d / "ckpt.pth.tar"))
+    assert ckpt["epoch"] == 2 and ckpt["arch"] == "resnet18"
+    assert ckpt["config"]["is_shift"] and ckpt["config"]["num_segments"] == 4
+    assert any(k.endswith("layer1.0.conv1.net.weight") for k in ckpt["state_dict"])
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["split"]) for r in rows] == [(1, "train"), (1, "val"), (2, "train"), (2, "val")]
+    assert rows[-1]["top1_best"] == max(r["top1"] for r in rows if r["split"] == "val")
+    args = json.loads((d / "args.json").read_text())
+    assert args["lr"] == 2e-3 and args["optimizer"] == "adamw"      # the toy registry defaults
+    events = [f for f in (tmp_path / "log" / d.name).iterdir() if f.name.startswith("events.")]
+    assert events
+    from tensorboardX.proto import event_pb2
+    import struct
+    tags = set()
+    data = events[0].read_bytes()
+    pos = 0
+    while pos < len(data):
+        (length,) = struct.unpack("<Q", data[pos:pos + 8])
+        ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+        tags |= {v.tag for v in ev.summary.value}
+        pos += 12 + length + 4
+    assert {"loss/train", "acc/train_top1", "acc/test_top1", "acc/test_top1_best", "lr"} <= tags
+
+
+def _state(path):
+    return load_checkpoint(path)["state_dict"]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoint_and_resume_equal_uninterrupted(tiny_toy, run_cli, tmp_path):
+    straight = tmp_path / "straight"
+    run_cli(train_argv(tiny_toy, straight, "--shift", "--epochs", "2", "--eval-freq", "5"), cwd=tmp_path)
+    ref = _state(str(run_dir(straight) / "ckpt.pth.tar"))
+
+    cut = tmp_path / "cut"
+    argv = train_argv(tiny_toy, cut, "--shift", "--epochs", "2", "--eval-freq", "5")
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, argv[0]), *argv[1:]], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:           # signal as soon as training starts: it stops at a step boundary
+        seen.append(line)
+        if "INFO main: run " in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = "".join(seen) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 75, out
+    mid = load_checkpoint(str(run_dir(cut) / "ckpt.pth.tar"))
+    assert mid["step_in_epoch"] >= 1 or mid["epoch"] >= 1, out
+    assert mid["epoch"] < 2, "the signal came after the run had finished"
+    run_cli(argv + ["--resume", "auto"], cwd=tmp_path)
+    final = _state(str(run_dir(cut) / "ckpt.pth.tar"))
+    assert final.keys() == ref.keys()
+    for k in ref:
+        assert torch.equal(ref[k], final[k]), k
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_step_and_lr(tiny_toy, run_cli, tmp_path):
+    proc = run_cli(train_argv(tiny_toy, tmp_path, "--lr", "1e30", "--optimizer", "sgd", "--gd", "0",
+                              "--epochs", "2"), cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "non-finite loss" in proc.stderr and "lr" in proc.stderr and "step" in proc.stderr
