@@ -121,7 +121,7 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
     train = split == "train"
     scales = RGB_SCALES if (aligned and len(set(all_modalities)) > 1) else None
     transform = build_transform(train, modality, input_size=model.crop_size, scale_size=model.scale_size,
-                                flip=spec.flip, scales=scales, mean=model.input_mean, std=model.input_std)
+                                flip=spec.flip, scales=scales, **model.normalization())
     aligned_frames = aligned_lengths = None
     if aligned and train:
         per_mod = [records[m] for m in all_modalities]
@@ -152,7 +152,11 @@ def make_loader(dataset, sampler, batch_size, workers, device, seed):
 
 
 def build_optimizer(args, model):
-    policies = model.get_optim_policies()
+    if getattr(model, "is_video_model", False):
+        from archs.ila import ila_param_groups
+        policies = ila_param_groups(model, args.lr, weight_decay=args.weight_decay)
+    else:
+        policies = model.get_optim_policies()
     for group in policies:
         group.setdefault("lr_mult", 1)
         group.setdefault("decay_mult", 1)
@@ -295,6 +299,8 @@ class Trainer:
         args, ctx, st = self.args, self.ctx, self.state
         self.raw_model.partialBN(not args.no_partialbn)
         self.model.train()
+        if hasattr(self.raw_model.base_model, "set_epoch"):
+            self.raw_model.base_model.set_epoch(epoch)     # ILA: jitter of the alignment points
         start = st.step_in_epoch
         sampler.set_epoch(epoch, start_batch=start)
         loader.dataset.set_epoch(epoch)
@@ -523,7 +529,9 @@ def run(args, ctx):
     val_records, _ = build_records(args, "val", pair_mods)
     num_class = spec.num_class
 
-    torch.manual_seed(args.seed)
+    # Each modality rank gets its own initialisation (RGB,RGB mutual learning needs two different
+    # models); the replicas of one modality share it (DDP also broadcasts rank 0's weights).
+    torch.manual_seed(args.seed + ctx.modality_index)
     model = build_model(args, modality, num_class)
     resume = args.resume
     if resume == "auto":

@@ -33,6 +33,11 @@ DATASET_DEFAULTS = {
 }
 
 
+# ILA (CLIP ViT) recipe defaults: CLIP weights come from --clip_weights, BatchNorm of the alignment
+# modules must train, AdamW per-group learning rates.
+ARCH_DEFAULTS = {"ila_": {"pretrain": "none", "no_partialbn": True, "optimizer": "adamw", "weight_decay": 3e-3}}
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
 
@@ -220,7 +225,13 @@ def _derive_train(args):
                            category_file=args.category_file, num_class=args.num_class,
                            image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
                            data_format=args.data_format)
-    defaults = dict(DATASET_DEFAULTS, **(spec.train_defaults or {}))
+    arch = args.arch or (spec.train_defaults or {}).get("arch") or DATASET_DEFAULTS["arch"]
+    defaults = dict(DATASET_DEFAULTS)
+    for prefix, values in ARCH_DEFAULTS.items():
+        if arch.startswith(prefix):
+            defaults.update(values)
+    defaults.update({k: v for k, v in (spec.train_defaults or {}).items()
+                     if not (arch.startswith("ila_") and k in ("pretrain", "no_partialbn", "optimizer"))})
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -338,7 +349,8 @@ def get_test_parser():
     _add_data_options(p)
     p.add_argument("--test_list", default=None, help="comma list, one per weight (default: val list)")
     p.add_argument("--test_segments", default=None, help="comma list, one per weight (default: checkpoint)")
-    p.add_argument("--test_crops", type=int, default=1, help="1 centre, 3 along the long side, 5, 10 (+flips)")
+    p.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS,
+                   help="1 centre, 3 along the long side, 5 corners + centre, 10 (the 5 and their flips)")
     p.add_argument("--full_res", action="store_true", help="crop scale_size (256) instead of 224")
     p.add_argument("--random_clips", type=int, default=None,
                    help="K random uniform clips per video (seeded, ILA protocol)")
@@ -349,13 +361,16 @@ def get_test_parser():
                    help="views sent to the model at once (memory bound; results do not depend on it)")
     p.add_argument("--csv_file", default=None, help="TSM-style predictions file")
     p.add_argument("--max_num", type=int, default=-1, help="evaluate only the first N videos")
-    p.add_argument("--save_scores", default=None, help="npz with per-video per-view logits")
+    p.add_argument("--save_scores", default=None,
+                   help="npz with per-video per-view logits; an ensemble writes PATH.0.npz, PATH.1.npz, ...")
     p.add_argument("--output_dir", default=None, help="confusion matrix / per-class CSV (default: next to scores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_progress", action="store_true")
-    p.add_argument("--crop_fusion_type", default="avg", choices=CONSENSUS_TYPES, help="TSM compatibility")
+    p.add_argument("--crop_fusion_type", default="avg", choices=("avg",),
+                   help="TSM compatibility: segment and view logits are always averaged")
     p.add_argument("--arch", default=None, help="released TSM files only (no config): override the arch")
-    p.add_argument("--modality", default=None, help="released TSM files only: override the modality")
+    p.add_argument("--modality", default=None, choices=MODALITIES,
+                   help="released TSM files only: override the modality")
     p.add_argument("--shift", action="store_true", help="released TSM files only: model has TSM shift")
     p.add_argument("--shift_div", type=int, default=None)
     p.add_argument("--shift_place", default=None, choices=SHIFT_PLACES)
@@ -369,6 +384,8 @@ def parse_test_args(argv=None):
     args = parser.parse_args(argv)
     args.weights_list = [w for w in args.weights.split(",") if w]
     n = len(args.weights_list)
+    if n == 0:
+        parser.error("--weights: give at least one checkpoint")
 
     def split(value, name, cast):
         if value is None:
@@ -383,8 +400,10 @@ def parse_test_args(argv=None):
     args.test_segments_list = split(args.test_segments, "--test_segments", int)
     args.test_list_list = split(args.test_list, "--test_list", str)
     args.coeff_list = [1.0 if c is None else c for c in split(args.coeff, "--coeff", float)]
-    if args.test_crops not in TEST_CROPS:
-        parser.error(f"--test_crops must be one of {TEST_CROPS}, got {args.test_crops}")
+    if any(t is not None and t < 1 for t in args.test_segments_list):
+        parser.error(f"--test_segments must be >= 1, got {args.test_segments}")
+    if args.dense_length < 1 or args.dense_number < 1:
+        parser.error("--dense_length and --dense_number must be >= 1")
     if args.dense_sample and args.random_sample:
         parser.error("--dense_sample and --random_sample are exclusive")
     if args.random_clips is not None and (args.dense_sample or args.random_sample or args.twice_sample):

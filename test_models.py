@@ -3,9 +3,18 @@
     python test_models.py somethingv2 --weights ckpt.best.pth.tar --test_crops 3 --twice_sample --full_res
     python test_models.py toy --weights rgb.pth.tar,flow.pth.tar --coeff 1,1.5 --save_scores s.npz
 
-Semantics (TSM): per video, the logits of every view (crops x clips) are averaged; --softmax applies a
-softmax AFTER that average; an ensemble is the coefficient-weighted sum of the per-model scores. The
-model is rebuilt from the checkpoint's own configuration; flags only change the test protocol.
+Semantics (TSM): per video, the logits of every view (crops x clips, crop-major) are averaged; --softmax
+applies a softmax AFTER that average; an ensemble is the coefficient-weighted sum of the per-model scores
+(TSM also divided by the number of models, which changes no ranking). Models without a temporal module
+(TSN) run per frame and their frame logits are averaged, as in TSM. The model is rebuilt from the
+checkpoint's own configuration; flags only change the test protocol. Videos are sharded over torchrun /
+SLURM / per-rank processes and gathered back; results do not depend on --batch_size,
+--max_views_per_batch or the number of processes.
+
+Outputs (main process): the protocol line and metrics on stdout; confusion.npy, confusion.png,
+per_class.csv and summary.json in --output_dir (default: next to --save_scores, else eval_DATASET next to
+the first checkpoint); --save_scores PATH.npz (one file per model of an ensemble: PATH.0.npz, ...), which
+scripts/ensemble_scores.py fuses without re-running models; --csv_file in TSM's formats.
 """
 import csv
 import json
@@ -19,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+import archs
 from opts import parse_test_args
 from ops import distributed as D
 from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
@@ -26,14 +36,16 @@ from ops.dataset import VideoDataSet, parse_list, worker_init_fn
 from ops.dataset_config import resolve_dataset
 from ops.models import TSN
 from ops.sampler import ShardSampler
+from ops.scores import align_to, fuse, metrics, save_scores, video_scores
 from ops.transforms import build_transform
-from ops.scores import fuse, metrics, save_scores, video_scores
+from ops.video_io import flow_paths, frame_path
 
 logger = logging.getLogger("test_models")
 
 
-def protocol_text(num_frames, crops, clips, full_res, num_videos, mode):
-    res = "full-res" if full_res else "centre-res"
+def protocol_text(num_frames, crops, clips, crop_size, full_res, num_videos, mode):
+    """e.g. '8 frames x 3 crops x 2 clips (twice), 256 px full-res, 24,777 videos'."""
+    res = f"{crop_size} px" + (" full-res" if full_res else "")
     return (f"{num_frames} frames x {crops} crop{'s' if crops > 1 else ''} x {clips} clip"
             f"{'s' if clips > 1 else ''} ({mode}), {res}, {num_videos:,} videos")
 
@@ -48,63 +60,90 @@ def sampling_mode(args):
     return "twice" if args.twice_sample else "uniform"
 
 
-class ModelUnderTest:
-    """One checkpoint with its own modality, segments, data set and loader."""
+def is_temporal(config):
+    """Whether frames of a clip interact inside the model (else it is evaluated per frame, as TSM does)."""
+    return bool(config.get("is_shift") or config.get("temporal_module") or config.get("non_local")
+                or config.get("temporal_pool")) or \
+        config["base_model"] in archs.ILA_BACKBONES + archs.MSN_BACKBONES
 
-    def __init__(self, args, index, ctx):
+
+class ModelUnderTest:
+    """One checkpoint with its own modality, segments, data set and loader.
+
+    Everything that can be wrong with a checkpoint or a list raises SystemExit naming it, before any
+    video is decoded. keep_ids restricts the list to these videos (ensemble partner of a --max_num run).
+    """
+
+    def __init__(self, args, index, ctx, keep_ids=None):
         path = args.weights_list[index]
-        ckpt = load_checkpoint(path)
         overrides = {k: v for k, v in dict(arch=args.arch, modality=args.modality,
                                            shift_div=args.shift_div, shift_place=args.shift_place).items()
                      if v is not None}
         if args.shift:
             overrides["is_shift"] = True
-        config = model_config_from_checkpoint(ckpt, path=path, **overrides)
+        try:
+            ckpt = load_checkpoint(path)
+            config = model_config_from_checkpoint(ckpt, path=path, **overrides)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise SystemExit(f"--weights {path}: {exc}") from None
         self.path = path
         self.modality = config["modality"]
         self.num_segments = args.test_segments_list[index] or config["num_segments"]
-        self.temporal = bool(config.get("is_shift") or config.get("temporal_module")) or \
-            config["base_model"].startswith("ila_")
-        spec = resolve_dataset(args.dataset, self.modality, data_root=args.data_root, root_path=args.root_path,
-                               val_list=args.test_list_list[index], category_file=args.category_file,
-                               num_class=args.num_class, image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
-                               data_format=args.data_format)
+        self.temporal = is_temporal(config)
+        try:
+            spec = resolve_dataset(args.dataset, self.modality, data_root=args.data_root,
+                                   root_path=args.root_path, val_list=args.test_list_list[index],
+                                   category_file=args.category_file, num_class=args.num_class,
+                                   image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
+                                   data_format=args.data_format)
+            records = parse_list(spec.val_list, spec.data_format, option="--test_list")
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"{path} ({self.modality}): {exc}") from None
         self.spec = spec
         if config["num_class"] != spec.num_class:
             raise SystemExit(f"{path}: the checkpoint has {config['num_class']} classes but dataset "
                              f"{args.dataset} has {spec.num_class} (--num_class / --category_file)")
-        config = dict(config, pretrain="none")
+        if keep_ids is not None:
+            records = [r for r in records if r.video_id in keep_ids]
+        elif args.max_num > 0:
+            records = records[:args.max_num]
+        check_modality_matches(self.modality, spec, records, path)
+
+        # Test-time model: weights come from the file; scores are always averaged over segments and views.
+        config = dict(config, pretrain="none", consensus_type="avg")
         # Temporal models see the whole clip; a TSN (per-frame) model is run on single frames as TSM does.
-        model_segments = self.num_segments if self.temporal else 1
-        config["num_segments"] = model_segments
-        if ckpt.get("config") is not None and "clip_weights" in config:
-            config["clip_weights"] = None
-        self.model = TSN(**config)
-        report = load_weights(self.model, ckpt["state_dict"], strict=True)
+        config["num_segments"] = self.num_segments if self.temporal else 1
+        if "clip_weights" in config:
+            config["clip_weights"] = None   # ILA: the CLIP tower is in the state dict
+        try:
+            self.model = TSN(**config)
+            report = load_weights(self.model, ckpt["state_dict"], strict=True)
+        except (RuntimeError, ValueError) as exc:
+            raise SystemExit(f"--weights {path}: {exc}") from None
         if report.get("changed"):
             logger.info("%s: %s", path, report)
         self.model.eval().to(ctx.device)
         if args.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        input_size = self.model.scale_size if args.full_res else self.model.crop_size
-        transform = build_transform(False, self.modality, input_size=input_size,
+        self.forward = torch.compile(self.model) if args.compile else self.model
+        transform = build_transform(False, self.modality, input_size=self.model.crop_size,
                                     scale_size=args.scale_size or self.model.scale_size,
                                     test_crops=args.test_crops, full_res=args.full_res,
-                                    mean=self.model.input_mean, std=self.model.input_std)
-        records = parse_list(spec.val_list, spec.data_format, option="--test_list")
-        if args.max_num > 0:
-            records = records[:args.max_num]
-        check_modality_matches(self.modality, spec, records, path)
-        self.dataset = VideoDataSet(
-            spec.val_root_path, spec.val_list, num_segments=self.num_segments, new_length=config.get("new_length"),
-            modality=self.modality, image_tmpl=spec.image_tmpl, transform=transform, mode="test",
-            data_format=spec.data_format, start_index=spec.start_index, video_backend=args.video_backend,
-            dense_sample=args.dense_sample, twice_sample=args.twice_sample, random_sample=args.random_sample,
-            dense_length=args.dense_length, dense_number=args.dense_number, random_clips=args.random_clips,
-            seed=args.seed, strict=True, num_class=spec.num_class, records=records,
-            list_option="--test_list")
+                                    **self.model.normalization())
+        self.crop_size = transform.crop_size
+        try:
+            self.dataset = VideoDataSet(
+                spec.val_root_path, spec.val_list, num_segments=self.num_segments,
+                new_length=config.get("new_length"), modality=self.modality, image_tmpl=spec.image_tmpl,
+                transform=transform, mode="test", data_format=spec.data_format, start_index=spec.start_index,
+                video_backend=args.video_backend, dense_sample=args.dense_sample, twice_sample=args.twice_sample,
+                random_sample=args.random_sample, dense_length=args.dense_length, dense_number=args.dense_number,
+                random_clips=args.random_clips, seed=args.seed, strict=True, num_class=spec.num_class,
+                records=records, list_option="--test_list")
+        except ValueError as exc:
+            raise SystemExit(f"{path} ({self.modality}): {exc}") from None
         self.num_views = self.dataset.num_views
-        self.num_clips = self.num_views // args.test_crops
+        self.num_clips = self.dataset.num_clips
         self.coeff = args.coeff_list[index]
 
     @torch.no_grad()
@@ -122,24 +161,30 @@ class ModelUnderTest:
             if channels_last:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                outs.append(self.model(chunk).float().cpu())
+                outs.append(self.forward(chunk).float().cpu())
         logits = torch.cat(outs)
         if not self.temporal:
-            logits = logits.reshape(B * V, self.num_segments, -1).mean(1)
+            logits = logits.reshape(B * V, self.num_segments, -1).mean(1)    # (B*V, C): frame average
         return logits.reshape(B, V, -1)
 
 
 def check_modality_matches(modality, spec, records, path):
-    """Catch a Flow checkpoint pointed at an RGB list (and vice versa) before decoding anything."""
+    """Catch a Flow checkpoint pointed at an RGB list (and vice versa) before decoding anything: the
+    first and the last listed frame of the first video must exist with this modality's file names."""
     if spec.data_format != "frames" or not records:
         return
-    folder = os.path.join(spec.val_root_path, records[0].path)
-    tmpl = spec.image_tmpl
-    name = tmpl.format("x", spec.start_index) if tmpl.count("{") == 2 else tmpl.format(spec.start_index)
-    if not os.path.isfile(os.path.join(folder, name)):
-        raise SystemExit(f"{path}: a {modality} checkpoint needs {name} in {folder} (first video of the test "
-                         f"list {spec.val_list}); is the list for another modality? (--test_list, --image_tmpl, "
-                         f"--flow_tmpl)")
+    record = records[0]
+    folder = os.path.join(spec.val_root_path, record.path)
+    for number in sorted({spec.start_index, spec.start_index + max(record.num_frames, 1) - 1}):
+        if modality == "Flow":
+            name = flow_paths(folder, record.video_id, spec.image_tmpl, number)[0]
+        else:
+            name = frame_path(folder, spec.image_tmpl, number)
+        if not os.path.isfile(name):
+            raise SystemExit(
+                f"{path}: a {modality} checkpoint needs {name} ({record.video_id} has {record.num_frames} "
+                f"frames in the test list {spec.val_list}); is the list for another modality? "
+                f"(--test_list, --image_tmpl, --flow_tmpl)")
 
 
 def evaluate_model(mt, args, ctx, dtype):
@@ -181,7 +226,7 @@ def evaluate_model(mt, args, ctx, dtype):
     return ids, labels, logits.numpy()
 
 
-def write_confusion_png(cm, path, class_names=None):
+def write_confusion_png(cm, path):
     """Row-normalised confusion matrix as an image (one cell per class pair, up to ~200 classes)."""
     from PIL import Image, ImageDraw
     C = cm.shape[0]
@@ -229,7 +274,9 @@ def write_tsm_csv(path, ids, scores, class_names, top5_indices):
 def main(args):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    ctx = D.setup_distributed(device=args.device, gpus=args.gpus, timeout_s=args.dist_timeout)
+    ctx = D.setup_distributed(rank=args.rank, world_size=args.world_size, init_method=args.init_method,
+                              dist_port=args.dist_port, device=args.device, gpus=args.gpus,
+                              timeout_s=args.dist_timeout)
     try:
         return run(args, ctx)
     finally:
@@ -239,33 +286,33 @@ def main(args):
 def run(args, ctx):
     dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
     # Build and check every model and list before decoding a single video.
-    models = [ModelUnderTest(args, i, ctx) for i in range(len(args.weights_list))]
-    id_sets = [list(m.dataset.video_ids) for m in models]
-    for m, ids in zip(models[1:], id_sets[1:]):
-        if sorted(ids) != sorted(id_sets[0]):
-            missing = sorted(set(id_sets[0]) ^ set(ids))[:5]
+    models = [ModelUnderTest(args, 0, ctx)]
+    # With --max_num, the partners evaluate the first model's videos (their lists may be in another order).
+    keep = set(models[0].dataset.video_ids) if args.max_num > 0 else None
+    models += [ModelUnderTest(args, i, ctx, keep_ids=keep) for i in range(1, len(args.weights_list))]
+    ids0 = models[0].dataset.video_ids
+    for m in models[1:]:
+        ids = m.dataset.video_ids
+        if len(ids) != len(ids0) or set(ids) != set(ids0):
+            diff = sorted(set(ids0) ^ set(ids))[:5]
             raise SystemExit(f"{m.path}: its test list has other videos than {models[0].path} "
-                             f"(e.g. {missing}); ensembles need the same videos")
+                             f"({len(ids)} vs {len(ids0)}, e.g. {diff}); ensembles need the same videos")
     start = time.perf_counter()
     results = [evaluate_model(m, args, ctx, dtype) for m in models]
     elapsed = time.perf_counter() - start
-    ids0 = results[0][0]
-    per_model = []
-    for (ids, labels, logits), m in zip(results, models):
-        pos = {v: i for i, v in enumerate(ids)}
-        order = [pos[v] for v in ids0]
-        per_model.append((labels[order], logits[order]))
-    labels = per_model[0][0]
-    for (lab, _), m in zip(per_model[1:], models[1:]):
-        if not np.array_equal(lab, labels):
+    labels = results[0][1]
+    per_model = []   # per-view logits (N, V_m, C) of each model, in the first model's video order
+    for (ids, lab, logits), m in zip(results, models):
+        if not np.array_equal(align_to(ids0, ids, lab, m.path), labels):
             raise SystemExit(f"{m.path}: labels differ from {models[0].path} for the same videos")
-    scores = fuse([video_scores(lg, args.softmax) for _, lg in per_model], [m.coeff for m in models])
+        per_model.append(align_to(ids0, ids, logits, m.path))
+    scores = fuse([video_scores(lg, args.softmax) for lg in per_model], [m.coeff for m in models])
     num_class = models[0].spec.num_class
     res, cm = metrics(scores, labels, num_class)
     if not ctx.is_main:
         return res
-    protocols = [protocol_text(m.num_segments, args.test_crops, m.num_clips, args.full_res, len(ids0),
-                               sampling_mode(args)) for m in models]
+    protocols = [protocol_text(m.num_segments, args.test_crops, m.num_clips, m.crop_size, args.full_res,
+                               len(ids0), sampling_mode(args)) for m in models]
     for m, p in zip(models, protocols):
         print(f"{os.path.basename(m.path)} [{m.modality}, coeff {m.coeff:g}]: {p}")
     print(f"Overall Prec@1 {res['top1']:.2f}%  Prec@5 {res['top5']:.2f}%  "
@@ -277,22 +324,26 @@ def run(args, ctx):
     os.makedirs(out_dir, exist_ok=True)
     np.save(os.path.join(out_dir, "confusion.npy"), cm)
     names = models[0].spec.categories
-    write_confusion_png(cm, os.path.join(out_dir, "confusion.png"), names)
+    write_confusion_png(cm, os.path.join(out_dir, "confusion.png"))
     write_per_class(cm, os.path.join(out_dir, "per_class.csv"), names)
     if args.save_scores:
-        if len(models) == 1:
-            save_scores(args.save_scores, ids0, labels, per_model[0][1], protocols[0])
-        else:
-            stem = args.save_scores[:-4] if args.save_scores.endswith(".npz") else args.save_scores
-            for i, ((_, lg), p) in enumerate(zip(per_model, protocols)):
-                save_scores(f"{stem}.{i}.npz", ids0, labels, lg, p)
+        for path, lg, p in zip(score_paths(args.save_scores, len(models)), per_model, protocols):
+            save_scores(path, ids0, labels, lg, p)
     if args.csv_file:
-        write_tsm_csv(args.csv_file, ids0, scores, names, models[0].spec.csv_top5)
+        write_tsm_csv(args.csv_file, ids0, scores, names, getattr(models[0].spec, "csv_top5", False))
     summary = dict(res, protocol=protocols, weights=args.weights_list, coeff=[m.coeff for m in models],
                    softmax=args.softmax, seconds=elapsed)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return res
+
+
+def score_paths(save_scores, num_models):
+    """One score file per model (view counts may differ): PATH itself, or PATH.0.npz, PATH.1.npz, ..."""
+    if num_models == 1:
+        return [save_scores]
+    stem = save_scores[:-4] if save_scores.endswith(".npz") else save_scores
+    return [f"{stem}.{i}.npz" for i in range(num_models)]
 
 
 if __name__ == "__main__":

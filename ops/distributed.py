@@ -45,6 +45,7 @@ class DistContext:
     replica_group: object = None   # ranks training the same modality (DDP); None when R == 1
     mutual_group: object = None    # ranks holding the same data shard; None when M == 1
     store: object = None           # the rendezvous TCPStore (also carries the liveness heartbeats)
+    timeout_s: float = 1800.0
 
     @property
     def distributed(self):
@@ -124,7 +125,8 @@ def setup_distributed(*, rank=None, world_size=None, init_method=None, dist_port
                          f"{num_modalities} (mutual learning needs M x R processes)")
     ctx = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, source=source,
                       num_modalities=num_modalities, modality_index=rank % num_modalities,
-                      replica_index=rank // num_modalities, num_replicas=world_size // num_modalities)
+                      replica_index=rank // num_modalities, num_replicas=world_size // num_modalities,
+                      timeout_s=timeout_s)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size == 1:
@@ -188,16 +190,27 @@ def _start_heartbeat(ctx):
 
 
 def describe_failure(ctx, probe_s=3.0):
-    """After a collective failed: name the ranks whose heartbeat stopped (dead or frozen processes)."""
+    """After a collective failed: name the ranks whose heartbeat stopped (dead or frozen processes).
+
+    Survivors mark themselves in the store (`tsm_fail/<rank>`) so that a rank that exits first is not
+    mistaken for a lost one, and rank 0 (the store host) stays up until every survivor has probed."""
     if ctx.store is None:
         return "no process group"
+    store = ctx.store
     try:
-        first = {r: ctx.store.get(f"tsm_hb/{r}") for r in range(ctx.world_size)}
+        first = {r: store.get(f"tsm_hb/{r}") for r in range(ctx.world_size)}
         time.sleep(probe_s)
-        second = {r: ctx.store.get(f"tsm_hb/{r}") for r in range(ctx.world_size)}
+        second = {r: store.get(f"tsm_hb/{r}") for r in range(ctx.world_size)}
+        lost = [r for r in range(ctx.world_size) if r != ctx.rank and first[r] == second[r]
+                and not store.check([f"tsm_fail/{r}"])]
+        store.set(f"tsm_fail/{ctx.rank}", "1")
+        if ctx.rank == 0:
+            survivors = [f"tsm_fail/{r}" for r in range(ctx.world_size) if r not in lost]
+            deadline = time.time() + ctx.timeout_s + 2 * probe_s
+            while time.time() < deadline and not store.check(survivors):
+                time.sleep(0.2)
     except Exception:
         return "rank 0 (host of the rendezvous store) stopped responding"
-    lost = [r for r in range(ctx.world_size) if r != ctx.rank and first[r] == second[r]]
     if lost:
         return "rank(s) " + ", ".join(map(str, lost)) + " stopped responding"
     return "every rank is still alive; the collective failed for another reason (see the error above)"

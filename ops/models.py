@@ -227,6 +227,16 @@ class TSN(nn.Module):
         """Pixel range the backbone expects: 1 ([0, 1]) or 255 (Caffe-style BNInception)."""
         return self.base_model.input_range
 
+    def normalization(self):
+        """Keyword arguments for ops.transforms.build_transform: what this model expects of its pixels.
+
+        RGBDiff takes raw [0, 1] pixels (the model differences them; TSM's listed mean/std are unused);
+        the Caffe-converted BNInception takes BGR in 0-255 with its own mean."""
+        if self.modality == 'RGBDiff':
+            return dict(mean=None, std=None, div=self.input_range == 1, roll=self.input_space == 'BGR')
+        return dict(mean=list(self.input_mean), std=list(self.input_std), div=self.input_range == 1,
+                    roll=self.input_space == 'BGR')
+
     @property
     def frames_per_segment(self):
         """Frames the dataset must load per segment (RGBDiff: new_length differences need one more)."""

@@ -21,8 +21,8 @@ def video_scores(view_logits, softmax=False):
 
 def fuse(score_list, coeffs):
     """Coefficient-weighted sum of per-model (N, C) scores."""
-    if len(score_list) != len(coeffs):
-        raise ValueError(f"{len(score_list)} score sets but {len(coeffs)} coefficients")
+    if not score_list or len(score_list) != len(coeffs):
+        raise ValueError(f"{len(score_list)} score sets but {len(coeffs)} coefficients (need at least one)")
     return sum(float(c) * np.asarray(s, dtype=np.float64) for c, s in zip(coeffs, score_list))
 
 
@@ -64,6 +64,8 @@ def load_scores(path):
 def align_to(reference_ids, video_ids, array, what):
     """Reorder `array` (indexed like video_ids) to follow reference_ids; error if the sets differ."""
     pos = {v: i for i, v in enumerate(video_ids)}
+    if len(pos) != len(video_ids) or len(set(reference_ids)) != len(reference_ids):
+        raise ValueError(f"{what}: repeated video ids")
     missing = [v for v in reference_ids if v not in pos]
     if missing or len(video_ids) != len(reference_ids):
         extra = sorted(set(video_ids) - set(reference_ids))[:3]

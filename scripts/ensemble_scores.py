@@ -24,22 +24,38 @@ def get_parser():
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
-    coeffs = [1.0] * len(args.scores) if args.coeff is None else [float(c) for c in args.coeff.split(",")]
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    try:
+        coeffs = [1.0] * len(args.scores) if args.coeff is None else [float(c) for c in args.coeff.split(",")]
+    except ValueError:
+        parser.error(f"--coeff: cannot parse {args.coeff!r} (comma floats)")
     if len(coeffs) != len(args.scores):
-        raise SystemExit(f"--coeff has {len(coeffs)} values for {len(args.scores)} score files")
-    files = [load_scores(p) for p in args.scores]
+        parser.error(f"--coeff has {len(coeffs)} values for {len(args.scores)} score files")
+    try:
+        files = [load_scores(p) for p in args.scores]
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
     ref = files[0]
+    num_class = ref["scores"].shape[2]
     per_model = []
-    for path, f in zip(args.scores, files):
-        if not np.array_equal(align_to(ref["video_ids"], f["video_ids"], f["labels"], path), ref["labels"]):
-            raise SystemExit(f"{path}: labels differ from {args.scores[0]} for the same videos")
-        per_model.append(align_to(ref["video_ids"], f["video_ids"], video_scores(f["scores"], args.softmax), path))
-        print(f"{os.path.basename(path)} (coeff {coeffs[len(per_model) - 1]:g}): {f['protocol']}")
-    num_class = args.num_class or ref["scores"].shape[2]
-    res, _ = metrics(fuse(per_model, coeffs), ref["labels"], num_class)
+    for path, f, c in zip(args.scores, files, coeffs):
+        if f["scores"].shape[2] != num_class:
+            parser.error(f"{path} has {f['scores'].shape[2]} classes, {args.scores[0]} has {num_class}")
+        try:
+            labels = align_to(ref["video_ids"], f["video_ids"], f["labels"], path)
+            per_model.append(align_to(ref["video_ids"], f["video_ids"], video_scores(f["scores"], args.softmax),
+                                      path))
+        except ValueError as exc:
+            parser.error(str(exc))
+        if not np.array_equal(labels, ref["labels"]):
+            parser.error(f"{path}: labels differ from {args.scores[0]} for the same videos")
+        print(f"{os.path.basename(path)} (coeff {c:g}): {f['protocol']}")
+    if args.num_class is not None and args.num_class < num_class:
+        parser.error(f"--num_class {args.num_class} is smaller than the score files' {num_class} classes")
+    res, _ = metrics(fuse(per_model, coeffs), ref["labels"], args.num_class or num_class)
     print(f"Overall Prec@1 {res['top1']:.2f}%  Prec@5 {res['top5']:.2f}%  "
-          f"mean class accuracy {res['mean_class_acc']:.2f}%  ({res['num_videos']} videos)")
+          f"mean class accuracy {res['mean_class_acc']:.2f}%  ({res['num_videos']:,} videos)")
     return res
 
 

@@ -1,0 +1,852 @@
+"""Throughput, FLOP utilisation and data-loading benchmarks, measured the same way every time.
+
+    python scripts/benchmark.py peak                         # matmul GFLOP/s: fp32, bf16 (+ fp16 on GPU)
+    python scripts/benchmark.py train --shift --amp bf16 --channels_last
+    python scripts/benchmark.py fastpath                     # fp32 / channels_last / bf16 / bf16+cl, side by side
+    python scripts/benchmark.py infer --test_crops 3 --num_clips 2
+    python scripts/benchmark.py data                         # clips/s per worker, decode vs transform share
+    python scripts/benchmark.py shift                        # shift (and TIN) time / wrapped conv1 time
+    python scripts/benchmark.py mml                          # logit exchange / step time, 2 and 3 gloo ranks
+
+Every subcommand prints a table, or one JSON object with --json. Timed regions exclude warm-up
+iterations; figures are medians over --repeats. The 1-minute load average is recorded before and
+after each run, because a busy machine slows everything down: compare figures taken at low load only.
+FLOPs per clip are counted by torch.utils.flop_counter on one forward pass (convolutions and matrix
+products, FLOPs = 2 x MACs); a training step is counted as 3 x forward.
+
+Measured on a 2-core AMD EPYC (AVX-512 BF16) VM, torch 2.14 CPU threads = 2, TSM ResNet-50, 8 x 224,
+batch 2 (see the README's Performance section for the full table):
+    fp32 default ~0.25 clips/s; bf16 autocast + channels_last ~0.7 clips/s (~70 % of the bf16 matmul peak).
+"""
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from archs import BACKBONES  # noqa: E402
+from ops.models import MODALITIES, TEMPORAL_MODULES, TSN  # noqa: E402
+from ops.temporal_shift import SHIFT_PLACES  # noqa: E402
+
+AMP_MODES = ('off', 'bf16', 'fp16')
+AMP_DTYPES = {'off': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+PEAK_KEYS = {'off': 'fp32', 'bf16': 'bf16', 'fp16': 'fp16'}
+FASTPATH_CONFIGS = {   # name -> train options
+    'fp32': [],
+    'channels_last': ['--channels_last'],
+    'bf16': ['--amp', 'bf16'],
+    'bf16+channels_last': ['--amp', 'bf16', '--channels_last'],
+}
+DATA_CASES = ('rgb-frames', 'rgb-video-decord', 'rgb-video-pyav', 'rgb-hdf5', 'flow-frames', 'flow-hdf5',
+              'rgbdiff-frames', 'rgbdiff-hdf5')
+RESNET_STAGES = ('layer1', 'layer2', 'layer3', 'layer4')
+
+
+# ---------------------------------------------------------------------------------------------------
+# Common helpers
+
+def load_average():
+    return round(os.getloadavg()[0], 2)
+
+
+def resolve_device(name):
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('--device cuda: CUDA is not available')
+    return torch.device(name)
+
+
+def device_name(device):
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    try:
+        with open('/proc/cpuinfo') as f:
+            model = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), 'cpu')
+    except OSError:
+        model = 'cpu'
+    return f'{model} ({torch.get_num_threads()} threads)'
+
+
+def environment(device):
+    return {'device': device_name(device), 'torch': torch.__version__,
+            'date': datetime.datetime.now().isoformat(timespec='seconds'), 'threads': torch.get_num_threads(),
+            'load_before': load_average()}
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn, device, warmup, repeats):
+    """Seconds per call of fn() for `repeats` calls after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def rss_mb():
+    """Current resident set size of this process (Linux /proc), MB."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+    except OSError:
+        return float('nan')
+
+
+def max_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KB on Linux
+
+
+def autocast(device, amp):
+    if amp == 'off':
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+
+
+def forward_flops(model, x):
+    """FLOPs of one forward pass of model(x) (eval mode, fp32, no grad); restores the training mode."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops()
+
+
+def print_table(rows, columns, title=None):
+    """rows: list of dicts; columns: list of (key, header, format)."""
+    if title:
+        print(title)
+    cells = [[header for _, header, _ in columns]]
+    for row in rows:
+        cells.append([('-' if row.get(key) is None else fmt.format(row[key])) for key, _, fmt in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for i, r in enumerate(cells):
+        print('  '.join(c.rjust(w) if i else c.ljust(w) for c, w in zip(r, widths)))
+        if i == 0:
+            print('  '.join('-' * w for w in widths))
+
+
+def emit(args, result, rows, columns, title):
+    result.setdefault('env', {})['load_after'] = load_average()
+    if args.json:
+        print(json.dumps(result))
+        return result
+    env = result['env']
+    print(f"# {env['device']} | torch {env['torch']} | {env['date']} | load {env['load_before']} -> "
+          f"{env['load_after']}")
+    print_table(rows, columns, title)
+    return result
+
+
+def add_common(p, warmup=1, repeats=3, device=True):
+    if device:
+        p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
+    p.add_argument('--warmup', type=int, default=warmup, help='untimed iterations first [%(default)s]')
+    if repeats is not None:
+        p.add_argument('--repeats', type=int, default=repeats, help='timed iterations; the median is '
+                                                                     'reported [%(default)s]')
+    p.add_argument('--json', action='store_true', help='print one JSON object instead of a table')
+
+
+def add_model_options(p):
+    p.add_argument('--arch', default='resnet50', choices=sorted(BACKBONES))
+    p.add_argument('--temporal_module', default=None, choices=TEMPORAL_MODULES)
+    p.add_argument('--shift', action='store_true', help='= --temporal_module tsm')
+    p.add_argument('--shift_div', type=int, default=8)
+    p.add_argument('--shift_place', default='blockres', choices=SHIFT_PLACES)
+    p.add_argument('--num_segments', type=int, default=8)
+    p.add_argument('--input_size', type=int, default=224)
+    p.add_argument('--batch_size', type=int, default=2, help='clips (videos) per step')
+    p.add_argument('--modality', default='RGB', choices=MODALITIES)
+    p.add_argument('--num_class', type=int, default=174)
+    p.add_argument('--dropout', type=float, default=0.5)
+    p.add_argument('--npb', action='store_true', help='no partial BN (train every BatchNorm)')
+    p.add_argument('--plain', action='store_true',
+                   help='the torchvision backbone alone on the same B*T frames (no TSN wrapper, no shift)')
+    p.add_argument('--amp', default='off', choices=AMP_MODES)
+    p.add_argument('--channels_last', action='store_true')
+    p.add_argument('--compile', action='store_true', help='torch.compile the model (compile time is warm-up)')
+
+
+def setup(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if getattr(args, 'amp', 'off') == 'fp16' and device.type != 'cuda':
+        raise SystemExit('--amp fp16 needs a CUDA GPU (use --amp bf16 on CPU)')
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+# ---------------------------------------------------------------------------------------------------
+# peak
+
+def matmul_rate(device, dtype, size, warmup, repeats):
+    """GFLOP/s of an n x n x n matrix product (2 n^3 FLOPs), median and best of `repeats`."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    times = time_calls(lambda: torch.mm(a, b), device, warmup, repeats)
+    flops = 2.0 * size ** 3
+    return {'gflops': flops / statistics.median(times) / 1e9, 'gflops_best': flops / min(times) / 1e9,
+            'ms': 1e3 * statistics.median(times)}
+
+
+def measure_peak(device, size=None, warmup=1, repeats=5, dtypes=None):
+    size = size or (8192 if device.type == 'cuda' else 2048)
+    if dtypes is None:
+        dtypes = ['fp32', 'bf16'] + (['fp16'] if device.type == 'cuda' else [])
+    table = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+    return {name: dict(matmul_rate(device, table[name], size, warmup, repeats), size=size) for name in dtypes}
+
+
+def cmd_peak(args):
+    device = setup(args)
+    env = environment(device)
+    peaks = measure_peak(device, args.size, args.warmup, args.repeats)
+    rows = [dict(dtype=k, **v) for k, v in peaks.items()]
+    return emit(args, {'subcommand': 'peak', 'env': env, 'peak': peaks}, rows,
+                [('dtype', 'dtype', '{}'), ('size', 'n', '{}'), ('ms', 'ms/matmul', '{:.1f}'),
+                 ('gflops', 'GFLOP/s (median)', '{:.1f}'), ('gflops_best', 'GFLOP/s (best)', '{:.1f}')],
+                'matrix multiply n x n x n')
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models for train / infer
+
+def build_model(args):
+    """(model, example input builder, frames per clip). Input of TSN: (B, T*F*C, H, W); plain: (B*T, C, H, W)."""
+    temporal_module = 'tsm' if args.shift else args.temporal_module
+    if args.plain:
+        import torchvision
+        if temporal_module or args.modality != 'RGB' or not hasattr(torchvision.models, args.arch):
+            raise SystemExit('--plain takes a torchvision --arch (resnet*, ...) with RGB and no temporal module')
+        model = getattr(torchvision.models, args.arch)(weights=None, num_classes=args.num_class)
+
+        def make_input(clips):
+            return torch.randn(clips * args.num_segments, 3, args.input_size, args.input_size)
+        return model, make_input
+    model = TSN(args.num_class, args.num_segments, args.modality, base_model=args.arch, pretrain='none',
+                dropout=args.dropout, partial_bn=not args.npb, temporal_module=temporal_module,
+                shift_div=args.shift_div, shift_place=args.shift_place, input_size=args.input_size)
+
+    def make_input(clips):
+        return torch.randn(clips, model.input_channels, args.input_size, args.input_size)
+    return model, make_input
+
+
+def to_device_input(x, device, channels_last):
+    """As main.py's to_device: the batch is made channels_last when the model is."""
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def model_label(args):
+    if args.plain:
+        return f'torchvision {args.arch} ({args.num_segments} frames/clip)'
+    tm = 'tsm' if args.shift else (args.temporal_module or 'tsn')
+    return f'{tm.upper()} {args.arch} {args.modality}'
+
+
+def memory_report(device, rss_before):
+    if device.type == 'cuda':
+        return {'peak_mem_mb': torch.cuda.max_memory_allocated(device) / 2 ** 20, 'mem_kind': 'cuda max allocated'}
+    return {'peak_mem_mb': max_rss_mb() - rss_before, 'mem_kind': 'CPU max RSS - RSS before the first step'}
+
+
+# ---------------------------------------------------------------------------------------------------
+# train
+
+def run_train(args):
+    device = setup(args)
+    env = environment(device)
+    torch.manual_seed(0)
+    model, make_input = build_model(args)
+    flops_clip = forward_flops(model, make_input(1))   # one clip: T frames
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    if args.plain:
+        params = [p for p in model.parameters() if p.requires_grad]
+    else:
+        params = [g for g in model.get_optim_policies() if g['params']]
+    optimizer = torch.optim.SGD(params, lr=0.001, momentum=0.9, weight_decay=5e-4)
+    scaler = torch.amp.GradScaler('cuda') if args.amp == 'fp16' else None
+    step_model = torch.compile(model) if args.compile else model
+    x = to_device_input(make_input(args.batch_size), device, args.channels_last)
+    n_labels = x.shape[0] if args.plain else args.batch_size
+    labels = torch.randint(0, args.num_class, (n_labels,), device=device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, args.amp):
+            logits = step_model(x)
+        loss = F.cross_entropy(logits.float(), labels)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = rss_mb()
+    times = time_calls(step, device, args.warmup, args.repeats)
+    sec = statistics.median(times)
+    achieved = 3 * flops_clip * args.batch_size / sec / 1e9
+    result = {
+        'subcommand': 'train', 'env': env, 'model': model_label(args), 'arch': args.arch,
+        'temporal_module': None if args.plain else ('tsm' if args.shift else args.temporal_module),
+        'plain': args.plain, 'num_segments': args.num_segments, 'input_size': args.input_size,
+        'batch_size': args.batch_size, 'modality': args.modality, 'amp': args.amp,
+        'channels_last': args.channels_last, 'compile': args.compile, 'partial_bn': not args.npb,
+        'ms_per_step': 1e3 * sec, 'ms_per_step_min': 1e3 * min(times), 'steps': len(times),
+        'clips_per_s': args.batch_size / sec, 'gflops_per_clip_fwd': flops_clip / 1e9,
+        'achieved_gflops': achieved, **memory_report(device, rss_before),
+    }
+    if not args.no_peak:
+        key = PEAK_KEYS[args.amp]
+        peak = measure_peak(device, args.peak_size, 1, 3, [key])[key]
+        result.update(peak_gflops=peak['gflops'], peak_dtype=key, ratio_to_peak=achieved / peak['gflops'])
+    return result
+
+
+TRAIN_COLUMNS = [('model', 'model', '{}'), ('amp', 'amp', '{}'), ('channels_last', 'channels_last', '{}'),
+                 ('ms_per_step', 'ms/step', '{:.0f}'), ('clips_per_s', 'clips/s', '{:.3f}'),
+                 ('achieved_gflops', 'GFLOP/s', '{:.1f}'), ('peak_dtype', 'peak dtype', '{}'),
+                 ('ratio_to_peak', 'of peak', '{:.0%}'), ('peak_mem_mb', 'peak MB', '{:.0f}')]
+
+
+def cmd_train(args):
+    r = run_train(args)
+    title = (f"training step: {r['num_segments']} segments x {r['input_size']}, batch {r['batch_size']}, "
+             f"median of {r['steps']} ({r['gflops_per_clip_fwd']:.1f} GFLOP forward per clip)")
+    return emit(args, r, [r], TRAIN_COLUMNS, title)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fastpath: the train configurations side by side, each in its own process (clean memory figures)
+
+def train_argv(args, extra):
+    argv = ['train', '--json', '--arch', args.arch, '--num_segments', str(args.num_segments),
+            '--input_size', str(args.input_size), '--batch_size', str(args.batch_size),
+            '--modality', args.modality, '--num_class', str(args.num_class), '--device', args.device,
+            '--warmup', str(args.warmup), '--repeats', str(args.repeats), *extra]
+    for flag in ('shift', 'plain', 'npb', 'compile'):
+        if getattr(args, flag):
+            argv.append('--' + flag)
+    if args.temporal_module:
+        argv += ['--temporal_module', args.temporal_module]
+    if args.threads:
+        argv += ['--threads', str(args.threads)]
+    if args.peak_size:
+        argv += ['--peak_size', str(args.peak_size)]
+    return argv
+
+
+def run_sub(argv):
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f'benchmark {" ".join(argv)} failed:\n{proc.stderr[-3000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cmd_fastpath(args):
+    device = setup(args)
+    env = environment(device)
+    names = args.configs.split(',')
+    unknown = [n for n in names if n not in FASTPATH_CONFIGS]
+    if unknown:
+        raise SystemExit(f'unknown --configs {unknown}; choose from {list(FASTPATH_CONFIGS)}')
+    rows = []
+    for name in names:
+        r = run_sub(train_argv(args, FASTPATH_CONFIGS[name]))
+        r['config'] = name
+        rows.append(r)
+    base = rows[0]['clips_per_s']
+    for r in rows:
+        r['speedup'] = r['clips_per_s'] / base
+    result = {'subcommand': 'fastpath', 'env': env, 'runs': rows}
+    columns = [('config', 'config', '{}')] + TRAIN_COLUMNS[3:] + [('speedup', f'x {names[0]}', '{:.2f}')]
+    title = (f"{rows[0]['model']}, {args.num_segments} x {args.input_size}, batch {args.batch_size}: "
+             f"training step, median of {args.repeats}")
+    return emit(args, result, rows, columns, title)
+
+
+# ---------------------------------------------------------------------------------------------------
+# infer
+
+def cmd_infer(args):
+    device = setup(args)
+    env = environment(device)
+    torch.manual_seed(0)
+    model, make_input = build_model(args)
+    views = args.test_crops * args.num_clips
+    flops_view = forward_flops(model, make_input(1))
+    model.to(device).eval()
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    run_model = torch.compile(model) if args.compile else model
+    # test_models.py feeds (videos * views, T*F*C, H, W): every view is a clip for the model.
+    x = to_device_input(make_input(args.batch_size * views), device, args.channels_last)
+
+    def forward():
+        with torch.inference_mode(), autocast(device, args.amp):
+            run_model(x)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = rss_mb()
+    times = time_calls(forward, device, args.warmup, args.repeats)
+    sec = statistics.median(times)
+    r = {'subcommand': 'infer', 'env': env, 'model': model_label(args), 'num_segments': args.num_segments,
+         'input_size': args.input_size, 'test_crops': args.test_crops, 'num_clips': args.num_clips,
+         'views': views, 'batch_videos': args.batch_size, 'amp': args.amp, 'channels_last': args.channels_last,
+         'compile': args.compile, 'ms_per_batch': 1e3 * sec, 'videos_per_s': args.batch_size / sec,
+         'views_per_s': args.batch_size * views / sec, 'gflops_per_video': flops_view * views / 1e9,
+         'achieved_gflops': flops_view * views * args.batch_size / sec / 1e9, 'steps': len(times),
+         **memory_report(device, rss_before)}
+    title = (f"multi-view evaluation: {args.num_segments} segments x {args.test_crops} crops x "
+             f"{args.num_clips} clips at {args.input_size}, {args.batch_size} videos per batch, median of "
+             f"{len(times)}")
+    return emit(args, r, [r], [('model', 'model', '{}'), ('amp', 'amp', '{}'),
+                               ('channels_last', 'channels_last', '{}'), ('views', 'views', '{}'),
+                               ('ms_per_batch', 'ms/batch', '{:.0f}'), ('videos_per_s', 'videos/s', '{:.3f}'),
+                               ('achieved_gflops', 'GFLOP/s', '{:.1f}'), ('peak_mem_mb', 'peak MB', '{:.0f}')],
+                title)
+
+
+# ---------------------------------------------------------------------------------------------------
+# data
+
+def _synthetic_frames(rng, num_frames, width, height):
+    """uint8 (n, H, W, 3): a smooth random background with a moving disc and mild noise, so JPEG sizes
+    and decode costs resemble real 340x256 video frames rather than pure noise."""
+    import cv2
+    bg = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (width, height),
+                    interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    yy, xx = np.mgrid[0:height, 0:width]
+    colour = rng.integers(0, 256, 3)
+    frames = []
+    for t in range(num_frames):
+        cx, cy = width * (0.2 + 0.6 * t / max(1, num_frames - 1)), height / 2
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 < (height / 6) ** 2
+        img = bg + rng.integers(-6, 7, bg.shape)
+        img[mask] = colour
+        frames.append(np.clip(img, 0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
+def make_data_tree(root, num_videos, num_frames, width, height, seed=0):
+    """Write frames, x/y flow JPEGs, mp4s, HDF5 stores and list files under root; returns the paths."""
+    import cv2
+    import h5py
+    from ops.hdf5_store import write_flow_frames, write_video_frames
+    from ops.toy import write_video
+    rng = np.random.default_rng(seed)
+    quality = [cv2.IMWRITE_JPEG_QUALITY, 90]
+    paths = {k: os.path.join(root, k) for k in ('frames', 'flow', 'videos')}
+    for p in paths.values():
+        os.makedirs(p, exist_ok=True)
+    rgb_h5, flow_h5 = os.path.join(root, 'rgb.h5'), os.path.join(root, 'flow.h5')
+    rgb_lines, flow_lines, video_lines = [], [], []
+    with h5py.File(rgb_h5, 'w') as rgb_store, h5py.File(flow_h5, 'w') as flow_store:
+        for v in range(num_videos):
+            vid = f'v{v:03d}'
+            clip = _synthetic_frames(rng, num_frames, width, height)
+            rgb_bytes, fx_bytes, fy_bytes = [], [], []
+            os.makedirs(os.path.join(paths['frames'], vid))
+            os.makedirs(os.path.join(paths['flow'], vid))
+            for i, frame in enumerate(clip):
+                ok, buf = cv2.imencode('.jpg', frame[..., ::-1], quality)
+                rgb_bytes.append(buf.tobytes())
+                with open(os.path.join(paths['frames'], vid, f'img_{i + 1:05d}.jpg'), 'wb') as f:
+                    f.write(rgb_bytes[-1])
+            for i in range(num_frames - 1):   # grayscale flow: the frame difference, offset to 128
+                diff = clip[i + 1].astype(np.int16) - clip[i].astype(np.int16)
+                for axis, store in ((0, fx_bytes), (1, fy_bytes)):
+                    plane = np.clip(128 + diff[..., axis], 0, 255).astype(np.uint8)
+                    ok, buf = cv2.imencode('.jpg', plane, quality)
+                    store.append(buf.tobytes())
+                    name = f'flow_{"xy"[axis]}_{i + 1:05d}.jpg'
+                    with open(os.path.join(paths['flow'], vid, name), 'wb') as f:
+                        f.write(store[-1])
+            write_video(os.path.join(paths['videos'], vid + '.mp4'), clip)
+            write_video_frames(rgb_store, vid, rgb_bytes)
+            write_flow_frames(flow_store, vid, fx_bytes, fy_bytes)
+            rgb_lines.append(f'{vid} {num_frames} 0')
+            flow_lines.append(f'{vid} {num_frames - 1} 0')
+            video_lines.append(f'{vid}.mp4 0')
+    lists = {}
+    for name, lines in (('rgb', rgb_lines), ('flow', flow_lines), ('video', video_lines)):
+        lists[name] = os.path.join(root, f'{name}.txt')
+        with open(lists[name], 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+    return dict(paths, rgb_h5=rgb_h5, flow_h5=flow_h5, lists=lists)
+
+
+def data_case(case, tree, num_segments, input_size):
+    """VideoDataSet keyword arguments of a benchmark case."""
+    modality = {'rgb': 'RGB', 'flow': 'Flow', 'rgbdiff': 'RGBDiff'}[case.split('-')[0]]
+    fmt = case.split('-')[1]
+    kw = dict(num_segments=num_segments, modality=modality, mode='train', seed=0, strict=True)
+    if fmt == 'frames':
+        root = tree['flow'] if modality == 'Flow' else tree['frames']
+        kw.update(root_path=root, list_file=tree['lists']['flow' if modality == 'Flow' else 'rgb'],
+                  data_format='frames', image_tmpl='flow_{}_{:05d}.jpg' if modality == 'Flow' else 'img_{:05d}.jpg')
+    elif fmt == 'hdf5':
+        kw.update(root_path=tree['flow_h5' if modality == 'Flow' else 'rgb_h5'],
+                  list_file=tree['lists']['flow' if modality == 'Flow' else 'rgb'], data_format='hdf5')
+    else:
+        kw.update(root_path=tree['videos'], list_file=tree['lists']['video'], data_format='video',
+                  video_backend=case.split('-')[2])
+    return kw
+
+
+def time_dataset(dataset, samples, warmup):
+    """In-process loading (one worker's work): seconds per sample split into decode (read) and transform."""
+    spent = {'decode': 0.0, 'transform': 0.0}
+
+    def timed(fn, key):
+        def wrapper(*a, **k):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[key] += time.perf_counter() - start
+        return wrapper
+    dataset.read = timed(dataset.read, 'decode')
+    dataset.to_output = timed(dataset.to_output, 'transform')
+    n = len(dataset)
+    for i in range(warmup):
+        dataset[i % n]
+    spent.update(decode=0.0, transform=0.0)
+    start = time.perf_counter()
+    for i in range(samples):
+        dataset.set_epoch(i // n)   # new temporal offsets and crops on every pass
+        clip, _, _ = dataset[i % n]
+    total = time.perf_counter() - start
+    return {'clips_per_s': samples / total, 'ms_per_clip': 1e3 * total / samples,
+            'decode_share': spent['decode'] / total, 'transform_share': spent['transform'] / total,
+            'clip_shape': list(clip.shape)}
+
+
+def time_loader(dataset, workers, samples, batch_size=1):
+    """Clips/s through a DataLoader with `workers` processes (includes worker start-up after the first batch)."""
+    from torch.utils.data import DataLoader
+    from ops.dataset import worker_init_fn
+    idx = [i % len(dataset) for i in range(samples + workers * 2)]
+    loader = DataLoader(torch.utils.data.Subset(dataset, idx), batch_size=batch_size, num_workers=workers,
+                        worker_init_fn=worker_init_fn)
+    it = iter(loader)
+    for _ in range(workers * 2 // batch_size or 1):   # workers started and one batch each delivered
+        next(it)
+    start = time.perf_counter()
+    count = 0
+    for batch in it:
+        count += batch[0].shape[0]
+    return count / (time.perf_counter() - start)
+
+
+def cmd_data(args):
+    from ops.dataset import VideoDataSet
+    from ops.transforms import build_transform
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = environment(torch.device('cpu'))
+    cases = args.cases.split(',')
+    unknown = [c for c in cases if c not in DATA_CASES]
+    if unknown:
+        raise SystemExit(f'unknown --cases {unknown}; choose from {list(DATA_CASES)}')
+    if args.decoder_threads:
+        from ops.video_io import set_decoder_threads
+        set_decoder_threads(args.decoder_threads)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix='tsm_bench_data_') as tmp:
+        start = time.perf_counter()
+        tree = make_data_tree(tmp, args.num_videos, args.num_frames, args.width, args.height)
+        env['generate_s'] = time.perf_counter() - start
+        for case in cases:
+            kw = data_case(case, tree, args.num_segments, args.input_size)
+            transform = build_transform(True, kw['modality'], input_size=args.input_size)
+            ds = VideoDataSet(transform=transform, **kw)
+            row = dict(case=case, **time_dataset(ds, args.samples, args.warmup))
+            if args.workers:
+                row['loader_clips_per_s'] = time_loader(VideoDataSet(transform=transform, **kw), args.workers,
+                                                        args.samples)
+            rows.append(row)
+    result = {'subcommand': 'data', 'env': env, 'num_segments': args.num_segments, 'input_size': args.input_size,
+              'frame_size': [args.width, args.height], 'num_frames': args.num_frames, 'samples': args.samples,
+              'workers': args.workers, 'cases': rows}
+    columns = [('case', 'case', '{}'), ('clips_per_s', 'clips/s/worker', '{:.1f}'),
+               ('ms_per_clip', 'ms/clip', '{:.1f}'), ('decode_share', 'decode', '{:.0%}'),
+               ('transform_share', 'transform', '{:.0%}')]
+    if args.workers:
+        columns.append(('loader_clips_per_s', f'clips/s ({args.workers} workers)', '{:.1f}'))
+    title = (f"train loading, {args.num_segments} segments -> {args.input_size}x{args.input_size} from "
+             f"{args.width}x{args.height} frames, {args.samples} clips in-process (= one worker)")
+    return emit(args, result, rows, columns, title)
+
+
+# ---------------------------------------------------------------------------------------------------
+# shift
+
+def _fwd_bwd(fn, x, grad):
+    def run():
+        x.grad = None
+        fn(x).backward(grad)
+    return run
+
+
+def cmd_shift(args):
+    import torchvision
+    from ops.temporal_shift import shift
+    from ops.tin import TemporalInterlace
+    device = setup(args)
+    env = environment(device)
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, args.arch)(weights=None).to(device)
+    dtype = AMP_DTYPES[args.amp]
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    net.to(memory_format=fmt)
+    nt = args.batch_size * args.num_segments
+    size = args.input_size // 4
+    rows = []
+    totals = {'shift': 0.0, 'tin': 0.0, 'block': 0.0}
+    for stage_name in RESNET_STAGES:
+        stage = getattr(net, stage_name)
+        block = stage[1]                       # a non-downsampling block: its conv1 is what blockres wraps
+        conv = block.conv1
+        c = conv.in_channels
+        x = torch.randn(nt, c, size, size, device=device).to(dtype).contiguous(memory_format=fmt)
+        tin = TemporalInterlace(conv, args.num_segments).to(device)
+
+        def interlace(inp, tin=tin):
+            from ops.tin import temporal_interlace
+            offsets, weights = tin.offsets_and_weights(inp)
+            return temporal_interlace(inp, args.num_segments, offsets, weights, tin.shift_div)
+        fns = {'shift': lambda inp: shift(inp, args.num_segments, args.shift_div),
+               'conv': conv, 'tin': interlace, 'block': block}
+        row = {'stage': stage_name, 'shape': [nt, c, size, size], 'blocks': len(stage)}
+        for name, fn in fns.items():
+            with autocast(device, args.amp), torch.no_grad():
+                row[f'{name}_fwd_ms'] = 1e3 * statistics.median(
+                    time_calls(lambda: fn(x), device, args.warmup, args.repeats))
+            if args.backward:
+                xg = x.detach().clone().requires_grad_(True)
+                with autocast(device, args.amp):
+                    grad = torch.ones_like(fn(xg))
+                with autocast(device, args.amp):
+                    row[f'{name}_fwdbwd_ms'] = 1e3 * statistics.median(
+                        time_calls(_fwd_bwd(fn, xg, grad), device, args.warmup, args.repeats))
+        key = 'fwdbwd' if args.backward else 'fwd'
+        row['shift_per_conv'] = row[f'shift_{key}_ms'] / row[f'conv_{key}_ms']
+        row['tin_per_conv'] = row[f'tin_{key}_ms'] / row[f'conv_{key}_ms']
+        row['shift_per_block'] = row[f'shift_{key}_ms'] / row[f'block_{key}_ms']
+        for k in totals:
+            totals[k] += len(stage) * row[f'{k}_{key}_ms']
+        size //= 2
+        rows.append(row)
+    result = {'subcommand': 'shift', 'env': env, 'arch': args.arch, 'num_segments': args.num_segments,
+              'batch_size': args.batch_size, 'input_size': args.input_size, 'amp': args.amp,
+              'channels_last': args.channels_last, 'timed': key, 'stages': rows,
+              # every block of the backbone shifted (blockres): shift time / time of all residual blocks
+              'shift_share_of_blocks': totals['shift'] / totals['block'],
+              'tin_share_of_blocks': totals['tin'] / totals['block']}
+    columns = [('stage', 'stage', '{}'), ('shape', 'input (NT,C,H,W)', '{}'),
+               (f'shift_{key}_ms', 'shift ms', '{:.2f}'), (f'tin_{key}_ms', 'TIN ms', '{:.2f}'),
+               (f'conv_{key}_ms', 'conv1 ms', '{:.2f}'), (f'block_{key}_ms', 'block ms', '{:.2f}'),
+               ('shift_per_conv', 'shift/conv1', '{:.2f}'), ('tin_per_conv', 'TIN/conv1', '{:.2f}'),
+               ('shift_per_block', 'shift/block', '{:.1%}')]
+    title = (f"{args.arch} blockres, {args.num_segments} segments, batch {args.batch_size}, {args.input_size} "
+             f"input, {'forward+backward' if args.backward else 'forward'}, amp {args.amp}, channels_last "
+             f"{args.channels_last}; all blocks: shift {result['shift_share_of_blocks']:.1%}, TIN "
+             f"{result['tin_share_of_blocks']:.1%} of block time")
+    return emit(args, result, rows, columns, title)
+
+
+# ---------------------------------------------------------------------------------------------------
+# mml
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _mml_rank(rank, world_size, port, opts, out_file):
+    import torch.distributed as dist
+    from ops.distributed import cleanup, setup_distributed
+    from ops.mutual import mutual_kl, peer_mean_logits
+    torch.set_num_threads(opts['threads'])
+    ctx = setup_distributed(rank=rank, world_size=world_size, init_method=f'tcp://127.0.0.1:{port}',
+                            device='cpu', num_modalities=world_size, timeout_s=120)
+    try:
+        torch.manual_seed(rank)
+        model = TSN(opts['num_class'], opts['num_segments'], 'RGB', base_model=opts['arch'], pretrain='none',
+                    temporal_module='tsm', input_size=opts['input_size'])
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        x = torch.randn(opts['batch_size'], model.input_channels, opts['input_size'], opts['input_size'])
+        labels = torch.randint(0, opts['num_class'], (opts['batch_size'],))
+        step_s, exchange_s = [], []
+        for i in range(opts['warmup'] + opts['repeats']):
+            start = time.perf_counter()
+            logits = model(x).float()
+            # the exchange as main.py does it: one all_reduce of (B, C), then the KL term
+            dist.barrier(group=ctx.mutual_group)   # time the collective alone, not the peers' skew
+            t0 = time.perf_counter()
+            peers = peer_mean_logits(logits, ctx.mutual_group, world_size)
+            t1 = time.perf_counter()
+            loss = F.cross_entropy(logits, labels) + mutual_kl(logits, peers)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            end = time.perf_counter()
+            if i >= opts['warmup']:
+                exchange_s.append(t1 - t0)
+                step_s.append(end - start - (t1 - t0))
+        stats = torch.tensor([statistics.median(exchange_s), statistics.median(step_s)], dtype=torch.float64)
+        gathered = [torch.zeros_like(stats) for _ in range(world_size)]
+        dist.all_gather(gathered, stats)
+        if rank == 0:
+            with open(out_file, 'w') as f:
+                json.dump([g.tolist() for g in gathered], f)
+    finally:
+        cleanup()
+
+
+def cmd_mml(args):
+    import torch.multiprocessing as mp
+    env = environment(torch.device('cpu'))
+    rows = []
+    threads_total = args.threads or torch.get_num_threads()
+    for world_size in [int(w) for w in args.world_sizes.split(',')]:
+        opts = dict(arch=args.arch, num_segments=args.num_segments, input_size=args.input_size,
+                    batch_size=args.batch_size, num_class=args.num_class, warmup=args.warmup,
+                    repeats=args.repeats, threads=max(1, threads_total // world_size))
+        with tempfile.TemporaryDirectory(prefix='tsm_bench_mml_') as tmp:
+            out_file = os.path.join(tmp, 'stats.json')
+            mp.spawn(_mml_rank, args=(world_size, _free_port(), opts, out_file), nprocs=world_size, join=True)
+            with open(out_file) as f:
+                per_rank = json.load(f)
+        exchange = max(r[0] for r in per_rank)
+        step = max(r[1] for r in per_rank)
+        rows.append({'world_size': world_size, 'threads_per_rank': opts['threads'], 'exchange_ms': 1e3 * exchange,
+                     'step_ms': 1e3 * step, 'exchange_share': exchange / (step + exchange),
+                     'logits_shape': [args.batch_size, args.num_class]})
+    result = {'subcommand': 'mml', 'env': env, 'arch': args.arch, 'num_segments': args.num_segments,
+              'input_size': args.input_size, 'batch_size': args.batch_size, 'num_class': args.num_class,
+              'runs': rows}
+    title = (f"gloo logit exchange (all_reduce of ({args.batch_size}, {args.num_class}) fp32) vs a TSM "
+             f"{args.arch} {args.num_segments}x{args.input_size} batch {args.batch_size} training step, "
+             f"median of {args.repeats}, slowest rank")
+    return emit(args, result, rows, [('world_size', 'ranks', '{}'), ('threads_per_rank', 'threads/rank', '{}'),
+                                     ('exchange_ms', 'exchange ms', '{:.3f}'), ('step_ms', 'step ms', '{:.1f}'),
+                                     ('exchange_share', 'exchange / step', '{:.2%}')], title)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('peak', help='matrix-multiply GFLOP/s (fp32, bf16, fp16 on GPU)')
+    add_common(p, warmup=1, repeats=5)
+    p.add_argument('--size', type=int, default=None, help='n of the n x n matmul [2048 CPU, 8192 GPU]')
+    p.set_defaults(func=cmd_peak)
+
+    for name, func, doc in (('train', cmd_train, 'training step: ms/step, clips/s, GFLOP/s, ratio to peak, memory'),
+                            ('fastpath', cmd_fastpath, 'train under fp32 / channels_last / bf16 / bf16+channels_last')):
+        p = sub.add_parser(name, help=doc)
+        add_common(p, warmup=1, repeats=3)
+        add_model_options(p)
+        p.add_argument('--no_peak', action='store_true', help='skip the matmul peak measurement')
+        p.add_argument('--peak_size', type=int, default=None)
+        p.set_defaults(func=func)
+    p.add_argument('--configs', default=','.join(FASTPATH_CONFIGS),
+                   help='comma list from %s; speed-ups are relative to the first' % ', '.join(FASTPATH_CONFIGS))
+
+    p = sub.add_parser('infer', help='multi-view evaluation throughput (videos/s)')
+    add_common(p, warmup=1, repeats=3)
+    add_model_options(p)
+    p.add_argument('--test_crops', type=int, default=1, choices=(1, 3, 5, 10))
+    p.add_argument('--num_clips', type=int, default=1)
+    p.set_defaults(func=cmd_infer, batch_size=1)
+
+    p = sub.add_parser('data', help='loading clips/s per worker, decode vs transform share')
+    add_common(p, warmup=2, repeats=None, device=False)
+    p.add_argument('--cases', default=','.join(DATA_CASES), help='comma list from ' + ', '.join(DATA_CASES))
+    p.add_argument('--num_segments', type=int, default=8)
+    p.add_argument('--input_size', type=int, default=224)
+    p.add_argument('--num_videos', type=int, default=4, help='generated videos')
+    p.add_argument('--num_frames', type=int, default=48, help='frames per generated video')
+    p.add_argument('--width', type=int, default=340)
+    p.add_argument('--height', type=int, default=256)
+    p.add_argument('--samples', type=int, default=12, help='clips loaded per case')
+    p.add_argument('--workers', type=int, default=0, help='also time a DataLoader with this many workers')
+    p.add_argument('--decoder_threads', type=int, default=1, help='OpenCV threads in this process')
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser('shift', help='temporal shift / TIN interlace time vs the wrapped conv1, per ResNet stage')
+    add_common(p, warmup=2, repeats=5)
+    p.add_argument('--arch', default='resnet50', choices=('resnet18', 'resnet34', 'resnet50', 'resnet101'))
+    p.add_argument('--num_segments', type=int, default=8)
+    p.add_argument('--shift_div', type=int, default=8)
+    p.add_argument('--batch_size', type=int, default=2)
+    p.add_argument('--input_size', type=int, default=224)
+    p.add_argument('--amp', default='off', choices=AMP_MODES)
+    p.add_argument('--channels_last', action='store_true')
+    p.add_argument('--backward', action='store_true', help='time forward + backward instead of forward')
+    p.set_defaults(func=cmd_shift)
+
+    p = sub.add_parser('mml', help='mutual-learning logit exchange time / step time, gloo ranks on CPU')
+    add_common(p, warmup=2, repeats=10, device=False)
+    p.add_argument('--world_sizes', default='2,3')
+    p.add_argument('--arch', default='resnet18', choices=sorted(BACKBONES))
+    p.add_argument('--num_segments', type=int, default=4)
+    p.add_argument('--input_size', type=int, default=64)
+    p.add_argument('--batch_size', type=int, default=4)
+    p.add_argument('--num_class', type=int, default=174)
+    p.set_defaults(func=cmd_mml)
+    return parser
+
+
+def main(args):
+    return args.func(args)
+
+
+if __name__ == '__main__':
+    main(get_args_parser().parse_args())
