@@ -330,7 +330,7 @@ def run(args, ctx):
         for path, lg, p in zip(score_paths(args.save_scores, len(models)), per_model, protocols):
             save_scores(path, ids0, labels, lg, p)
     if args.csv_file:
-        write_tsm_csv(args.csv_file, ids0, scores, names, getattr(models[0].spec, "csv_top5", False))
+        write_tsm_csv(args.csv_file, ids0, scores, names, models[0].spec.csv_top5)
     summary = dict(res, protocol=protocols, weights=args.weights_list, coeff=[m.coeff for m in models],
                    softmax=args.softmax, seconds=elapsed)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:

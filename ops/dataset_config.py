@@ -62,12 +62,12 @@ class Layout:
 
 def _entry(*, layouts, category_file=None, num_class=None, image_tmpl='img_{:05d}.jpg',
            flow_tmpl='flow_{}_{:05d}.jpg', start_index=1, data_format='frames', flip=True,
-           input_size=224, scale_size=256, train_defaults=None):
+           input_size=224, scale_size=256, train_defaults=None, csv_top5=False):
     # layouts: data_format -> {'RGB' | 'Flow': Layout}; RGBDiff uses the RGB layout.
     return dict(layouts=layouts, category_file=category_file, num_class=num_class,
                 image_tmpl=image_tmpl, flow_tmpl=flow_tmpl, start_index=start_index,
                 data_format=data_format, flip=flip, input_size=input_size, scale_size=scale_size,
-                train_defaults=dict(train_defaults or {}))
+                train_defaults=dict(train_defaults or {}), csv_top5=csv_top5)
 
 
 def _split_lists(root, pattern):
@@ -98,6 +98,7 @@ DATASETS = {
         category_file='something/v2/category.txt', image_tmpl='{:06d}.jpg',
         # SSv2 flow release: one RGB image per step, R = x, G = y.
         flow_tmpl='{:06d}.jpg', flip=False,
+        csv_top5=True,   # test_models --csv_file writes `vid;i1;...;i5` (the SSv2 submission format)
         layouts={'frames': {
             'RGB': _split_lists('something/v2/20bn-something-something-v2-frames',
                                 'something/v2/{split}_videofolder.txt'),
@@ -144,6 +145,7 @@ class DatasetInfo:
     scale_size: int
     train_defaults: dict
     val_root_path: str = ''   # validation root; differs from root_path only for per-split HDF5 files
+    csv_top5: bool = False    # --csv_file format: top-5 class indices instead of the top-1 name
 
 
 def read_categories(path: str, option: str = '--category_file') -> list:
@@ -209,4 +211,5 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         root_path=root.replace('{split}', 'train'), train_list=train, val_list=val, image_tmpl=tmpl,
         start_index=entry['start_index'], data_format=fmt, flip=entry['flip'],
         input_size=entry['input_size'], scale_size=entry['scale_size'],
-        train_defaults=dict(entry['train_defaults']), val_root_path=root.replace('{split}', 'val'))
+        train_defaults=dict(entry['train_defaults']), val_root_path=root.replace('{split}', 'val'),
+        csv_top5=entry['csv_top5'])

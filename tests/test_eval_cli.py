@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -235,7 +234,7 @@ def test_csv_top5_format_for_a_dataset_with_that_trait(ckpts, evaluate, tmp_path
 
     def with_top5(*args, **kwargs):
         spec = resolve(*args, **kwargs)
-        return types.SimpleNamespace(**dataclasses.asdict(spec), csv_top5=True)
+        return dataclasses.replace(spec, csv_top5=True)
     monkeypatch.setattr(test_models, "resolve_dataset", with_top5)
     csv_file = tmp_path / "pred.csv"
     _, s = evaluate(ckpts["rgb"], "--max_num", "4", "--csv_file", str(csv_file))
