@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from opts import parse_args
 from ops import distributed as D
 from ops.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from ops.dataset import VideoDataSet, pair_records, parse_list, worker_init_fn
+from ops.dataset import MultiModalDataSet, VideoDataSet, pair_records, parse_list, worker_init_fn
 from ops.dataset_config import frames_per_segment, resolve_dataset
 from ops.models import TSN
 from ops.mutual import check_alignment, mutual_kl, peer_mean_logits, video_id_hash
@@ -117,20 +117,22 @@ def build_records(args, split, modalities):
 
 
 def make_dataset(args, modality, split, records, spec, model, aligned, num_class, all_modalities,
-                 position=0):
+                 position=0, norm=None, new_length=None):
+    """One modality's dataset. `aligned`: every modality of the run shares temporal offsets (MML rule)
+    and crop geometry (RGB scales for all, as the MML fork). norm/new_length default to `model`'s."""
     train = split == "train"
     scales = RGB_SCALES if (aligned and len(set(all_modalities)) > 1) else None
     transform = build_transform(train, modality, input_size=model.crop_size, scale_size=model.scale_size,
-                                flip=spec.flip, scales=scales, **model.normalization())
+                                flip=spec.flip, scales=scales, **(norm or model.normalization()))
     aligned_frames = aligned_lengths = None
-    if aligned and train:
+    if aligned and train and args.num_modalities > 1:
         per_mod = [records[m] for m in all_modalities]
         aligned_frames = [[recs[i].num_frames for recs in per_mod] for i in range(len(per_mod[0]))]
         aligned_lengths = [frames_per_segment(m, args.new_length) for m in all_modalities]
     return VideoDataSet(
         spec.root_path if train else spec.val_root_path, spec.train_list if train else spec.val_list,
         num_segments=args.num_segments,
-        new_length=args.new_length if args.new_length else model.new_length, modality=modality,
+        new_length=new_length or args.new_length or model.new_length, modality=modality,
         image_tmpl=spec.image_tmpl, transform=transform, mode="train" if train else "val",
         data_format=spec.data_format, start_index=spec.start_index, video_backend=args.video_backend,
         dense_sample=args.dense_sample, random_sample=args.random_sample and train,
@@ -138,6 +140,22 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
         strict=args.strict_data, num_class=num_class, records=records[modality],
         aligned_num_frames=aligned_frames, aligned_new_lengths=aligned_lengths, aligned_position=position,
         list_option="--train_list" if train else "--val_list")
+
+
+def make_distill_dataset(args, modality, records, specs, model, teachers, num_class):
+    """Student modality + every teacher modality of each sample, with identical views (MultiModalDataSet)."""
+    norms = {modality: (model.normalization(), None)}
+    for teacher, m, cfg in zip(teachers.teachers, teachers.modalities, teachers.configs):
+        if cfg["num_segments"] != args.num_segments:
+            raise SystemExit(f"a {m} teacher has {cfg['num_segments']} segments but the student has "
+                             f"{args.num_segments}: distillation gives both the same frames")
+        if cfg["num_class"] != num_class:
+            raise SystemExit(f"a {m} teacher predicts {cfg['num_class']} classes, the dataset has {num_class}")
+        norms.setdefault(m, (teacher.normalization(), cfg.get("new_length")))
+    mods = list(norms)
+    parts = {m: make_dataset(args, m, "train", records, specs[m], model, True, num_class, mods,
+                             norm=norms[m][0], new_length=norms[m][1]) for m in mods}
+    return MultiModalDataSet(parts, seed=args.seed)
 
 
 def make_loader(dataset, sampler, batch_size, workers, device, seed):
@@ -250,8 +268,9 @@ class Trainer:
     def forward_loss(self, clips, labels, video_ids, step_record):
         args = self.args
         device = self.ctx.device
+        student_in = clips[self.modality] if isinstance(clips, dict) else clips
         with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            logits = self.model(clips)
+            logits = self.model(student_in)
         logits = logits.float()
         ce = F.cross_entropy(logits, labels)
         terms = {"ce": ce}
@@ -267,14 +286,15 @@ class Trainer:
             from ops.distill import combine_teachers, distill_loss
             if self.teachers is not None:
                 with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
-                    t_logits = self.teachers(clips_by_modality(clips)).float()
+                    t_logits = self.teachers(clips).float()
                 teacher = combine_teachers(t_logits, labels=labels, weighting=args.teacher_weighting,
-                                           fixed_weights=self.fixed_teacher_weights)
+                                           fixed_weights=self.fixed_teacher_weights,
+                                           temperature=args.teacher_weight_temperature)
             else:
-                teacher = self.teacher_scores.lookup(video_ids).to(device)
+                teacher = self.teacher_scores.lookup(video_ids, labels=labels.cpu(), device=device)
             loss, ce_term, kd = distill_loss(logits, teacher, labels, temperature=args.distill_temperature,
                                              distill_weight=args.distill_weight, gt_weight=args.gt_weight)
-            terms["ce"] = F.cross_entropy(logits.detach(), labels)
+            terms["ce"] = ce_term
             terms["distill"] = kd
         aux = getattr(self.raw_model, "aux_loss", None)
         if aux is not None and args.align_weight:
@@ -432,12 +452,6 @@ class Trainer:
                 "loss": loss}, logits, labels
 
 
-def clips_by_modality(clips):
-    if isinstance(clips, dict):
-        return clips
-    raise TypeError("teacher ensembles need a multi-modality batch")
-
-
 def to_device(clips, device, channels_last):
     if isinstance(clips, dict):
         return {k: to_device(v, device, channels_last) for k, v in clips.items()}
@@ -523,11 +537,19 @@ def run(args, ctx):
         os.makedirs(log_dir, exist_ok=True)
     setup_logging(run_dir if writes else None, ctx.is_main or (writes and ctx.num_modalities > 1))
     spec = dataset_spec(args, modality)
-    aligned = ctx.num_modalities > 1 or bool(args.distill_from)
+    aligned = ctx.num_modalities > 1
     pair_mods = list(args.modalities)
-    train_records, _ = build_records(args, "train", pair_mods)
-    val_records, _ = build_records(args, "val", pair_mods)
     num_class = spec.num_class
+    teachers = teacher_scores = None
+    if args.distill_from:
+        from ops.distill import load_teachers
+        teachers = load_teachers(args.distill_from.split(","), ctx.device)
+    if args.teacher_scores:
+        from ops.distill import TeacherScores
+        teacher_scores = TeacherScores(args.teacher_scores)
+    train_mods = pair_mods + [m for m in (teachers.required_modalities if teachers else ()) if m not in pair_mods]
+    train_records, train_specs = build_records(args, "train", train_mods)
+    val_records, _ = build_records(args, "val", pair_mods)
 
     # Each modality rank gets its own initialisation (RGB,RGB mutual learning needs two different
     # models); the replicas of one modality share it (DDP also broadcasts rank 0's weights).
@@ -565,14 +587,6 @@ def run(args, ctx):
                            world_size=ctx.world_size, launch=ctx.source, device=str(ctx.device),
                            per_rank_batch=per_rank_batch(args, ctx)), f, indent=2)
 
-    teachers = teacher_scores = None
-    if args.distill_from:
-        from ops.distill import load_teachers
-        teachers = load_teachers(args.distill_from.split(","), ctx.device)
-    if args.teacher_scores:
-        from ops.distill import TeacherScores
-        teacher_scores = TeacherScores(args.teacher_scores)
-
     trainer = Trainer(args, ctx, modality, train_model, optimizer, run_dir, log_dir, writer,
                       teachers=teachers, teacher_scores=teacher_scores)
     trainer.fixed_teacher_weights = ([float(w) for w in args.teacher_weights.split(",")]
@@ -588,8 +602,11 @@ def run(args, ctx):
         trainer.state.epoch = args.start_epoch
 
     batch = per_rank_batch(args, ctx)
-    train_set = make_dataset(args, modality, "train", train_records, spec, model, aligned, num_class,
-                             pair_mods, ctx.modality_index)
+    if teachers is not None:
+        train_set = make_distill_dataset(args, modality, train_records, train_specs, model, teachers, num_class)
+    else:
+        train_set = make_dataset(args, modality, "train", train_records, spec, model, aligned, num_class,
+                                 pair_mods, ctx.modality_index)
     val_set = make_dataset(args, modality, "val", val_records, spec, model, aligned, num_class, pair_mods,
                            ctx.modality_index)
     train_sampler = ShardSampler(len(train_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
@@ -615,6 +632,9 @@ def run(args, ctx):
                         metrics["loss"])
         return metrics
 
+    if teachers is not None and args.teacher_weighting == "softmin_dataset" and not args.teacher_weights:
+        trainer.fixed_teacher_weights = dataset_teacher_weights(args, ctx, teachers, train_loader, train_sampler)
+        logger.info("softmin_dataset teacher weights: %s", [round(w, 4) for w in trainer.fixed_teacher_weights])
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     last_val = None
     for epoch in range(trainer.state.epoch, args.epochs):
@@ -640,6 +660,28 @@ def run(args, ctx):
     if ctx.num_modalities > 1 and last_val is not None:
         mutual_summary(ctx, args, trainer.state.best_prec1, last_val)
     return result
+
+
+@torch.no_grad()
+def dataset_teacher_weights(args, ctx, teachers, loader, sampler):
+    """softmin_dataset: each teacher's mean CE over one pass of the training data -> softmin weights."""
+    from ops.distill import dataset_softmin_weights, teacher_cross_entropy
+    sampler.set_epoch(0)
+    loader.dataset.set_epoch(0)
+    total = torch.zeros(len(teachers.modalities), dtype=torch.float64)
+    count = torch.zeros((), dtype=torch.float64)
+    limit = args.max_steps_per_epoch or sampler.num_batches()
+    for step, (clips, labels, _) in enumerate(loader):
+        if step >= limit:
+            break
+        logits = teachers(to_device(clips, ctx.device, args.channels_last)).float()
+        total += teacher_cross_entropy(logits, labels.to(ctx.device)).sum(1).double().cpu()
+        count += labels.shape[0]
+    if ctx.num_replicas > 1:
+        packed = torch.cat([total, count.view(1)]).to(ctx.device)
+        dist.all_reduce(packed, group=ctx.replica_group)
+        total, count = packed[:-1].cpu(), packed[-1].cpu()
+    return dataset_softmin_weights((total / count).float(), args.teacher_weight_temperature).tolist()
 
 
 def per_rank_batch(args, ctx):

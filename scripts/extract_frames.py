@@ -27,8 +27,6 @@ import re  # noqa: E402
 import shutil  # noqa: E402
 import string  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 logger = logging.getLogger('extract_frames')
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.webm', '.mkv', '.mov', '.m4v', '.mpg', '.mpeg', '.flv')
