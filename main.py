@@ -88,7 +88,10 @@ def build_model(args, modality, num_class):
 
 
 def fc_lr5(args):
-    """TSM: a x5/x10 head unless fine-tuning from a model of the same dataset."""
+    """TSM: a x5/x10 head unless fine-tuning from a model of the same dataset. It is an SGD rule: with
+    AdamW the step size does not scale with the gradient, and x5/x10 on the head makes it unstable."""
+    if args.optimizer != "sgd":
+        return False
     return not (args.tune_from and args.dataset in os.path.basename(args.tune_from))
 
 
@@ -122,8 +125,9 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
     and crop geometry (RGB scales for all, as the MML fork). norm/new_length default to `model`'s."""
     train = split == "train"
     scales = RGB_SCALES if (aligned and len(set(all_modalities)) > 1) else None
-    transform = build_transform(train, modality, input_size=model.crop_size, scale_size=model.scale_size,
-                                flip=spec.flip, scales=scales, **(norm or model.normalization()))
+    transform = build_transform(train, modality, input_size=model.crop_size,
+                                scale_size=args.scale_size or model.scale_size, flip=spec.flip, scales=scales,
+                                **(norm or model.normalization()))
     aligned_frames = aligned_lengths = None
     if aligned and train and args.num_modalities > 1:
         per_mod = [records[m] for m in all_modalities]
@@ -151,6 +155,9 @@ def make_distill_dataset(args, modality, records, specs, model, teachers, num_cl
                              f"{args.num_segments}: distillation gives both the same frames")
         if cfg["num_class"] != num_class:
             raise SystemExit(f"a {m} teacher predicts {cfg['num_class']} classes, the dataset has {num_class}")
+        if m == modality and teacher.frames_per_segment != model.frames_per_segment:
+            raise SystemExit(f"an {m} teacher reads {teacher.frames_per_segment} frames per segment but the "
+                             f"student reads {model.frames_per_segment}: they share the {m} input")
         norms.setdefault(m, (teacher.normalization(), cfg.get("new_length")))
     mods = list(norms)
     parts = {m: make_dataset(args, m, "train", records, specs[m], model, True, num_class, mods,

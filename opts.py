@@ -235,6 +235,10 @@ def _derive_train(args):
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.input_size is None:
+        args.input_size = spec.input_size if not arch.startswith("ila_") or spec.input_size != 224 else None
+    if args.scale_size is None and args.input_size == spec.input_size:
+        args.scale_size = spec.scale_size
     if args.temporal_module is None and args.shift:
         args.temporal_module = "tsm"
     args.shift = args.temporal_module == "tsm"

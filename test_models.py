@@ -127,7 +127,9 @@ class ModelUnderTest:
             self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if args.compile else self.model
         transform = build_transform(False, self.modality, input_size=self.model.crop_size,
-                                    scale_size=args.scale_size or self.model.scale_size,
+                                    scale_size=args.scale_size or (
+                                        spec.scale_size if self.model.crop_size == spec.input_size
+                                        else self.model.scale_size),
                                     test_crops=args.test_crops, full_res=args.full_res,
                                     **self.model.normalization())
         self.crop_size = transform.crop_size

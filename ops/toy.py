@@ -48,7 +48,7 @@ TOY_PAIRS = tuple((TOY_CLASSES[i], TOY_CLASSES[i + 1]) for i in range(0, len(TOY
 MOTIONS = ('horizontal', 'vertical', 'scale', 'fade')  # motion of pair k
 SHAPES = ('disc', 'square')
 TOY_DEFAULTS = {'num_train': 1600, 'num_val': 320, 'num_frames': 16, 'size': 64, 'seed': 0}
-TOY_FORMAT_VERSION = 1
+TOY_FORMAT_VERSION = 2
 META_FILE = 'toy_meta.json'
 RGB_TMPL = 'img_{:05d}.jpg'
 FLOW_TMPL = 'flow_{}_{:05d}.jpg'
@@ -88,7 +88,7 @@ def _background(rng, size):
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     scale = size / 64.0
     kind = int(rng.integers(3))
-    amp = rng.uniform(8.0, 22.0)
+    amp = rng.uniform(4.0, 12.0)
     tint = rng.uniform(0.4, 1.0, 3).astype(np.float32)
     if kind == 0:  # blotches
         cells = int(rng.integers(4, 12))
@@ -104,8 +104,8 @@ def _background(rng, size):
         checks = ((np.floor(xx / cell) + np.floor(yy / cell)) % 2) * 2.0 - 1.0
         tex = checks[..., None] * tint
     bg = bg + amp * tex
-    # Moderate clutter: up to two small static shapes.
-    for _ in range(int(rng.integers(0, 3))):
+    # Light clutter: at most one small static shape.
+    for _ in range(int(rng.integers(0, 2))):
         cx, cy = rng.uniform(0, size, 2)
         r = rng.uniform(2.0, 5.0) * scale
         colour = rng.uniform(0.0, 255.0, 3).astype(np.float32)
@@ -116,11 +116,11 @@ def _background(rng, size):
 
 
 def _object_colour(rng, bg):
-    """A colour far from the background mean (first of 8 candidates at distance >= 110)."""
+    """A colour far from the background mean (first of 8 candidates at distance >= 140)."""
     mean = bg.reshape(-1, 3).mean(0)
     candidates = rng.uniform(0.0, 255.0, (8, 3))
     dist = np.linalg.norm(candidates - mean, axis=1)
-    good = np.flatnonzero(dist >= 110.0)
+    good = np.flatnonzero(dist >= 140.0)
     return candidates[good[0] if len(good) else int(np.argmax(dist))].astype(np.float32)
 
 
@@ -129,8 +129,8 @@ def _trajectory(motion, rng, n, size):
     t = np.arange(n, dtype=np.float32) / max(n - 1, 1)  # 0 .. 1
     ones = np.ones(n, np.float32)
     if motion in ('horizontal', 'vertical'):
-        r = rng.uniform(0.09, 0.15) * size
-        travel = rng.uniform(0.3, 0.5) * size
+        r = rng.uniform(0.12, 0.18) * size
+        travel = rng.uniform(0.35, 0.5) * size
         start = rng.uniform(r + 1, size - r - 1 - travel)
         along = start + travel * t
         across = rng.uniform(r + 1, size - r - 1) * ones
@@ -141,11 +141,11 @@ def _trajectory(motion, rng, n, size):
         cx, cy = rng.uniform(r1 + 1, size - r1 - 1, 2)
         return cx * ones, cy * ones, (r0 * (r1 / r0) ** t).astype(np.float32), ones
     if motion == 'fade':
-        r = rng.uniform(0.1, 0.17) * size
+        r = rng.uniform(0.14, 0.2) * size
         cx, cy = rng.uniform(r + 1, size - r - 1, 2)
         # Random holds before and after the ramp, so the first/last sampled frames do not reveal the
         # direction through their opacity statistics.
-        hold0, hold1 = (int(h) for h in rng.integers(0, n // 4 + 1, 2))
+        hold0, hold1 = (int(h) for h in rng.integers(0, n // 8 + 1, 2))
         ramp = max(n - 1 - hold0 - hold1, 1)
         alpha = np.clip((np.arange(n, dtype=np.float32) - hold0) / ramp, 0.0, 1.0)
         return cx * ones, cy * ones, r * ones, alpha
