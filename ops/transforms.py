@@ -118,17 +118,18 @@ def eval_crop_boxes(W: int, H: int, crop: int, test_crops: int) -> List[Box]:
 
 
 def _crop_resize(frames: torch.Tensor, box: Box, size: Optional[Tuple[int, int]], antialias: bool) -> torch.Tensor:
-    """(F, H, W, C) uint8 -> (F, C, h, w) float in [0, 255]; size is (w, h) or None (no resize).
+    """(F, H, W, C) uint8 -> (F, C, h, w) uint8 (channels-last strides); size is (w, h) or None (no resize).
 
     Resizing runs on uint8 like PIL (rounded to integers); with antialias=True torch's uint8 bilinear
-    reproduces PIL's BILINEAR resize to within 1 grey level.
+    reproduces PIL's BILINEAR resize to within 1 grey level. Pixels stay uint8 until _finish, so flips
+    move 1 byte per value and the float clip is written once.
     """
     x, y, w, h = box
     clip = frames[:, y:y + h, x:x + w, :].permute(0, 3, 1, 2)   # channels-last view, no copy
     if size is not None and (size[0] != w or size[1] != h):
         clip = F.interpolate(clip, size=(size[1], size[0]), mode='bilinear', align_corners=False,
                              antialias=antialias)
-    return clip.float()
+    return clip
 
 
 class ClipTransform:
@@ -164,13 +165,15 @@ class ClipTransform:
         return self.apply(frames, self.draw(rng))
 
     def _flip(self, clip):
+        # uint8 (F, C, h, w); 255 - v is exact in uint8, so the result equals flipping the float clip.
         clip = clip.flip(-1)
         if self.is_flow:
-            clip[:, 0] = 255.0 - clip[:, 0]   # flipping reverses horizontal motion: invert x only
+            clip[:, 0] = 255 - clip[:, 0]   # flipping reverses horizontal motion: invert x only
         return clip
 
     def _finish(self, clip):
-        # (F, C, h, w) in [0, 255] -> normalised; mean/std tile over the channels (TSM GroupNormalize).
+        # uint8 (F, C, h, w) in [0, 255] -> normalised float, contiguous (F, C, h, w); mean/std tile over
+        # the channels (TSM GroupNormalize). (float(v) - mean) * inv_std as before, with one allocation.
         C = clip.shape[1]
         if C % len(self.mean):
             raise ValueError(f'{C} channels is not a multiple of {len(self.mean)} mean values')
@@ -179,7 +182,9 @@ class ClipTransform:
         scale = 255.0 if self.div else 1.0
         mean = (self.mean * scale).repeat(C // len(self.mean)).view(1, C, 1, 1)
         inv_std = 1.0 / (self.std * scale).repeat(C // len(self.std)).view(1, C, 1, 1)
-        return (clip - mean) * inv_std
+        out = torch.empty(clip.shape, dtype=torch.float32)
+        torch.sub(clip, mean, out=out)   # uint8 is promoted to float32 before the subtraction
+        return out.mul_(inv_std)
 
     def apply(self, frames: torch.Tensor, params) -> torch.Tensor:
         if frames.dtype != torch.uint8 or frames.dim() != 4:
