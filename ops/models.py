@@ -59,6 +59,15 @@ def replace_first_conv(module, in_channels):
     return name
 
 
+def to_channels_last(module):
+    """Store every 4-D parameter and buffer of ``module`` channels_last, in place; returns ``module``.
+
+    ``module.to(memory_format=torch.channels_last)`` raises on 5-D tensors (the Conv3d weights of
+    non-local blocks, MSN and ILA); they keep their layout here, so --channels_last works for every model.
+    """
+    return module._apply(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
+
+
 class TSN(nn.Module):
     def __init__(self, num_class, num_segments, modality, base_model='resnet101', new_length=None,
                  consensus_type='avg', before_softmax=True, dropout=0.8, img_feature_dim=256, crop_num=1,

@@ -2,7 +2,9 @@
 
 Eight classes in four pairs; the second class of a pair is *exactly* the first one played backwards
 (the generator renders the forward clip from the clip's random stream and reverses the frames for the
-second class). Every single frame of a ``moving_left`` clip is therefore distributed like a frame of a
+second class). The object's shape tells the pair (disc: horizontal, square: vertical, diamond:
+approaching/receding, ring: appearing/disappearing), so a per-frame model can learn the pair but never
+the direction: TSN tops out near 50%. Every single frame of a ``moving_left`` clip is therefore distributed like a frame of a
 ``moving_right`` clip, so a model that averages per-frame scores (TSN) stays near 50% while a model with
 temporal modelling (TSM) can reach high accuracy.
 
@@ -46,9 +48,11 @@ TOY_CLASSES = ('moving_right', 'moving_left', 'moving_down', 'moving_up',
                'approaching', 'receding', 'appearing', 'disappearing')
 TOY_PAIRS = tuple((TOY_CLASSES[i], TOY_CLASSES[i + 1]) for i in range(0, len(TOY_CLASSES), 2))
 MOTIONS = ('horizontal', 'vertical', 'scale', 'fade')  # motion of pair k
-SHAPES = ('disc', 'square')
+SHAPES = ('disc', 'square', 'diamond', 'ring')
+# The shape tells the PAIR (so a per-frame model can learn it, up to 50%), never the direction.
+PAIR_SHAPES = SHAPES
 TOY_DEFAULTS = {'num_train': 1600, 'num_val': 320, 'num_frames': 16, 'size': 64, 'seed': 0}
-TOY_FORMAT_VERSION = 2
+TOY_FORMAT_VERSION = 3
 META_FILE = 'toy_meta.json'
 RGB_TMPL = 'img_{:05d}.jpg'
 FLOW_TMPL = 'flow_{}_{:05d}.jpg'
@@ -83,12 +87,12 @@ def dequantize_flow(q, bound=FLOW_BOUND):
 def _background(rng, size):
     """Smooth random colour gradient plus one static texture. Returns float32 (size, size, 3)."""
     import cv2
-    corners = rng.uniform(30.0, 225.0, (3, 3, 3)).astype(np.float32)
+    corners = rng.uniform(60.0, 195.0, (3, 3, 3)).astype(np.float32)
     bg = cv2.resize(corners, (size, size), interpolation=cv2.INTER_LINEAR)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     scale = size / 64.0
     kind = int(rng.integers(3))
-    amp = rng.uniform(4.0, 12.0)
+    amp = rng.uniform(3.0, 8.0)
     tint = rng.uniform(0.4, 1.0, 3).astype(np.float32)
     if kind == 0:  # blotches
         cells = int(rng.integers(4, 12))
@@ -137,7 +141,7 @@ def _trajectory(motion, rng, n, size):
         x, y = (along, across) if motion == 'horizontal' else (across, along)
         return x, y, r * ones, ones
     if motion == 'scale':
-        r0, r1 = rng.uniform(0.05, 0.09) * size, rng.uniform(0.2, 0.27) * size
+        r0, r1 = rng.uniform(0.05, 0.08) * size, rng.uniform(0.24, 0.3) * size
         cx, cy = rng.uniform(r1 + 1, size - r1 - 1, 2)
         return cx * ones, cy * ones, (r0 * (r1 / r0) ** t).astype(np.float32), ones
     if motion == 'fade':
@@ -159,9 +163,9 @@ def _render(label, num_frames, size, rng):
         raise ValueError(f'label {label} outside [0, {len(TOY_CLASSES)})')
     bg = _background(rng, size)
     colour = _object_colour(rng, bg)
-    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    shape = PAIR_SHAPES[label // 2]
     x, y, r, alpha = _trajectory(MOTIONS[label // 2], rng, num_frames, size)
-    half = r if shape == 'disc' else r * np.float32(0.9)  # the square gets a similar area
+    half = r * np.float32(0.9) if shape == 'square' else r  # the square gets a similar area
     cover = _coverage(shape, x, y, half, size) * alpha[:, None, None]  # (n, H, W)
     cover = cover[..., None]
     clip = bg[None] * (1.0 - cover) + colour * cover
@@ -178,13 +182,19 @@ def _coverage(shape, x, y, half, size):
     grid = np.arange(size, dtype=np.float32) + 0.5  # pixel centres
     dx = grid[None, None, :] - x[:, None, None]  # (n, 1, W)
     dy = grid[None, :, None] - y[:, None, None]  # (n, H, 1)
-    if shape == 'disc':
+    if shape in ('disc', 'ring'):
         dist = np.sqrt(dx * dx + dy * dy)
     elif shape == 'square':
         dist = np.maximum(np.abs(dx), np.abs(dy))
+    elif shape == 'diamond':
+        dist = (np.abs(dx) + np.abs(dy)) / np.float32(1.25)
     else:
         raise ValueError(f'unknown shape {shape!r}; choose one of {SHAPES}')
-    return np.clip(half[:, None, None] - dist + 0.5, 0.0, 1.0)
+    h = half[:, None, None]
+    cover = np.clip(h - dist + 0.5, 0.0, 1.0)
+    if shape == 'ring':   # a disc with a hole of half its radius
+        cover = cover - np.clip(0.5 * h - dist + 0.5, 0.0, 1.0)
+    return cover
 
 
 def render_clip(label, num_frames, size, rng):

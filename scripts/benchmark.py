@@ -41,7 +41,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from archs import BACKBONES  # noqa: E402
-from ops.models import MODALITIES, TEMPORAL_MODULES, TSN  # noqa: E402
+from ops.models import MODALITIES, TEMPORAL_MODULES, TSN, to_channels_last  # noqa: E402
 from ops.temporal_shift import SHIFT_PLACES  # noqa: E402
 
 AMP_MODES = ('off', 'bf16', 'fp16')
@@ -312,7 +312,7 @@ def run_train(args):
     flops_clip = forward_flops(model, make_input(1))   # one clip: T frames
     model.to(device)
     if args.channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     model.train()
     if args.plain:
         params = [p for p in model.parameters() if p.requires_grad]
@@ -341,9 +341,14 @@ def run_train(args):
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = rss_mb()
-    cpu_start, wall_start = time.process_time(), time.perf_counter()
-    times = time_calls(step, device, args.warmup, args.repeats)
-    cpu_share = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start)
+    cpu_times = []
+
+    def timed_step():
+        start = time.process_time()
+        step()
+        cpu_times.append(time.process_time() - start)
+    times = time_calls(timed_step, device, args.warmup, args.repeats)
+    cpu_times = cpu_times[args.warmup:]
     sec = statistics.median(times)
     achieved = 3 * flops_clip * args.batch_size / sec / 1e9
     result = {
@@ -355,8 +360,8 @@ def run_train(args):
         'ms_per_step': 1e3 * sec, 'ms_per_step_min': 1e3 * min(times), 'steps': len(times),
         'clips_per_s': args.batch_size / sec, 'gflops_per_clip_fwd': flops_clip / 1e9,
         'achieved_gflops': achieved, 'reuse_freed_memory': args.reuse_freed_memory,
-        # CPU seconds of this process per wall second (~threads when nothing else competes for the cores)
-        'cpu_per_wall': cpu_share, **memory_report(device, rss_before),
+        # CPU time of this process per step: with --threads 1 it hardly depends on other jobs' load.
+        'cpu_ms_per_step': 1e3 * statistics.median(cpu_times), **memory_report(device, rss_before),
     }
     if not args.no_peak:
         key = PEAK_KEYS[args.amp]
@@ -439,7 +444,7 @@ def cmd_infer(args):
     flops_view = forward_flops(model, make_input(1))
     model.to(device).eval()
     if args.channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     run_model = torch.compile(model) if args.compile else model
     # test_models.py feeds (videos * views, T*F*C, H, W): every view is a clip for the model.
     x = to_device_input(make_input(args.batch_size * views), device, args.channels_last)

@@ -89,3 +89,22 @@ def test_mml_two_gloo_ranks(run_cli, tmp_path):
     (run,) = r['runs']
     assert run['world_size'] == 2 and run['logits_shape'] == [2, 174]
     assert run['exchange_ms'] > 0 and run['step_ms'] > 0 and 0 < run['exchange_share'] < 1
+
+
+@pytest.mark.parametrize('kwargs', [dict(temporal_module='msn'), dict(temporal_module='tsm', non_local=True)])
+def test_to_channels_last_handles_5d_weights(kwargs):
+    # model.to(memory_format=torch.channels_last) raises on Conv3d weights; the helper converts 4-D only.
+    import torch
+    from ops.models import TSN, to_channels_last
+    torch.manual_seed(0)
+    model = TSN(5, 2, 'RGB', base_model='resnet18', pretrain='none', dropout=0, **kwargs).eval()
+    x = torch.randn(1, model.input_channels, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        assert to_channels_last(model) is model
+        out = model(x.contiguous(memory_format=torch.channels_last))
+    for p in model.parameters():
+        if p.dim() == 4:
+            assert p.is_contiguous(memory_format=torch.channels_last)
+    assert any(p.dim() == 5 for p in model.parameters())
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
