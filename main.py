@@ -24,7 +24,7 @@ from ops import distributed as D
 from ops.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from ops.dataset import MultiModalDataSet, VideoDataSet, pair_records, parse_list, worker_init_fn
 from ops.dataset_config import frames_per_segment, resolve_dataset
-from ops.models import TSN
+from ops.models import TSN, to_channels_last
 from ops.mutual import check_alignment, mutual_kl, peer_mean_logits, video_id_hash
 from ops.sampler import ShardSampler
 from ops.transforms import build_transform
@@ -571,7 +571,7 @@ def run(args, ctx):
         logger.info("fine-tuning from %s: %s", args.tune_from, report)
     model.to(ctx.device)
     if args.channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)          # 4-D weights only: Conv3d (MSN, non-local) stays as it is
     optimizer = build_optimizer(args, model)        # after any first-conv conversion
     train_model = model
     if args.sync_bn and ctx.num_replicas > 1:

@@ -29,7 +29,7 @@ DATASET_DEFAULTS = {
     "arch": "resnet50", "num_segments": 8, "batch_size": 64, "lr": 0.01, "epochs": 50,
     "lr_steps": [20.0, 40.0], "dropout": 0.5, "optimizer": "sgd", "weight_decay": 5e-4,
     "pretrain": "imagenet", "workers": 8, "eval_freq": 5, "clip_gradient": 20.0, "warmup_epochs": 0.0,
-    "lr_type": "step", "no_partialbn": False, "amp": "off", "channels_last": False,
+    "lr_type": "step", "no_partialbn": False, "amp": "off", "channels_last": None,
 }
 
 
@@ -75,7 +75,8 @@ def _add_device_options(p):
     g.add_argument("--amp", default=None, choices=AMP_MODES,
                    help="autocast dtype: bf16 (CPU and GPU), fp16 (GPU, with GradScaler); 'auto' = bf16 "
                         "where the hardware supports it [dataset default / off]")
-    g.add_argument("--channels_last", action="store_true", default=None, help="NHWC memory format")
+    g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: on when --amp resolves to bf16)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--rank", type=int, default=None, help="this process's rank (per-rank shell launch)")
     g.add_argument("--world_size", type=int, default=None, help="number of processes (per-rank launch)")
@@ -202,11 +203,23 @@ def _split_modalities(text):
 
 
 def _amp_supported(dtype_name, device):
-    if dtype_name == "bf16":
-        if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-            return torch.cuda.is_bf16_supported()
-        return True
+    """Whether the device can run the dtype at all (bf16 autocast runs on every CPU, slowly without
+    native support)."""
+    if dtype_name == "bf16" and (device == "cuda" or (device == "auto" and torch.cuda.is_available())):
+        return torch.cuda.is_bf16_supported()
     return True
+
+
+def fast_bf16(device):
+    """Native bf16 arithmetic: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16 / AMX."""
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def ensure_builtin_data(args):
@@ -243,7 +256,9 @@ def _derive_train(args):
         args.temporal_module = "tsm"
     args.shift = args.temporal_module == "tsm"
     if args.amp == "auto":
-        args.amp = "bf16" if _amp_supported("bf16", args.device) else "off"
+        args.amp = "bf16" if fast_bf16(args.device) else "off"
+    if args.channels_last is None:
+        args.channels_last = args.amp == "bf16"
     if args.clip_gradient == 0:
         args.clip_gradient = None
     args.num_modalities = len(args.modalities)
@@ -417,7 +432,7 @@ def parse_test_args(argv=None):
     if args.amp == "fp16" and (args.device == "cpu" or not torch.cuda.is_available()):
         parser.error("--amp fp16 needs a CUDA GPU (use --amp bf16 on CPU)")
     if args.amp in (None, "auto"):
-        args.amp = "off" if args.amp is None else ("bf16" if _amp_supported("bf16", args.device) else "off")
+        args.amp = "off" if args.amp is None else ("bf16" if fast_bf16(args.device) else "off")
     if args.batch_size < 1 or args.max_views_per_batch < 1:
         parser.error("--batch_size and --max_views_per_batch must be >= 1")
     for w in args.weights_list:

@@ -34,7 +34,7 @@ from ops import distributed as D
 from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, parse_list, worker_init_fn
 from ops.dataset_config import resolve_dataset
-from ops.models import TSN
+from ops.models import TSN, to_channels_last
 from ops.sampler import ShardSampler
 from ops.scores import align_to, fuse, metrics, save_scores, video_scores
 from ops.transforms import build_transform
@@ -124,7 +124,7 @@ class ModelUnderTest:
             logger.info("%s: %s", path, report)
         self.model.eval().to(ctx.device)
         if args.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            to_channels_last(self.model)
         self.forward = torch.compile(self.model) if args.compile else self.model
         transform = build_transform(False, self.modality, input_size=self.model.crop_size,
                                     scale_size=args.scale_size or (

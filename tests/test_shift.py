@@ -107,3 +107,12 @@ def test_non_local_identity_at_init_and_positions():
     deep = make_non_local(_resnet('resnet101'), 4)
     assert len(deep.layer3) == 23  # not truncated
     assert sum(isinstance(b, NL3DWrapper) for b in deep.layer3) == 12
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shift_backward_is_the_adjoint_gradcheck(channels_last):
+    x = torch.randn(2 * 3, 8, 3, 3, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: shift(t, 3, 4), (x,))
