@@ -532,7 +532,15 @@ def is_comm_failure(exc):
         s in text for s in ("connection", "timed out", "timeout", "gloo", "nccl", "peer", "broken pipe"))
 
 
+def limit_cpu_threads(ctx):
+    """Several CPU ranks on one machine must not oversubscribe the cores: OpenMP threads spin-wait,
+    and 2 ranks x all cores each ran 5-10x slower here. Assumes one host; OMP_NUM_THREADS wins."""
+    if ctx.distributed and ctx.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.world_size))
+
+
 def run(args, ctx):
+    limit_cpu_threads(ctx)
     seed_everything(args.seed)
     modality = args.modalities[ctx.modality_index]
     name = args.store_names[ctx.modality_index]

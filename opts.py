@@ -29,7 +29,7 @@ DATASET_DEFAULTS = {
     "arch": "resnet50", "num_segments": 8, "batch_size": 64, "lr": 0.01, "epochs": 50,
     "lr_steps": [20.0, 40.0], "dropout": 0.5, "optimizer": "sgd", "weight_decay": 5e-4,
     "pretrain": "imagenet", "workers": 8, "eval_freq": 5, "clip_gradient": 20.0, "warmup_epochs": 0.0,
-    "lr_type": "step", "no_partialbn": False, "amp": "off", "channels_last": None,
+    "lr_type": "step", "no_partialbn": False, "amp": "auto", "channels_last": None,
 }
 
 
@@ -73,8 +73,9 @@ def _add_device_options(p):
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     g.add_argument("--gpus", default=None, help="CUDA device ids of this process, e.g. '0' or '0,1'")
     g.add_argument("--amp", default=None, choices=AMP_MODES,
-                   help="autocast dtype: bf16 (CPU and GPU), fp16 (GPU, with GradScaler); 'auto' = bf16 "
-                        "where the hardware supports it [dataset default / off]")
+                   help="autocast dtype: bf16 (CPU and GPU), fp16 (GPU, with GradScaler), off (fp32); "
+                        "'auto' = bf16 + channels_last where the hardware has native bf16 (AVX512-BF16/AMX "
+                        "CPUs, bf16 GPUs), else off [dataset default / auto]")
     g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format (default: on when --amp resolves to bf16)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
