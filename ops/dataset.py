@@ -18,8 +18,7 @@ from torch.utils.data import Dataset
 from ops.dataset_config import check_data_format, check_modality, default_new_length, frames_per_segment
 from ops.hdf5_store import HDF5FrameStore
 from ops.sampling import SAMPLE_MODES, num_test_clips, sample_aligned, sample_indices, sample_rng
-from ops.video_io import (FrameReadError, VideoFile, check_video_backend, read_flow_folder, read_rgb_folder,
-                          set_decoder_threads)
+from ops.video_io import FrameReadError, VideoFile, check_video_backend, read_flow_folder, read_rgb_folder
 
 logger = logging.getLogger(__name__)
 
@@ -119,13 +118,14 @@ def aligned_frame_counts(paired: Mapping[str, Sequence[VideoRecord]]) -> List[Li
 
 def worker_init_fn(worker_id: int) -> None:
     """DataLoader worker setup: distinct global seeds per worker and epoch (torch gives each worker
-    base_seed + id, with a new base_seed per epoch), one decoding thread per worker."""
+    base_seed + id, with a new base_seed per epoch), one torch thread per worker. Video readers are
+    opened with one decoding thread each. (OpenCV is not used for loading; reconfiguring its thread pool
+    in a forked worker can deadlock when the parent used it, so it is left alone.)"""
     info = torch.utils.data.get_worker_info()
     seed = (info.seed if info is not None else torch.initial_seed()) % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
     torch.set_num_threads(1)
-    set_decoder_threads(1)
 
 
 def _dropped_zero_frame(records, list_file):

@@ -87,12 +87,6 @@ def read_flow_folder(folder: str, tmpl: str, numbers: Sequence[int], *, start_in
     return np.stack(out)
 
 
-def set_decoder_threads(num_threads: int = 1) -> None:
-    """Bound OpenCV's thread pool (called in each DataLoader worker). Decoders get num_threads=1 anyway."""
-    import cv2
-    cv2.setNumThreads(num_threads)
-
-
 def backend_info(backend: Optional[str] = 'decord') -> str:
     """Decoder name and version for the run log, e.g. 'decord 3.4.0'; None: the image decoder (PIL)."""
     if backend is None:

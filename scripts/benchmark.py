@@ -616,9 +616,6 @@ def cmd_data(args):
     unknown = [c for c in cases if c not in DATA_CASES]
     if unknown:
         raise SystemExit(f'unknown --cases {unknown}; choose from {list(DATA_CASES)}')
-    if args.decoder_threads:
-        from ops.video_io import set_decoder_threads
-        set_decoder_threads(args.decoder_threads)
     rows = []
     with tempfile.TemporaryDirectory(prefix='tsm_bench_data_') as tmp:
         start = time.perf_counter()
@@ -850,7 +847,6 @@ def get_args_parser():
     p.add_argument('--height', type=int, default=256)
     p.add_argument('--samples', type=int, default=12, help='clips loaded per case')
     p.add_argument('--workers', type=int, default=0, help='also time a DataLoader with this many workers')
-    p.add_argument('--decoder_threads', type=int, default=1, help='OpenCV threads in this process')
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser('shift', help='temporal shift / TIN interlace time vs the wrapped conv1, per ResNet stage')
