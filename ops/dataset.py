@@ -136,7 +136,40 @@ def _dropped_zero_frame(records, list_file):
     return kept, dropped
 
 
-class VideoDataSet(Dataset):
+class _SampleBookkeeping(Dataset):
+    """Shared by the datasets: epoch and failure counters in shared memory (so set_epoch reaches forked
+    or spawned DataLoader workers, persistent ones included, and failures counted in workers are visible
+    here) and the per-sample generators. Subclasses set self.records and self.seed."""
+
+    def _init_counters(self):
+        self._epoch = multiprocessing.Value('l', 0)
+        self._failures = multiprocessing.Value('l', 0)
+
+    def __len__(self):
+        return len(self.records)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.value
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before iter(loader) of each epoch."""
+        self._epoch.value = int(epoch)
+
+    @property
+    def failures(self) -> int:
+        return self._failures.value
+
+    @property
+    def video_ids(self) -> List[str]:
+        return [r.video_id for r in self.records]
+
+    def streams(self, index: int):
+        """(temporal, spatial, replacement) generators of one sample."""
+        return sample_rng(self.seed, self.epoch, index).spawn(3)
+
+
+class VideoDataSet(_SampleBookkeeping):
     """TSM's TSNDataSet with one sampling function, explicit modes and counted read-failure recovery.
 
     __getitem__(i) -> (clip, label, index): train/val clip (T*F*C, h, w), test clip (V, T*F*C, h, w)
@@ -175,8 +208,7 @@ class VideoDataSet(Dataset):
                              dense_length=int(dense_length), dense_number=int(dense_number),
                              random_clips=int(random_clips) if random_clips else None)
         self.seed = int(seed)
-        # Shared memory: set_epoch reaches DataLoader workers, persistent ones included.
-        self._epoch = multiprocessing.Value('l', 0)
+        self._init_counters()
         self.strict = strict
         self.max_retries = int(max_retries)
         self.num_class = num_class
@@ -198,28 +230,6 @@ class VideoDataSet(Dataset):
                 raise ValueError(f'aligned_num_frames has {len(aligned_num_frames)} entries for '
                                  f'{len(self.records)} records (and needs aligned_new_lengths)')
         self.store = HDF5FrameStore(root_path) if data_format == 'hdf5' else None
-        # Shared across forked DataLoader workers so the main process sees their failures.
-        self._failures = multiprocessing.Value('l', 0)
-
-    # ---- bookkeeping -------------------------------------------------------------------------
-    def __len__(self):
-        return len(self.records)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.value
-
-    def set_epoch(self, epoch: int) -> None:
-        """Call before iter(loader) of each epoch; forked or spawned workers see it (shared memory)."""
-        self._epoch.value = int(epoch)
-
-    @property
-    def failures(self) -> int:
-        return self._failures.value
-
-    @property
-    def video_ids(self) -> List[str]:
-        return [r.video_id for r in self.records]
 
     @property
     def num_clips(self) -> int:
@@ -234,10 +244,6 @@ class VideoDataSet(Dataset):
     def num_views(self) -> int:
         crops = getattr(self.transform, 'num_crops', 1) if self.mode == 'test' else 1
         return crops * self.num_clips
-
-    def streams(self, index: int):
-        """(temporal, spatial, replacement) generators of one sample."""
-        return sample_rng(self.seed, self.epoch, index).spawn(3)
 
     # ---- reading -----------------------------------------------------------------------------
     def open(self, record: VideoRecord):
@@ -336,7 +342,7 @@ def _geometry(transform):
     return tuple(getattr(transform, k, None) for k in keys)
 
 
-class MultiModalDataSet(Dataset):
+class MultiModalDataSet(_SampleBookkeeping):
     """Every modality of one sample with identical temporal indices and crop/flip (distillation).
 
     datasets: modality -> VideoDataSet over the same videos in the same order (build them with
@@ -363,27 +369,9 @@ class MultiModalDataSet(Dataset):
         self.records = first.records
         self.mode = first.mode
         self.seed = int(seed)
-        self._epoch = multiprocessing.Value('l', 0)
         self.strict = first.strict
         self.max_retries = first.max_retries
-        self._failures = multiprocessing.Value('l', 0)
-
-    def __len__(self):
-        return len(self.records)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.value
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.value = int(epoch)
-
-    @property
-    def failures(self) -> int:
-        return self._failures.value
-
-    def streams(self, index):
-        return sample_rng(self.seed, self.epoch, index).spawn(3)
+        self._init_counters()
 
     def _load(self, index):
         t_rng, s_rng, _ = self.streams(index)
