@@ -128,3 +128,21 @@ def test_nan_loss_stops_with_step_and_lr(tiny_toy, run_cli, tmp_path):
                               "--epochs", "2"), cwd=tmp_path, check=False)
     assert proc.returncode != 0
     assert "non-finite loss" in proc.stderr and "lr" in proc.stderr and "step" in proc.stderr
+
+
+@pytest.mark.slow
+def test_tiny_ila_trains_through_main_and_evaluates_through_test_models(tiny_toy, run_cli, tmp_path):
+    run_cli(["main.py", "toy", "RGB", "--data_root", tiny_toy, "--root_model", str(tmp_path / "ckpt"),
+             "--root_log", str(tmp_path / "log"), "--arch", "ila_vit_tiny", "--num_segments", "4",
+             "--input_size", "32", "--batch-size", "8", "-j", "0", "--no_progress", "--epochs", "1",
+             "--max_steps_per_epoch", "2", "--lr", "4e-5", "--align_weight", "0.5"], cwd=tmp_path)
+    (d,) = list((tmp_path / "ckpt").iterdir())
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert "align" in rows[0]                                   # the alignment loss was trained and logged
+    out = run_cli(["test_models.py", "toy", "--weights", str(d / "ckpt.best.pth.tar"), "--data_root", tiny_toy,
+                   "--test_crops", "3", "--random_clips", "2", "--no_progress", "-j", "0",
+                   "--save_scores", str(tmp_path / "s.npz")], cwd=tmp_path).stdout
+    assert "4 frames x 3 crops x 2 clips (random2)" in out
+    import numpy as np
+    with np.load(tmp_path / "s.npz") as z:
+        assert z["scores"].shape == (16, 6, 8)
