@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from opts import parse_args
 from ops import distributed as D
 from ops.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from ops.dataset import MultiModalDataSet, VideoDataSet, pair_records, parse_list, worker_init_fn
+from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, pair_records, parse_list,
+                         worker_init_fn)
 from ops.dataset_config import frames_per_segment, resolve_dataset
 from ops.models import TSN, to_channels_last
 from ops.mutual import check_alignment, mutual_kl, peer_mean_logits, video_id_hash
@@ -130,8 +131,8 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
                                 **(norm or model.normalization()))
     aligned_frames = aligned_lengths = None
     if aligned and train and args.num_modalities > 1:
-        per_mod = [records[m] for m in all_modalities]
-        aligned_frames = [[recs[i].num_frames for recs in per_mod] for i in range(len(per_mod[0]))]
+        # one column per modality rank (RGB,RGB has two columns over the same records)
+        aligned_frames = aligned_frame_counts({i: records[m] for i, m in enumerate(all_modalities)})
         aligned_lengths = [frames_per_segment(m, args.new_length) for m in all_modalities]
     return VideoDataSet(
         spec.root_path if train else spec.val_root_path, spec.train_list if train else spec.val_list,
@@ -221,7 +222,7 @@ def set_lr(optimizer, args, lr):
 
 class Trainer:
     def __init__(self, args, ctx, modality, model, optimizer, run_dir, log_dir, writer, teachers=None,
-                 teacher_scores=None, train_records=None):
+                 teacher_scores=None, fixed_teacher_weights=None):
         self.args = args
         self.ctx = ctx
         self.modality = modality
@@ -236,7 +237,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
         self.teachers = teachers
         self.teacher_scores = teacher_scores
-        self.train_records = train_records
+        self.fixed_teacher_weights = fixed_teacher_weights
         self.writes = ctx.replica_index == 0           # one writer per modality
         self.mutual_ranks = [ctx.replica_index * ctx.num_modalities + i for i in range(ctx.num_modalities)]
 
@@ -603,9 +604,9 @@ def run(args, ctx):
                            per_rank_batch=per_rank_batch(args, ctx)), f, indent=2)
 
     trainer = Trainer(args, ctx, modality, train_model, optimizer, run_dir, log_dir, writer,
-                      teachers=teachers, teacher_scores=teacher_scores)
-    trainer.fixed_teacher_weights = ([float(w) for w in args.teacher_weights.split(",")]
-                                     if args.teacher_weights else None)
+                      teachers=teachers, teacher_scores=teacher_scores,
+                      fixed_teacher_weights=([float(w) for w in args.teacher_weights.split(",")]
+                                             if args.teacher_weights else None))
     trainer.raw_model = model
     install_signal_handlers(trainer.state)
 
