@@ -146,3 +146,22 @@ def test_tiny_ila_trains_through_main_and_evaluates_through_test_models(tiny_toy
     import numpy as np
     with np.load(tmp_path / "s.npz") as z:
         assert z["scores"].shape == (16, 6, 8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["tin", "msn"])
+def test_tin_and_msn_train_through_main_and_evaluation_rebuilds_them(module, tiny_toy, run_cli, tmp_path):
+    # fp32 both ways, so the evaluation CLI must reproduce the training validation exactly: that needs the
+    # checkpoint config to rebuild the same module (and, for MSN, the same 5 frames per segment).
+    run_cli(train_argv(tiny_toy, tmp_path, "--temporal_module", module, "--epochs", "1",
+                       "--max_steps_per_epoch", "2", "--amp", "off", "--no-channels_last"), cwd=tmp_path)
+    d = run_dir(tmp_path)
+    assert f"_{module}_" in d.name
+    ckpt = load_checkpoint(str(d / "ckpt.best.pth.tar"))
+    assert ckpt["config"]["temporal_module"] == module
+    val = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+    run_cli(["test_models.py", "toy", "--weights", str(d / "ckpt.best.pth.tar"), "--data_root", tiny_toy,
+             "--no_progress", "-j", "0", "--output_dir", str(tmp_path / "ev")], cwd=tmp_path)
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["protocol"][0].startswith("4 frames x 1 crop x 1 clip (uniform)")
+    assert summary["top1"] == pytest.approx(val[-1]["top1"], abs=1e-6)
