@@ -195,19 +195,34 @@ def build_optimizer(args, model):
 
 
 def lr_at(args, epoch_float):
-    """Base lr at a (fractional) epoch: linear warm-up per step, then TSM's per-epoch step/cos schedule."""
-    if epoch_float < args.warmup_epochs:
-        return args.lr * (epoch_float + 1e-8) / args.warmup_epochs
-    epoch = math.floor(epoch_float)
+    """Base lr at a (fractional) epoch.
+
+    Decay: step (x0.1 at each --lr_steps epoch), cos or linear down to lr * --min_lr_ratio, evaluated at
+    the epoch start (--lr_update epoch, TSM's adjust_learning_rate) or at every step (--lr_update step:
+    mmcv, timm, HF). Cos/linear progress counts from the end of the warm-up (--decay_from warmup_end: TSM
+    forks, TIN) or from step 0 (start: mmcv and timm schedules, which span the whole run). During the
+    warm-up the decayed value is scaled by a factor rising linearly from --warmup_start_ratio to 1 (mmcv's
+    linear warm-up; with decay_from warmup_end this is a ramp from ratio * lr to lr, per step).
+    """
+    total, warm = args.epochs, args.warmup_epochs
+    e = epoch_float if (args.lr_update == "step" or epoch_float < warm) else math.floor(epoch_float)
+    floor = args.lr * args.min_lr_ratio
     if args.lr_type == "step":
-        return args.lr * 0.1 ** sum(epoch >= s for s in args.lr_steps)
-    if args.lr_type == "cos":
-        span = args.epochs - args.warmup_epochs
-        return 0.5 * args.lr * (1 + math.cos(math.pi * (epoch - args.warmup_epochs) / span))
-    if args.lr_type == "linear":
-        span = args.epochs - args.warmup_epochs
-        return args.lr * max(0.0, 1 - (epoch - args.warmup_epochs) / span)
-    raise ValueError(f"unknown lr_type {args.lr_type!r}")
+        lr = args.lr * 0.1 ** sum(e >= s for s in args.lr_steps)
+    elif args.lr_type in ("cos", "linear"):
+        if args.decay_from == "start":
+            progress = e / total
+        else:
+            progress = max(0.0, e - warm) / (total - warm)
+        progress = min(progress, 1.0)
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if args.lr_type == "cos" else 1 - progress
+        lr = floor + (args.lr - floor) * shape
+    else:
+        raise ValueError(f"unknown lr_type {args.lr_type!r}")
+    if epoch_float < warm:
+        ratio = args.warmup_start_ratio
+        lr *= ratio + (1 - ratio) * (epoch_float + 1e-8) / warm
+    return lr
 
 
 def set_lr(optimizer, args, lr):

@@ -133,6 +133,15 @@ def get_train_parser():
     g.add_argument("--lr_type", default=None, choices=LR_TYPES, help="[/ step]")
     g.add_argument("--lr_steps", type=float, nargs="+", default=None, help="epochs where lr x0.1 [/ 20 40]")
     g.add_argument("--warmup_epochs", type=float, default=None, help="linear warm-up, per step [/ 0]")
+    g.add_argument("--warmup_start_ratio", type=float, default=0.0,
+                   help="warm-up starts at this fraction of the scheduled lr (mmcv warmup_ratio, e.g. 0.1)")
+    g.add_argument("--lr_update", default="epoch", choices=("epoch", "step"),
+                   help="after warm-up, recompute the lr once per epoch (TSM) or at every step (mmcv/timm/HF)")
+    g.add_argument("--min_lr_ratio", type=float, default=0.0,
+                   help="cos/linear decay ends at lr x this (mmcv min_lr_ratio, timm lr_min / lr)")
+    g.add_argument("--decay_from", default="warmup_end", choices=("warmup_end", "start"),
+                   help="cos/linear progress counts from the end of warm-up (TSM forks, TIN) or from step 0 "
+                        "(mmcv/timm: the curve spans the whole run and warm-up scales it)")
     g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="[/ sgd]")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=None, help="[/ 5e-4]")
@@ -301,6 +310,8 @@ def _validate_train(parser, args):
         err(f"--lr_steps must be increasing, got {args.lr_steps}")
     if args.warmup_epochs < 0 or args.warmup_epochs >= args.epochs:
         err("--warmup_epochs must be in [0, --epochs)")
+    if not 0 <= args.warmup_start_ratio <= 1 or not 0 <= args.min_lr_ratio < 1:
+        err("--warmup_start_ratio must be in [0, 1] and --min_lr_ratio in [0, 1)")
     if args.accumulation_steps < 1:
         err("--accumulation_steps must be >= 1")
     if args.world_size is not None and args.world_size > 1 and args.rank is None:

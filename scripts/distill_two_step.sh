@@ -36,5 +36,5 @@ python main.py "$DATASET" RGB \
     --arch "$ARCH" --num_segments "$SEGMENTS" --batch-size "$BATCH" $STUDENT_ARGS \
     --teacher_scores "$SCORES" \
     --distill_temperature "$TEMPERATURE" --distill_weight "$DISTILL_WEIGHT" --gt_weight "$GT_WEIGHT" \
-    --optimizer adamw --lr 1e-4 --wd 0.02 --warmup_epochs 3 --lr_type linear --epochs 30 --gd 5 \
+    --optimizer adamw --lr 1e-4 --wd 0.02 --warmup_epochs 3 --lr_type linear --lr_update step --epochs 30 --gd 5 \
     "$@"

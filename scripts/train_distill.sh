@@ -6,7 +6,8 @@
 # project; their checkpoints carry their own config), ensemble = average of teacher logits; "patient"
 # distillation: the student and the teachers see identical views of every sample, and the student learns
 # from the soft targets only: loss = 1 * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) + 0 * CE, T = 1.
-# Recipe: AdamW lr 1e-4, weight decay 0.02, 3 warm-up epochs then linear decay to 0 at epoch 30,
+# Recipe: AdamW lr 1e-4, weight decay 0.02, 3 warm-up epochs then linear decay to 0 at epoch 30, updated
+# every step (HF get_linear_schedule_with_warmup),
 # gradient-norm clip 5, batch 16 (the paper's student is a Video Swin-T; any student of this project works).
 #
 # Reported numbers: the reference notes had the paper's abstract only, not its tables. Its claim: on
@@ -39,5 +40,5 @@ python main.py "$DATASET" RGB \
     --arch "$ARCH" --num_segments "$SEGMENTS" --batch-size "$BATCH" $STUDENT_ARGS \
     --distill_from "$TEACHERS" --teacher_weighting "$WEIGHTING" \
     --distill_temperature "$TEMPERATURE" --distill_weight "$DISTILL_WEIGHT" --gt_weight "$GT_WEIGHT" \
-    --optimizer adamw --lr "$LR" --wd 0.02 --warmup_epochs 3 --lr_type linear --epochs "$EPOCHS" --gd 5 \
+    --optimizer adamw --lr "$LR" --wd 0.02 --warmup_epochs 3 --lr_type linear --lr_update step --epochs "$EPOCHS" --gd 5 \
     "$@"

@@ -11,6 +11,10 @@
 # layers 8e-5, temporal transformer and head 4e-4), weight decay 3e-3 (1e-2 / 1e-3 for alignment /
 # skip layers), 50 epochs cosine with 5 warm-up epochs, mixed precision, alignment-loss weight 1,
 # no flip, head LayerNorm -> dropout 0.5 -> linear. Not reproduced in this project.
+# Schedule: timm CosineLRScheduler per step over the whole run, lr_min = base lr / 100, warm-up from 0
+# (--lr_update step --decay_from start --min_lr_ratio 0.01). Two small differences: our floor is 1% of
+# each group's lr (timm: one absolute 8e-8 for every group) and our warm-up ramps to the cosine's value at
+# epoch 5 (97.6% of lr) instead of to lr before stepping down to it.
 #
 # Usage: CLIP_WEIGHTS=/data/clip/ViT-B-16.pt TRUST_JIT=1 FRAMES=16 BATCH=4 ACCUM=8 scripts/train_ila_sthv2.sh
 #   TRUST_JIT=1 is needed for the OpenAI release file (TorchScript); not for state-dict/safetensors files.
@@ -40,6 +44,6 @@ if [ "$TRUST_JIT" = 1 ]; then jit_flag=(--trust_jit_checkpoint); fi
 torchrun --standalone --nproc_per_node="$GPUS" main.py "$DATASET" RGB \
     --arch "$ARCH" --num_segments "$FRAMES" --input_size "$INPUT_SIZE" \
     --clip_weights "$CLIP_WEIGHTS" "${jit_flag[@]}" \
-    --optimizer adamw --lr "$LR" --wd "$WD" --lr_type cos --warmup_epochs 5 --epochs "$EPOCHS" \
+    --optimizer adamw --lr "$LR" --wd "$WD" --lr_type cos --warmup_epochs 5 --lr_update step --decay_from start --min_lr_ratio 0.01 --epochs "$EPOCHS" \
     --batch-size "$BATCH" --accumulation_steps "$ACCUM" --align_weight "$ALIGN_WEIGHT" --amp "$AMP" \
     --dropout 0.5 -j "$WORKERS" --eval-freq 1 $EXTRA_ARGS

@@ -44,6 +44,8 @@ def test_help_of_every_entry_point(script, run_cli, tmp_path):
     (["--dense_sample", "--random_sample"], "exclusive"),
     (["--resume", "x.pth", "--tune_from", "y.pth"], "exclusive"),
     (["--lr_type", "step", "--lr_steps", "5", "2"], "increasing"),
+    (["--min_lr_ratio", "1"], "--min_lr_ratio"),
+    (["--warmup_start_ratio", "-0.1"], "--warmup_start_ratio"),
     (["--world_size", "2"], "--rank"),
 ])
 def test_bad_argument_combinations_are_rejected(extra, message, tiny_toy, run_cli, tmp_path):
