@@ -13,7 +13,7 @@ from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset
 
 CONSENSUS_TYPES = ("avg", "identity")
 SHIFT_PLACES = ("blockres", "block")
-TEMPORAL_MODULES = ("tsm", "tin", "msn")
+TEMPORAL_MODULES = ("tsm", "tin", "msn", "tdn")
 LR_TYPES = ("step", "cos", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -115,7 +115,8 @@ def get_train_parser():
     g.add_argument("--shift_div", type=int, default=8, help="1/shift_div of the channels shifted each way")
     g.add_argument("--shift_place", default="blockres", choices=SHIFT_PLACES)
     g.add_argument("--temporal_module", default=None, choices=TEMPORAL_MODULES,
-                   help="tsm (same as --shift), tin (temporal interlacing) or msn (motion-sensitive net)")
+                   help="tsm (same as --shift), tin (temporal interlacing), msn (motion-sensitive net) or tdn "
+                        "(temporal difference net, which MSN builds on)")
     g.add_argument("--temporal_pool", action="store_true", help="max-pool over time before layer2")
     g.add_argument("--non_local", action="store_true", help="non-local blocks in layer2/layer3")
     g.add_argument("--no_partialbn", "--npb", action="store_true", default=None,
@@ -285,7 +286,7 @@ def _validate_train(parser, args):
         err("--temporal_pool is implemented for TSM (--shift) models only")
     if args.temporal_module == "tsm" and not args.arch.startswith(SHIFTABLE_ARCH_PREFIXES):
         err(f"--shift has no insertion rule for --arch {args.arch} (supported: resnet*, mobilenetv2)")
-    if args.temporal_module in ("tin", "msn") and not args.arch.startswith("resnet"):
+    if args.temporal_module in ("tin", "msn", "tdn") and not args.arch.startswith("resnet"):
         err(f"--temporal_module {args.temporal_module} is built on ResNets, not --arch {args.arch}")
     if args.non_local and not args.arch.startswith("resnet"):
         err(f"--non_local is defined for ResNets, not --arch {args.arch}")
@@ -342,7 +343,7 @@ def store_name(args, modality, rank=0):
     arch = args.arch
     if args.temporal_module == "tsm":
         arch += f"_shift{args.shift_div}_{args.shift_place}"
-    elif args.temporal_module in ("tin", "msn"):
+    elif args.temporal_module in ("tin", "msn", "tdn"):
         arch += f"_{args.temporal_module}"
     if args.temporal_pool:
         arch += "_tpool"

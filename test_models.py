@@ -64,7 +64,7 @@ def is_temporal(config):
     """Whether frames of a clip interact inside the model (else it is evaluated per frame, as TSM does)."""
     return bool(config.get("is_shift") or config.get("temporal_module") or config.get("non_local")
                 or config.get("temporal_pool")) or \
-        config["base_model"] in archs.ILA_BACKBONES + archs.MSN_BACKBONES
+        config["base_model"] in archs.ILA_BACKBONES + archs.MSN_BACKBONES + archs.TDN_BACKBONES
 
 
 class ModelUnderTest:

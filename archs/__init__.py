@@ -142,11 +142,12 @@ def _bninception(pretrain='imagenet', num_classes=1000):
     return model
 
 
-def _msn(depth):
-    """MSN ResNet (archs/msn.py), imported only when used."""
+def _msn(depth, variant='msn'):
+    """MSN (or TDN) ResNet (archs/msn.py), imported only when used."""
     def build(pretrain='imagenet', num_segments=8, **kw):
         from archs.msn import msn_resnet
-        return _with_defaults(msn_resnet(depth=depth, num_segments=num_segments, pretrain=pretrain, **kw))
+        return _with_defaults(msn_resnet(depth=depth, num_segments=num_segments, pretrain=pretrain,
+                                         variant=variant, **kw))
     build.external = 'archs.msn'
     return build
 
@@ -179,11 +180,15 @@ BACKBONES = {
     'resnet152': functools.partial(_resnet, 'resnet152'),
     'mobilenetv2': _mobilenetv2,
     'BNInception': _bninception,
-    # MSN (Kwon et al., 2020): ResNets with MotionSqueeze modules, in archs/msn.py.
+    # MSN (motion-sensitive network) and TDN (Wang et al., CVPR 2021, which MSN builds on), in archs/msn.py.
     'msn_resnet18': _msn(18),
     'msn_resnet34': _msn(34),
     'msn_resnet50': _msn(50),
     'msn_resnet101': _msn(101),
+    'tdn_resnet18': _msn(18, 'tdn'),
+    'tdn_resnet34': _msn(34, 'tdn'),
+    'tdn_resnet50': _msn(50, 'tdn'),
+    'tdn_resnet101': _msn(101, 'tdn'),
     # ILA (Tu et al., 2023) video transformers, in archs/ila.py (flagged is_video_model).
     'ila_vit_tiny': _ila('ila_vit_tiny'),
     'ila_vit_b32': _ila('ila_vit_b32'),
@@ -192,6 +197,7 @@ BACKBONES = {
     'ila_vit_l14_336': _ila('ila_vit_l14_336'),
 }
 MSN_BACKBONES = tuple(k for k in BACKBONES if k.startswith('msn_'))
+TDN_BACKBONES = tuple(k for k in BACKBONES if k.startswith('tdn_'))
 ILA_BACKBONES = tuple(k for k in BACKBONES if k.startswith('ila_'))
 
 

@@ -218,7 +218,10 @@ class LongTermDifference(nn.Module):
         return d_f.reshape(nt, mid, h, w), d_b.reshape(nt, mid, h, w)
 
     def _gate(self, d):
-        coarse = self.coarse_bn(self.coarse(F.avg_pool2d(d, 2)))
+        # The reference pools 2x2 unconditionally and fails on maps under 2 px (layer4 of inputs < 64 px);
+        # there the coarse path sees the map itself.
+        pooled = F.avg_pool2d(d, 2) if min(d.shape[-2:]) >= 2 else d
+        coarse = self.coarse_bn(self.coarse(pooled))
         coarse = F.interpolate(coarse, size=d.shape[-2:], mode='nearest')
         m = (d + coarse + self.fine_bn(self.fine(d))) / 3
         return torch.sigmoid(self.expand_bn(self.expand(m))) - 0.5
@@ -388,45 +391,3 @@ def msn_resnet(depth=50, num_segments=8, pretrain='none', **kw):
     logger.info("built %s-R%d, %d segments, pretrain=%s", model.variant.upper(), depth,
                 num_segments, pretrain)
     return model
-
-
-def msn_resnet18(num_segments=8, pretrain='none', **kw):
-    return msn_resnet(18, num_segments=num_segments, pretrain=pretrain, **kw)
-
-
-def msn_resnet50(num_segments=8, pretrain='none', **kw):
-    return msn_resnet(50, num_segments=num_segments, pretrain=pretrain, **kw)
-
-
-def msn_resnet101(num_segments=8, pretrain='none', **kw):
-    return msn_resnet(101, num_segments=num_segments, pretrain=pretrain, **kw)
-
-
-MSN_BACKBONES = {
-    'msn_resnet18': msn_resnet18,
-    'msn_resnet50': msn_resnet50,
-    'msn_resnet101': msn_resnet101,
-}
-
-
-def tdn_resnet(depth=50, num_segments=8, pretrain='none', **kw):
-    return msn_resnet(depth, num_segments=num_segments, pretrain=pretrain, variant='tdn', **kw)
-
-
-def tdn_resnet18(num_segments=8, pretrain='none', **kw):
-    return tdn_resnet(18, num_segments=num_segments, pretrain=pretrain, **kw)
-
-
-def tdn_resnet50(num_segments=8, pretrain='none', **kw):
-    return tdn_resnet(50, num_segments=num_segments, pretrain=pretrain, **kw)
-
-
-def tdn_resnet101(num_segments=8, pretrain='none', **kw):
-    return tdn_resnet(101, num_segments=num_segments, pretrain=pretrain, **kw)
-
-
-TDN_BACKBONES = {
-    'tdn_resnet18': tdn_resnet18,
-    'tdn_resnet50': tdn_resnet50,
-    'tdn_resnet101': tdn_resnet101,
-}

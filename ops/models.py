@@ -16,7 +16,9 @@ logger = logging.getLogger(__name__)
 
 MODALITIES = ('RGB', 'Flow', 'RGBDiff')
 CONSENSUS_TYPES = ('avg', 'identity')
-TEMPORAL_MODULES = ('tsm', 'tin', 'msn')
+TEMPORAL_MODULES = ('tsm', 'tin', 'msn', 'tdn')
+# Whole-network motion models (archs/msn.py): 5 RGB frames per segment, their own backbone class.
+MOTION_MODULES = ('msn', 'tdn')
 FIRST_CONV_LR = ('tsm', 'mml')
 CHANNELS = {'RGB': 3, 'Flow': 2, 'RGBDiff': 3}
 DEFAULT_NEW_LENGTH = {'RGB': 1, 'Flow': 5, 'RGBDiff': 5}  # RGBDiff: number of differences
@@ -81,8 +83,8 @@ class TSN(nn.Module):
         _check_choice('consensus_type', consensus_type, CONSENSUS_TYPES)
         _check_choice('first_conv_lr', first_conv_lr, FIRST_CONV_LR)
         _check_choice('shift_place', shift_place, SHIFT_PLACES)
-        if base_model in archs.MSN_BACKBONES and temporal_module is None:
-            temporal_module = 'msn'
+        if temporal_module is None and base_model in archs.MSN_BACKBONES + archs.TDN_BACKBONES:
+            temporal_module = base_model[:3]
         if is_shift:
             if temporal_module not in (None, 'tsm'):
                 raise ValueError(f'is_shift=True means temporal_module="tsm", got {temporal_module!r}')
@@ -123,7 +125,7 @@ class TSN(nn.Module):
             raise ValueError('clip_weights / trust_jit_checkpoint / finetune_backbone apply to ILA backbones '
                              f'{archs.ILA_BACKBONES} only, not {base_model!r}')
         if new_length is None:
-            new_length = 5 if temporal_module == 'msn' else DEFAULT_NEW_LENGTH[modality]
+            new_length = 5 if temporal_module in MOTION_MODULES else DEFAULT_NEW_LENGTH[modality]
         self.new_length = new_length
         self._enable_pbn = partial_bn
 
@@ -132,7 +134,7 @@ class TSN(nn.Module):
         self._input_std = list(input_std) if input_std is not None else self._default_std()
         feature_dim = self._prepare_head(num_class)
         if modality != 'RGB':
-            if self.is_video_model or temporal_module == 'msn':
+            if self.is_video_model or temporal_module in MOTION_MODULES:
                 raise ValueError(f'{base_model} with temporal_module={temporal_module} takes RGB input only')
             # Flow: 2L channels, RGBDiff: 3L difference channels, kernel = RGB channel mean.
             replace_first_conv(self.base_model, CHANNELS[modality] * new_length)
@@ -146,12 +148,14 @@ class TSN(nn.Module):
         T = self.num_segments
         name = base_model
         kwargs = {}
-        if self.temporal_module == 'msn':
-            if base_model not in archs.MSN_BACKBONES:
-                name = 'msn_' + base_model
-                if name not in archs.BACKBONES:
-                    raise ValueError(f'temporal_module="msn" needs a ResNet base model; {base_model!r} has '
-                                     f'no MSN variant (available: {archs.MSN_BACKBONES})')
+        if self.temporal_module in MOTION_MODULES:
+            variants = archs.MSN_BACKBONES if self.temporal_module == 'msn' else archs.TDN_BACKBONES
+            if base_model not in variants:
+                name = f'{self.temporal_module}_{base_model}'
+                if name not in variants:
+                    raise ValueError(f'temporal_module="{self.temporal_module}" needs a ResNet base model; '
+                                     f'{base_model!r} has no {self.temporal_module.upper()} variant '
+                                     f'(available: {variants})')
             kwargs['num_segments'] = T
         elif base_model in archs.ILA_BACKBONES:
             kwargs.update(num_segments=T, input_size=self.input_size, **self._ila_kwargs)

@@ -4,9 +4,10 @@
 #                    published top-1: SSv1 53.0 (8f) / 54.1 (16f), SSv2 63.9 / 65.5
 #   PROTOCOL=full    10 random uniform clips x 3 full-res crops (256 at scale 256), scores averaged
 #                    over the 30 views (Kinetics-400), published top-1 77.1 (8f)
-# Published numbers: MSN README (2 GPUs per its training command; model not stated).
+# Published numbers: MSN README (2 GPUs per its training command; model not stated). TDN-R50 (TDN
+# README): SSv1 52.3 (8f) / 53.9 (16f), SSv2 64.0 / 65.3, K400 76.6 (8f) / 77.5 (16f).
 set -euo pipefail
-WEIGHTS=${WEIGHTS:?set WEIGHTS to an MSN checkpoint}
+WEIGHTS=${WEIGHTS:?set WEIGHTS to an MSN or TDN checkpoint}
 DATASET=${DATASET:-something}
 PROTOCOL=${PROTOCOL:-centre}
 case "$PROTOCOL" in

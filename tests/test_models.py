@@ -36,6 +36,7 @@ if importlib.util.find_spec('ops.tin') is not None:
     MODEL_VARIANTS += _variant('r18-tin', ('RGB',), base_model='resnet18', temporal_module='tin')
 if importlib.util.find_spec('archs.msn') is not None:
     MODEL_VARIANTS += _variant('msn-r18', ('RGB',), base_model='resnet18', temporal_module='msn')
+    MODEL_VARIANTS += _variant('tdn-r18', ('RGB',), base_model='resnet18', temporal_module='tdn')
 if importlib.util.find_spec('archs.ila') is not None:
     MODEL_VARIANTS += _variant('ila-tiny', ('RGB',), base_model='ila_vit_tiny', input_size=H)
 

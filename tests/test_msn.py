@@ -4,7 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from archs.msn import (MSN_BACKBONES, TDN_BACKBONES, DeformableConv2d, LearnableShift,
+from archs.msn import (DeformableConv2d, LearnableShift,
                        LongTermDifference, MotionBlock, MotionExcitation, ShortTermDifference,
                        ShortTermPyramid, msn_resnet, stem_fusion_weights)
 from ops.temporal_shift import shift
@@ -157,7 +157,7 @@ def every_parameter_has_gradient(model):
 def test_msn_resnet18_forward_backward_every_param_gets_gradient():
     torch.manual_seed(0)
     t = 3
-    model = MSN_BACKBONES['msn_resnet18'](num_segments=t)
+    model = msn_resnet(18, num_segments=t)
     out = model(torch.randn(2 * t, 15, 32, 32))
     assert out.shape == (2 * t, 1000) and model.fc.in_features == 512
     out.square().mean().backward()
@@ -242,7 +242,7 @@ def test_tdn_long_term_end_padding_and_gain():
 def test_tdn_resnet18_forward_backward_every_param_gets_gradient():
     torch.manual_seed(0)
     t = 3
-    model = TDN_BACKBONES['tdn_resnet18'](num_segments=t)
+    model = msn_resnet(18, num_segments=t, variant='tdn')
     assert model.layer1_fuse == model.stem_fuse == (0.75, 0.25)
     out = model(torch.randn(2 * t, 15, 64, 64))   # L-TDM avg-pools layer4 maps: keep them >= 2x2
     assert out.shape == (2 * t, 1000)

@@ -151,8 +151,8 @@ def test_tiny_ila_trains_through_main_and_evaluates_through_test_models(tiny_toy
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module", ["tin", "msn"])
-def test_tin_and_msn_train_through_main_and_evaluation_rebuilds_them(module, tiny_toy, run_cli, tmp_path):
+@pytest.mark.parametrize("module", ["tin", "msn", "tdn"])
+def test_tin_msn_tdn_train_through_main_and_evaluation_rebuilds_them(module, tiny_toy, run_cli, tmp_path):
     # fp32 both ways, so the evaluation CLI must reproduce the training validation exactly: that needs the
     # checkpoint config to rebuild the same module (and, for MSN, the same 5 frames per segment).
     run_cli(train_argv(tiny_toy, tmp_path, "--temporal_module", module, "--epochs", "1",
