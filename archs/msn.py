@@ -120,11 +120,14 @@ class DeformableConv2d(nn.Module):
         nn.init.zeros_(self.offset.bias)
 
     def forward(self, x):
-        offset = self.offset(x)
+        # torchvision's kernels turn a NaN sampling position into an integer index and read outside the
+        # map (a segfault on CPU). A NaN offset samples the regular grid instead; a NaN in x still
+        # propagates to the output (and the loss), so a diverged run stops with main.py's NaN message.
+        offset = torch.nan_to_num(self.offset(x).float(), nan=0.0)
         bias = None if self.conv.bias is None else self.conv.bias.float()
         # float32: torchvision's CPU kernel has no bf16/fp16 version (its CUDA autocast casts too)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            out = deform_conv2d(x.float(), offset.float(), self.conv.weight.float(), bias,
+            out = deform_conv2d(x.float(), offset, self.conv.weight.float(), bias,
                                 stride=self.conv.stride, padding=self.conv.padding,
                                 dilation=self.conv.dilation)
         return out.to(x.dtype)

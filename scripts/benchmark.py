@@ -332,10 +332,15 @@ def run_train(args):
         loss = F.cross_entropy(logits.float(), labels)
         if scaler is not None:
             scaler.scale(loss).backward()
+            if args.gd > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.gd)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            if args.gd > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.gd)
             optimizer.step()
 
     if device.type == 'cuda':
@@ -825,6 +830,8 @@ def get_args_parser():
         add_model_options(p)
         p.add_argument('--no_peak', action='store_true', help='skip the matmul peak measurement')
         p.add_argument('--peak_size', type=int, default=None)
+        p.add_argument('--gd', type=float, default=20.0,
+                       help="gradient-norm clip, as main.py's default step; 0 disables [%(default)s]")
         p.set_defaults(func=func)
     p.add_argument('--configs', default=','.join(FASTPATH_CONFIGS),
                    help='comma list from %s; speed-ups are relative to the first' % ', '.join(FASTPATH_CONFIGS))

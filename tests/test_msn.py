@@ -94,6 +94,24 @@ def test_deformable_conv_unit_offset_samples_the_next_column():
     torch.testing.assert_close(dcn(x)[..., 1:], dcn.conv(moved)[..., 1:], atol=1e-5, rtol=1e-5)
 
 
+def test_deformable_conv_with_non_finite_offsets_does_not_crash():
+    # A NaN offset used to reach torchvision's kernel as an integer index outside the map (segfault).
+    torch.manual_seed(0)
+    dcn = DeformableConv2d(2, 3, 3, padding=1)
+    x = torch.randn(2, 2, 6, 6)
+    with torch.no_grad():
+        dcn.offset.bias.fill_(float('nan'))
+    torch.testing.assert_close(dcn(x), dcn.conv(x), atol=1e-5, rtol=1e-5)   # NaN offset = regular grid
+    with torch.no_grad():
+        dcn.offset.bias.fill_(float('inf'))
+    assert torch.equal(dcn(x), torch.zeros(2, 3, 6, 6))                    # every tap outside the map
+    x[0, 0, 2, 2] = float('nan')
+    with torch.no_grad():
+        dcn.offset.bias.zero_()
+    out = dcn(x)
+    assert torch.isnan(out[0]).any() and torch.isfinite(out[1]).all()      # NaN input still propagates
+
+
 def test_excitation_gain_within_half_and_three_halves():
     torch.manual_seed(0)
     t = 3
