@@ -1,5 +1,4 @@
 """Backbones, the TSN wrapper, partial BN and optimiser groups."""
-import importlib.util
 
 import pytest
 import torch
@@ -31,14 +30,11 @@ MODEL_VARIANTS = (
     + _variant('mbv2-tsm', ('RGB', 'Flow'), base_model='mobilenetv2', is_shift=True)
     + _variant('bninception-tsm-block', ('RGB', 'RGBDiff'), base_model='BNInception', is_shift=True,
                shift_place='block')
+    + _variant('r18-tin', ('RGB',), base_model='resnet18', temporal_module='tin')
+    + _variant('msn-r18', ('RGB',), base_model='resnet18', temporal_module='msn')
+    + _variant('tdn-r18', ('RGB',), base_model='resnet18', temporal_module='tdn')
+    + _variant('ila-tiny', ('RGB',), base_model='ila_vit_tiny', input_size=H)
 )
-if importlib.util.find_spec('ops.tin') is not None:
-    MODEL_VARIANTS += _variant('r18-tin', ('RGB',), base_model='resnet18', temporal_module='tin')
-if importlib.util.find_spec('archs.msn') is not None:
-    MODEL_VARIANTS += _variant('msn-r18', ('RGB',), base_model='resnet18', temporal_module='msn')
-    MODEL_VARIANTS += _variant('tdn-r18', ('RGB',), base_model='resnet18', temporal_module='tdn')
-if importlib.util.find_spec('archs.ila') is not None:
-    MODEL_VARIANTS += _variant('ila-tiny', ('RGB',), base_model='ila_vit_tiny', input_size=H)
 
 T = 2
 
