@@ -171,22 +171,36 @@ def _make_store(init_method, rank, world_size, timeout, env):
 
 
 HEARTBEAT_S = 1.0
+_heartbeats = []   # (stop event, thread) of this process's heartbeat, stopped and joined by cleanup()
 
 
 def _start_heartbeat(ctx):
-    """A daemon thread bumps `tsm_hb/<rank>` every second, so survivors of a failure can name the lost rank."""
+    """A thread bumps `tsm_hb/<rank>` every second, so survivors of a failure can name the lost rank."""
     key = f"tsm_hb/{ctx.rank}"
+    stop = threading.Event()
 
     def beat():
         n = 0
-        while True:
+        while not stop.is_set():
             n += 1
             try:
                 ctx.store.set(key, str(n))
             except Exception:   # the store host is gone; the main thread reports it
                 return
-            time.sleep(HEARTBEAT_S)
-    threading.Thread(target=beat, name="tsm-heartbeat", daemon=True).start()
+            stop.wait(HEARTBEAT_S)
+    thread = threading.Thread(target=beat, name="tsm-heartbeat", daemon=True)
+    thread.start()
+    _heartbeats.append((stop, thread))
+
+
+def _stop_heartbeats(timeout_s=5.0):
+    # A daemon thread still inside a TCPStore call when the interpreter exits can abort the process
+    # ("terminate called without an active exception"): stop it and wait for it first.
+    for stop, _ in _heartbeats:
+        stop.set()
+    for _, thread in _heartbeats:
+        thread.join(timeout_s)
+    _heartbeats.clear()
 
 
 def describe_failure(ctx, probe_s=3.0):
@@ -217,6 +231,7 @@ def describe_failure(ctx, probe_s=3.0):
 
 
 def cleanup():
+    _stop_heartbeats()
     if dist.is_initialized():
         try:
             dist.destroy_process_group()

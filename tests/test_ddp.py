@@ -52,3 +52,32 @@ def test_ddp_two_ranks_matches_single_process_validation(mode, tiny_toy, run_cli
     top1 = float(line.split("top-1")[1].split()[0])
     assert top1 == pytest.approx(val[0]["top1"], abs=1e-6)
     assert val[0]["top1"] * 16 / 100 == pytest.approx(round(val[0]["top1"] * 16 / 100), abs=1e-6)
+
+
+_EXIT_AFTER_CLEANUP = """
+import sys, torch, torch.distributed as dist
+import ops.distributed as D
+D.HEARTBEAT_S = 0.0005          # the heartbeat thread is almost always inside a TCPStore call
+ctx = D.setup_distributed(rank=int(sys.argv[1]), world_size=2, init_method=sys.argv[2], device="cpu",
+                          timeout_s=60)
+t = torch.ones(1)
+dist.all_reduce(t)
+assert t.item() == 2.0
+D.cleanup()
+"""
+
+
+@pytest.mark.slow
+def test_processes_exit_cleanly_after_cleanup_with_a_busy_heartbeat(tmp_path):
+    # Regression: a heartbeat thread left inside TCPStore.set at interpreter exit aborted about half of
+    # these processes ("terminate called without an active exception", exit -6); cleanup() now joins it.
+    script = tmp_path / "exit.py"
+    script.write_text(_EXIT_AFTER_CLEANUP)
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    for _ in range(4):
+        init = f"tcp://127.0.0.1:{_port()}"
+        procs = [subprocess.Popen([sys.executable, str(script), str(r), init], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for r in range(2)]
+        for r, p in enumerate(procs):
+            out = p.communicate(timeout=120)[0]
+            assert p.returncode == 0, f"rank {r} exited {p.returncode}:\n{out[-2000:]}"
