@@ -188,7 +188,8 @@ class LongTermDifference(nn.Module):
     Forward difference d_f[t] = c[t+1] - b[t] (0 at t = T-1), backward d_b[t] = c[t-1] - b[t]
     (0 at t = 0). Each goes through m(d) = (d + up(BN(conv3x3(avgpool2(d)))) + BN(conv3x3(d))) / 3
     and a(d) = sigmoid(BN(conv1x1(m(d)))) - 0.5 (weights shared by both directions);
-    y = x + x * (a(d_f) + a(d_b)) / 2.
+    y = x + x * (a(d_f) + a(d_b)) / 2. The reference's backward direction takes its full-resolution
+    term from the already convolved forward one (BN(conv(BN(conv(d_f))))); here it is BN(conv(d_b)).
     """
 
     def __init__(self, channels, num_segments, reduction=16):
