@@ -257,6 +257,28 @@ def test_tdn_long_term_end_padding_and_gain():
     assert gain.max() - gain.min() > 0.5
 
 
+def test_tdn_long_term_each_direction_uses_its_own_difference():
+    # m(d) = (d + up(BN(conv3x3(avgpool2(d)))) + BN(conv3x3(d))) / 3 for d_f and for d_b alike (the
+    # reference feeds the backward full-resolution term from the forward one; not copied).
+    torch.manual_seed(1)
+    t = 3
+    m = LongTermDifference(32, num_segments=t).eval()
+    for bn in (m.reduce_bn, m.coarse_bn, m.fine_bn, m.expand_bn):
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(2 * t, 32, 4, 4) + 0.1
+    with torch.no_grad():
+        d_f, d_b = m.differences(x)
+
+        def gate(d):
+            coarse = m.coarse_bn(F.conv2d(F.avg_pool2d(d, 2), m.coarse.weight, padding=1))
+            fine = m.fine_bn(F.conv2d(d, m.fine.weight, padding=1))
+            mix = (d + coarse.repeat_interleave(2, 2).repeat_interleave(2, 3) + fine) / 3
+            return torch.sigmoid(m.expand_bn(F.conv2d(mix, m.expand.weight))) - 0.5
+        expected = x + x * (gate(d_f) + gate(d_b)) / 2
+        torch.testing.assert_close(m(x), expected, atol=1e-6, rtol=1e-5)
+
+
 def test_tdn_resnet18_forward_backward_every_param_gets_gradient():
     torch.manual_seed(0)
     t = 3
