@@ -10,10 +10,10 @@ import os
 import torch
 
 from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset
+from ops.models import CONSENSUS_TYPES, SHIFT_PLACES, TEMPORAL_MODULES
 
-CONSENSUS_TYPES = ("avg", "identity")
-SHIFT_PLACES = ("blockres", "block")
-TEMPORAL_MODULES = ("tsm", "tin", "msn", "tdn")
+# Temporal modules built on ResNets only (TSM also has a MobileNetV2 rule).
+RESNET_MODULES = tuple(m for m in TEMPORAL_MODULES if m != "tsm")
 LR_TYPES = ("step", "cos", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -286,7 +286,7 @@ def _validate_train(parser, args):
         err("--temporal_pool is implemented for TSM (--shift) models only")
     if args.temporal_module == "tsm" and not args.arch.startswith(SHIFTABLE_ARCH_PREFIXES):
         err(f"--shift has no insertion rule for --arch {args.arch} (supported: resnet*, mobilenetv2)")
-    if args.temporal_module in ("tin", "msn", "tdn") and not args.arch.startswith("resnet"):
+    if args.temporal_module in RESNET_MODULES and not args.arch.startswith("resnet"):
         err(f"--temporal_module {args.temporal_module} is built on ResNets, not --arch {args.arch}")
     if args.non_local and not args.arch.startswith("resnet"):
         err(f"--non_local is defined for ResNets, not --arch {args.arch}")
@@ -343,7 +343,7 @@ def store_name(args, modality, rank=0):
     arch = args.arch
     if args.temporal_module == "tsm":
         arch += f"_shift{args.shift_div}_{args.shift_place}"
-    elif args.temporal_module in ("tin", "msn", "tdn"):
+    elif args.temporal_module in RESNET_MODULES:
         arch += f"_{args.temporal_module}"
     if args.temporal_pool:
         arch += "_tpool"

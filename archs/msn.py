@@ -104,6 +104,13 @@ class ShortTermDifference(nn.Module):
         return self.pool(F.relu(self.bn(self.conv(F.avg_pool2d(diffs, 2)))))
 
 
+def _num_videos(nt, t):
+    """N of an (N*T, ...) batch; a clear error when N*T is not a multiple of T."""
+    if nt % t:
+        raise ValueError(f"batch dimension {nt} is not a multiple of num_segments={t}")
+    return nt // t
+
+
 class DeformableConv2d(nn.Module):
     """DCNv1 with an offset conv that starts at zero, so it starts as the plain conv `conv`.
 
@@ -162,18 +169,17 @@ class MotionExcitation(nn.Module):
         """Return a (N*T, C, 1, 1) in (-0.5, 0.5)."""
         nt, _, h, w = x.shape
         t = self.num_segments
-        if nt % t:
-            raise ValueError(f"batch dimension {nt} is not a multiple of num_segments={t}")
+        n = _num_videos(nt, t)
         u = self.reduce_bn(self.reduce(x))
         mid = u.shape[1]
-        u = u.view(nt // t, t, mid, h, w)
+        u = u.view(n, t, mid, h, w)
         context = self.context_bn(self.context(u.transpose(1, 2)))           # (N, C', T, H, W)
         context = context.mean(dim=2, keepdim=True).transpose(1, 2)          # (N, 1, C', H, W)
         pre = u[:, :-1].reshape(-1, mid, h, w)                                # (N*(T-1), C', H, W)
         post = u[:, 1:].reshape(-1, mid, h, w)
         motion = (self.dcn3(post) + self.dcn5(post) + self.point_bn(self.point(self.pool(post)))
                   - 3 * pre).abs()
-        motion = torch.cat([motion.view(nt // t, t - 1, mid, h, w), context], dim=1)
+        motion = torch.cat([motion.view(n, t - 1, mid, h, w), context], dim=1)
         pooled = motion.reshape(nt, mid, h, w).mean(dim=(2, 3), keepdim=True)  # (NT, C', 1, 1)
         return torch.sigmoid(self.expand_bn(self.expand(pooled))) - 0.5
 
@@ -210,12 +216,11 @@ class LongTermDifference(nn.Module):
         """Return (d_f, d_b), each (N*T, C/16, H, W)."""
         nt, _, h, w = x.shape
         t = self.num_segments
-        if nt % t:
-            raise ValueError(f"batch dimension {nt} is not a multiple of num_segments={t}")
+        n = _num_videos(nt, t)
         b = self.reduce_bn(self.reduce(x))
         c = self.smooth(b)
         mid = b.shape[1]
-        b, c = b.view(nt // t, t, mid, h, w), c.view(nt // t, t, mid, h, w)
+        b, c = b.view(n, t, mid, h, w), c.view(n, t, mid, h, w)
         zero = torch.zeros_like(b[:, :1])
         d_f = torch.cat([c[:, 1:] - b[:, :-1], zero], dim=1)
         d_b = torch.cat([zero, c[:, :-1] - b[:, 1:]], dim=1)
@@ -262,9 +267,8 @@ class LearnableShift(nn.Module):
     def forward(self, x):
         nt, c, h, w = x.shape
         t = self.num_segments
-        if nt % t:
-            raise ValueError(f"batch dimension {nt} is not a multiple of num_segments={t}")
-        padded = F.pad(x.view(nt // t, t, c, h, w), (0, 0, 0, 0, 0, 0, 1, 1))  # (N, T+2, C, H, W)
+        n = _num_videos(nt, t)
+        padded = F.pad(x.view(n, t, c, h, w), (0, 0, 0, 0, 0, 0, 1, 1))  # (N, T+2, C, H, W)
         k = self.conv.weight.squeeze(1).t().reshape(3, 1, 1, c, 1, 1).to(x.dtype)  # taps t-1, t, t+1
         out = k[0] * padded[:, :-2] + k[1] * padded[:, 1:-1] + k[2] * padded[:, 2:]
         return out.reshape(nt, c, h, w)
@@ -351,9 +355,7 @@ class MSNResNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3 * FRAMES_PER_SEGMENT:
             raise ValueError(f"{self.variant.upper()} expects (N*T, {3 * FRAMES_PER_SEGMENT}, H, W) "
                              f"(5 RGB frames per segment), got {tuple(x.shape)}")
-        if x.shape[0] % self.num_segments:
-            raise ValueError(f"batch dimension {x.shape[0]} is not a multiple of num_segments="
-                             f"{self.num_segments}")
+        _num_videos(x.shape[0], self.num_segments)
         centre = x[:, 3 * CENTRE_FRAME:3 * CENTRE_FRAME + 3]
         motion = self.short_term(x)                      # MSN (NT, 64, H/4, W/4); TDN H/8, W/8
         out = self.maxpool(self.relu(self.bn1(self.conv1(centre))))

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ops.dataset_config import check_data_format, check_modality, default_new_length, frames_per_segment
+from ops.dataset_config import (check_data_format, check_modality, default_new_length, frames_per_segment,
+                                list_lines)
 from ops.hdf5_store import HDF5FrameStore
 from ops.sampling import SAMPLE_MODES, num_test_clips, sample_aligned, sample_indices, sample_rng
 from ops.video_io import FrameReadError, VideoFile, check_video_backend, read_flow_folder, read_rgb_folder
@@ -48,27 +49,22 @@ def parse_list(list_file: str, data_format: str, option: str = '--train_list') -
         raise FileNotFoundError(f'list file not found: {list_file} (given by {option})')
     columns = _LIST_COLUMNS[data_format]
     records = []
-    with open(list_file) as f:
-        for lineno, line in enumerate(f, 1):
-            text = line.strip()
-            if not text or text.startswith('#'):
-                continue
-            parts = text.split()
+    for lineno, text, parts in list_lines(list_file):
 
-            def bad(reason):
-                return ValueError(f'{list_file}:{lineno}: {reason}; expected "{" ".join(columns)}" '
-                                  f'({data_format} list), got: {text!r}')
-            if len(parts) != len(columns):
-                raise bad(f'{len(parts)} columns instead of {len(columns)}')
-            values = dict(zip(columns, parts))
-            try:
-                label = int(values['label'])
-                num_frames = int(values['num_frames']) if 'num_frames' in values else None
-            except ValueError:
-                raise bad('num_frames and label must be integers') from None
-            if label < 0 or (num_frames is not None and num_frames < 0):
-                raise bad('num_frames and label must be >= 0')
-            records.append(VideoRecord(values['path'], num_frames, label))
+        def bad(reason):
+            return ValueError(f'{list_file}:{lineno}: {reason}; expected "{" ".join(columns)}" '
+                              f'({data_format} list), got: {text!r}')
+        if len(parts) != len(columns):
+            raise bad(f'{len(parts)} columns instead of {len(columns)}')
+        values = dict(zip(columns, parts))
+        try:
+            label = int(values['label'])
+            num_frames = int(values['num_frames']) if 'num_frames' in values else None
+        except ValueError:
+            raise bad('num_frames and label must be integers') from None
+        if label < 0 or (num_frames is not None and num_frames < 0):
+            raise bad('num_frames and label must be >= 0')
+        records.append(VideoRecord(values['path'], num_frames, label))
     return records
 
 

@@ -213,3 +213,15 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         input_size=entry['input_size'], scale_size=entry['scale_size'],
         train_defaults=dict(entry['train_defaults']), val_root_path=root.replace('{split}', 'val'),
         csv_top5=entry['csv_top5'])
+
+
+def list_lines(path):
+    """Yield (line number, stripped text, whitespace-split fields) of a list file's data lines.
+
+    Blank lines and lines starting with '#' are skipped: the one comment rule of every list this
+    project reads or writes (training/test lists, extraction and packing inputs)."""
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            text = line.strip()
+            if text and not text.startswith('#'):
+                yield lineno, text, text.split()

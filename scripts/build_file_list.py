@@ -27,7 +27,7 @@ import csv  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 
-from ops.dataset_config import template_fields  # noqa: E402
+from ops.dataset_config import list_lines, template_fields  # noqa: E402
 from scripts.extract_frames import numbered_files, write_list  # noqa: E402
 
 FORMATS = ('somethingv2', 'something', 'kinetics', 'ucf101', 'hmdb51')
@@ -183,10 +183,7 @@ def default_list_names(fmt, modality, data_format, split_number):
 
 def read_counts(path):
     counts = {}
-    for lineno, text in _read_lines(path):
-        parts = text.split()
-        if text.startswith('#'):
-            continue
+    for lineno, text, parts in list_lines(path):
         if len(parts) < 2 or not parts[1].isdigit():
             _fail(path, lineno, f'expected "vid num_frames [label]", got {text!r}')
         counts[parts[0]] = int(parts[1])

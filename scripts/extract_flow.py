@@ -22,9 +22,11 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 
+from ops.dataset_config import list_lines  # noqa: E402
 from ops.toy import FLOW_BOUND, quantize_flow  # noqa: E402
-from scripts.extract_frames import (collect_inputs, fresh_folder, iter_video_frames, run_parallel,  # noqa: E402
-                                    scaled_size, sorted_frame_files, template_regex, video_id, write_list)
+from scripts.extract_frames import (collect_inputs, finish_extraction, fresh_folder,  # noqa: E402
+                                    iter_video_frames, run_parallel, scaled_size, sorted_frame_files,
+                                    template_regex, video_id)
 
 ALGORITHMS = ('tvl1', 'farneback', 'dis')
 FLOW_DONE = '.flow_done'
@@ -119,15 +121,10 @@ def _frames_inputs(frames_root, list_path):
     """[(vid, label or None)] from a frames list (`vid n [label]`) or every subfolder of frames_root."""
     if list_path:
         items = []
-        with open(list_path) as f:
-            for lineno, line in enumerate(f, 1):
-                parts = line.split()
-                if not parts or parts[0].startswith('#'):
-                    continue
-                if len(parts) not in (2, 3):
-                    raise ValueError(f'{list_path}:{lineno}: expected "vid num_frames [label]", '
-                                     f'got: {line.strip()!r}')
-                items.append((parts[0], int(parts[2]) if len(parts) == 3 else None))
+        for lineno, text, parts in list_lines(list_path):
+            if len(parts) not in (2, 3):
+                raise ValueError(f'{list_path}:{lineno}: expected "vid num_frames [label]", got: {text!r}')
+            items.append((parts[0], int(parts[2]) if len(parts) == 3 else None))
         return items
     if not os.path.isdir(frames_root):
         raise FileNotFoundError(f'frames root not found: {frames_root} (--frames_root)')
@@ -190,23 +187,9 @@ def main(argv=None):
     with open(os.path.join(args.out_dir, 'extraction.json'), 'w') as f:
         json.dump({'algorithm': args.algorithm, 'bound': args.bound, 'short_side': args.short_side,
                    'flow_tmpl': args.flow_tmpl, 'opencv': cv2.__version__, 'step': 1}, f, indent=1)
-    counts, failures = {}, []
-    for vid, n, error in run_parallel(flow_one, jobs, args.workers, f'flow ({args.algorithm})'):
-        if error:
-            failures.append(error)
-        else:
-            counts[vid] = n
-    rows = [(vid, counts[vid]) if label is None else (vid, counts[vid], label)
-            for vid, label in items if vid in counts]
     list_out = args.list_out or os.path.join(args.out_dir, 'flow_list.txt')
-    write_list(list_out, rows)
-    print(f'flow of {len(counts)} videos written under {args.out_dir}; list: {list_out}')
-    for error in failures:
-        print(f'FAILED {error}', file=sys.stderr)
-    if failures:
-        print(f'{len(failures)} videos failed (left out of the list; rerun to retry)', file=sys.stderr)
-        return 1
-    return 0
+    return finish_extraction(run_parallel(flow_one, jobs, args.workers, f'flow ({args.algorithm})'), items,
+                             list_out, lambda n: f'flow of {n} videos written under {args.out_dir}')
 
 
 if __name__ == '__main__':

@@ -27,6 +27,8 @@ import re  # noqa: E402
 import shutil  # noqa: E402
 import string  # noqa: E402
 
+from ops.dataset_config import list_lines  # noqa: E402
+
 logger = logging.getLogger('extract_frames')
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.webm', '.mkv', '.mov', '.m4v', '.mpg', '.mpeg', '.flv')
@@ -90,15 +92,10 @@ def find_videos(video_dir):
 def read_video_list(path):
     """`path [label]` lines (blank and # lines skipped) -> list of (path, label or None)."""
     items = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            text = line.strip()
-            if not text or text.startswith('#'):
-                continue
-            parts = text.split()
-            if len(parts) > 2 or (len(parts) == 2 and not parts[1].lstrip('-').isdigit()):
-                raise ValueError(f'{path}:{lineno}: expected "path [label]", got: {text!r}')
-            items.append((parts[0], int(parts[1]) if len(parts) == 2 else None))
+    for lineno, text, parts in list_lines(path):
+        if len(parts) > 2 or (len(parts) == 2 and not parts[1].lstrip('-').isdigit()):
+            raise ValueError(f'{path}:{lineno}: expected "path [label]", got: {text!r}')
+        items.append((parts[0], int(parts[1]) if len(parts) == 2 else None))
     return items
 
 
@@ -168,6 +165,29 @@ def run_parallel(func, jobs, workers, desc):
             for result in pool.imap_unordered(func, jobs, chunksize=1):
                 yield result
                 bar.update()
+
+
+def finish_extraction(results, items, list_out, summary):
+    """Gather run_parallel's (vid, count, error) results, write the list in input order and report.
+
+    items: [(vid, label or None)]; summary(n) describes the n videos done.
+    Returns the exit status: 1 when any video failed (it is left out of the list), else 0."""
+    counts, failures = {}, []
+    for vid, n, error in results:
+        if error:
+            failures.append(error)
+        else:
+            counts[vid] = n
+    rows = [(vid, counts[vid]) if label is None else (vid, counts[vid], label)
+            for vid, label in items if vid in counts]
+    write_list(list_out, rows)
+    print(f'{summary(len(counts))}; list: {list_out}')
+    for error in failures:
+        print(f'FAILED {error}', file=sys.stderr)
+    if failures:
+        print(f'{len(failures)} videos failed (left out of the list; rerun to retry)', file=sys.stderr)
+        return 1
+    return 0
 
 
 def write_list(path, rows):
@@ -245,32 +265,13 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
     items = collect_inputs(args.video_dir, args.video_list)
     base = args.video_dir or ''
-    jobs, labels = [], {}
-    for rel, label in items:
-        vid = video_id(rel)
-        labels[vid] = label
-        jobs.append((os.path.join(base, rel), os.path.join(args.out_dir, vid), vid, args.tmpl,
-                     args.short_side, args.quality))
-    counts, failures = {}, []
-    for vid, n, error in run_parallel(extract_one, jobs, args.workers, 'frames'):
-        if error:
-            failures.append(error)
-        else:
-            counts[vid] = n
-    rows = []
-    for rel, label in items:
-        vid = video_id(rel)
-        if vid in counts:
-            rows.append((vid, counts[vid]) if label is None else (vid, counts[vid], label))
+    items = [(video_id(rel), rel, label) for rel, label in items]
+    jobs = [(os.path.join(base, rel), os.path.join(args.out_dir, vid), vid, args.tmpl, args.short_side,
+             args.quality) for vid, rel, _ in items]
     list_out = args.list_out or os.path.join(args.out_dir, 'frames_list.txt')
-    write_list(list_out, rows)
-    print(f'{len(counts)} videos extracted into {args.out_dir}; list: {list_out}')
-    for error in failures:
-        print(f'FAILED {error}', file=sys.stderr)
-    if failures:
-        print(f'{len(failures)} videos failed (left out of the list; rerun to retry)', file=sys.stderr)
-        return 1
-    return 0
+    return finish_extraction(run_parallel(extract_one, jobs, args.workers, 'frames'),
+                             [(vid, label) for vid, _, label in items], list_out,
+                             lambda n: f'{n} videos extracted into {args.out_dir}')
 
 
 if __name__ == '__main__':

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from ops.dataset_config import template_fields  # noqa: E402
+from ops.dataset_config import list_lines, template_fields  # noqa: E402
 from ops.hdf5_store import has_video, write_flow_frames, write_video_frames  # noqa: E402
 from scripts.extract_frames import (find_videos, iter_video_frames, numbered_files, run_parallel,  # noqa: E402
                                     video_id)
@@ -81,14 +81,10 @@ def load_one(job):
 def _list_items(path):
     """List lines `vid n label` / `path label` / `path` -> [(path, num_frames or None)]."""
     items = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts or parts[0].startswith('#'):
-                continue
-            if len(parts) > 3:
-                raise ValueError(f'{path}:{lineno}: expected "path [num_frames] [label]", got {line.strip()!r}')
-            items.append((parts[0], int(parts[1]) if len(parts) == 3 else None))
+    for lineno, text, parts in list_lines(path):
+        if len(parts) > 3:
+            raise ValueError(f'{path}:{lineno}: expected "path [num_frames] [label]", got {text!r}')
+        items.append((parts[0], int(parts[1]) if len(parts) == 3 else None))
     return items
 
 

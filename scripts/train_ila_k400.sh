@@ -17,33 +17,7 @@
 # linear head (the published SSv2 head), so expect small differences. Not reproduced in this project.
 #
 # Usage: CLIP_WEIGHTS=/data/clip/ViT-B-16.pt TRUST_JIT=1 FRAMES=16 scripts/train_ila_k400.sh
+# Same command and variables as scripts/train_ila_sthv2.sh, with DATASET=kinetics.
 #   TRUST_JIT=1 is needed for the OpenAI release file (TorchScript); not for state-dict/safetensors files.
 set -euo pipefail
-
-DATASET=${DATASET:-kinetics}
-ARCH=${ARCH:-ila_vit_b16}
-FRAMES=${FRAMES:-8}
-INPUT_SIZE=${INPUT_SIZE:-224}
-CLIP_WEIGHTS=${CLIP_WEIGHTS:?set CLIP_WEIGHTS to a local CLIP weights file}
-TRUST_JIT=${TRUST_JIT:-0}
-GPUS=${GPUS:-8}
-BATCH=${BATCH:-8}            # clips per GPU per step
-ACCUM=${ACCUM:-4}            # GPUS * BATCH * ACCUM = 256
-EPOCHS=${EPOCHS:-50}
-LR=${LR:-8e-6}               # base lr; archs/ila.py scales it per parameter group
-WD=${WD:-3e-3}
-ALIGN_WEIGHT=${ALIGN_WEIGHT:-1.0}
-AMP=${AMP:-bf16}
-WORKERS=${WORKERS:-8}
-EXTRA_ARGS=${EXTRA_ARGS:-}
-
-jit_flag=()
-if [ "$TRUST_JIT" = 1 ]; then jit_flag=(--trust_jit_checkpoint); fi
-
-# shellcheck disable=SC2086  # EXTRA_ARGS is a list of options
-torchrun --standalone --nproc_per_node="$GPUS" main.py "$DATASET" RGB \
-    --arch "$ARCH" --num_segments "$FRAMES" --input_size "$INPUT_SIZE" \
-    --clip_weights "$CLIP_WEIGHTS" "${jit_flag[@]}" \
-    --optimizer adamw --lr "$LR" --wd "$WD" --lr_type cos --warmup_epochs 5 --lr_update step --decay_from start --min_lr_ratio 0.01 --epochs "$EPOCHS" \
-    --batch-size "$BATCH" --accumulation_steps "$ACCUM" --align_weight "$ALIGN_WEIGHT" --amp "$AMP" \
-    --dropout 0.5 -j "$WORKERS" --eval-freq 1 $EXTRA_ARGS
+DATASET=${DATASET:-kinetics} exec "$(dirname "$0")/train_ila_sthv2.sh"

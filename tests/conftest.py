@@ -126,3 +126,30 @@ def run_cli():
                                  f'STDERR:\n{proc.stderr[-5000:]}')
         return proc
     return run
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint():
+    """write(path, modality, seed, shift=True, random_bn_stats=False) -> path of a real checkpoint file:
+    a random resnet18 TSN/TSM, 8 classes, 4 segments, input 32, with a non-trivial head (the default
+    std-0.001 head gives near-equal logits) and optionally non-trivial BN statistics (so eval-mode BN
+    matters)."""
+    import torch
+    from ops.checkpoint import save_checkpoint
+    from ops.models import TSN
+
+    def write(path, modality, seed, shift=True, random_bn_stats=False):
+        torch.manual_seed(seed)
+        model = TSN(8, 4, modality, base_model='resnet18', is_shift=shift, pretrain='none', input_size=32,
+                    dropout=0.5)
+        with torch.no_grad():
+            model.new_fc.weight.normal_(0, 0.5)
+            for m in model.modules():
+                if random_bn_stats and isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.uniform_(-0.1, 0.1)
+                    m.running_var.uniform_(0.5, 1.5)
+        save_checkpoint({'epoch': 1, 'arch': 'resnet18', 'state_dict': model.state_dict(), 'optimizer': {},
+                         'best_prec1': 0.0, 'config': model.config()}, str(path))
+        return str(path)
+    return write
+

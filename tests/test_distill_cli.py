@@ -9,28 +9,17 @@ import sys
 import pytest
 import torch
 
-from ops.checkpoint import load_checkpoint, save_checkpoint
-from ops.models import TSN
+from ops.checkpoint import load_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--arch", "resnet18", "--num_segments", "4", "--input_size", "32", "--batch-size", "8", "-j", "0",
         "--no_progress", "--epochs", "1", "--max_steps_per_epoch", "2", "--dump_step_logits"]
 
 
-def _teacher(path, modality, seed):
-    torch.manual_seed(seed)
-    model = TSN(8, 4, modality, base_model="resnet18", is_shift=True, pretrain="none", input_size=32)
-    with torch.no_grad():
-        model.new_fc.weight.normal_(0, 0.5)
-    save_checkpoint({"epoch": 1, "arch": "resnet18", "state_dict": model.state_dict(), "optimizer": {},
-                     "best_prec1": 0.0, "config": model.config()}, str(path))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
-def teachers(tmp_path_factory):
+def teachers(tmp_path_factory, tiny_checkpoint):
     d = tmp_path_factory.mktemp("teachers")
-    return _teacher(d / "rgb.pth.tar", "RGB", 0), _teacher(d / "flow.pth.tar", "Flow", 1)
+    return tiny_checkpoint(d / "rgb.pth.tar", "RGB", 0), tiny_checkpoint(d / "flow.pth.tar", "Flow", 1)
 
 
 def _run_dir(tmp):

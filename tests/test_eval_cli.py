@@ -16,9 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from ops.checkpoint import save_checkpoint
 from ops.dataset import VideoDataSet
-from ops.models import TSN
 from ops.scores import load_scores
 from opts import parse_test_args
 
@@ -38,28 +36,13 @@ def _load_script(name, relpath):
 test_models = _load_script("eval_entry_point", "test_models.py")
 
 
-def _make_checkpoint(path, modality, shift, seed):
-    torch.manual_seed(seed)
-    model = TSN(NUM_CLASS, T, modality, base_model="resnet18", is_shift=shift, pretrain="none",
-                input_size=32, dropout=0.5)
-    with torch.no_grad():
-        model.new_fc.weight.normal_(0, 0.5)   # the default head (std 0.001) gives near-equal logits
-        for m in model.modules():             # non-trivial BN statistics, so eval-mode BN matters
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    save_checkpoint({"epoch": 1, "arch": "resnet18", "state_dict": model.state_dict(), "optimizer": {},
-                     "best_prec1": 0.0, "config": model.config()}, str(path))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
+def ckpts(tmp_path_factory, tiny_checkpoint):
     """TSM RGB, TSM Flow and TSN (no shift) RGB checkpoints: resnet18, T=4, input 32, 8 classes."""
     d = tmp_path_factory.mktemp("eval_ckpts")
-    return {"rgb": _make_checkpoint(d / "rgb.pth.tar", "RGB", True, 0),
-            "flow": _make_checkpoint(d / "flow.pth.tar", "Flow", True, 1),
-            "tsn": _make_checkpoint(d / "tsn.pth.tar", "RGB", False, 2)}
+    return {"rgb": tiny_checkpoint(d / "rgb.pth.tar", "RGB", 0, random_bn_stats=True),
+            "flow": tiny_checkpoint(d / "flow.pth.tar", "Flow", 1, random_bn_stats=True),
+            "tsn": tiny_checkpoint(d / "tsn.pth.tar", "RGB", 2, shift=False, random_bn_stats=True)}
 
 
 @pytest.fixture(autouse=True)
