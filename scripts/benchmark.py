@@ -35,12 +35,12 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from archs import BACKBONES  # noqa: E402
+from ops.flops import forward_flops  # noqa: E402
 from ops.models import MODALITIES, TEMPORAL_MODULES, TSN, to_channels_last  # noqa: E402
 from ops.temporal_shift import SHIFT_PLACES  # noqa: E402
 
@@ -140,16 +140,6 @@ def autocast(device, amp):
     if amp == 'off':
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
-
-
-def forward_flops(model, x):
-    """FLOPs of one forward pass of model(x) (eval mode, fp32, no grad); restores the training mode."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    model.train(was_training)
-    return counter.get_total_flops()
 
 
 def print_table(rows, columns, title=None):

@@ -11,11 +11,11 @@ import os
 import sys
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from archs import BACKBONES  # noqa: E402
+from ops.flops import forward_flops  # noqa: E402
 from ops.checkpoint import load_checkpoint, model_config_from_checkpoint  # noqa: E402
 from ops.models import CONSENSUS_TYPES, MODALITIES, TEMPORAL_MODULES, TSN  # noqa: E402
 from ops.temporal_shift import SHIFT_PLACES  # noqa: E402
@@ -58,10 +58,7 @@ def build(args):
 def count_flops(model, batch=1):
     """FLOPs of one forward pass on ``batch`` clips at the model's crop size, divided by ``batch``."""
     x = torch.zeros(batch, model.input_channels, model.crop_size, model.crop_size)
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops() / batch
+    return forward_flops(model, x) / batch
 
 
 def main(args):
