@@ -68,14 +68,15 @@ def _add_data_options(p):
     return g
 
 
-def _add_device_options(p):
+AMP_HELP = ("autocast dtype: bf16 (CPU and GPU), fp16 (GPU, with GradScaler), off (fp32); 'auto' = bf16 + "
+            "channels_last where the hardware has native bf16 (AVX512-BF16/AMX CPUs, bf16 GPUs), else off")
+
+
+def _add_device_options(p, amp_default="[dataset default / auto]"):
     g = p.add_argument_group("devices and distribution")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     g.add_argument("--gpus", default=None, help="CUDA device ids of this process, e.g. '0' or '0,1'")
-    g.add_argument("--amp", default=None, choices=AMP_MODES,
-                   help="autocast dtype: bf16 (CPU and GPU), fp16 (GPU, with GradScaler), off (fp32); "
-                        "'auto' = bf16 + channels_last where the hardware has native bf16 (AVX512-BF16/AMX "
-                        "CPUs, bf16 GPUs), else off [dataset default / auto]")
+    g.add_argument("--amp", default=None, choices=AMP_MODES, help=f"{AMP_HELP} {amp_default}")
     g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format (default: on when --amp resolves to bf16)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -407,7 +408,9 @@ def get_test_parser():
     p.add_argument("--shift_div", type=int, default=None)
     p.add_argument("--shift_place", default=None, choices=SHIFT_PLACES)
     p.add_argument("--trust_jit_checkpoint", action="store_true", help=argparse.SUPPRESS)
-    _add_device_options(p)
+    # Evaluation defaults to fp32, the dtype the published numbers were measured in, whatever the model
+    # trained with; --amp auto/bf16 is faster and differs in the last digits (README, Evaluation).
+    _add_device_options(p, amp_default="[off: fp32]")
     return p
 
 
@@ -446,6 +449,8 @@ def parse_test_args(argv=None):
         parser.error("--amp fp16 needs a CUDA GPU (use --amp bf16 on CPU)")
     if args.amp in (None, "auto"):
         args.amp = "off" if args.amp is None else ("bf16" if fast_bf16(args.device) else "off")
+    if args.channels_last is None:
+        args.channels_last = args.amp == "bf16"
     if args.batch_size < 1 or args.max_views_per_batch < 1:
         parser.error("--batch_size and --max_views_per_batch must be >= 1")
     for w in args.weights_list:
