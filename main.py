@@ -128,7 +128,7 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
     scales = RGB_SCALES if (aligned and len(set(all_modalities)) > 1) else None
     transform = build_transform(train, modality, input_size=model.crop_size,
                                 scale_size=args.scale_size or model.scale_size, flip=spec.flip, scales=scales,
-                                **(norm or model.normalization()))
+                                **(norm or model.normalization()), output="uint8")
     aligned_frames = aligned_lengths = None
     if aligned and train and args.num_modalities > 1:
         # one column per modality rank (RGB,RGB has two columns over the same records)

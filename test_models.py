@@ -131,7 +131,7 @@ class ModelUnderTest:
                                         spec.scale_size if self.model.crop_size == spec.input_size
                                         else self.model.scale_size),
                                     test_crops=args.test_crops, full_res=args.full_res,
-                                    **self.model.normalization())
+                                    **self.model.normalization(), output="uint8")
         self.crop_size = transform.crop_size
         try:
             self.dataset = VideoDataSet(

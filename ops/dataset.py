@@ -268,8 +268,12 @@ class VideoDataSet(_SampleBookkeeping):
         else:
             frames = read_rgb_folder(os.path.join(self.root_path, record.path), self.image_tmpl, unique,
                                      start_index=self.start_index)
+        frames = torch.from_numpy(frames)
+        if numbers == unique:
+            return frames
+        # index_select: list indexing (advanced indexing) of a uint8 clip is ~40x slower
         position = {k: i for i, k in enumerate(unique)}
-        return torch.from_numpy(frames)[[position[k] for k in numbers]]
+        return frames.index_select(0, torch.tensor([position[k] for k in numbers]))
 
     def sample(self, num_frames: int, index: int, rng) -> List[List[int]]:
         if self.aligned_num_frames is not None:

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import archs
+from ops.transforms import normalization_constants, normalize_uint8
 from ops.temporal_shift import make_temporal_pool, make_temporal_shift, SHIFT_PLACES
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,13 @@ class TSN(nn.Module):
         self._prepare_base_model(base_model, pretrain)
         self._input_mean = list(input_mean) if input_mean is not None else self._default_mean()
         self._input_std = list(input_std) if input_std is not None else self._default_std()
+        # uint8 input (the loaders' default) is normalised here, on the model's device: constants of
+        # normalization(), tiled over input_channels; plain attributes, so neither the state dict nor
+        # DDP's buffer broadcast sees them.
+        norm = self.normalization()
+        self._pixel_mean, self._pixel_inv_std = normalization_constants(
+            norm['mean'] or (0.0,), norm['std'] or (1.0,), norm['div'], self.input_channels)
+        self._pixel_roll = norm['roll']
         feature_dim = self._prepare_head(num_class)
         if modality != 'RGB':
             if self.is_video_model or temporal_module in MOTION_MODULES:
@@ -290,6 +298,8 @@ class TSN(nn.Module):
             raise ValueError(f'expected input (B, {self.input_channels}, H, W) for {self.modality} with '
                              f'{self.num_segments} segments x {self.frames_per_segment} frames, got {tuple(x.shape)}')
         b, _, h, w = x.shape
+        if x.dtype == torch.uint8:
+            x = self.normalize_input(x)
         if self.modality == 'RGBDiff':
             x = self._get_diff(x)
         if self.is_video_model:
@@ -305,6 +315,13 @@ class TSN(nn.Module):
         if self.consensus_type == 'avg':
             return out.mean(dim=1)
         return out  # identity consensus: per-segment logits (B, T', num_class)
+
+    def normalize_input(self, x):
+        """uint8 pixels (B, input_channels, H, W) -> the float input the backbone expects."""
+        if self._pixel_mean.device != x.device:
+            self._pixel_mean = self._pixel_mean.to(x.device)
+            self._pixel_inv_std = self._pixel_inv_std.to(x.device)
+        return normalize_uint8(x, self._pixel_mean, self._pixel_inv_std, self._pixel_roll)
 
     @property
     def aux_loss(self):

@@ -132,11 +132,38 @@ def _crop_resize(frames: torch.Tensor, box: Box, size: Optional[Tuple[int, int]]
     return clip
 
 
+TRANSFORM_OUTPUTS = ('float', 'uint8')
+
+
+def normalization_constants(mean, std, div, channels):
+    """(mean, 1 / std) as float32 (1, channels, 1, 1) in uint8 pixel units: per-frame values tiled over
+    the channels (TSM GroupNormalize); div=True means mean/std are given for pixels / 255."""
+    if channels % len(mean) or channels % len(std):
+        raise ValueError(f'{channels} channels is not a multiple of {len(mean)} mean / {len(std)} std values')
+    scale = 255.0 if div else 1.0
+    mean = (torch.as_tensor(mean, dtype=torch.float32) * scale).repeat(channels // len(mean))
+    std = (torch.as_tensor(std, dtype=torch.float32) * scale).repeat(channels // len(std))
+    return mean.view(1, channels, 1, 1), (1.0 / std).view(1, channels, 1, 1)
+
+
+def normalize_uint8(x, mean, inv_std, roll=False):
+    """uint8 (B, C, h, w) -> float32 (float(v) - mean) * inv_std on x's device, the arithmetic of the
+    float transform bit for bit; roll reverses each frame's 3 channels (RGB -> BGR) first. Keeps x's
+    memory format (channels_last in, channels_last out)."""
+    if roll:
+        b, c, h, w = x.shape
+        x = x.view(b, c // 3, 3, h, w).flip(2).view(b, c, h, w)
+    return x.float().sub_(mean).mul_(inv_std)
+
+
 class ClipTransform:
     """transform(frames, rng) -> (V, F, C, h, w). Build with build_transform."""
 
     def __init__(self, train, modality, input_size, scale_size, flip, scales, test_crops, full_res,
-                 mean, std, div, roll, antialias):
+                 mean, std, div, roll, antialias, output='float'):
+        if output not in TRANSFORM_OUTPUTS:
+            raise ValueError(f'output must be one of {TRANSFORM_OUTPUTS}, got {output!r}')
+        self.output = output
         self.train = train
         self.modality = modality
         self.input_size = int(input_size)
@@ -173,15 +200,13 @@ class ClipTransform:
 
     def _finish(self, clip):
         # uint8 (F, C, h, w) in [0, 255] -> normalised float, contiguous (F, C, h, w); mean/std tile over
-        # the channels (TSM GroupNormalize). (float(v) - mean) * inv_std as before, with one allocation.
-        C = clip.shape[1]
-        if C % len(self.mean):
-            raise ValueError(f'{C} channels is not a multiple of {len(self.mean)} mean values')
+        # the channels (TSM GroupNormalize). (float(v) - mean) * inv_std, with one allocation.
+        # output='uint8': a contiguous uint8 clip; the model normalises it on the device (TSN.forward).
+        if self.output == 'uint8':
+            return clip.contiguous()
         if self.roll:
             clip = clip.flip(1)   # RGB -> BGR (BN-Inception)
-        scale = 255.0 if self.div else 1.0
-        mean = (self.mean * scale).repeat(C // len(self.mean)).view(1, C, 1, 1)
-        inv_std = 1.0 / (self.std * scale).repeat(C // len(self.std)).view(1, C, 1, 1)
+        mean, inv_std = normalization_constants(self.mean, self.std, self.div, clip.shape[1])
         out = torch.empty(clip.shape, dtype=torch.float32)
         torch.sub(clip, mean, out=out)   # uint8 is promoted to float32 before the subtraction
         return out.mul_(inv_std)
@@ -211,11 +236,12 @@ def build_transform(train: bool, modality: str, *, input_size: int = 224, scale_
                     flip: bool = True, scales: Optional[Sequence[float]] = None, test_crops: int = 1,
                     full_res: bool = False, mean: Optional[Sequence[float]] = None,
                     std: Optional[Sequence[float]] = None, div: bool = True, roll: bool = False,
-                    antialias: bool = True) -> ClipTransform:
+                    antialias: bool = True, output: str = 'float') -> ClipTransform:
     """Train: multi-scale crop (scales default RGB [1,.875,.75,.66], Flow/RGBDiff [1,.875,.75]) +
     optional flip. Eval: shorter side to scale_size, then test_crops (1, 3, 5, 10) crops of input_size
     (scale_size with full_res). mean/std apply to pixels / 255 (div=False: raw 0-255, as BN-Inception);
-    roll=True reverses RGB to BGR."""
+    roll=True reverses RGB to BGR. output='uint8' skips the normalisation (and roll): the clip stays uint8
+    (4x less DataLoader traffic) and the model normalises it on its device (TSN.forward)."""
     check_modality(modality)
     if test_crops not in TEST_CROPS:
         raise ValueError(f'test_crops must be one of {TEST_CROPS}, got {test_crops}')
@@ -225,4 +251,4 @@ def build_transform(train: bool, modality: str, *, input_size: int = 224, scale_
     return ClipTransform(train, modality, input_size, scale_size, flip,
                          default_scales(modality) if scales is None else scales, test_crops, full_res,
                          default_mean if mean is None else mean, default_std if std is None else std,
-                         div, roll, antialias)
+                         div, roll, antialias, output)

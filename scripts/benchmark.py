@@ -618,7 +618,7 @@ def cmd_data(args):
         env['generate_s'] = time.perf_counter() - start
         for case in cases:
             kw = data_case(case, tree, args.num_segments, args.input_size)
-            transform = build_transform(True, kw['modality'], input_size=args.input_size)
+            transform = build_transform(True, kw['modality'], input_size=args.input_size, output='uint8')
             ds = VideoDataSet(transform=transform, **kw)
             row = dict(case=case, **time_dataset(ds, args.samples, args.warmup))
             if args.workers:
