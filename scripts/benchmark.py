@@ -7,6 +7,7 @@
     python scripts/benchmark.py data                         # clips/s per worker, decode vs transform share
     python scripts/benchmark.py shift                        # shift (and TIN) time / wrapped conv1 time
     python scripts/benchmark.py mml                          # logit exchange / step time, 2 and 3 gloo ranks
+    python scripts/benchmark.py vs_reference --reference ../temporal-shift-module   # ours vs TSM's code
 
 Every subcommand prints a table, or one JSON object with --json. Timed regions exclude warm-up
 iterations; figures are medians over --repeats. The 1-minute load average is recorded before and
@@ -857,6 +858,11 @@ def get_args_parser():
     p.add_argument('--channels_last', action='store_true')
     p.add_argument('--backward', action='store_true', help='time forward + backward instead of forward')
     p.set_defaults(func=cmd_shift)
+
+    import vs_reference
+    p = sub.add_parser('vs_reference', help='ours vs a reference TSM checkout: loading, train step, inference')
+    vs_reference.add_arguments(p)
+    p.set_defaults(func=vs_reference.cmd_vs_reference)
 
     p = sub.add_parser('mml', help='mutual-learning logit exchange time / step time, gloo ranks on CPU')
     add_common(p, warmup=2, repeats=10, device=False)

@@ -17,7 +17,7 @@ def bench(run_cli, tmp_path, *argv):
 
 def test_help_lists_every_subcommand(run_cli, tmp_path):
     out = run_cli(['scripts/benchmark.py', '--help'], cwd=tmp_path).stdout
-    for sub in ('peak', 'train', 'fastpath', 'infer', 'data', 'shift', 'mml'):
+    for sub in ('peak', 'train', 'fastpath', 'infer', 'data', 'shift', 'mml', 'vs_reference'):
         assert sub in out
 
 
