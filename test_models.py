@@ -50,6 +50,26 @@ def protocol_text(num_frames, crops, clips, crop_size, full_res, num_videos, mod
             f"{'s' if clips > 1 else ''} ({mode}), {res}, {num_videos:,} videos")
 
 
+def dense_short_note(dataset, args):
+    """', k of N videos shorter than the W-frame dense window' for dense sampling (their dense clips wrap and
+    all test clips are the same clip, TSM's formula), else ''. Video lists are probed (cached for the loader)."""
+    if not args.dense_sample:
+        return ""
+    if dataset.data_format == "video":
+        from ops.video_io import FrameReadError, video_info
+
+        def frames(record):
+            try:
+                return video_info(os.path.join(dataset.root_path, record.path)).num_frames
+            except FrameReadError:
+                return args.dense_length   # the loader reports it
+    else:
+        def frames(record):
+            return record.num_frames
+    short = sum(frames(r) < args.dense_length for r in dataset.records)
+    return f", {short} of {len(dataset.records)} videos shorter than the {args.dense_length}-frame dense window"
+
+
 def sampling_mode(args):
     if args.random_clips:
         return f"random{args.random_clips}"
@@ -138,7 +158,7 @@ class ModelUnderTest:
                 spec.val_root_path, spec.val_list, num_segments=self.num_segments,
                 new_length=config.get("new_length"), modality=self.modality, image_tmpl=spec.image_tmpl,
                 transform=transform, mode="test", data_format=spec.data_format, start_index=spec.start_index,
-                video_backend=args.video_backend, dense_sample=args.dense_sample, twice_sample=args.twice_sample,
+                video_backend=args.video_backend, autorotate=args.autorotate, dense_sample=args.dense_sample, twice_sample=args.twice_sample,
                 random_sample=args.random_sample, dense_length=args.dense_length, dense_number=args.dense_number,
                 random_clips=args.random_clips, seed=args.seed, strict=True, num_class=spec.num_class,
                 records=records, list_option="--test_list")
@@ -299,6 +319,7 @@ def run(args, ctx):
             diff = sorted(set(ids0) ^ set(ids))[:5]
             raise SystemExit(f"{m.path}: its test list has other videos than {models[0].path} "
                              f"({len(ids)} vs {len(ids0)}, e.g. {diff}); ensembles need the same videos")
+    dense_notes = [dense_short_note(m.dataset, args) for m in models]   # probes before the loader forks
     start = time.perf_counter()
     results = [evaluate_model(m, args, ctx, dtype) for m in models]
     elapsed = time.perf_counter() - start
@@ -314,7 +335,7 @@ def run(args, ctx):
     if not ctx.is_main:
         return res
     protocols = [protocol_text(m.num_segments, args.test_crops, m.num_clips, m.crop_size, args.full_res,
-                               len(ids0), sampling_mode(args)) for m in models]
+                               len(ids0), sampling_mode(args)) + note for m, note in zip(models, dense_notes)]
     for m, p in zip(models, protocols):
         print(f"{os.path.basename(m.path)} [{m.modality}, coeff {m.coeff:g}]: {p}")
     print(f"Overall Prec@1 {res['top1']:.2f}%  Prec@5 {res['top5']:.2f}%  "
