@@ -38,7 +38,7 @@ from ops.models import TSN, to_channels_last
 from ops.sampler import ShardSampler
 from ops.scores import align_to, fuse, metrics, save_scores, video_scores
 from ops.transforms import build_transform
-from ops.video_io import flow_paths, frame_path
+from ops.video_io import count_shorter, flow_paths, frame_path
 
 logger = logging.getLogger("test_models")
 
@@ -55,18 +55,7 @@ def dense_short_note(dataset, args):
     all test clips are the same clip, TSM's formula), else ''. Video lists are probed (cached for the loader)."""
     if not args.dense_sample:
         return ""
-    if dataset.data_format == "video":
-        from ops.video_io import FrameReadError, video_info
-
-        def frames(record):
-            try:
-                return video_info(os.path.join(dataset.root_path, record.path)).num_frames
-            except FrameReadError:
-                return args.dense_length   # the loader reports it
-    else:
-        def frames(record):
-            return record.num_frames
-    short = sum(frames(r) < args.dense_length for r in dataset.records)
+    short = count_shorter(dataset.root_path, dataset.records, dataset.data_format, args.dense_length)
     return f", {short} of {len(dataset.records)} videos shorter than the {args.dense_length}-frame dense window"
 
 

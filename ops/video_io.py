@@ -4,6 +4,10 @@ Every reader returns uint8 numpy arrays (F, H, W, C) with C = 3 (RGB) or 2 (Flow
 FrameReadError (naming the file) for a missing, truncated or undecodable input, so the dataset can
 count and replace the sample. Frame numbers are 1-based; a request past the last frame of a video
 returns the last frame.
+
+A video's frames are the frames ffmpeg decodes in presentation order after the container's edit list,
+with the display matrix applied unless autorotate=False (README, "Video files"): VideoFile (either backend),
+iter_video_frames (the extraction tools) and count_decoded_frames agree on them.
 """
 import functools
 import io
@@ -106,18 +110,20 @@ ROTATIONS = (0, 90, 180, 270)
 
 @dataclass(frozen=True)
 class VideoProbe:
-    """What the container says about a video's first video stream, read without decoding it (one demux pass
-    plus the first frame for the display matrix).
+    """What the container says about a video's first video stream, read without decoding it: its per-frame
+    index where it has a complete one (MP4/MOV, most AVI), else one demux pass; plus the first frame for the
+    display matrix.
 
     header_frames: the container's frame count (0 when it keeps none, e.g. WebM); packets: packets with
     data that the edit list presents; discarded: packets the edit list hides (decoded only as references);
     rotation: display-matrix rotation in degrees counter-clockwise (0, 90, 180, 270), the angle players
-    apply and `ffmpeg` applies by default.
+    apply and `ffmpeg` applies by default; truncated: the index points past the end of the file.
     """
     header_frames: int
     packets: int
     discarded: int
     rotation: int
+    truncated: bool = False
 
     @property
     def stream_frames(self) -> int:
@@ -128,7 +134,7 @@ class VideoProbe:
     @property
     def index_reliable(self) -> bool:
         """True when packet count, header and presented frames agree, so random access by index is safe."""
-        return self.discarded == 0 and self.header_frames in (0, self.packets)
+        return self.discarded == 0 and self.header_frames in (0, self.packets) and not self.truncated
 
 
 def _rotation_of(frame) -> int:
@@ -143,28 +149,39 @@ def _rotation_of(frame) -> int:
 
 
 def probe_video(path: str) -> VideoProbe:
-    """Demux (not decode) the first video stream of `path`; decode only its first frame (display matrix)."""
+    """Read the index (or demux, not decode) the first video stream of `path`; decode only its first frame
+    (display matrix)."""
     import av
     try:
         with av.open(path) as container:
             stream = container.streams.video[0]
             header = int(stream.frames or 0)
-            packets = discarded = 0
+            entries = stream.index_entries
+            counted = header > 0 and len(entries) == header   # a complete per-frame index: no demux pass
+            if counted:
+                packets = sum(1 for e in entries if e.size > 0 and not e.is_discard)
+                discarded = sum(1 for e in entries if e.size > 0 and e.is_discard)
+                truncated = max(e.pos + e.size for e in entries) > os.path.getsize(path)
+            packets_seen = discarded_seen = 0
             rotation = None
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
                 if packet.is_discard:
-                    discarded += 1
+                    discarded_seen += 1
                 else:
-                    packets += 1
+                    packets_seen += 1
                 if rotation is None:
                     for frame in packet.decode():
                         rotation = _rotation_of(frame)
                         break
+                if rotation is not None and counted:
+                    break
     except (av.FFmpegError, IndexError, UnicodeDecodeError) as err:
         raise FrameReadError(f'cannot open video {path}: {err}') from err
-    return VideoProbe(header, packets, discarded, rotation or 0)
+    if counted:
+        return VideoProbe(header, packets, discarded, rotation or 0, truncated)
+    return VideoProbe(header, packets_seen, discarded_seen, rotation or 0)
 
 
 def _rotate(array: np.ndarray, rotation: int) -> np.ndarray:
@@ -274,6 +291,19 @@ def video_info(path: str) -> VideoInfo:
     except OSError as err:
         raise FrameReadError(f'cannot open video {path}: {err}') from err
     return _video_info(path, stat.st_size, stat.st_mtime_ns)
+
+
+def count_shorter(root: str, records, data_format: str, length: int) -> int:
+    """Records (.path, .num_frames) with fewer than `length` frames: the listed count, or for video lists the
+    decoded count (video_info; an unreadable video is not counted, its loader reports it)."""
+    def frames(record):
+        if data_format != 'video':
+            return record.num_frames
+        try:
+            return video_info(os.path.join(root, record.path)).num_frames
+        except FrameReadError:
+            return length
+    return sum(frames(r) < length for r in records)
 
 
 class _DecordVideo:

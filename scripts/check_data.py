@@ -22,7 +22,7 @@ import collections  # noqa: E402
 from ops.dataset import parse_list  # noqa: E402
 from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset, template_fields  # noqa: E402
 from ops.video_io import (VIDEO_BACKENDS, FrameReadError, VideoFile, count_decoded_frames,  # noqa: E402
-                          flow_paths, load_image, probe_video, video_info)
+                          count_shorter, flow_paths, load_image, probe_video)
 from scripts.extract_frames import numbered_files, run_parallel  # noqa: E402
 
 PROBLEMS = ('missing_list', 'malformed_list', 'duplicate_video', 'bad_label', 'zero_frames',
@@ -122,15 +122,7 @@ def count_short_for_dense(cfg, dense_length):
         records = parse_list(cfg['list'], cfg['data_format'], cfg['option'])
     except (OSError, ValueError):
         return 0, 0   # reported by check_split
-
-    def frames(record):
-        if cfg['data_format'] != 'video':
-            return record.num_frames
-        try:
-            return video_info(os.path.join(cfg['root'], record.path)).num_frames
-        except FrameReadError:
-            return dense_length   # reported by check_split
-    return sum(frames(r) < dense_length for r in records), len(records)
+    return count_shorter(cfg['root'], records, cfg['data_format'], dense_length), len(records)
 
 
 def _check_hdf5(cfg, h5file, store, vid, num_frames):

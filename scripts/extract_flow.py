@@ -201,9 +201,9 @@ def main(argv=None):
         items = [(video_id(rel), label) for rel, label in videos]
         jobs = [dict(source=os.path.join(args.video_dir or '', rel), kind='video', vid=vid,
                      folder=os.path.join(args.out_dir, vid)) for (rel, _), (vid, _) in zip(videos, items)]
-        errors = check_inputs([dict(job, src=job['source']) for job in jobs])
-        if errors:
-            refuse(errors, 'inputs that cannot be extracted as given')
+    errors = check_inputs([dict(job, src=job['source']) for job in jobs])
+    if errors:
+        refuse(errors, 'inputs that cannot be extracted as given')
     jobs = [dict(job, image_tmpl=args.image_tmpl, **settings) for job in jobs]
     conflicts = settings_conflicts([job['folder'] for job in jobs], settings, FLOW_DONE)
     if conflicts and not args.overwrite:

@@ -178,7 +178,6 @@ def fresh_folder(folder):
 def _init_worker():
     import cv2
     cv2.setNumThreads(1)  # parallelism comes from the worker processes
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is handled once, by the parent
 
 
 def run_parallel(func, jobs, workers, desc):
@@ -190,7 +189,14 @@ def run_parallel(func, jobs, workers, desc):
                 yield func(job)
                 bar.update()
             return
-        with multiprocessing.get_context('spawn').Pool(workers, initializer=_init_worker) as pool:
+        # Workers start with Ctrl-C ignored (an ignored signal stays ignored in the child from its first
+        # instruction), so only the parent reacts: no traceback from each worker.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            pool = multiprocessing.get_context('spawn').Pool(workers, initializer=_init_worker)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        with pool:
             for result in pool.imap_unordered(func, jobs, chunksize=1):
                 yield result
                 bar.update()
