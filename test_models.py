@@ -147,7 +147,8 @@ class ModelUnderTest:
                 spec.val_root_path, spec.val_list, num_segments=self.num_segments,
                 new_length=config.get("new_length"), modality=self.modality, image_tmpl=spec.image_tmpl,
                 transform=transform, mode="test", data_format=spec.data_format, start_index=spec.start_index,
-                video_backend=args.video_backend, autorotate=args.autorotate, dense_sample=args.dense_sample, twice_sample=args.twice_sample,
+                video_backend=args.video_backend, dense_sample=args.dense_sample, twice_sample=args.twice_sample,
+                autorotate=args.autorotate,
                 random_sample=args.random_sample, dense_length=args.dense_length, dense_number=args.dense_number,
                 random_clips=args.random_clips, seed=args.seed, strict=True, num_class=spec.num_class,
                 records=records, list_option="--test_list")

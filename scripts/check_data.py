@@ -6,10 +6,14 @@
 
 Reports (one line each, then a count per type): a missing or malformed list, duplicate videos, labels
 outside [0, num_class), videos with 0 frames, missing folders, frame-count mismatches between the list
-and the files on disk, missing frames, images that do not decode, missing or undecodable videos, and
-for HDF5 stores a missing file, missing or interrupted per-video datasets, count mismatches and
-undecodable elements. Every needed file is opened and decoded (--sample_frames: only the first and the
-last frame of each video). Exit status 0 when nothing is wrong, 1 otherwise.
+and the files on disk, missing frames, images that do not decode, missing or undecodable videos (a
+truncated file included), videos whose decoded frame count differs from the count their stream announces
+(stream_count_mismatch: header less the frames an edit list hides; --sample_frames compares the cheap
+probe only), and for HDF5 stores a missing file, missing or interrupted per-video datasets, count
+mismatches and undecodable elements. Every needed file is opened and decoded (--sample_frames: only the first and the
+last frame of each video). Videos are decoded as the loader decodes them (display matrix applied unless
+--no_autorotate). --dense_sample prints, per split, how many videos are shorter than --dense_length
+(information, not a problem). Exit status 0 when nothing is wrong, 1 otherwise.
 """
 import os
 import sys

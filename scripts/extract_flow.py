@@ -13,8 +13,8 @@ flow with other statistics, so train and test on one kind. Finished videos carry
 quality or rotation refuses unless --overwrite. <out_dir>/extraction.json records the method, bound and
 OpenCV version. --frames_root is searched recursively for folders holding --image_tmpl frames (the
 <class>/<video> layout extract_frames.py writes). Videos are decoded as extract_frames.py decodes them
-(display matrix applied unless --no_autorotate). The list has `<vid> <num_flow_frames> <label>` lines when labels are known (a frames list or
-video list with labels), else `<vid> <num_flow_frames>`.
+(display matrix applied unless --no_autorotate). The list has `<vid> <num_flow_frames> <label>` lines
+when labels are known (a frames list or video list with labels), else `<vid> <num_flow_frames>`.
 """
 import os
 import sys
