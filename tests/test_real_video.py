@@ -191,6 +191,17 @@ def test_rotation_applied_like_ffmpeg_by_both_backends(clips, backend):
     assert raw.shape == (H, W, 3) and _red_corner(raw) == 'tl'
 
 
+@pytest.mark.parametrize('autorotate,size', [(True, (W, H)), (False, (H, W))])
+def test_rotation_policy_in_the_dataset(clips, tmp_path, autorotate, size):
+    from ops.dataset import VideoDataSet
+    videos = _video_dir(tmp_path, clips, 'rot90.mp4')
+    (tmp_path / 'v.txt').write_text('cls/rot90.mp4 0\n')
+    dataset = VideoDataSet(videos, str(tmp_path / 'v.txt'), num_segments=2, mode='val', data_format='video',
+                           autorotate=autorotate)
+    clip, _, _ = dataset[0]   # no transform: (T*C, H, W) floats
+    assert tuple(clip.shape) == (6,) + size
+
+
 def test_rotation_policy_in_extract_frames_flow_and_check_data(clips, tmp_path):
     videos = _video_dir(tmp_path, clips, 'rot90.mp4')
     for flag, shape in (([], (W, H)), (['--no_autorotate'], (H, W))):
