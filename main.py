@@ -140,7 +140,7 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
         new_length=new_length or args.new_length or model.new_length, modality=modality,
         image_tmpl=spec.image_tmpl, transform=transform, mode="train" if train else "val",
         data_format=spec.data_format, start_index=spec.start_index, video_backend=args.video_backend,
-        dense_sample=args.dense_sample, random_sample=args.random_sample and train,
+        autorotate=args.autorotate, dense_sample=args.dense_sample, random_sample=args.random_sample and train,
         dense_length=args.dense_length, dense_number=args.dense_number, seed=args.seed,
         strict=args.strict_data, num_class=num_class, records=records[modality],
         aligned_num_frames=aligned_frames, aligned_new_lengths=aligned_lengths, aligned_position=position,

@@ -53,6 +53,8 @@ def _add_data_options(p):
     g.add_argument("--flow_tmpl", default=None, help="Flow template: flow_{}_{:05d}.jpg or one RGB image")
     g.add_argument("--data_format", default=None, choices=DATA_FORMATS, help="default: from the registry")
     g.add_argument("--video_backend", default="decord", choices=VIDEO_BACKENDS)
+    g.add_argument("--no_autorotate", dest="autorotate", action="store_false",
+                   help="video files: keep the stored pixels (default: apply the display matrix, as players do)")
     g.add_argument("--strict_data", action="store_true", help="the first unreadable frame/video is fatal")
     g.add_argument("--dense_sample", action="store_true", help="I3D-style dense sampling")
     g.add_argument("--random_sample", action="store_true",

@@ -38,7 +38,7 @@ from ops.models import TSN, to_channels_last
 from ops.sampler import ShardSampler
 from ops.scores import align_to, fuse, metrics, save_scores, video_scores
 from ops.transforms import build_transform
-from ops.video_io import flow_paths, frame_path
+from ops.video_io import count_shorter, flow_paths, frame_path
 
 logger = logging.getLogger("test_models")
 
@@ -48,6 +48,15 @@ def protocol_text(num_frames, crops, clips, crop_size, full_res, num_videos, mod
     res = f"{crop_size} px" + (" full-res" if full_res else "")
     return (f"{num_frames} frames x {crops} crop{'s' if crops > 1 else ''} x {clips} clip"
             f"{'s' if clips > 1 else ''} ({mode}), {res}, {num_videos:,} videos")
+
+
+def dense_short_note(dataset, args):
+    """', k of N videos shorter than the W-frame dense window' for dense sampling (their dense clips wrap and
+    all test clips are the same clip, TSM's formula), else ''. Video lists are probed (cached for the loader)."""
+    if not args.dense_sample:
+        return ""
+    short = count_shorter(dataset.root_path, dataset.records, dataset.data_format, args.dense_length)
+    return f", {short} of {len(dataset.records)} videos shorter than the {args.dense_length}-frame dense window"
 
 
 def sampling_mode(args):
@@ -139,6 +148,7 @@ class ModelUnderTest:
                 new_length=config.get("new_length"), modality=self.modality, image_tmpl=spec.image_tmpl,
                 transform=transform, mode="test", data_format=spec.data_format, start_index=spec.start_index,
                 video_backend=args.video_backend, dense_sample=args.dense_sample, twice_sample=args.twice_sample,
+                autorotate=args.autorotate,
                 random_sample=args.random_sample, dense_length=args.dense_length, dense_number=args.dense_number,
                 random_clips=args.random_clips, seed=args.seed, strict=True, num_class=spec.num_class,
                 records=records, list_option="--test_list")
@@ -299,6 +309,7 @@ def run(args, ctx):
             diff = sorted(set(ids0) ^ set(ids))[:5]
             raise SystemExit(f"{m.path}: its test list has other videos than {models[0].path} "
                              f"({len(ids)} vs {len(ids0)}, e.g. {diff}); ensembles need the same videos")
+    dense_notes = [dense_short_note(m.dataset, args) for m in models]   # probes before the loader forks
     start = time.perf_counter()
     results = [evaluate_model(m, args, ctx, dtype) for m in models]
     elapsed = time.perf_counter() - start
@@ -314,7 +325,7 @@ def run(args, ctx):
     if not ctx.is_main:
         return res
     protocols = [protocol_text(m.num_segments, args.test_crops, m.num_clips, m.crop_size, args.full_res,
-                               len(ids0), sampling_mode(args)) for m in models]
+                               len(ids0), sampling_mode(args)) + note for m, note in zip(models, dense_notes)]
     for m, p in zip(models, protocols):
         print(f"{os.path.basename(m.path)} [{m.modality}, coeff {m.coeff:g}]: {p}")
     print(f"Overall Prec@1 {res['top1']:.2f}%  Prec@5 {res['top5']:.2f}%  "

@@ -175,7 +175,7 @@ class VideoDataSet(_SampleBookkeeping):
 
     def __init__(self, root_path, list_file, num_segments=3, new_length=None, modality='RGB',
                  image_tmpl='img_{:05d}.jpg', transform=None, mode='train', *, data_format='frames',
-                 start_index=1, video_backend='decord', dense_sample=False, twice_sample=False,
+                 start_index=1, video_backend='decord', autorotate=True, dense_sample=False, twice_sample=False,
                  random_sample=False, dense_length=64, dense_number=10, random_clips=None, seed=0,
                  strict=False, max_retries=10, num_class=None, records=None, aligned_num_frames=None,
                  aligned_new_lengths=None, aligned_position=0, list_option='--train_list'):
@@ -200,6 +200,7 @@ class VideoDataSet(_SampleBookkeeping):
         self.data_format = data_format
         self.start_index = int(start_index)
         self.video_backend = video_backend
+        self.autorotate = bool(autorotate)
         self.sampling = dict(dense=dense_sample, twice=twice_sample, random_sample=random_sample,
                              dense_length=int(dense_length), dense_number=int(dense_number),
                              random_clips=int(random_clips) if random_clips else None)
@@ -245,7 +246,8 @@ class VideoDataSet(_SampleBookkeeping):
     def open(self, record: VideoRecord):
         """(num_frames, video handle or None); the handle is passed to read()."""
         if self.data_format == 'video':
-            video = VideoFile(os.path.join(self.root_path, record.path), self.video_backend)
+            video = VideoFile(os.path.join(self.root_path, record.path), self.video_backend,
+                              autorotate=self.autorotate)
             return video.num_frames, video
         return record.num_frames, None
 

@@ -4,10 +4,16 @@ Every reader returns uint8 numpy arrays (F, H, W, C) with C = 3 (RGB) or 2 (Flow
 FrameReadError (naming the file) for a missing, truncated or undecodable input, so the dataset can
 count and replace the sample. Frame numbers are 1-based; a request past the last frame of a video
 returns the last frame.
+
+A video's frames are the frames ffmpeg decodes in presentation order after the container's edit list,
+with the display matrix applied unless autorotate=False (README, "Video files"): VideoFile (either backend),
+iter_video_frames (the extraction tools) and count_decoded_frames agree on them.
 """
+import functools
 import io
 import logging
 import os
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import cv2
@@ -19,7 +25,6 @@ from ops.dataset_config import template_fields
 VIDEO_BACKENDS = ('decord', 'pyav')
 
 logger = logging.getLogger(__name__)
-_warned_fallback = False
 
 
 class FrameReadError(OSError):
@@ -133,6 +138,207 @@ def backend_info(backend: Optional[str] = 'decord') -> str:
     return f'pyav {av.__version__} (libavcodec {".".join(map(str, av.library_versions["libavcodec"]))})'
 
 
+ROTATIONS = (0, 90, 180, 270)
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What the container says about a video's first video stream, read without decoding it: its per-frame
+    index where it has a complete one (MP4/MOV, most AVI), else one demux pass; plus the first frame for the
+    display matrix.
+
+    header_frames: the container's frame count (0 when it keeps none, e.g. WebM); packets: packets with
+    data that the edit list presents; discarded: packets the edit list hides (decoded only as references);
+    rotation: display-matrix rotation in degrees counter-clockwise (0, 90, 180, 270), the angle players
+    apply and `ffmpeg` applies by default; truncated: the index points past the end of the file.
+    """
+    header_frames: int
+    packets: int
+    discarded: int
+    rotation: int
+    truncated: bool = False
+
+    @property
+    def stream_frames(self) -> int:
+        """Frames the stream announces: the header count less the edit list's hidden packets (or the packets
+        when there is no header count)."""
+        return self.header_frames - self.discarded if self.header_frames else self.packets
+
+    @property
+    def index_reliable(self) -> bool:
+        """True when packet count, header and presented frames agree, so random access by index is safe."""
+        return self.discarded == 0 and self.header_frames in (0, self.packets) and not self.truncated
+
+
+def _rotation_of(frame) -> int:
+    if not hasattr(frame, 'rotation'):
+        raise RuntimeError('PyAV >= 14 is needed to read display matrices (VideoFrame.rotation)')
+    angle = float(frame.rotation or 0) % 360
+    quarter = int(round(angle / 90)) % 4
+    if abs(angle - 90 * round(angle / 90)) > 1:   # as ffmpeg: only multiples of 90 degrees are applied
+        logger.warning('display matrix rotates by %.1f degrees, not a multiple of 90: not applied', angle)
+        return 0
+    return ROTATIONS[quarter]
+
+
+def probe_video(path: str) -> VideoProbe:
+    """Read the index (or demux, not decode) the first video stream of `path`; decode only its first frame
+    (display matrix)."""
+    import av
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            header = int(stream.frames or 0)
+            entries = stream.index_entries
+            counted = header > 0 and len(entries) == header   # a complete per-frame index: no demux pass
+            if counted:
+                packets = sum(1 for e in entries if e.size > 0 and not e.is_discard)
+                discarded = sum(1 for e in entries if e.size > 0 and e.is_discard)
+                truncated = max(e.pos + e.size for e in entries) > os.path.getsize(path)
+            packets_seen = discarded_seen = 0
+            rotation = None
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.is_discard:
+                    discarded_seen += 1
+                else:
+                    packets_seen += 1
+                if rotation is None:
+                    for frame in packet.decode():
+                        rotation = _rotation_of(frame)
+                        break
+                if rotation is not None and counted:
+                    break
+    except (av.FFmpegError, IndexError, UnicodeDecodeError) as err:
+        raise FrameReadError(f'cannot open video {path}: {err}') from err
+    if counted:
+        return VideoProbe(header, packets, discarded, rotation or 0, truncated)
+    return VideoProbe(header, packets_seen, discarded_seen, rotation or 0)
+
+
+def _rotate(array: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a display rotation (degrees counter-clockwise) to (H, W[, C]); np.rot90 turns the same way."""
+    return np.ascontiguousarray(np.rot90(array, rotation // 90)) if rotation else array
+
+
+def iter_video_frames(path: str, short_side: int = 0, fmt: str = 'rgb24', *, autorotate: bool = True,
+                      fps: float = 0):
+    """Every frame ffmpeg decodes, in presentation order after the edit list: contiguous uint8 (H, W, 3) for
+    'rgb24' or (H, W) for 'gray', rotated by the display matrix (autorotate), the shorter side of the shown
+    picture scaled to short_side (0: kept), resampled to a constant `fps` by ffmpeg's fps filter (0: every
+    decoded frame). A decoding error mid-stream raises FrameReadError after the frames before it."""
+    import av
+    done = 0
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]   # default (slice) threading: frame threading hides
+            frames = container.decode(stream)           # decode errors, e.g. of a truncated file
+            if fps:
+                frames = _resample(stream, frames, fps)
+            for frame in frames:
+                rotation = _rotation_of(frame) if autorotate else 0
+                shown_w, shown_h = ((frame.height, frame.width) if rotation in (90, 270)
+                                    else (frame.width, frame.height))
+                width, height = scaled_size(shown_w, shown_h, short_side)
+                if rotation in (90, 270):
+                    width, height = height, width
+                array = frame.to_ndarray(width=width, height=height, format=fmt,
+                                         interpolation='AREA' if width < frame.width else 'BICUBIC')
+                # PyAV returns a view of padded lines for some widths; OpenCV (DIS flow) needs contiguous data.
+                yield np.ascontiguousarray(_rotate(array, rotation))
+                done += 1
+    except av.FFmpegError as err:
+        raise FrameReadError(f'decoding {path} failed after {done} frames: {err}') from err
+
+
+def _resample(stream, frames, fps):
+    """Frames through ffmpeg's `fps` filter (constant rate, nearest frame kept or repeated)."""
+    import av
+    graph = av.filter.Graph()
+    chain = [graph.add_buffer(template=stream), graph.add('fps', f'{fps}'), graph.add('buffersink')]
+    for a, b in zip(chain, chain[1:]):
+        a.link_to(b)
+    graph.configure()
+
+    def pull():
+        while True:
+            try:
+                yield graph.vpull()
+            except (av.BlockingIOError, av.EOFError):
+                return
+    for frame in frames:
+        graph.vpush(frame)
+        yield from pull()
+    graph.vpush(None)
+    yield from pull()
+
+
+def scaled_size(width: int, height: int, short_side: int):
+    """(w, h) with the shorter side scaled to short_side (0: unchanged); the aspect ratio is kept."""
+    if not short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+
+def count_decoded_frames(path: str) -> int:
+    """Decode the whole video (no colour conversion) and count its frames; FrameReadError on a decode error."""
+    import av
+    done = 0
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]   # slice threading: see iter_video_frames
+            for _ in container.decode(stream):
+                done += 1
+    except av.FFmpegError as err:
+        raise FrameReadError(f'decoding {path} failed after {done} frames: {err}') from err
+    return done
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    num_frames: int       # frames ffmpeg decodes (presentation order, after the edit list)
+    rotation: int         # display rotation, degrees counter-clockwise
+    index_reliable: bool  # random access by index (decord) is safe for this file
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _video_info(path: str, size: int, mtime_ns: int) -> VideoInfo:
+    # Cached per (file, size, mtime) and process: a file is probed (and, when its index is unreliable,
+    # decoded in full) once, not at every epoch, and its warning is logged once.
+    probe = probe_video(path)
+    if probe.index_reliable:
+        return VideoInfo(probe.packets, probe.rotation, True)
+    decoded = count_decoded_frames(path)
+    logger.warning('%s: the container index is unreliable (header %d frames, %d packets, %d hidden by the '
+                   'edit list); using the %d frames ffmpeg decodes, read with PyAV', path, probe.header_frames,
+                   probe.packets, probe.discarded, decoded)
+    return VideoInfo(decoded, probe.rotation, False)
+
+
+def video_info(path: str) -> VideoInfo:
+    """Frame count and rotation of a video as ffmpeg decodes it (cached; see _video_info)."""
+    try:
+        stat = os.stat(path)
+    except OSError as err:
+        raise FrameReadError(f'cannot open video {path}: {err}') from err
+    return _video_info(path, stat.st_size, stat.st_mtime_ns)
+
+
+def count_shorter(root: str, records, data_format: str, length: int) -> int:
+    """Records (.path, .num_frames) with fewer than `length` frames: the listed count, or for video lists the
+    decoded count (video_info; an unreadable video is not counted, its loader reports it)."""
+    def frames(record):
+        if data_format != 'video':
+            return record.num_frames
+        try:
+            return video_info(os.path.join(root, record.path)).num_frames
+        except FrameReadError:
+            return length
+    return sum(frames(r) < length for r in records)
+
+
 class _DecordVideo:
     def __init__(self, path, num_threads):
         import decord
@@ -154,63 +360,81 @@ class _DecordVideo:
 
 class _PyAVVideo:
     # PyAV has no frame-accurate seek; clips are short, so decode forward from the start up to the last
-    # needed frame and keep only the needed ones.
-    def __init__(self, path, num_threads):
+    # needed frame and keep only the needed ones. Frame i is the i-th frame ffmpeg decodes.
+    def __init__(self, path, num_threads, rotation):
         import av
         self._container = av.open(path)
         self._stream = self._container.streams.video[0]
         self._stream.codec_context.thread_count = num_threads
-        self.num_frames = self._stream.frames or self._count()
-
-    def _count(self):
-        count = sum(1 for _ in self._container.decode(self._stream))
-        self._container.seek(0)
-        return count
+        self._rotation = rotation
 
     def get(self, zero_based):
         wanted = set(zero_based)
-        last = max(wanted)
-        found, latest = {}, None
+        found, decoded = {}, 0
         self._container.seek(0)
-        for i, frame in enumerate(self._container.decode(self._stream)):
-            if i in wanted:
-                found[i] = frame.to_ndarray(format='rgb24')
-            latest = i, frame
-            if i >= last:
-                break
-        if latest is None:
-            raise ValueError('no frames decoded')
-        for i in wanted - set(found):
-            # The header over-reported the count: clamp to the last decoded frame.
-            if latest[0] not in found:
-                found[latest[0]] = latest[1].to_ndarray(format='rgb24')
-            found[i] = found[latest[0]]
+        for decoded, frame in enumerate(self._container.decode(self._stream), 1):
+            if decoded - 1 in wanted:
+                found[decoded - 1] = _rotate(frame.to_ndarray(format='rgb24'), self._rotation)
+                if len(found) == len(wanted):
+                    break
+        if len(found) < len(wanted):
+            raise ValueError(f'frame {max(wanted) + 1} requested, the stream ended after {decoded} frames')
         return np.stack([found[i] for i in zero_based])
 
     def close(self):
         self._container.close()
 
 
-class VideoFile:
-    """An open video: .num_frames (from the decoder) and read(numbers) with 1-based, clamped numbers.
+_logged = set()
 
-    decord2 3.4 fails on some frame widths (e.g. 32, 48, 96, 144 px: "DECORDArrayCopyFromTo: The size
-    must exactly match"); when decord cannot decode a video, PyAV is tried before giving up, and the
-    switch is logged once per process.
+
+def _log_once(path: str, message: str, *args) -> None:
+    if path not in _logged:
+        _logged.add(path)
+        logger.warning(message, *args)
+
+
+class VideoFile:
+    """An open video: .num_frames and read(numbers) with 1-based, clamped numbers.
+
+    Frame i is the i-th frame ffmpeg decodes (presentation order, after the edit list) with the display
+    matrix applied (autorotate=False keeps the stored pixels), whichever backend reads it. decord is used
+    where its index is reliable; for a file with an edit list, a header count that disagrees with its
+    packets, or a rotation (decord2 3.4 returns 4-channel garbage for 90-degree matrices), or a width
+    decord2 3.4 cannot decode (32, 48, 96, 144 px: "DECORDArrayCopyFromTo: The size must exactly
+    match"), PyAV reads it instead, logged once per file.
     """
 
-    def __init__(self, path: str, backend: str = 'decord', num_threads: int = 1):
+    def __init__(self, path: str, backend: str = 'decord', num_threads: int = 1, *, autorotate: bool = True):
         check_video_backend(backend)
         self.path = path
         self.backend = backend
         self._num_threads = num_threads
-        try:
-            self._impl = (_DecordVideo if backend == 'decord' else _PyAVVideo)(path, num_threads)
-        except Exception as err:   # decoders raise their own error types (DECORDError, av.FFmpegError)
-            raise FrameReadError(f'cannot open video {path}: {err}') from err
-        self.num_frames = int(self._impl.num_frames)
+        info = video_info(path)
+        self.num_frames = info.num_frames
         if self.num_frames < 1:
             raise FrameReadError(f'video {path} has no frames')
+        self._rotation = info.rotation if autorotate else 0
+        if backend == 'decord' and not info.index_reliable:
+            self.backend = 'pyav'   # _video_info logged why
+        elif backend == 'decord' and info.rotation:
+            self.backend = 'pyav'
+            _log_once(path, '%s: display matrix rotates by %d degrees; read with PyAV', path, info.rotation)
+        try:
+            self._impl = self._open(self.backend)
+            if self.backend == 'decord' and self._impl.num_frames != self.num_frames:
+                _log_once(path, '%s: decord indexes %d frames, ffmpeg decodes %d; read with PyAV', path,
+                          self._impl.num_frames, self.num_frames)
+                self._impl.close()
+                self.backend = 'pyav'
+                self._impl = self._open('pyav')
+        except Exception as err:   # decoders raise their own error types (DECORDError, av.FFmpegError)
+            raise FrameReadError(f'cannot open video {path}: {err}') from err
+
+    def _open(self, backend):
+        if backend == 'decord':
+            return _DecordVideo(self.path, self._num_threads)
+        return _PyAVVideo(self.path, self._num_threads, self._rotation)
 
     def read(self, numbers: Sequence[int]) -> np.ndarray:
         """1-based frame numbers -> uint8 (F, H, W, 3)."""
@@ -223,16 +447,13 @@ class VideoFile:
             first_err = err
         try:
             self._impl.close()
-            self._impl = _PyAVVideo(self.path, self._num_threads)
+            self._impl = self._open('pyav')
             frames = self._impl.get(zero_based)
         except Exception as err:
             raise FrameReadError(f'cannot decode frames of {self.path}: decord: {first_err}; pyav: {err}') from err
         self.backend = 'pyav'
-        global _warned_fallback
-        if not _warned_fallback:
-            _warned_fallback = True
-            logger.warning('decord could not decode %s (%s); using PyAV for such videos', self.path,
-                           str(first_err).splitlines()[-1][-120:])
+        _log_once(self.path, 'decord could not decode %s (%s); read with PyAV', self.path,
+                  str(first_err).splitlines()[-1][-120:])
         return frames
 
     def close(self) -> None:
@@ -245,6 +466,6 @@ class VideoFile:
         self.close()
 
 
-def video_num_frames(path: str, backend: str = 'decord') -> int:
-    with VideoFile(path, backend) as video:
+def video_num_frames(path: str, backend: str = 'decord', *, autorotate: bool = True) -> int:
+    with VideoFile(path, backend, autorotate=autorotate) as video:
         return video.num_frames

@@ -6,10 +6,14 @@
 
 Reports (one line each, then a count per type): a missing or malformed list, duplicate videos, labels
 outside [0, num_class), videos with 0 frames, missing folders, frame-count mismatches between the list
-and the files on disk, missing frames, images that do not decode, missing or undecodable videos, and
-for HDF5 stores a missing file, missing or interrupted per-video datasets, count mismatches and
-undecodable elements. Every needed file is opened and decoded (--sample_frames: only the first and the
-last frame of each video). Exit status 0 when nothing is wrong, 1 otherwise.
+and the files on disk, missing frames, images that do not decode, missing or undecodable videos (a
+truncated file included), videos whose decoded frame count differs from the count their stream announces
+(stream_count_mismatch: header less the frames an edit list hides; --sample_frames compares the cheap
+probe only), and for HDF5 stores a missing file, missing or interrupted per-video datasets, count
+mismatches and undecodable elements. Every needed file is opened and decoded (--sample_frames: only the first and the
+last frame of each video). Videos are decoded as the loader decodes them (display matrix applied unless
+--no_autorotate). --dense_sample prints, per split, how many videos are shorter than --dense_length
+(information, not a problem). Exit status 0 when nothing is wrong, 1 otherwise.
 """
 import os
 import sys
@@ -21,12 +25,14 @@ import collections  # noqa: E402
 
 from ops.dataset import parse_list  # noqa: E402
 from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset, template_fields  # noqa: E402
-from ops.video_io import VIDEO_BACKENDS, FrameReadError, VideoFile, flow_paths, load_image  # noqa: E402
+from ops.video_io import (VIDEO_BACKENDS, FrameReadError, VideoFile, count_decoded_frames,  # noqa: E402
+                          count_shorter, flow_paths, load_image, probe_video)
 from scripts.extract_frames import numbered_files, run_parallel  # noqa: E402
 
 PROBLEMS = ('missing_list', 'malformed_list', 'duplicate_video', 'bad_label', 'zero_frames',
             'missing_folder', 'count_mismatch', 'missing_frame', 'unreadable_image', 'missing_video',
             'undecodable_video', 'missing_store', 'missing_dataset', 'undecodable_element')
+PROBLEMS += ('stream_count_mismatch',)   # video lists: decoder count vs the stream's (see _video_count_problems)
 SPLITS = ('train', 'val', 'both')
 VIDEO_CHUNK = 64  # frames decoded per request when a whole video is checked
 
@@ -85,14 +91,42 @@ def _check_video(cfg, path):
     if not os.path.isfile(full):
         return [('missing_video', full)], None
     try:
-        with VideoFile(full, cfg['video_backend']) as video:
+        with VideoFile(full, cfg['video_backend'], autorotate=cfg.get('autorotate', True)) as video:
             n = video.num_frames
             numbers = _numbers_to_check(1, n, cfg['sample_frames'])
             for i in range(0, len(numbers), VIDEO_CHUNK):
                 video.read(numbers[i:i + VIDEO_CHUNK])
+        problems = _video_count_problems(full, n, cfg['sample_frames'])
     except FrameReadError as err:
         return [('undecodable_video', str(err))], None
-    return [], n
+    return problems, n
+
+
+def _video_count_problems(full, loader_frames, sample_frames):
+    """The loader's frame count against the stream's announced count (header less edit-list hidden packets)
+    and, unless sample_frames, against a full decode: catches truncated files, AVI/MP4 headers that promise
+    frames the decoder never yields, and index/decoder disagreements."""
+    probe = probe_video(full)
+    counts = f'header {probe.header_frames}, {probe.discarded} hidden by the edit list'
+    if not sample_frames:
+        decoded = count_decoded_frames(full)
+        if decoded != loader_frames:
+            return [('stream_count_mismatch', f'{full}: the loader reports {loader_frames} frames, ffmpeg '
+                     f'decodes {decoded}')]
+    if loader_frames != probe.stream_frames:
+        return [('stream_count_mismatch', f'{full}: the decoder yields {loader_frames} frames, the stream '
+                 f'announces {probe.stream_frames} ({counts})')]
+    return []
+
+
+def count_short_for_dense(cfg, dense_length):
+    """(videos shorter than the dense window, videos) of a split's list: their dense clips wrap (TSM's formula)
+    and all dense test clips are the same clip. Video lists are counted with the decoder's frame count."""
+    try:
+        records = parse_list(cfg['list'], cfg['data_format'], cfg['option'])
+    except (OSError, ValueError):
+        return 0, 0   # reported by check_split
+    return count_shorter(cfg['root'], records, cfg['data_format'], dense_length), len(records)
 
 
 def _check_hdf5(cfg, h5file, store, vid, num_frames):
@@ -194,6 +228,11 @@ def get_args_parser():
     p.add_argument('--workers', type=int, default=1, help='worker processes')
     p.add_argument('--max_print', type=int, default=20,
                    help='problems printed per type (all are counted)')
+    p.add_argument('--no_autorotate', dest='autorotate', action='store_false',
+                   help='videos: keep the stored pixels (as main.py/test_models.py --no_autorotate)')
+    p.add_argument('--dense_sample', action='store_true',
+                   help='report how many videos are shorter than the dense window (--dense_length)')
+    p.add_argument('--dense_length', type=int, default=64, help='dense window in frames')
     return p
 
 
@@ -219,9 +258,14 @@ def main(argv=None):
                'root': info.root_path if split == 'train' else (info.val_root_path or info.root_path),
                'data_format': info.data_format, 'modality': info.modality, 'tmpl': info.image_tmpl,
                'start_index': info.start_index, 'num_class': info.num_class,
-               'sample_frames': args.sample_frames, 'video_backend': args.video_backend}
+               'sample_frames': args.sample_frames, 'video_backend': args.video_backend,
+               'autorotate': args.autorotate}
         found, counts[split] = check_split(cfg, args.workers)
         problems += found
+        if args.dense_sample:
+            short, total = count_short_for_dense(cfg, args.dense_length)
+            print(f'{split}: {short} of {total} videos shorter than the {args.dense_length}-frame dense window '
+                  '(their dense clips wrap; all dense test clips of such a video are identical)')
     by_type = collections.defaultdict(list)
     for kind, message in problems:
         by_type[kind].append(message)

@@ -9,9 +9,12 @@ n frames): clipped to +-bound pixels (default 20) and mapped linearly to 0..255 
 the TSN quantisation. --algorithm tvl1 (default) is OpenCV-contrib's Dual TV-L1
 (cv2.optflow.DualTVL1OpticalFlow_create, the TSN choice); farneback and dis are much faster but give
 flow with other statistics, so train and test on one kind. Finished videos carry a done-marker
-(.flow_done) and are skipped on a rerun. <out_dir>/extraction.json records the method, bound and OpenCV
-version. The list has `<vid> <num_flow_frames> <label>` lines when labels are known (a frames list or
-video list with labels), else `<vid> <num_flow_frames>`.
+(.flow_done, with the settings) and are skipped on a rerun; a rerun with another algorithm, bound, size,
+quality or rotation refuses unless --overwrite. <out_dir>/extraction.json records the method, bound and
+OpenCV version. --frames_root is searched recursively for folders holding --image_tmpl frames (the
+<class>/<video> layout extract_frames.py writes). Videos are decoded as extract_frames.py decodes them
+(display matrix applied unless --no_autorotate). The list has `<vid> <num_flow_frames> <label>` lines
+when labels are known (a frames list or video list with labels), else `<vid> <num_flow_frames>`.
 """
 import os
 import sys
@@ -24,9 +27,10 @@ import logging  # noqa: E402
 
 from ops.dataset_config import list_lines  # noqa: E402
 from ops.toy import FLOW_BOUND, quantize_flow  # noqa: E402
-from scripts.extract_frames import (collect_inputs, finish_extraction, fresh_folder,  # noqa: E402
-                                    iter_video_frames, run_parallel, scaled_size, sorted_frame_files,
-                                    template_regex, video_id)
+from scripts.extract_frames import (check_inputs, collect_inputs, finish_extraction,  # noqa: E402
+                                    fresh_folder, iter_video_frames, numbered_files, read_done, refuse,
+                                    run_parallel, scaled_size, settings_conflicts, sorted_frame_files,
+                                    template_regex, video_id, write_done)
 
 ALGORITHMS = ('tvl1', 'farneback', 'dis')
 FLOW_DONE = '.flow_done'
@@ -50,11 +54,11 @@ def make_flow_estimator(algorithm):
     raise ValueError(f'unknown flow algorithm {algorithm!r}; choose one of {ALGORITHMS}')
 
 
-def _gray_frames(source, kind, image_tmpl, short_side):
-    """Grayscale uint8 frames (H, W) of a frame folder or a video, in order."""
+def _gray_frames(source, kind, image_tmpl, short_side, autorotate):
+    """Grayscale uint8 frames (H, W) of a frame folder or a video, in order (contiguous, as OpenCV needs)."""
     import cv2
     if kind == 'video':
-        yield from iter_video_frames(source, short_side, fmt='gray')
+        yield from iter_video_frames(source, short_side, fmt='gray', autorotate=autorotate)
         return
     files = sorted_frame_files(source, image_tmpl)
     if not files:
@@ -71,31 +75,35 @@ def _gray_frames(source, kind, image_tmpl, short_side):
         yield img
 
 
+FLOW_SETTINGS = ('algorithm', 'bound', 'short_side', 'quality', 'flow_tmpl', 'autorotate')
+
+
 def flow_one(job):
-    """Compute and write the flow of one video. Returns (vid, num_flow_frames, error or None)."""
+    """Compute and write the flow of one video. Returns (vid, num_flow_frames, error or None).
+
+    job: dict with source, kind ('frames' or 'video'), folder, vid, image_tmpl and the FLOW_SETTINGS."""
     import cv2
-    source, kind, folder, vid, image_tmpl, flow_tmpl, algorithm, bound, short_side, quality = job
-    try:
-        with open(os.path.join(folder, FLOW_DONE)) as f:
-            return vid, int(json.load(f)['num_flow_frames']), None
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        pass
+    source, kind, folder, vid, flow_tmpl = job['source'], job['kind'], job['folder'], job['vid'], job['flow_tmpl']
+    settings = {key: job[key] for key in FLOW_SETTINGS}
+    info = read_done(folder, FLOW_DONE)
+    if info is not None and 'num_flow_frames' in info and not settings_conflicts([folder], settings, FLOW_DONE):
+        return vid, int(info['num_flow_frames']), None
     try:
         if kind == 'video' and not os.path.isfile(source):
             raise FileNotFoundError(f'no such file: {source}')
         if kind == 'frames' and not os.path.isdir(source):
             raise FileNotFoundError(f'no such folder: {source}')
-        calc = make_flow_estimator(algorithm)
+        calc = make_flow_estimator(job['algorithm'])
         if os.path.abspath(folder) == os.path.abspath(source):
             _remove_flow_files(folder, flow_tmpl)  # flow next to the RGB frames (the UCF101 layout)
         else:
             fresh_folder(folder)
-        params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+        params = [cv2.IMWRITE_JPEG_QUALITY, job['quality']]
         prev, steps = None, 0
-        for img in _gray_frames(source, kind, image_tmpl, short_side):
+        for img in _gray_frames(source, kind, job['image_tmpl'], job['short_side'], job['autorotate']):
             if prev is not None:
                 steps += 1
-                fx, fy = quantize_flow(calc(prev, img), bound)
+                fx, fy = quantize_flow(calc(prev, img), job['bound'])
                 for axis, plane in (('x', fx), ('y', fy)):
                     path = os.path.join(folder, flow_tmpl.format(axis, steps))
                     if not cv2.imwrite(path, plane, params):
@@ -105,8 +113,7 @@ def flow_one(job):
             raise ValueError('fewer than 2 frames: no flow')
     except Exception as err:  # one bad video is reported, not fatal for the run
         return vid, 0, f'{source}: {type(err).__name__}: {err}'
-    with open(os.path.join(folder, FLOW_DONE), 'w') as f:
-        json.dump({'num_flow_frames': steps, 'algorithm': algorithm, 'bound': bound}, f)
+    write_done(folder, dict(settings, num_flow_frames=steps), FLOW_DONE)
     return vid, steps, None
 
 
@@ -117,8 +124,9 @@ def _remove_flow_files(folder, flow_tmpl):
             os.remove(path)
 
 
-def _frames_inputs(frames_root, list_path):
-    """[(vid, label or None)] from a frames list (`vid n [label]`) or every subfolder of frames_root."""
+def _frames_inputs(frames_root, list_path, image_tmpl):
+    """[(vid, label or None)] from a frames list (`vid n [label]`), else every folder under frames_root
+    (recursively, e.g. <class>/<video>) that holds frames matching image_tmpl."""
     if list_path:
         items = []
         for lineno, text, parts in list_lines(list_path):
@@ -128,8 +136,15 @@ def _frames_inputs(frames_root, list_path):
         return items
     if not os.path.isdir(frames_root):
         raise FileNotFoundError(f'frames root not found: {frames_root} (--frames_root)')
-    return [(name, None) for name in sorted(os.listdir(frames_root))
-            if os.path.isdir(os.path.join(frames_root, name))]
+    items = []
+    for dirpath, dirnames, _ in os.walk(frames_root):
+        dirnames.sort()
+        if numbered_files(dirpath, image_tmpl):
+            items.append((os.path.relpath(dirpath, frames_root).replace(os.sep, '/'), None))
+    if not items:
+        raise FileNotFoundError(f'no folder under {frames_root} holds frames matching {image_tmpl!r} '
+                                '(--frames_root, --image_tmpl)')
+    return sorted(items)
 
 
 def get_args_parser():
@@ -154,6 +169,10 @@ def get_args_parser():
     p.add_argument('--workers', type=int, default=max(1, (os.cpu_count() or 2) // 2),
                    help='worker processes')
     p.add_argument('--list_out', help='flow list to write (default: <out_dir>/flow_list.txt)')
+    p.add_argument('--no_autorotate', dest='autorotate', action='store_false',
+                   help='videos: keep the stored pixels; by default the display matrix is applied')
+    p.add_argument('--overwrite', action='store_true',
+                   help='redo finished flow made with other settings (by default the run refuses)')
     return p
 
 
@@ -171,17 +190,24 @@ def main(argv=None):
     template_regex(args.flow_tmpl, ('x',))
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
     make_flow_estimator(args.algorithm)  # fails early when cv2.optflow is missing
+    settings = dict(algorithm=args.algorithm, bound=args.bound, short_side=args.short_side,
+                    quality=args.quality, flow_tmpl=args.flow_tmpl, autorotate=args.autorotate and not from_frames)
     if from_frames:
-        items = _frames_inputs(args.frames_root, args.list)
-        jobs = [(os.path.join(args.frames_root, vid), 'frames', os.path.join(args.out_dir, vid), vid)
-                for vid, _ in items]
+        items = _frames_inputs(args.frames_root, args.list, args.image_tmpl)
+        jobs = [dict(source=os.path.join(args.frames_root, vid), kind='frames', vid=vid,
+                     folder=os.path.join(args.out_dir, vid)) for vid, _ in items]
     else:
         videos = collect_inputs(args.video_dir, args.video_list)
         items = [(video_id(rel), label) for rel, label in videos]
-        jobs = [(os.path.join(args.video_dir or '', rel), 'video', os.path.join(args.out_dir, vid), vid)
-                for (rel, _), (vid, _) in zip(videos, items)]
-    jobs = [job + (args.image_tmpl, args.flow_tmpl, args.algorithm, args.bound, args.short_side,
-                   args.quality) for job in jobs]
+        jobs = [dict(source=os.path.join(args.video_dir or '', rel), kind='video', vid=vid,
+                     folder=os.path.join(args.out_dir, vid)) for (rel, _), (vid, _) in zip(videos, items)]
+    errors = check_inputs([dict(job, src=job['source']) for job in jobs])
+    if errors:
+        refuse(errors, 'inputs that cannot be extracted as given')
+    jobs = [dict(job, image_tmpl=args.image_tmpl, **settings) for job in jobs]
+    conflicts = settings_conflicts([job['folder'] for job in jobs], settings, FLOW_DONE)
+    if conflicts and not args.overwrite:
+        refuse(conflicts, 'finished flow was made with other settings; --overwrite redoes it')
     os.makedirs(args.out_dir, exist_ok=True)
     import cv2
     with open(os.path.join(args.out_dir, 'extraction.json'), 'w') as f:

@@ -5,8 +5,14 @@
     python scripts/extract_frames.py --video_list train_video.txt --video_dir videos --out_dir frames
 
 Each video <rel>/<name>.<ext> becomes the folder <out_dir>/<rel>/<name>/ with img_00001.jpg, ...
-(1-based, --tmpl). A finished folder holds a done-marker (.done, JSON with the frame count), so an
-interrupted run resumes where it stopped; a folder without the marker is redone. The list has
+(1-based, --tmpl): exactly the frames ffmpeg decodes, in presentation order after the edit list, with the
+display matrix applied (--no_autorotate keeps the stored pixels), i.e. the frames ops.video_io.VideoFile
+reads from the same file. A finished folder holds a done-marker (.done, JSON with the frame count and the
+settings), so an interrupted run (Ctrl-C included) resumes where it stopped; a folder without the marker
+is redone, and a rerun with other settings refuses unless --overwrite. Before any work the run refuses
+videos whose id holds whitespace and two videos that map to one folder (same stem, two extensions). A
+video that fails mid-stream or decodes fewer frames than its stream announces is reported as failed
+(left out of the list) unless --allow_partial. The list has
 `<vid> <num_frames> <label>` lines when the input is a video list with labels (`path label`), else
 `<vid> <num_frames>` counts (which scripts/build_file_list.py --counts accepts).
 
@@ -25,9 +31,11 @@ import logging  # noqa: E402
 import multiprocessing  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import string  # noqa: E402
 
 from ops.dataset_config import list_lines  # noqa: E402
+from ops.video_io import FrameReadError, iter_video_frames, probe_video, scaled_size  # noqa: E402,F401
 
 logger = logging.getLogger('extract_frames')
 
@@ -104,41 +112,61 @@ def video_id(rel_path):
     return os.path.splitext(rel_path)[0].replace(os.sep, '/')
 
 
-def scaled_size(width, height, short_side):
-    """(w, h) with the shorter side scaled to short_side (0: unchanged); the aspect ratio is kept."""
-    if not short_side:
-        return width, height
-    scale = short_side / min(width, height)
-    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
-
-
-def iter_video_frames(path, short_side=0, fmt='rgb24'):
-    """Decode every frame of a video with PyAV (sequential, all frames): uint8 arrays (H, W, 3)
-    for 'rgb24' or (H, W) for 'gray'."""
-    import av
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = 'AUTO'
-        for frame in container.decode(stream):
-            width, height = scaled_size(frame.width, frame.height, short_side)
-            yield frame.to_ndarray(width=width, height=height, format=fmt, interpolation='AREA'
-                                   if width < frame.width else 'BICUBIC')
-
-
-def read_done(folder):
+def read_done(folder, marker=DONE_MARKER):
     """The JSON of a finished folder's done-marker, or None when the folder is not finished."""
     try:
-        with open(os.path.join(folder, DONE_MARKER)) as f:
+        with open(os.path.join(folder, marker)) as f:
             return json.load(f)
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
 
-def write_done(folder, info):
-    tmp = os.path.join(folder, DONE_MARKER + '.tmp')
+def write_done(folder, info, marker=DONE_MARKER):
+    tmp = os.path.join(folder, marker + '.tmp')
     with open(tmp, 'w') as f:
         json.dump(info, f)
-    os.replace(tmp, os.path.join(folder, DONE_MARKER))
+    os.replace(tmp, os.path.join(folder, marker))
+
+
+def check_inputs(jobs):
+    """Refuse, before any work, videos whose id holds whitespace (list lines are split on it) and videos that
+    map to one output folder (same stem, two extensions). jobs: dicts with src, vid, folder.
+    Returns error lines naming the files."""
+    errors = [f'{job["src"]}: its video id {job["vid"]!r} contains whitespace, which list files cannot hold; '
+              'rename the file' for job in jobs if re.search(r'\s', job['vid'])]
+    owners = {}
+    for job in jobs:
+        owners.setdefault(os.path.normcase(os.path.abspath(job['folder'])), []).append(job['src'])
+    errors += [f'{" and ".join(srcs)} would both be written to {folder}' for folder, srcs in owners.items()
+               if len(srcs) > 1]
+    return errors
+
+
+def settings_conflicts(folders, settings, marker=DONE_MARKER, legacy=None):
+    """Finished outputs whose recorded settings differ from `settings` -> lines naming folder and setting.
+
+    legacy: values of settings that markers of older versions did not record."""
+    legacy = legacy or {}
+    lines = []
+    for folder in folders:
+        info = read_done(folder, marker)
+        if info is None:
+            continue
+        for key, wanted in settings.items():
+            recorded = info.get(key, legacy.get(key, '(not recorded)'))
+            if recorded != wanted:
+                lines.append(f'{folder}: made with --{key} {recorded}, this run asks for {wanted}')
+    return lines
+
+
+def refuse(errors, what, limit=10):
+    """Print error lines and the reason, then exit with status 2 (nothing was done)."""
+    for line in errors[:limit]:
+        print(f'error: {line}', file=sys.stderr)
+    if len(errors) > limit:
+        print(f'error: ... and {len(errors) - limit} more', file=sys.stderr)
+    print(f'refused ({what}); nothing was written', file=sys.stderr)
+    sys.exit(2)
 
 
 def fresh_folder(folder):
@@ -161,27 +189,43 @@ def run_parallel(func, jobs, workers, desc):
                 yield func(job)
                 bar.update()
             return
-        with multiprocessing.get_context('spawn').Pool(workers, initializer=_init_worker) as pool:
+        # Workers start with Ctrl-C ignored (an ignored signal stays ignored in the child from its first
+        # instruction), so only the parent reacts: no traceback from each worker.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            pool = multiprocessing.get_context('spawn').Pool(workers, initializer=_init_worker)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        with pool:
             for result in pool.imap_unordered(func, jobs, chunksize=1):
                 yield result
                 bar.update()
 
 
 def finish_extraction(results, items, list_out, summary):
-    """Gather run_parallel's (vid, count, error) results, write the list in input order and report.
+    """Gather run_parallel's (vid, count, error[, warning]) results, write the list in input order and report.
 
     items: [(vid, label or None)]; summary(n) describes the n videos done.
-    Returns the exit status: 1 when any video failed (it is left out of the list), else 0."""
-    counts, failures = {}, []
-    for vid, n, error in results:
-        if error:
-            failures.append(error)
-        else:
-            counts[vid] = n
+    Returns the exit status: 1 when any video failed (it is left out of the list), 130 on Ctrl-C (finished
+    outputs are kept and a rerun resumes; no list is written), else 0."""
+    counts, failures, warnings = {}, [], []
+    try:
+        for vid, n, error, *warning in results:
+            if error:
+                failures.append(error)
+            else:
+                counts[vid] = n
+            warnings += [w for w in warning if w]
+    except KeyboardInterrupt:
+        print(f'interrupted: {len(counts)} of {len(items)} videos finished and kept; rerun the same command '
+              'to resume (unfinished outputs are redone)', file=sys.stderr)
+        return 130
     rows = [(vid, counts[vid]) if label is None else (vid, counts[vid], label)
             for vid, label in items if vid in counts]
     write_list(list_out, rows)
     print(f'{summary(len(counts))}; list: {list_out}')
+    for warning in warnings:
+        print(f'WARNING {warning}', file=sys.stderr)
     for error in failures:
         print(f'FAILED {error}', file=sys.stderr)
     if failures:
@@ -210,29 +254,51 @@ def collect_inputs(video_dir, video_list):
 # ---------------------------------------------------------------------------------------------------
 # Frame extraction
 
+FRAME_SETTINGS = ('short_side', 'fps', 'quality', 'autorotate', 'tmpl')
+LEGACY_FRAME_SETTINGS = {'fps': 0, 'autorotate': False}   # what markers without these keys were made with
+
+
 def extract_one(job):
-    """Decode one video into its frame folder. Returns (vid, num_frames, error or None)."""
+    """Decode one video into its frame folder. Returns (vid, num_frames, error or None, warning or None).
+
+    job: dict with src, folder, vid, allow_partial and the FRAME_SETTINGS. A folder finished with
+    the same settings is kept (main refused differing ones unless --overwrite)."""
     import cv2
-    src, folder, vid, tmpl, short_side, quality = job
+    src, folder, vid, tmpl = job['src'], job['folder'], job['vid'], job['tmpl']
+    settings = {key: job[key] for key in FRAME_SETTINGS}
     info = read_done(folder)
-    if info is not None:
-        return vid, int(info['num_frames']), None
+    if info is not None and not settings_conflicts([folder], settings, legacy=LEGACY_FRAME_SETTINGS):
+        return vid, int(info['num_frames']), None, None
+    n, broken, warning = 0, None, None
     try:
         if not os.path.isfile(src):
             raise FileNotFoundError(f'no such file: {src}')
+        probe = probe_video(src)
         fresh_folder(folder)
-        n = 0
-        for n, frame in enumerate(iter_video_frames(src, short_side), 1):
-            ok = cv2.imwrite(os.path.join(folder, tmpl.format(n)), frame[:, :, ::-1],
-                             [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if not ok:
-                raise OSError(f'cannot write {os.path.join(folder, tmpl.format(n))}')
+        frames = iter_video_frames(src, job['short_side'], autorotate=job['autorotate'], fps=job['fps'])
+        try:
+            for n, frame in enumerate(frames, 1):
+                path = os.path.join(folder, tmpl.format(n))
+                if not cv2.imwrite(path, frame[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, job['quality']]):
+                    raise OSError(f'cannot write {path}')
+        except FrameReadError as err:   # truncated or corrupt mid-stream
+            broken = str(err)
         if n == 0:
-            raise ValueError('no frames decoded')
+            raise ValueError(broken or 'no frames decoded')
+        expected = probe.stream_frames
+        short = not job['fps'] and n < expected
+        if (broken or short) and not job['allow_partial']:
+            raise ValueError((broken + '; ' if broken else '') + f'decoded {n} of the {expected} frames the '
+                             'stream announces (--allow_partial keeps the decoded frames)')
+        if broken or (not job['fps'] and n != expected):
+            warning = (f'{src}: decoded {n} frames, the stream announces {expected} (header '
+                       f'{probe.header_frames}, {probe.discarded} hidden by the edit list)'
+                       + (f'; {broken}' if broken else ''))
     except Exception as err:  # any decoder/IO failure of one video is reported, not fatal for the run
-        return vid, 0, f'{src}: {type(err).__name__}: {err}'
-    write_done(folder, {'num_frames': n, 'source': src, 'short_side': short_side, 'quality': quality})
-    return vid, n, None
+        shutil.rmtree(folder, ignore_errors=True)   # no half-written folder is left to be listed
+        return vid, 0, f'{src}: {type(err).__name__}: {err}', None
+    write_done(folder, dict(settings, num_frames=n, source=src))
+    return vid, n, None, warning
 
 
 def get_args_parser():
@@ -249,6 +315,15 @@ def get_args_parser():
     p.add_argument('--workers', type=int, default=max(1, (os.cpu_count() or 2) // 2),
                    help='worker processes')
     p.add_argument('--list_out', help='frames list to write (default: <out_dir>/frames_list.txt)')
+    p.add_argument('--fps', type=float, default=0,
+                   help="resample to this constant frame rate with ffmpeg's fps filter (0: every decoded frame)")
+    p.add_argument('--no_autorotate', dest='autorotate', action='store_false',
+                   help='keep the stored pixels; by default the display matrix (phone videos) is applied')
+    p.add_argument('--allow_partial', action='store_true',
+                   help='keep the frames of a video that fails mid-stream or decodes fewer frames than its '
+                        'header announces (a warning names both counts); by default it is reported as failed')
+    p.add_argument('--overwrite', action='store_true',
+                   help='redo finished folders made with other settings (by default the run refuses)')
     return p
 
 
@@ -261,13 +336,23 @@ def main(argv=None):
         parser.error(f'--quality must be in [1, 100], got {args.quality}')
     if args.short_side < 0:
         parser.error(f'--short_side must be >= 0, got {args.short_side}')
+    if args.fps < 0:
+        parser.error(f'--fps must be >= 0, got {args.fps}')
     template_regex(args.tmpl)  # fails early on a bad template
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
     items = collect_inputs(args.video_dir, args.video_list)
     base = args.video_dir or ''
     items = [(video_id(rel), rel, label) for rel, label in items]
-    jobs = [(os.path.join(base, rel), os.path.join(args.out_dir, vid), vid, args.tmpl, args.short_side,
-             args.quality) for vid, rel, _ in items]
+    settings = dict(short_side=args.short_side, fps=args.fps, quality=args.quality, autorotate=args.autorotate,
+                    tmpl=args.tmpl)
+    jobs = [dict(settings, src=os.path.join(base, rel), folder=os.path.join(args.out_dir, vid), vid=vid,
+                 allow_partial=args.allow_partial) for vid, rel, _ in items]
+    errors = check_inputs(jobs)
+    if errors:
+        refuse(errors, 'inputs that cannot be extracted as given')
+    conflicts = settings_conflicts([job['folder'] for job in jobs], settings, legacy=LEGACY_FRAME_SETTINGS)
+    if conflicts and not args.overwrite:
+        refuse(conflicts, 'finished folders were made with other settings; --overwrite redoes them')
     list_out = args.list_out or os.path.join(args.out_dir, 'frames_list.txt')
     return finish_extraction(run_parallel(extract_one, jobs, args.workers, 'frames'),
                              [(vid, label) for vid, _, label in items], list_out,

@@ -94,3 +94,12 @@ def test_undecodable_video_raises_with_path(tmp_path, backend):
 def test_unknown_backend():
     with pytest.raises(ValueError, match='decord, pyav'):
         VideoFile('x.mp4', 'opencv')
+
+
+def test_frame_count_cache_follows_file_changes(tmp_path, write_mp4):
+    # video_info is cached per (path, size, mtime): a rewritten file is probed again.
+    path = write_mp4(str(tmp_path / 'clip.mp4'), 5)
+    assert video_num_frames(path) == 5
+    write_mp4(path, 9)
+    os.utime(path, ns=(1, 1))   # a different mtime even on coarse-clock file systems
+    assert video_num_frames(path, 'pyav') == 9

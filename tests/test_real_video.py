@@ -1,0 +1,412 @@
+"""Real-world video files (issue 14): edit lists, display matrices, AVI header counts, truncated downloads,
+VFR and 50 fps clips, made in tmp_path with imageio-ffmpeg's ffmpeg binary. One definition of a video's
+frames: what ffmpeg decodes in presentation order after the edit list (PyAV's decode order is the
+reference), whichever backend or tool reads it.
+"""
+import importlib.util
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from ops.video_io import VIDEO_BACKENDS, FrameReadError, VideoFile, load_image, probe_video
+from scripts import check_data, extract_flow, extract_frames
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+W, H, RATE, GOP = 64, 48, 25, 25
+
+
+def _ffmpeg(*args):
+    subprocess.run([FFMPEG, '-hide_banner', '-loglevel', 'error', '-y', *args], check=True, timeout=60)
+
+
+def ffmpeg_count(path, *vf):
+    """Frames the ffmpeg binary decodes (passthrough: no frame dropped or duplicated), after optional -vf."""
+    out = subprocess.run([FFMPEG, '-hide_banner', '-i', path, '-fps_mode', 'passthrough', *vf, '-f', 'null', '-'],
+                         capture_output=True, text=True, timeout=60).stderr
+    return int(re.findall(r'frame=\s*(\d+)', out)[-1])
+
+
+def grey_index(frame):
+    """Source frame number k (0-based) of a decoded frame: the grey level is 20 + 3k away from the marker."""
+    return int(round((int(frame[-4, -4, 0]) - 20) / 3))
+
+
+def reference_frames(path):
+    """The frames PyAV decodes in order (the reference definition): uint8 (N, H, W, 3), stored pixels."""
+    with av.open(path) as container:
+        return np.stack([f.to_ndarray(format='rgb24') for f in container.decode(video=0)])
+
+
+def reference_indices(path):
+    """Source frame numbers of the reference frames."""
+    return [grey_index(f) for f in reference_frames(path)]
+
+
+def assert_pixels_match(frames, reference):
+    """decord's and PyAV's colour conversions differ by 1-2 grey levels."""
+    assert frames.shape == reference.shape
+    assert np.abs(frames.astype(int) - reference.astype(int)).max() <= 2
+
+
+@pytest.fixture(scope='module')
+def clips(tmp_path_factory):
+    """Real-style clips: {name: path}. src: 60 frames 64x48 at 25 fps, frame k grey 20 + 3k with a red
+    16x12 marker in the top-left corner (shows orientation)."""
+    d = tmp_path_factory.mktemp('real')
+    src = str(d / 'src.mp4')
+    with av.open(src, 'w') as container:
+        stream = container.add_stream('libx264', rate=RATE)
+        stream.width, stream.height, stream.pix_fmt = W, H, 'yuv420p'
+        stream.options = {'crf': '0', 'g': str(GOP), 'sc_threshold': '0'}   # keyframes every GOP only
+        for k in range(60):
+            img = np.full((H, W, 3), 20 + 3 * k, np.uint8)
+            img[:12, :16] = (255, 0, 0)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format='rgb24')):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    p = {name: str(d / name) for name in ('edit.mp4', 'rot90.mp4', 'vfr.mp4', 'gap.avi', 'f50.mp4', 'trunc.mp4')}
+    # A stream-copy cut: starts at the keyframe before 1.5 s, the edit list hides the frames before 1.5 s.
+    _ffmpeg('-ss', '1.5', '-i', src, '-t', '0.8', '-c', 'copy', p['edit.mp4'])
+    _ffmpeg('-display_rotation', '90', '-i', src, '-frames:v', '20', '-c', 'copy', p['rot90.mp4'])
+    _ffmpeg('-i', src, '-frames:v', '40', '-vf', "setpts='if(lt(N,20),N*2,40+(N-20))/TB/25'", '-fps_mode', 'vfr',
+            '-c:v', 'libx264', '-crf', '0', p['vfr.mp4'])
+    # AVI is constant-rate: the VFR gaps become header frames that never decode.
+    _ffmpeg('-i', p['vfr.mp4'], '-c:v', 'mpeg4', '-q:v', '2', '-fps_mode', 'passthrough', p['gap.avi'])
+    _ffmpeg('-i', src, '-r', '50', '-c:v', 'libx264', '-crf', '0', p['f50.mp4'])
+    faststart = str(d / 'faststart.mp4')
+    _ffmpeg('-i', src, '-frames:v', '30', '-c', 'copy', '-movflags', '+faststart', faststart)
+    data = open(faststart, 'rb').read()
+    with open(p['trunc.mp4'], 'wb') as f:
+        f.write(data[:len(data) * 6 // 10])   # a download cut mid-file
+    p['src.mp4'] = src
+    return p
+
+
+def _run(script, *args, cwd=REPO, timeout=120):
+    return subprocess.run([sys.executable, os.path.join(REPO, 'scripts', script + '.py'), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+
+
+def _video_dir(tmp_path, clips, *names, rename=None):
+    """A video folder <tmp>/videos/cls/ holding copies (hard links) of the named clips."""
+    folder = tmp_path / 'videos' / 'cls'
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        os.link(clips[name], folder / ((rename or {}).get(name, name)))
+    return str(tmp_path / 'videos')
+
+
+def _check_args(tmp_path, videos, *lines):
+    """check_data arguments for a one-split video list of `lines` under `videos`."""
+    (tmp_path / 'v.txt').write_text(''.join(f'{line} 0\n' for line in lines))
+    return ['x', '--root_path', videos, '--train_list', str(tmp_path / 'v.txt'), '--val_list',
+            str(tmp_path / 'v.txt'), '--num_class', '1', '--data_format', 'video', '--split', 'train']
+
+
+def _list(path):
+    with open(path) as f:
+        return [line.split() for line in f]
+
+
+# ------------------------------------------------------------------------- 1. edit lists
+
+@pytest.mark.parametrize('backend', VIDEO_BACKENDS)
+def test_edit_list_frames_are_what_ffmpeg_decodes(clips, backend):
+    path = clips['edit.mp4']
+    probe = probe_video(path)
+    assert probe.discarded > 5 and probe.header_frames == probe.packets + probe.discarded   # really an edit list
+    reference = reference_frames(path)
+    assert len(reference) == ffmpeg_count(path) == probe.packets
+    with VideoFile(path, backend) as video:
+        assert video.num_frames == len(reference)
+        numbers = [3, 8, 13, 18, len(reference)]   # a 4-segment validation clip (20 frames) and the last
+        frames = video.read(numbers)
+    assert_pixels_match(frames, reference[[k - 1 for k in numbers]])
+
+
+def test_unreliable_index_logged_once_per_file(clips, tmp_path, caplog):
+    path = str(tmp_path / 'fresh.mp4')   # a path this process has not probed yet
+    os.link(clips['edit.mp4'], path)
+    with caplog.at_level(logging.WARNING, logger='ops.video_io'):
+        for _ in range(3):
+            for backend in VIDEO_BACKENDS:
+                VideoFile(path, backend).close()
+    messages = [r.getMessage() for r in caplog.records if 'fresh.mp4' in r.getMessage()]
+    assert len(messages) == 1 and 'hidden by the edit list' in messages[0]
+
+
+def test_edit_list_extracted_frames_equal_video_frames(clips, tmp_path):
+    videos = _video_dir(tmp_path, clips, 'edit.mp4')
+    out = tmp_path / 'frames'
+    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1')
+    assert proc.returncode == 0, proc.stderr
+    reference = reference_indices(clips['edit.mp4'])
+    assert _list(out / 'frames_list.txt') == [['cls/edit', str(len(reference))]]
+    jpegs = [load_image(str(out / 'cls' / 'edit' / f'img_{k:05d}.jpg')) for k in range(1, len(reference) + 1)]
+    assert [grey_index(f) for f in jpegs] == reference
+    with VideoFile(clips['edit.mp4'], 'decord') as video:
+        decoded = video.read(range(1, len(reference) + 1))
+    assert np.abs(np.stack(jpegs).astype(int) - decoded.astype(int))[:, 20:, 20:].max() <= 3
+
+
+# ------------------------------------------------------------------------- 2. rotation
+
+def _red_corner(frame):
+    """Which corner holds the red marker: 'tl', 'tr', 'bl' or 'br'."""
+    h, w = frame.shape[:2]
+    corners = {'tl': frame[2, 2], 'tr': frame[2, w - 3], 'bl': frame[h - 3, 2], 'br': frame[h - 3, w - 3]}
+    return max(corners, key=lambda c: int(corners[c][0]) - int(corners[c][1]))
+
+
+def _ffmpeg_first_frame(path):
+    """The first frame as the ffmpeg binary shows it (autorotate on): uint8 (H, W, 3); portrait for rot90."""
+    raw = subprocess.run([FFMPEG, '-loglevel', 'error', '-i', path, '-frames:v', '1', '-f', 'rawvideo',
+                          '-pix_fmt', 'rgb24', '-'], capture_output=True, check=True, timeout=60).stdout
+    return np.frombuffer(raw, np.uint8).reshape(W, H, 3)
+
+
+@pytest.mark.parametrize('backend', VIDEO_BACKENDS)
+def test_rotation_applied_like_ffmpeg_by_both_backends(clips, backend):
+    shown = _ffmpeg_first_frame(clips['rot90.mp4'])
+    assert probe_video(clips['rot90.mp4']).rotation == 90
+    with VideoFile(clips['rot90.mp4'], backend) as video:
+        frame = video.read([1])[0]
+    assert frame.shape == (W, H, 3) and _red_corner(frame) == _red_corner(shown) == 'bl'
+    assert np.abs(frame.astype(int) - shown.astype(int)).max() <= 3
+    with VideoFile(clips['rot90.mp4'], backend, autorotate=False) as video:
+        raw = video.read([1])[0]
+    assert raw.shape == (H, W, 3) and _red_corner(raw) == 'tl'
+
+
+@pytest.mark.parametrize('autorotate,size', [(True, (W, H)), (False, (H, W))])
+def test_rotation_policy_in_the_dataset(clips, tmp_path, autorotate, size):
+    from ops.dataset import VideoDataSet
+    videos = _video_dir(tmp_path, clips, 'rot90.mp4')
+    (tmp_path / 'v.txt').write_text('cls/rot90.mp4 0\n')
+    dataset = VideoDataSet(videos, str(tmp_path / 'v.txt'), num_segments=2, mode='val', data_format='video',
+                           autorotate=autorotate)
+    clip, _, _ = dataset[0]   # no transform: (T*C, H, W) floats
+    assert tuple(clip.shape) == (6,) + size
+
+
+def test_rotation_policy_in_extract_frames_flow_and_check_data(clips, tmp_path):
+    videos = _video_dir(tmp_path, clips, 'rot90.mp4')
+    for flag, shape in (([], (W, H)), (['--no_autorotate'], (H, W))):
+        out = tmp_path / ('raw' if flag else 'shown')
+        proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1', *flag)
+        assert proc.returncode == 0, proc.stderr
+        assert load_image(str(out / 'cls' / 'rot90' / 'img_00001.jpg')).shape == shape + (3,)
+        flow_out = tmp_path / ('flow_raw' if flag else 'flow_shown')
+        proc = _run('extract_flow', '--video_dir', videos, '--out_dir', str(flow_out), '--algorithm', 'farneback',
+                    '--workers', '1', *flag)
+        assert proc.returncode == 0, proc.stderr
+        assert load_image(str(flow_out / 'cls' / 'rot90' / 'flow_x_00001.jpg'), 'L').shape == shape
+    args = _check_args(tmp_path, videos, 'cls/rot90.mp4')
+    assert check_data.main(args) == 0
+    assert check_data.main(args + ['--no_autorotate', '--video_backend', 'pyav']) == 0
+
+
+# ------------------------------------------------------------------------- 3. AVI header counts
+
+@pytest.mark.parametrize('backend', VIDEO_BACKENDS)
+def test_avi_header_count_is_not_trusted(clips, backend):
+    path = clips['gap.avi']
+    probe = probe_video(path)
+    reference = reference_frames(path)
+    assert probe.header_frames > len(reference) == ffmpeg_count(path)   # the header promises more
+    with VideoFile(path, backend) as video:
+        assert video.num_frames == len(reference)
+        last_two = video.read([len(reference) - 1, len(reference)])
+    assert_pixels_match(last_two, reference[-2:])
+    assert grey_index(last_two[0]) != grey_index(last_two[1])   # no repeated last frame
+
+
+def test_avi_header_mismatch_fails_extraction_unless_allow_partial(clips, tmp_path, capsys):
+    videos = _video_dir(tmp_path, clips, 'gap.avi', 'src.mp4')
+    out = tmp_path / 'frames'
+    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1')
+    assert proc.returncode == 1
+    assert re.search(r'FAILED .*gap\.avi: .*decoded 40 of the 60 frames', proc.stderr)
+    assert _list(out / 'frames_list.txt') == [['cls/src', '60']] and not (out / 'cls' / 'gap').exists()
+    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1', '--allow_partial')
+    assert proc.returncode == 0
+    assert re.search(r'WARNING .*gap\.avi: decoded 40 frames, the stream announces 60', proc.stderr)
+    assert _list(out / 'frames_list.txt') == [['cls/gap', '40'], ['cls/src', '60']]
+    args = _check_args(tmp_path, videos, 'cls/gap.avi', 'cls/src.mp4')
+    for extra in ([], ['--sample_frames']):
+        assert check_data.main(args + extra) == 1
+        assert re.search(r'stream_count_mismatch: .*gap\.avi: the decoder yields 40 frames, the stream announces 60',
+                         capsys.readouterr().out)
+
+
+# ------------------------------------------------------------------------- 4. truncated downloads
+
+def test_truncated_file_fails_everywhere(clips, tmp_path, capsys):
+    videos = _video_dir(tmp_path, clips, 'trunc.mp4', 'src.mp4')
+    for backend in VIDEO_BACKENDS:
+        with pytest.raises(FrameReadError, match='trunc.mp4'):
+            VideoFile(clips['trunc.mp4'], backend)
+    out = tmp_path / 'frames'
+    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1')
+    assert proc.returncode == 1 and re.search(r'FAILED .*trunc\.mp4: .*failed after \d+ frames', proc.stderr)
+    assert _list(out / 'frames_list.txt') == [['cls/src', '60']] and not (out / 'cls' / 'trunc').exists()
+    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1', '--allow_partial')
+    assert proc.returncode == 0 and 'trunc.mp4: decoded' in proc.stderr
+    assert check_data.main(_check_args(tmp_path, videos, 'cls/trunc.mp4')) == 1
+    assert 'undecodable_video' in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------- VFR and 50 fps
+
+@pytest.mark.parametrize('name', ['vfr.mp4', 'f50.mp4'])
+@pytest.mark.parametrize('backend', VIDEO_BACKENDS)
+def test_vfr_and_50fps_frames_are_decoded_frames(clips, name, backend):
+    reference = reference_frames(clips[name])
+    assert len(reference) == ffmpeg_count(clips[name])
+    with VideoFile(clips[name], backend) as video:
+        assert video.num_frames == len(reference)
+        numbers = [1, 7, 19, 23, len(reference)]
+        assert_pixels_match(video.read(numbers), reference[[k - 1 for k in numbers]])
+
+
+def test_fps_option_resamples_like_ffmpeg(clips, tmp_path):
+    videos = _video_dir(tmp_path, clips, 'vfr.mp4', 'f50.mp4')
+    out = tmp_path / 'frames'
+    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1', '--fps', '10')
+    assert proc.returncode == 0, proc.stderr
+    expected = {f'cls/{n[:-4]}': ffmpeg_count(clips[n], '-vf', 'fps=10') for n in ('vfr.mp4', 'f50.mp4')}
+    assert {vid: int(n) for vid, n in _list(out / 'frames_list.txt')} == expected
+    assert json.load(open(out / 'cls' / 'vfr' / '.done'))['fps'] == 10
+
+
+# ------------------------------------------------------------------------- 5. same stem, 7. spaces
+
+def test_same_stem_two_extensions_refused_before_any_work(clips, tmp_path):
+    videos = _video_dir(tmp_path, clips, 'src.mp4', 'gap.avi', rename={'gap.avi': 'src.avi'})
+    out = tmp_path / 'frames'
+    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '2')
+    assert proc.returncode == 2
+    assert re.search(r'src\.avi and .*src\.mp4 would both be written to', proc.stderr)
+    assert not out.exists()
+
+
+def test_names_with_whitespace_refused_up_front(clips, tmp_path):
+    videos = _video_dir(tmp_path, clips, 'src.mp4', 'vfr.mp4', rename={'vfr.mp4': 'two words.mp4'})
+    for script in ('extract_frames', 'extract_flow'):
+        out = tmp_path / script
+        proc = _run(script, '--video_dir', videos, '--out_dir', str(out), '--workers', '1')
+        assert proc.returncode == 2 and 'two words.mp4' in proc.stderr and 'whitespace' in proc.stderr
+        assert not (out / 'cls').exists()
+
+
+# ------------------------------------------------------------------------- 6. resume with changed settings
+
+@pytest.mark.slow
+def test_rerun_with_other_settings_refuses_unless_overwrite(clips, tmp_path):
+    videos = _video_dir(tmp_path, clips, 'vfr.mp4')
+    out, flow = tmp_path / 'frames', tmp_path / 'flow'
+    base = ['--video_dir', videos, '--out_dir', str(out), '--workers', '1']
+    assert _run('extract_frames', *base, '--short_side', '32').returncode == 0
+    proc = _run('extract_frames', *base, '--short_side', '24')
+    assert proc.returncode == 2 and 'made with --short_side 32, this run asks for 24' in proc.stderr
+    assert load_image(str(out / 'cls' / 'vfr' / 'img_00001.jpg')).shape[0] == 32   # untouched
+    assert _run('extract_frames', *base, '--short_side', '24', '--overwrite').returncode == 0
+    assert load_image(str(out / 'cls' / 'vfr' / 'img_00001.jpg')).shape[0] == 24
+
+    fbase = ['--frames_root', str(out), '--out_dir', str(flow), '--workers', '1']
+    assert _run('extract_flow', *fbase, '--algorithm', 'farneback').returncode == 0
+    proc = _run('extract_flow', *fbase, '--algorithm', 'dis')
+    assert proc.returncode == 2 and 'made with --algorithm farneback, this run asks for dis' in proc.stderr
+    assert json.load(open(flow / 'extraction.json'))['algorithm'] == 'farneback'
+    proc = _run('extract_flow', *fbase, '--algorithm', 'farneback', '--bound', '10')
+    assert proc.returncode == 2 and '--bound' in proc.stderr
+    assert _run('extract_flow', *fbase, '--algorithm', 'dis', '--overwrite').returncode == 0
+    assert json.load(open(flow / 'cls' / 'vfr' / '.flow_done'))['algorithm'] == 'dis'
+    assert json.load(open(flow / 'extraction.json'))['algorithm'] == 'dis'
+
+
+# ------------------------------------------------------------------------- 8. DIS, 9. frames_root layout
+
+def test_dis_flow_from_resized_videos(clips, tmp_path):
+    videos = _video_dir(tmp_path, clips, 'vfr.mp4', 'edit.mp4', 'f50.mp4')
+    out = tmp_path / 'flow'
+    proc = _run('extract_flow', '--video_dir', videos, '--out_dir', str(out), '--algorithm', 'dis',
+                '--short_side', '30', '--workers', '1')
+    assert proc.returncode == 0, proc.stderr
+    n = {name: ffmpeg_count(clips[name + '.mp4']) for name in ('vfr', 'edit', 'f50')}
+    assert sorted(_list(out / 'flow_list.txt')) == sorted([f'cls/{k}', str(v - 1)] for k, v in n.items())
+    assert load_image(str(out / 'cls' / 'vfr' / 'flow_y_00001.jpg'), 'L').shape == (30, 40)
+
+
+def test_readme_flow_command_on_extract_frames_layout(clips, tmp_path):
+    videos = _video_dir(tmp_path, clips, 'src.mp4', 'vfr.mp4')
+    frames = tmp_path / 'frames'
+    assert _run('extract_frames', '--video_dir', videos, '--out_dir', str(frames), '--workers', '1').returncode == 0
+    # the README command, literally: flow next to the frames of the <class>/<video> folders
+    proc = _run('extract_flow', '--frames_root', str(frames), '--out_dir', str(frames), '--algorithm', 'farneback',
+                '--workers', '1')
+    assert proc.returncode == 0, proc.stderr
+    assert _list(frames / 'flow_list.txt') == [['cls/src', '59'], ['cls/vfr', '39']]
+
+
+# ------------------------------------------------------------------------- Ctrl-C
+
+def test_ctrl_c_exits_cleanly_with_a_summary(clips, tmp_path):
+    folder = tmp_path / 'videos' / 'cls'
+    folder.mkdir(parents=True)
+    for k in range(40):
+        os.link(clips['f50.mp4'], folder / f'v{k:02d}.mp4')
+    out = tmp_path / 'frames'
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'scripts', 'extract_frames.py'), '--video_dir',
+                             str(tmp_path / 'videos'), '--out_dir', str(out), '--workers', '2'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'))
+    deadline = time.time() + 60
+    while not list(out.glob('cls/*/.done')) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert 'Traceback' not in err
+    done = len(list(out.glob('cls/*/.done')))
+    assert re.search(rf'interrupted: \d+ of 40 videos finished and kept; rerun the same command to resume', err)
+    assert 1 <= done < 40
+    assert not (out / 'frames_list.txt').exists()
+
+
+# ------------------------------------------------------------------------- 10. dense window
+
+def test_check_data_counts_videos_shorter_than_the_dense_window(clips, tmp_path, capsys):
+    videos = _video_dir(tmp_path, clips, 'src.mp4', 'edit.mp4', 'f50.mp4')
+    args = _check_args(tmp_path, videos, 'cls/src.mp4', 'cls/edit.mp4', 'cls/f50.mp4') + ['--sample_frames',
+                                                                                         '--dense_sample']
+    assert check_data.main(args) == 0   # src 60, edit 20, f50 120 frames
+    assert 'train: 2 of 3 videos shorter than the 64-frame dense window' in capsys.readouterr().out
+    assert check_data.main(args + ['--dense_length', '16']) == 0
+    assert 'train: 0 of 3 videos shorter than the 16-frame dense window' in capsys.readouterr().out
+
+
+def test_test_models_protocol_line_counts_short_videos(tiny_toy, tiny_checkpoint, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location('eval_entry_point_dense', os.path.join(REPO, 'test_models.py'))
+    test_models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_models)
+    from opts import parse_test_args
+    weights = tiny_checkpoint(tmp_path / 'rgb.pth.tar', 'RGB', 0)
+    for length, short in (('64', 3), ('8', 0)):   # the toy clips have 10 frames
+        test_models.main(parse_test_args(['toy', '--weights', weights, '--data_root', tiny_toy, '--device', 'cpu',
+                                          '-j', '0', '--no_progress', '--max_num', '3', '--dense_sample',
+                                          '--dense_number', '2', '--dense_length', length]))
+        assert f'{short} of 3 videos shorter than the {length}-frame dense window' in capsys.readouterr().out
