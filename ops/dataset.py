@@ -419,4 +419,5 @@ def check_list_counts(records: Sequence[VideoRecord], *, root: str, modality: st
                 f'{list_file} ({option}) does not match the {modality} files under {root}: video '
                 f'{record.video_id} has {record.num_frames} frames in the list but {problem}. Is it the list '
                 f'of another modality? Give each modality its own list and root with the {{modality}} placeholder, '
-                f'e.g. {option} "lists/train_{{modality}}.txt" --root_path "data/{{modality}}"')
+                f'e.g. {option} "lists/{"train" if option == "--train_list" else "val"}_{{modality}}.txt" '
+                f'--root_path "data/{{modality}}"')
