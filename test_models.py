@@ -184,6 +184,10 @@ def test_data_spec(args, index, ckpt, modality):
 
     def pick(flag, key):
         return flag if flag is not None else recorded.get(key)
+    if recorded:
+        logger.info("%s: data recorded at training (flags override): %s list %s under %s",
+                    args.weights_list[index], pick(args.data_format, "data_format"),
+                    pick(args.test_list_list[index], "val_list"), pick(args.root_path, "root_path"))
     return resolve_dataset(
         args.dataset, modality, data_root=args.data_root, root_path=pick(args.root_path, "root_path"),
         val_list=pick(args.test_list_list[index], "val_list"), category_file=args.category_file,
@@ -244,27 +248,31 @@ def evaluate_model(mt, args, ctx, dtype):
     return ids, labels, logits.numpy()
 
 
-def write_confusion_png(cm, path):
-    """Row-normalised confusion matrix as an image (one cell per class pair, up to ~200 classes)."""
+def write_confusion_png(cm, path, class_names=None):
+    """Row-normalised confusion matrix as an image (one cell per class pair, up to ~200 classes); up to
+    30 classes, rows are labelled with their index and name."""
     from PIL import Image, ImageDraw
     C = cm.shape[0]
     rows = cm.sum(1, keepdims=True).clip(min=1)
     norm = cm / rows
     cell = max(2, min(24, 800 // max(C, 1)))
+    named = bool(class_names) and C <= 30
     margin = 40
+    left = margin + (6 * min(max((len(n) for n in class_names), default=0), 16) + 6 if named else 0)
     size = C * cell
-    img = Image.new("RGB", (size + margin + 10, size + margin + 10), "white")
+    img = Image.new("RGB", (size + left + 10, size + margin + 10), "white")
     pix = (255 * (1 - norm)).astype(np.uint8)
     heat = np.stack([pix, pix, np.full_like(pix, 255)], axis=-1)           # white -> blue
     heat = np.kron(heat, np.ones((cell, cell, 1), dtype=np.uint8))
-    img.paste(Image.fromarray(heat), (margin, margin))
+    img.paste(Image.fromarray(heat), (left, margin))
     draw = ImageDraw.Draw(img)
-    draw.text((margin, 5), "predicted ->", fill="black")
-    draw.text((2, margin), "true", fill="black")
+    draw.text((left, 5), "predicted ->", fill="black")
+    draw.text((2, margin - 12), "true", fill="black")
     if C <= 30:
         for i in range(C):
-            draw.text((margin + i * cell + 1, margin - 12), str(i), fill="black")
-            draw.text((margin - 18, margin + i * cell + 1), str(i), fill="black")
+            draw.text((left + i * cell + 1, margin - 12), str(i), fill="black")
+            label = f"{class_names[i][:16]} {i}" if named else str(i)
+            draw.text((2 if named else margin - 18, margin + i * cell + 1), label, fill="black")
     img.save(path)
 
 
@@ -342,7 +350,7 @@ def run(args, ctx):
     os.makedirs(out_dir, exist_ok=True)
     np.save(os.path.join(out_dir, "confusion.npy"), cm)
     names = models[0].spec.categories
-    write_confusion_png(cm, os.path.join(out_dir, "confusion.png"))
+    write_confusion_png(cm, os.path.join(out_dir, "confusion.png"), names)
     write_per_class(cm, os.path.join(out_dir, "per_class.csv"), names)
     if args.save_scores:
         for path, lg, p in zip(score_paths(args.save_scores, len(models)), per_model, protocols):

@@ -20,8 +20,8 @@ LOCK_NAME = '.lock'
 RUNTIME_KEYS = frozenset({
     'resume', 'start_epoch', 'evaluate', 'print_freq', 'no_progress', 'workers', 'root_log', 'root_model',
     'data_root', 'rank', 'world_size', 'init_method', 'dist_port', 'dist_timeout', 'gpus', 'device', 'launch',
-    'per_rank_batch', 'video_backend', 'strict_data', 'compile', 'dump_step_logits', 'check_alignment',
-    'trust_jit_checkpoint'})
+    'per_rank_batch', 'video_backend', 'strict_data', 'compile', 'channels_last', 'dump_step_logits',
+    'check_alignment', 'trust_jit_checkpoint'})
 
 _held = {}   # run_dir (absolute) -> open lock file of this process
 

@@ -13,6 +13,8 @@ import pytest
 
 from ops.dataset_config import fill_modality, resolve_dataset
 from ops.rundir import RunDirError, check_run_config, first_difference, lock_run_dir, release_run_dirs
+from opts import parse_test_args
+from tests.test_eval_cli import test_models as evaluation   # the entry point, loaded by path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ('jump', 'run', 'wave')
@@ -78,9 +80,13 @@ def read_lines(path):
         return f.read().splitlines()
 
 
-def top1(stdout):
-    (line,) = [l for l in stdout.splitlines() if l.startswith('Overall Prec@1')]
-    return float(line.split()[2].rstrip('%'))
+@pytest.fixture
+def evaluate(monkeypatch):
+    """evaluate(cwd, *argv) -> result dict of test_models.py run in-process from folder cwd."""
+    def run(cwd, *argv):
+        monkeypatch.chdir(cwd)
+        return evaluation.main(parse_test_args(['mydata', '--no_progress', *argv]))
+    return run
 
 
 def only_run(root_model, pattern='*'):
@@ -241,7 +247,7 @@ def test_config_check_and_lock(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('fmt', ['frames', 'video'])
-def test_train_and_evaluate_unregistered_dataset(fmt, mydata, run_cli, tmp_path):
+def test_train_and_evaluate_unregistered_dataset(fmt, mydata, run_cli, evaluate, capsys, tmp_path):
     root_model = tmp_path / 'ckpt'
     common = ['main.py', 'mydata', 'RGB', *data_flags(fmt), *TINY, '--root_model', str(root_model),
               '--root_log', str(tmp_path / 'log')]
@@ -250,15 +256,14 @@ def test_train_and_evaluate_unregistered_dataset(fmt, mydata, run_cli, tmp_path)
     assert run.name == 'TSM_mydata_RGB_resnet18_shift8_blockres_avg_segment4_e1_none'
     weights = str(run / 'ckpt.best.pth.tar')
     # evaluation from another folder, without any data flag: the checkpoint's recorded data is used
-    plain = run_cli(['test_models.py', 'mydata', '--weights', weights, '--no_progress', '--csv_file',
-                     str(tmp_path / 'pred.csv'), '--output_dir', str(tmp_path / 'eval')], cwd=tmp_path)
+    plain = evaluate(tmp_path, '--weights', weights, '--csv_file', str(tmp_path / 'pred.csv'), '--output_dir',
+                     str(tmp_path / 'eval'))
+    assert f'{len(CLASSES)} videos' in capsys.readouterr().out
     flags = data_flags(fmt)
     flags[flags.index('--val_list')] = '--test_list'
     flags.remove('--train_list')
     flags.remove(f'data/mydata/lists/train_{"video" if fmt == "video" else "{modality}"}.txt')
-    repeated = run_cli(['test_models.py', 'mydata', '--weights', weights, '--no_progress', *flags], cwd=mydata)
-    assert top1(plain.stdout) == top1(repeated.stdout)
-    assert f'{len(CLASSES)} videos' in plain.stdout
+    assert evaluate(mydata, '--weights', weights, *flags)['top1'] == plain['top1']
     with open(tmp_path / 'eval' / 'per_class.csv') as f:
         assert [row['name'] for row in csv.DictReader(f)] == list(CLASSES)
     predicted = [line.split(';')[1] for line in read_lines(tmp_path / 'pred.csv')]
@@ -282,7 +287,7 @@ def test_train_and_evaluate_unregistered_dataset(fmt, mydata, run_cli, tmp_path)
 
 
 @pytest.mark.slow
-def test_mutual_learning_and_ensemble_with_separate_roots(mydata, run_cli, tmp_path):
+def test_mutual_learning_and_ensemble_with_separate_roots(mydata, run_cli, evaluate, capsys, tmp_path):
     from tests.test_mml import free_port
     port = free_port()
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
@@ -300,13 +305,36 @@ def test_mutual_learning_and_ensemble_with_separate_roots(mydata, run_cli, tmp_p
     import torch
     assert torch.load(flow, weights_only=True)['data']['root_path'] == str(mydata / 'data' / 'mydata' / 'Flow')
     weights = f'{rgb},{flow}'
-    plain = run_cli(['test_models.py', 'mydata', '--weights', weights, '--no_progress'], cwd=tmp_path)
+    plain = evaluate(tmp_path, '--weights', weights)
+    assert '[Flow, coeff 1]' in capsys.readouterr().out
     flags = ['--root_path', 'data/mydata/{modality}', '--test_list', 'data/mydata/lists/val_{modality}.txt',
              '--category_file', 'data/mydata/lists/category.txt']
-    repeated = run_cli(['test_models.py', 'mydata', '--weights', weights, '--no_progress', *flags], cwd=mydata)
-    assert '[Flow, coeff 1]' in plain.stdout and top1(plain.stdout) == top1(repeated.stdout)
+    assert evaluate(mydata, '--weights', weights, *flags)['top1'] == plain['top1']
+    # distillation: an RGB student reads its frames, the Flow teacher its own flow, from one set of flags
+    run_cli(['main.py', 'mydata', 'RGB', *data_flags(), *TINY, '--distill_from', str(flow), '--max_steps_per_epoch',
+             '1', '--root_model', str(tmp_path / 'ckpt'), '--root_log', str(tmp_path / 'log')], cwd=mydata)
+    assert (only_run(tmp_path / 'ckpt', '*_distill') / 'ckpt.pth.tar').is_file()
     # one RGB list for both: the Flow checkpoint refuses it before decoding anything
-    wrong = run_cli(['test_models.py', 'mydata', '--weights', weights, '--no_progress', '--root_path',
-                     'data/mydata/{modality}', '--test_list', 'data/mydata/lists/val_RGB.txt'], cwd=mydata,
-                    check=False)
-    assert wrong.returncode == 1 and 'does not match the Flow files' in wrong.stderr
+    with pytest.raises(SystemExit, match='val_RGB.txt \\(--test_list\\) does not match the Flow files'):
+        evaluate(mydata, '--weights', weights, '--root_path', 'data/mydata/{modality}', '--test_list',
+                 'data/mydata/lists/val_RGB.txt')
+
+
+def test_evaluation_data_comes_from_flags_then_checkpoint_then_registry(tiny_checkpoint, tmp_path):
+    from opts import parse_test_args
+    test_data_spec = evaluation.test_data_spec
+    weights = tiny_checkpoint(tmp_path / 'w.pth.tar', 'Flow', 0)
+    recorded = {'data': dict(dataset='mydata', modality='Flow', data_format='frames', root_path='/d/Flow',
+                             val_list='/l/val_Flow.txt', image_tmpl='f_{}_{:03d}.jpg', num_class=2,
+                             categories=['a', 'b'])}
+    spec = test_data_spec(parse_test_args(['mydata', '--weights', weights]), 0, recorded, 'Flow')
+    assert (spec.root_path, spec.val_list, spec.image_tmpl, spec.categories) == \
+        ('/d/Flow', '/l/val_Flow.txt', 'f_{}_{:03d}.jpg', ['a', 'b'])
+    args = parse_test_args(['mydata', '--weights', weights, '--root_path', 'r/{modality}', '--test_list',
+                            't_{modality}.txt', '--num_class', '2', '--flow_tmpl', 'x{}{:d}.jpg'])
+    spec = test_data_spec(args, 0, recorded, 'Flow')
+    assert (spec.root_path, spec.val_list, spec.image_tmpl, spec.categories) == \
+        ('r/Flow', 't_Flow.txt', 'x{}{:d}.jpg', None)
+    # a checkpoint trained under another name: its data is not reused
+    with pytest.raises(ValueError, match="dataset 'other' is not registered.*give --root_path"):
+        test_data_spec(parse_test_args(['other', '--weights', weights]), 0, recorded, 'Flow')
