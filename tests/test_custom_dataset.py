@@ -338,3 +338,13 @@ def test_evaluation_data_comes_from_flags_then_checkpoint_then_registry(tiny_che
     # a checkpoint trained under another name: its data is not reused
     with pytest.raises(ValueError, match="dataset 'other' is not registered.*give --root_path"):
         test_data_spec(parse_test_args(['other', '--weights', weights]), 0, recorded, 'Flow')
+
+
+def test_run_name_replaces_the_tsm_name():
+    from opts import parse_args
+    common = ['mydata', 'RGB', '--root_path', 'd', '--train_list', 't.txt', '--val_list', 'v.txt',
+              '--num_class', '3']
+    assert parse_args([*common, '--run_name', 'exp1']).store_names == ['exp1']
+    assert parse_args([*common, '--suffix', 'lr05']).store_names[0].endswith('_e50_lr05')
+    with pytest.raises(SystemExit):
+        parse_args([*common, '--run_name', 'a/b'])
