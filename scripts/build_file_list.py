@@ -239,13 +239,14 @@ def scan_class_folders(root, what='--root'):
     """{class name: {video id: relative video path or None (a frame folder)}} of a class-folder tree.
 
     Items are the video files of each class folder; a tree without video files is a tree of frame
-    folders. Ids are '<class>/<name without extension>'."""
+    folders. Ids are '<class>/<name without extension>'. Hidden names (starting with '.') are skipped."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f'{what} {root}: no such folder')
-    classes = sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n)))
+    # hidden entries (.ipynb_checkpoints, .DS_Store, done-markers) are not classes or videos
+    classes = sorted(n for n in os.listdir(root) if not n.startswith('.') and os.path.isdir(os.path.join(root, n)))
     if not classes:
         raise ValueError(f'{what} {root}: no class sub-folders (expected {root}/<class>/<video>)')
-    entries = {c: sorted(os.listdir(os.path.join(root, c))) for c in classes}
+    entries = {c: sorted(n for n in os.listdir(os.path.join(root, c)) if not n.startswith('.')) for c in classes}
     has_videos = any(os.path.splitext(n)[1].lower() in VIDEO_EXTENSIONS for names in entries.values()
                      for n in names)
     tree = {}

@@ -124,6 +124,8 @@ def test_lists_from_frame_folders_and_val_dir(tmp_path, write_rgb_jpegs, write_m
     for cls, n in (('a', 4), ('b', 5)):
         for k in range(2):
             write_rgb_jpegs(str(tmp_path / 'frames' / cls / f'{cls}{k}'), n + k)
+    os.makedirs(tmp_path / 'frames' / '.ipynb_checkpoints')
+    os.makedirs(tmp_path / 'frames' / 'a' / '.cache')
     assert build_lists(['--root', str(tmp_path / 'frames'), '--out_dir', str(tmp_path / 'l')]) == 0
     assert read_lines(tmp_path / 'l' / 'category.txt') == ['a', 'b']
     assert sorted(read_lines(tmp_path / 'l' / 'train_RGB.txt') + read_lines(tmp_path / 'l' / 'val_RGB.txt')) \
