@@ -168,13 +168,19 @@ class ModelUnderTest:
 def test_data_spec(args, index, ckpt, modality):
     """The data one checkpoint is evaluated on. Each value comes from its flag if given, else from what
     the checkpoint recorded at training time (when it was trained under this dataset name: format,
-    root, templates, validation list, class names), else from the registry. '{modality}' in the paths
+    root, templates, validation list, class names; root and list only while they exist), else from the
+    registry. '{modality}' in the paths
     becomes the checkpoint's modality (ops.dataset_config.fill_modality)."""
     recorded = ckpt.get("data") if isinstance(ckpt.get("data"), dict) else {}
     if recorded and recorded.get("dataset") != args.dataset:
         logger.info("%s was trained on %r, not %r: its recorded data paths are not used",
                     args.weights_list[index], recorded.get("dataset"), args.dataset)
         recorded = {}
+    moved = [recorded[k] for k in ("root_path", "val_list") if recorded.get(k) and not os.path.exists(recorded[k])]
+    if moved:
+        logger.info("%s: recorded data paths no longer exist (%s): using the flags / registry (--data_root)",
+                    args.weights_list[index], ", ".join(moved))
+        recorded = {k: v for k, v in recorded.items() if k not in ("root_path", "val_list")}
     class_flags = args.category_file is not None or args.num_class is not None
     own_tmpl = recorded.get("image_tmpl") if recorded.get("modality") == modality else None
     categories = None if class_flags else recorded.get("categories")

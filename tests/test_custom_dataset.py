@@ -326,17 +326,23 @@ def test_evaluation_data_comes_from_flags_then_checkpoint_then_registry(tiny_che
     from opts import parse_test_args
     test_data_spec = evaluation.test_data_spec
     weights = tiny_checkpoint(tmp_path / 'w.pth.tar', 'Flow', 0)
-    recorded = {'data': dict(dataset='mydata', modality='Flow', data_format='frames', root_path='/d/Flow',
-                             val_list='/l/val_Flow.txt', image_tmpl='f_{}_{:03d}.jpg', num_class=2,
-                             categories=['a', 'b'])}
+    (tmp_path / 'Flow').mkdir()
+    (tmp_path / 'val_Flow.txt').write_text('')
+    root, val = str(tmp_path / 'Flow'), str(tmp_path / 'val_Flow.txt')
+    recorded = {'data': dict(dataset='mydata', modality='Flow', data_format='frames', root_path=root,
+                             val_list=val, image_tmpl='f_{}_{:03d}.jpg', num_class=2, categories=['a', 'b'])}
     spec = test_data_spec(parse_test_args(['mydata', '--weights', weights]), 0, recorded, 'Flow')
     assert (spec.root_path, spec.val_list, spec.image_tmpl, spec.categories) == \
-        ('/d/Flow', '/l/val_Flow.txt', 'f_{}_{:03d}.jpg', ['a', 'b'])
+        (root, val, 'f_{}_{:03d}.jpg', ['a', 'b'])
     args = parse_test_args(['mydata', '--weights', weights, '--root_path', 'r/{modality}', '--test_list',
                             't_{modality}.txt', '--num_class', '2', '--flow_tmpl', 'x{}{:d}.jpg'])
     spec = test_data_spec(args, 0, recorded, 'Flow')
     assert (spec.root_path, spec.val_list, spec.image_tmpl, spec.categories) == \
         ('r/Flow', 't_Flow.txt', 'x{}{:d}.jpg', None)
+    # data moved since training: the recorded paths are not used (the registry / flags are)
+    moved = {'data': dict(recorded['data'], root_path=str(tmp_path / 'gone'))}
+    with pytest.raises(ValueError, match="dataset 'mydata' is not registered.*give --root_path, --val_list"):
+        test_data_spec(parse_test_args(['mydata', '--weights', weights]), 0, moved, 'Flow')
     # a checkpoint trained under another name: its data is not reused
     with pytest.raises(ValueError, match="dataset 'other' is not registered.*give --root_path"):
         test_data_spec(parse_test_args(['other', '--weights', weights]), 0, recorded, 'Flow')
