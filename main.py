@@ -19,14 +19,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from opts import parse_args
+from opts import get_train_parser, parse_args
 from ops import distributed as D
 from ops.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, pair_records, parse_list,
-                         worker_init_fn)
-from ops.dataset_config import frames_per_segment, resolve_dataset
+from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, check_list_counts, pair_records,
+                         parse_list, worker_init_fn)
+from ops.dataset_config import data_record, frames_per_segment, resolve_dataset
 from ops.models import TSN, to_channels_last
 from ops.mutual import check_alignment, mutual_kl, peer_mean_logits, video_id_hash
+from ops.rundir import RunDirError, check_run_config, lock_run_dir, release_run_dirs
 from ops.sampler import ShardSampler
 from ops.transforms import build_transform
 from ops.utils import AverageMeter, rng_state, seed_everything, set_rng_state, topk_correct
@@ -114,10 +115,35 @@ def build_records(args, split, modalities):
         specs[m] = spec
         path = spec.train_list if split == "train" else spec.val_list
         lists[m] = parse_list(path, spec.data_format, option=option)
+        check_counts_on_disk(lists[m], spec, split, path, option)
     if len(lists) == 1:
         only = next(iter(lists.values()))
         return {modalities[0]: only}, specs
     return pair_records(lists), specs
+
+
+def check_counts_on_disk(records, spec, split, path, option):
+    """A frames list whose counts do not match its modality's files (e.g. the RGB list given to a Flow
+    rank) stops the run at start-up, naming the list."""
+    if spec.data_format != "frames":
+        return
+    try:
+        check_list_counts(records, root=spec.root_path if split == "train" else spec.val_root_path,
+                          modality=spec.modality, image_tmpl=spec.image_tmpl, start_index=spec.start_index,
+                          list_file=path, option=option)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def claim_run_dir(args, run_dir):
+    """Lock the run directory and refuse one that holds another configuration (ops/rundir.py)."""
+    names = {a.dest: next((o for o in a.option_strings if o.startswith("--")), a.dest)
+             for a in get_train_parser()._actions if a.option_strings}
+    try:
+        lock_run_dir(run_dir)
+        check_run_config(run_dir, plain_args(args), names)
+    except RunDirError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def make_dataset(args, modality, split, records, spec, model, aligned, num_class, all_modalities,
@@ -255,6 +281,7 @@ class Trainer:
         self.fixed_teacher_weights = fixed_teacher_weights
         self.writes = ctx.replica_index == 0           # one writer per modality
         self.mutual_ranks = [ctx.replica_index * ctx.num_modalities + i for i in range(ctx.num_modalities)]
+        self.data_config = None       # ops.dataset_config.data_record of this rank's data, for evaluation
 
     # -- checkpoints -------------------------------------------------------------------------------
     def checkpoint_state(self):
@@ -265,6 +292,7 @@ class Trainer:
             "best_prec1": self.state.best_prec1, "config": self.raw_model.config(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": rng_state(), "args": plain_args(self.args), "modality": self.modality,
+            "data": self.data_config,
         }
 
     def save(self, is_best=False):
@@ -539,6 +567,7 @@ def main(args):
             os._exit(EXIT_PEER_LOST)
         raise
     finally:
+        release_run_dirs()
         D.cleanup()
 
 
@@ -566,6 +595,7 @@ def run(args, ctx):
     if writes:
         os.makedirs(run_dir, exist_ok=True)
         os.makedirs(log_dir, exist_ok=True)
+        claim_run_dir(args, run_dir)
     setup_logging(run_dir if writes else None, ctx.is_main or (writes and ctx.num_modalities > 1))
     spec = dataset_spec(args, modality)
     aligned = ctx.num_modalities > 1
@@ -623,6 +653,7 @@ def run(args, ctx):
                       fixed_teacher_weights=([float(w) for w in args.teacher_weights.split(",")]
                                              if args.teacher_weights else None))
     trainer.raw_model = model
+    trainer.data_config = data_record(spec)
     install_signal_handlers(trainer.state)
 
     if resume:

@@ -46,7 +46,9 @@ def _add_data_options(p):
     g = p.add_argument_group("data")
     g.add_argument("--data_root", default=os.environ.get("TSM_DATA_ROOT", "data"),
                    help="folder holding the registered datasets (env TSM_DATA_ROOT)")
-    g.add_argument("--root_path", default=None, help="frames/videos root (default: from the registry)")
+    g.add_argument("--root_path", default=None,
+                   help="frames/videos root (default: from the registry); '{modality}' in it and in the lists "
+                        "becomes RGB (also for RGBDiff) or Flow, so each modality has its own files")
     g.add_argument("--category_file", default=None, help="one class name per line")
     g.add_argument("--num_class", type=int, default=None, help="number of classes (instead of a category file)")
     g.add_argument("--image_tmpl", default=None, help="RGB frame file template, e.g. img_{:05d}.jpg")
@@ -128,6 +130,8 @@ def get_train_parser():
                    help="first-conv lr multipliers: tsm = x5/x10 for Flow, mml = x1/x2 for every modality")
     g.add_argument("--img_feature_dim", type=int, default=256, help="kept for TSM compatibility (unused)")
     g.add_argument("--suffix", default=None, help="appended to the run name")
+    g.add_argument("--run_name", default=None,
+                   help="run directory name instead of TSM's convention (mutual learning appends _ML{rank})")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help="[dataset default / 50]")
@@ -337,12 +341,17 @@ def _validate_train(parser, args):
         err("--teacher_weights needs one weight per --distill_from checkpoint")
     if args.mutual_temperature <= 0 or args.distill_temperature <= 0:
         err("temperatures must be > 0")
+    if args.run_name is not None and (not args.run_name or os.sep in args.run_name
+                                      or args.run_name in (".", "..")):
+        err(f"--run_name {args.run_name!r} must be a plain folder name")
     if args.arch.startswith("ila_") and args.temporal_module is not None:
         err("ILA models do their own temporal modelling; drop --shift/--temporal_module")
 
 
 def store_name(args, modality, rank=0):
     """TSM's run-name convention (+ the MML fork's _dense/_random/_ML{rank} suffixes)."""
+    if args.run_name:
+        return args.run_name + (f"_ML{rank}" if len(args.modalities) > 1 else "")
     arch = args.arch
     if args.temporal_module == "tsm":
         arch += f"_shift{args.shift_div}_{args.shift_place}"
@@ -382,7 +391,9 @@ def get_test_parser():
     p.add_argument("dataset")
     p.add_argument("--weights", required=True, help="comma list of checkpoints")
     _add_data_options(p)
-    p.add_argument("--test_list", default=None, help="comma list, one per weight (default: val list)")
+    p.add_argument("--test_list", default=None,
+                   help="one list for every weight (may contain {modality}) or a comma list, one per weight "
+                        "(default: the validation list the checkpoint recorded, else the registry's)")
     p.add_argument("--test_segments", default=None, help="comma list, one per weight (default: checkpoint)")
     p.add_argument("--test_crops", type=int, default=1, choices=TEST_CROPS,
                    help="1 centre, 3 along the long side, 5 corners + centre, 10 (the 5 and their flips)")
@@ -435,7 +446,8 @@ def parse_test_args(argv=None):
         except ValueError:
             parser.error(f"{name}: cannot parse {value!r}")
     args.test_segments_list = split(args.test_segments, "--test_segments", int)
-    args.test_list_list = split(args.test_list, "--test_list", str)
+    one_list = args.test_list is not None and "," not in args.test_list
+    args.test_list_list = [args.test_list] * n if one_list else split(args.test_list, "--test_list", str)
     args.coeff_list = [1.0 if c is None else c for c in split(args.coeff, "--coeff", float)]
     if any(t is not None and t < 1 for t in args.test_segments_list):
         parser.error(f"--test_segments must be >= 1, got {args.test_segments}")

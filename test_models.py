@@ -32,13 +32,13 @@ import archs
 from opts import parse_test_args
 from ops import distributed as D
 from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
-from ops.dataset import VideoDataSet, parse_list, worker_init_fn
+from ops.dataset import VideoDataSet, check_list_counts, parse_list, worker_init_fn
 from ops.dataset_config import resolve_dataset
 from ops.models import TSN, to_channels_last
 from ops.sampler import ShardSampler
 from ops.scores import align_to, fuse, metrics, save_scores, video_scores
 from ops.transforms import build_transform
-from ops.video_io import count_shorter, flow_paths, frame_path
+from ops.video_io import count_shorter
 
 logger = logging.getLogger("test_models")
 
@@ -100,11 +100,7 @@ class ModelUnderTest:
         self.num_segments = args.test_segments_list[index] or config["num_segments"]
         self.temporal = is_temporal(config)
         try:
-            spec = resolve_dataset(args.dataset, self.modality, data_root=args.data_root,
-                                   root_path=args.root_path, val_list=args.test_list_list[index],
-                                   category_file=args.category_file, num_class=args.num_class,
-                                   image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
-                                   data_format=args.data_format)
+            spec = test_data_spec(args, index, ckpt, self.modality)
             records = parse_list(spec.val_list, spec.data_format, option="--test_list")
         except (OSError, ValueError) as exc:
             raise SystemExit(f"{path} ({self.modality}): {exc}") from None
@@ -180,23 +176,54 @@ class ModelUnderTest:
         return logits.reshape(B, V, -1)
 
 
+def test_data_spec(args, index, ckpt, modality):
+    """The data one checkpoint is evaluated on. Each value comes from its flag if given, else from what
+    the checkpoint recorded at training time (when it was trained under this dataset name: format,
+    root, templates, validation list, class names; root and list only while they exist), else from the
+    registry. '{modality}' in the paths
+    becomes the checkpoint's modality (ops.dataset_config.fill_modality)."""
+    recorded = ckpt.get("data") if isinstance(ckpt.get("data"), dict) else {}
+    if recorded and recorded.get("dataset") != args.dataset:
+        logger.info("%s was trained on %r, not %r: its recorded data paths are not used",
+                    args.weights_list[index], recorded.get("dataset"), args.dataset)
+        recorded = {}
+    moved = [recorded[k] for k in ("root_path", "val_list") if recorded.get(k) and not os.path.exists(recorded[k])]
+    if moved:
+        logger.info("%s: recorded data paths no longer exist (%s): using the flags / registry (--data_root)",
+                    args.weights_list[index], ", ".join(moved))
+        recorded = {k: v for k, v in recorded.items() if k not in ("root_path", "val_list")}
+    class_flags = args.category_file is not None or args.num_class is not None
+    own_tmpl = recorded.get("image_tmpl") if recorded.get("modality") == modality else None
+    categories = None if class_flags else recorded.get("categories")
+    num_class = args.num_class
+    if not class_flags and categories is None:
+        num_class = recorded.get("num_class")
+
+    def pick(flag, key):
+        return flag if flag is not None else recorded.get(key)
+    if recorded:
+        logger.info("%s: data recorded at training (flags override): %s list %s under %s",
+                    args.weights_list[index], pick(args.data_format, "data_format"),
+                    pick(args.test_list_list[index], "val_list"), pick(args.root_path, "root_path"))
+    return resolve_dataset(
+        args.dataset, modality, data_root=args.data_root, root_path=pick(args.root_path, "root_path"),
+        val_list=pick(args.test_list_list[index], "val_list"), category_file=args.category_file,
+        num_class=num_class, categories=categories, data_format=pick(args.data_format, "data_format"),
+        image_tmpl=args.image_tmpl if args.image_tmpl is not None or modality == "Flow" else own_tmpl,
+        flow_tmpl=args.flow_tmpl if args.flow_tmpl is not None or modality != "Flow" else own_tmpl,
+        splits=("val",))
+
+
 def check_modality_matches(modality, spec, records, path):
     """Catch a Flow checkpoint pointed at an RGB list (and vice versa) before decoding anything: the
-    first and the last listed frame of the first video must exist with this modality's file names."""
-    if spec.data_format != "frames" or not records:
+    listed counts of sampled videos must match this modality's files on disk."""
+    if spec.data_format != "frames":
         return
-    record = records[0]
-    folder = os.path.join(spec.val_root_path, record.path)
-    for number in sorted({spec.start_index, spec.start_index + max(record.num_frames, 1) - 1}):
-        if modality == "Flow":
-            name = flow_paths(folder, record.video_id, spec.image_tmpl, number)[0]
-        else:
-            name = frame_path(folder, spec.image_tmpl, number)
-        if not os.path.isfile(name):
-            raise SystemExit(
-                f"{path}: a {modality} checkpoint needs {name} ({record.video_id} has {record.num_frames} "
-                f"frames in the test list {spec.val_list}); is the list for another modality? "
-                f"(--test_list, --image_tmpl, --flow_tmpl)")
+    try:
+        check_list_counts(records, root=spec.val_root_path, modality=modality, image_tmpl=spec.image_tmpl,
+                          start_index=spec.start_index, list_file=spec.val_list, option="--test_list")
+    except ValueError as exc:
+        raise SystemExit(f"{path} ({modality} checkpoint): {exc}") from None
 
 
 def evaluate_model(mt, args, ctx, dtype):
@@ -238,27 +265,31 @@ def evaluate_model(mt, args, ctx, dtype):
     return ids, labels, logits.numpy()
 
 
-def write_confusion_png(cm, path):
-    """Row-normalised confusion matrix as an image (one cell per class pair, up to ~200 classes)."""
+def write_confusion_png(cm, path, class_names=None):
+    """Row-normalised confusion matrix as an image (one cell per class pair, up to ~200 classes); up to
+    30 classes, rows are labelled with their index and name."""
     from PIL import Image, ImageDraw
     C = cm.shape[0]
     rows = cm.sum(1, keepdims=True).clip(min=1)
     norm = cm / rows
     cell = max(2, min(24, 800 // max(C, 1)))
+    named = bool(class_names) and C <= 30
     margin = 40
+    left = margin + (6 * min(max((len(n) for n in class_names), default=0), 16) + 6 if named else 0)
     size = C * cell
-    img = Image.new("RGB", (size + margin + 10, size + margin + 10), "white")
+    img = Image.new("RGB", (size + left + 10, size + margin + 10), "white")
     pix = (255 * (1 - norm)).astype(np.uint8)
     heat = np.stack([pix, pix, np.full_like(pix, 255)], axis=-1)           # white -> blue
     heat = np.kron(heat, np.ones((cell, cell, 1), dtype=np.uint8))
-    img.paste(Image.fromarray(heat), (margin, margin))
+    img.paste(Image.fromarray(heat), (left, margin))
     draw = ImageDraw.Draw(img)
-    draw.text((margin, 5), "predicted ->", fill="black")
-    draw.text((2, margin), "true", fill="black")
+    draw.text((left, 5), "predicted ->", fill="black")
+    draw.text((2, margin - 12), "true", fill="black")
     if C <= 30:
         for i in range(C):
-            draw.text((margin + i * cell + 1, margin - 12), str(i), fill="black")
-            draw.text((margin - 18, margin + i * cell + 1), str(i), fill="black")
+            draw.text((left + i * cell + 1, margin - 12), str(i), fill="black")
+            label = f"{class_names[i][:16]} {i}" if named else str(i)
+            draw.text((2 if named else margin - 18, margin + i * cell + 1), label, fill="black")
     img.save(path)
 
 
@@ -337,7 +368,7 @@ def run(args, ctx):
     os.makedirs(out_dir, exist_ok=True)
     np.save(os.path.join(out_dir, "confusion.npy"), cm)
     names = models[0].spec.categories
-    write_confusion_png(cm, os.path.join(out_dir, "confusion.png"))
+    write_confusion_png(cm, os.path.join(out_dir, "confusion.png"), names)
     write_per_class(cm, os.path.join(out_dir, "per_class.csv"), names)
     if args.save_scores:
         for path, lg, p in zip(score_paths(args.save_scores, len(models)), per_model, protocols):

@@ -19,7 +19,8 @@ from ops.dataset_config import (check_data_format, check_modality, default_new_l
                                 list_lines)
 from ops.hdf5_store import HDF5FrameStore
 from ops.sampling import SAMPLE_MODES, num_test_clips, sample_aligned, sample_indices, sample_rng
-from ops.video_io import FrameReadError, VideoFile, check_video_backend, read_flow_folder, read_rgb_folder
+from ops.video_io import (FrameReadError, VideoFile, check_video_backend, flow_paths, frame_path,
+                          read_flow_folder, read_rgb_folder)
 
 logger = logging.getLogger(__name__)
 
@@ -392,3 +393,37 @@ class MultiModalDataSet(_SampleBookkeeping):
 
     def __getitem__(self, index):
         return load_with_retries(self, index, self._load)
+
+
+def check_list_counts(records: Sequence[VideoRecord], *, root: str, modality: str, image_tmpl: str,
+                      start_index: int, list_file: str, option: str, sample: int = 16) -> None:
+    """A frames list must describe the files of its own modality: for up to `sample` evenly spaced videos,
+    the last listed frame exists and the one after it does not (Flow folders hold one step fewer than
+    the RGB frames, so an RGB list given to a Flow model, or the reverse, fails here, before training).
+    Raises ValueError naming the list, the video and the file."""
+    check_modality(modality)
+    if not records:
+        return
+    step = max(1, len(records) // sample)
+    for record in list(records)[::step][:sample]:
+        if not record.num_frames:
+            continue
+        folder = os.path.join(root, record.path)
+        last = start_index + record.num_frames - 1
+
+        def file_of(number):
+            if modality == 'Flow':
+                return flow_paths(folder, record.video_id, image_tmpl, number)[0]
+            return frame_path(folder, image_tmpl, number)
+        problem = None
+        if not os.path.isfile(file_of(last)):
+            problem = f'{file_of(last)} (its last listed frame) does not exist'
+        elif os.path.isfile(file_of(last + 1)):
+            problem = f'{file_of(last + 1)} exists beyond its {record.num_frames} listed frames'
+        if problem:
+            raise ValueError(
+                f'{list_file} ({option}) does not match the {modality} files under {root}: video '
+                f'{record.video_id} has {record.num_frames} frames in the list but {problem}. Is it the list '
+                f'of another modality? Give each modality its own list and root with the {{modality}} placeholder, '
+                f'e.g. {option} "lists/{"train" if option == "--train_list" else "val"}_{{modality}}.txt" '
+                f'--root_path "data/{{modality}}"')

@@ -2,7 +2,9 @@
 
 Every value can be overridden by the caller (the CLI exposes --root_path, --train_list, --val_list,
 --category_file/--num_class, --image_tmpl, --flow_tmpl, --data_format), and an unregistered name works
-when the overrides give everything that is needed.
+when the overrides give everything that is needed. Paths may contain '{modality}', replaced by the
+folder name of the modality's files ('RGB' for RGB and RGBDiff, which reads RGB frames; 'Flow'), so
+each modality of a mutual-learning run, a distillation or an ensemble can have its own root and lists.
 """
 import dataclasses
 import os
@@ -45,6 +47,17 @@ def frames_per_segment(modality: str, new_length: Optional[int] = None) -> int:
 def channels_per_frame(modality: str) -> int:
     check_modality(modality)
     return 2 if modality == 'Flow' else 3
+
+
+def modality_folder(modality: str) -> str:
+    """What '{modality}' in a path becomes: RGBDiff reads RGB frames, so it shares the RGB files."""
+    check_modality(modality)
+    return 'Flow' if modality == 'Flow' else 'RGB'
+
+
+def fill_modality(path: Optional[str], modality: str) -> Optional[str]:
+    """'data/mydata/{modality}' -> 'data/mydata/RGB' (None stays None)."""
+    return None if path is None else path.replace('{modality}', modality_folder(modality))
 
 
 def template_fields(tmpl: str) -> int:
@@ -159,10 +172,14 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
                     train_list: Optional[str] = None, val_list: Optional[str] = None,
                     category_file: Optional[str] = None, num_class: Optional[int] = None,
                     image_tmpl: Optional[str] = None, flow_tmpl: Optional[str] = None,
-                    data_format: Optional[str] = None) -> DatasetInfo:
+                    data_format: Optional[str] = None, categories: Optional[list] = None,
+                    splits: tuple = ('train', 'val')) -> DatasetInfo:
     """Registry values joined with data_root; explicit arguments win and are used as given.
 
-    A root_path containing '{split}' is formatted with 'train' and 'val' (per-split HDF5 files).
+    A root_path containing '{split}' is formatted with 'train' and 'val' (per-split HDF5 files); '{modality}'
+    in root_path and the lists becomes the modality's folder name (see modality_folder). `categories`
+    (class names, e.g. recorded in a checkpoint) stands in for a category file. `splits`: the lists the
+    caller needs (evaluation needs only 'val'; a missing train list is then None).
     """
     check_modality(modality)
     entry = DATASETS.get(name)
@@ -179,15 +196,20 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
     root = root_path if root_path is not None else from_registry(layout and layout.root)
     train = train_list if train_list is not None else from_registry(layout and layout.train_list)
     val = val_list if val_list is not None else from_registry(layout and layout.val_list)
+    root, train, val = (fill_modality(p, modality) for p in (root, train, val))
+    if categories is not None and category_file is None and num_class is None:
+        num_class = len(categories)
+    else:
+        categories = None
     cat_file = category_file
     if cat_file is None and num_class is None and entry['category_file'] is not None:
         cat_file = os.path.join(data_root, entry['category_file'])
     if num_class is None and cat_file is None:
         num_class = entry['num_class']
 
-    missing = [opt for opt, value in (('--root_path', root), ('--train_list', train), ('--val_list', val),
-                                      ('--category_file or --num_class', cat_file or num_class))
-               if value is None]
+    needed = (('--root_path', root, True), ('--train_list', train, 'train' in splits),
+              ('--val_list', val, 'val' in splits), ('--category_file or --num_class', cat_file or num_class, True))
+    missing = [opt for opt, value, need in needed if need and value is None]
     if missing:
         if registered:
             where = f'dataset {name!r} has no registered {modality} layout for data_format {fmt!r}'
@@ -195,7 +217,6 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
             where = f'dataset {name!r} is not registered (registered: {", ".join(sorted(DATASETS))})'
         raise ValueError(f'{where}; give {", ".join(missing)}')
 
-    categories = None
     if num_class is None:
         categories = read_categories(cat_file)
         num_class = len(categories)
@@ -213,6 +234,15 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         input_size=entry['input_size'], scale_size=entry['scale_size'],
         train_defaults=dict(entry['train_defaults']), val_root_path=root.replace('{split}', 'val'),
         csv_top5=entry['csv_top5'])
+
+
+def data_record(info: DatasetInfo) -> dict:
+    """What a checkpoint records about its data, so evaluation can reuse it without repeating flags:
+    absolute paths (evaluation may run from another folder), templates, format and class names."""
+    return dict(dataset=info.name, modality=info.modality, data_format=info.data_format,
+                root_path=os.path.abspath(info.val_root_path), val_list=os.path.abspath(info.val_list),
+                image_tmpl=info.image_tmpl, num_class=info.num_class,
+                categories=list(info.categories) if info.categories is not None else None)
 
 
 def list_lines(path):

@@ -9,6 +9,16 @@
         --data_format video --out_dir data/kinetics/labels
     python scripts/build_file_list.py ucf101 --split_dir ucfTrainTestlist --split 1 --frames_root ...
     python scripts/build_file_list.py hmdb51 --split_dir testTrainMulti_7030_splits --split 1 --frames_root ...
+    python scripts/build_file_list.py folders --root data/mydata/videos --frames_root data/mydata/RGB \
+        --flow_root data/mydata/Flow --out_dir data/mydata/lists --val_ratio 0.2 --seed 0
+
+`folders` (your own data): --root holds one sub-folder per class with videos (or frame folders) in it;
+it writes category.txt (the sorted class folder names) and stratified train/val lists, named for the
+{modality} placeholder: train_video.txt/val_video.txt (`<class>/<file> label`, when --root holds
+videos), train_RGB.txt/val_RGB.txt (`<class>/<video> num_frames label`, counted under --frames_root, or
+--root when it holds frame folders) and train_Flow.txt/val_Flow.txt (flow steps counted under
+--flow_root). Every count is read from disk. The validation share of each class is drawn with --seed
+(the same seed gives byte-identical lists), or comes from a --val_dir tree of the same layout.
 
 Frames lists (`<vid> <num_frames> <label>`) take the frame count from --frames_root/<vid> (files
 matching --tmpl; for Flow the x files of 'flow_{}_{:05d}.jpg') or from a --counts file (`vid
@@ -23,14 +33,16 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
+import collections  # noqa: E402
 import csv  # noqa: E402
 import json  # noqa: E402
+import random  # noqa: E402
 import re  # noqa: E402
 
 from ops.dataset_config import list_lines, template_fields  # noqa: E402
-from scripts.extract_frames import numbered_files, write_list  # noqa: E402
+from scripts.extract_frames import VIDEO_EXTENSIONS, numbered_files, video_id, write_list  # noqa: E402
 
-FORMATS = ('somethingv2', 'something', 'kinetics', 'ucf101', 'hmdb51')
+FORMATS = ('somethingv2', 'something', 'kinetics', 'ucf101', 'hmdb51', 'folders')
 LIST_FORMATS = ('frames', 'video')
 LIST_MODALITIES = ('RGB', 'Flow')
 SPLITS = ('train', 'val')
@@ -215,6 +227,141 @@ def build_rows(rows, args, tmpl, counts):
     return out, skipped
 
 
+# ---------------------------------------------------------------------------------------------------
+# Class folders (your own data)
+
+def _shown(items, limit=5):
+    items = list(items)
+    return ', '.join(items[:limit]) + (f', ... ({len(items)} in all)' if len(items) > limit else '')
+
+
+def scan_class_folders(root, what='--root'):
+    """{class name: {video id: relative video path or None (a frame folder)}} of a class-folder tree.
+
+    Items are the video files of each class folder; a tree without video files is a tree of frame
+    folders. Ids are '<class>/<name without extension>'. Hidden names (starting with '.') are skipped."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f'{what} {root}: no such folder')
+    # hidden entries (.ipynb_checkpoints, .DS_Store, done-markers) are not classes or videos
+    classes = sorted(n for n in os.listdir(root) if not n.startswith('.') and os.path.isdir(os.path.join(root, n)))
+    if not classes:
+        raise ValueError(f'{what} {root}: no class sub-folders (expected {root}/<class>/<video>)')
+    entries = {c: sorted(n for n in os.listdir(os.path.join(root, c)) if not n.startswith('.')) for c in classes}
+    has_videos = any(os.path.splitext(n)[1].lower() in VIDEO_EXTENSIONS for names in entries.values()
+                     for n in names)
+    tree = {}
+    for cls, names in entries.items():
+        items = {}
+        for name in names:
+            full = os.path.join(root, cls, name)
+            if has_videos and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS and os.path.isfile(full):
+                rel = f'{cls}/{name}'
+            elif not has_videos and os.path.isdir(full):
+                rel = None
+            else:
+                continue
+            vid = video_id(f'{cls}/{name}') if rel else f'{cls}/{name}'
+            if vid in items:
+                raise ValueError(f'{what} {root}: {items[vid]} and {rel} have the same video id {vid!r}')
+            items[vid] = rel
+        if not items:
+            kind = 'video files' if has_videos else 'frame folders'
+            raise ValueError(f'{what} {root}: class folder {cls!r} holds no {kind}; add some or remove it')
+        tree[cls] = items
+    spaced = [v for items in tree.values() for v in items if any(ch.isspace() for ch in v)]
+    if spaced:
+        raise ValueError(f'{what} {root}: names with white space cannot go into a list (its columns are '
+                         f'white-space separated); rename: {_shown(spaced)}')
+    return tree
+
+
+def repeated_videos(root, tree):
+    """Items with the same name and the same size (bytes of a video file, files of a frame folder) in
+    several classes: most likely one video copied into two classes."""
+    def size(vid, rel):
+        full = os.path.join(root, rel or vid)
+        return os.path.getsize(full) if rel else len(os.listdir(full))
+    seen = collections.defaultdict(list)
+    for items in tree.values():
+        for vid, rel in items.items():
+            seen[(os.path.basename(rel or vid), size(vid, rel))].append(rel or vid)
+    return [' and '.join(paths) for paths in seen.values() if len(paths) > 1]
+
+
+def split_folders(tree, val_ratio, seed):
+    """Stratified split: {class: {vid: rel}} -> (train, val) lists of (class, vid, rel), sorted."""
+    train, val = [], []
+    for cls, items in tree.items():
+        vids = sorted(items)
+        if len(vids) < 2:
+            raise ValueError(f'class {cls!r} has {len(vids)} video: it cannot be split into train and val '
+                             f'(add videos to it, or give a --val_dir tree)')
+        n_val = min(len(vids) - 1, max(1, round(len(vids) * val_ratio)))
+        chosen = set(random.Random(f'{seed}/{cls}').sample(vids, n_val))
+        for vid in vids:
+            (val if vid in chosen else train).append((cls, vid, items[vid]))
+    return train, val
+
+
+def _counts(rows, frames_root, tmpl, what):
+    counts = {vid: count_frames(frames_root, vid, tmpl) for _, vid, _ in rows}
+    missing = [vid for vid, n in counts.items() if n == 0]
+    if missing:
+        raise ValueError(f'{len(missing)} videos have no files matching {tmpl!r} under {what} {frames_root}: '
+                         f'{_shown(missing)} (extract them first, or remove the videos)')
+    return counts
+
+
+def build_from_folders(args):
+    """The `folders` subcommand: category.txt and train/val lists of every available format."""
+    tree = scan_class_folders(args.root)
+    categories = list(tree)
+    label = {c: i for i, c in enumerate(categories)}
+    if args.val_dir:
+        val_tree = scan_class_folders(args.val_dir, '--val_dir')
+        unknown = sorted(set(val_tree) - set(tree))
+        if unknown:
+            raise ValueError(f'--val_dir {args.val_dir}: classes not in --root: {_shown(unknown)}')
+        both = sorted({v for items in tree.values() for v in items} &
+                      {v for items in val_tree.values() for v in items})
+        if both:
+            raise ValueError(f'videos in both --root and --val_dir (train/val leak): {_shown(both)}')
+        splits = {'train': [(c, v, r) for c, items in tree.items() for v, r in sorted(items.items())],
+                  'val': [(c, v, r if r is None else os.path.relpath(os.path.join(args.val_dir, r), args.root))
+                          for c, items in val_tree.items() for v, r in sorted(items.items())]}
+    else:
+        splits = dict(zip(SPLITS, split_folders(tree, args.val_ratio, args.seed)))
+    repeated = repeated_videos(args.root, tree)
+    if repeated:
+        print(f'warning: the same video in several classes (same name and size; its label is ambiguous): '
+              f'{_shown(repeated)}', file=sys.stderr)
+    is_video_tree = any(r is not None for items in tree.values() for r in items.values())
+    if args.val_dir and not is_video_tree and not args.frames_root:
+        raise ValueError('--val_dir with frame folders: give --frames_root, the one folder holding the '
+                         'train and the val frame folders (<class>/<video>), so one root serves both lists')
+    frames_root = args.frames_root or (None if is_video_tree else args.root)
+    outputs = {}   # file name -> {split: rows}
+    if is_video_tree:
+        outputs['video'] = {s: [(rel, label[c]) for c, _, rel in rows] for s, rows in splits.items()}
+    for kind, root, tmpl, option in (('RGB', frames_root, args.tmpl, '--frames_root'),
+                                     ('Flow', args.flow_root, args.flow_tmpl, '--flow_root')):
+        if root:
+            outputs[kind] = {}
+            for split, rows in splits.items():
+                counts = _counts(rows, root, tmpl, option)
+                outputs[kind][split] = [(vid, counts[vid], label[c]) for c, vid, _ in rows]
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, 'category.txt'), 'w') as f:
+        f.writelines(name + '\n' for name in categories)
+    for kind, by_split in outputs.items():
+        for split, rows in by_split.items():
+            path = os.path.join(args.out_dir, f'{split}_{kind}.txt')
+            write_list(path, rows)
+            print(f'{split} {kind}: {len(rows)} videos -> {path}')
+    print(f'{len(categories)} classes -> {os.path.join(args.out_dir, "category.txt")}')
+    return 0
+
+
 def get_args_parser():
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group('output')
@@ -236,6 +383,20 @@ def get_args_parser():
     sub = p.add_subparsers(dest='format', required=True, metavar='FORMAT',
                            help='one of ' + ', '.join(FORMATS))
     fmt = argparse.ArgumentDefaultsHelpFormatter
+    s = sub.add_parser('folders', formatter_class=fmt,
+                       help='your own data: one sub-folder per class, holding videos or frame folders')
+    s.add_argument('--root', required=True, help='<root>/<class>/<video file or frame folder>')
+    s.add_argument('--out_dir', required=True,
+                   help='writes category.txt and {train,val}_{video,RGB,Flow}.txt (the formats available)')
+    s.add_argument('--frames_root', help='RGB frame folders <frames_root>/<class>/<video>/ to count '
+                   '(default: --root when it holds frame folders)')
+    s.add_argument('--flow_root', help='flow folders <flow_root>/<class>/<video>/ to count (flow lists)')
+    s.add_argument('--tmpl', default='img_{:05d}.jpg', help='RGB frame file template')
+    s.add_argument('--flow_tmpl', default='flow_{}_{:05d}.jpg', help='flow file template (x files counted)')
+    s.add_argument('--val_ratio', type=float, default=0.2, help='share of each class that goes to val')
+    s.add_argument('--seed', type=int, default=0, help='seed of the train/val draw')
+    s.add_argument('--val_dir', help='validation videos in a tree of the same layout (instead of '
+                   '--val_ratio); video-list paths stay relative to --root')
     s = sub.add_parser('somethingv2', parents=[common], formatter_class=fmt,
                        help='Something-Something v2 (json annotations)')
     s.add_argument('--labels', required=True, help='something-something-v2-labels.json')
@@ -266,6 +427,17 @@ def get_args_parser():
 def main(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    if args.format == 'folders':
+        if not 0 < args.val_ratio < 1:
+            parser.error(f'--val_ratio must be in (0, 1), got {args.val_ratio}')
+        for option, tmpl, fields in (('--tmpl', args.tmpl, (1,)), ('--flow_tmpl', args.flow_tmpl, (1, 2))):
+            if template_fields(tmpl) not in fields:
+                parser.error(f'{option} {tmpl!r}: need {" or ".join(map(str, fields))} field(s)')
+        try:
+            return build_from_folders(args)
+        except (OSError, ValueError) as err:
+            print(f'error: {err}', file=sys.stderr)
+            return 1
     if args.data_format == 'frames' and bool(args.frames_root) == bool(args.counts):
         parser.error('frames lists need exactly one of --frames_root and --counts')
     tmpl = args.tmpl or ('flow_{}_{:05d}.jpg' if args.modality == 'Flow' else DEFAULT_TMPL[args.format])

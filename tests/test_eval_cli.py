@@ -257,7 +257,8 @@ def test_unreadable_weights_class_and_modality_mismatch_stop_before_decoding(ckp
     with pytest.raises(SystemExit, match=r"checkpoint has 8 classes but dataset toy has 5 \(--num_class"):
         evaluate(ckpts["rgb"], "--num_class", "5")
     rgb_list = os.path.join(tiny_toy, "toy", "val_rgb.txt")
-    with pytest.raises(SystemExit, match=r"a Flow checkpoint needs .*flow_x_\d+\.jpg.*--test_list"):
+    with pytest.raises(SystemExit, match=r"Flow checkpoint\): .*val_rgb.txt \(--test_list\) does not match the "
+                                         r"Flow files.*flow_x_\d+\.jpg"):
         evaluate(ckpts["flow"], "--test_list", rgb_list)
     with pytest.raises(SystemExit, match="list file not found"):
         evaluate(ckpts["rgb"], "--test_list", str(tmp_path / "missing.txt"))
