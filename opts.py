@@ -11,13 +11,13 @@ import torch
 
 from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset
 from ops.models import CONSENSUS_TYPES, SHIFT_PLACES, TEMPORAL_MODULES
+from ops.video_io import VIDEO_BACKENDS
 
 # Temporal modules built on ResNets only (TSM also has a MobileNetV2 rule).
 RESNET_MODULES = tuple(m for m in TEMPORAL_MODULES if m != "tsm")
 LR_TYPES = ("step", "cos", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-VIDEO_BACKENDS = ("decord", "pyav")
 TEACHER_WEIGHTINGS = ("uniform", "softmin_dataset", "softmin_sample")
 TEST_CROPS = (1, 3, 5, 10)
 # Architectures with a temporal-shift insertion rule (see ops/temporal_shift.make_temporal_shift).

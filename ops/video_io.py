@@ -22,13 +22,29 @@ from PIL import Image
 
 from ops.dataset_config import template_fields
 
-VIDEO_BACKENDS = ('decord', 'pyav')
+VIDEO_BACKENDS = ('decord', 'pyav', 'torchcodec')
+# Backends with random access by a frame index: used where the file's index is reliable and it has no
+# rotation; PyAV (decode forward, frame-exact by construction) reads every other file.
+INDEXED_BACKENDS = ('decord', 'torchcodec')
 
 logger = logging.getLogger(__name__)
 
 
 class FrameReadError(OSError):
     """A frame or video could not be read; the message names the file."""
+
+
+def available_video_backends() -> tuple:
+    """The VIDEO_BACKENDS this machine can run (torchcodec needs FFmpeg's shared libraries)."""
+    def usable(name):
+        if name != 'torchcodec':
+            return True
+        try:
+            from torchcodec.decoders import VideoDecoder  # noqa: F401
+        except (ImportError, RuntimeError, OSError):
+            return False
+        return True
+    return tuple(b for b in VIDEO_BACKENDS if usable(b))
 
 
 def check_video_backend(backend: str) -> None:
@@ -134,6 +150,9 @@ def backend_info(backend: Optional[str] = 'decord') -> str:
     if backend == 'decord':
         import decord
         return f'decord {decord.__version__}'
+    if backend == 'torchcodec':
+        import torchcodec
+        return f'torchcodec {torchcodec.__version__}'
     import av
     return f'pyav {av.__version__} (libavcodec {".".join(map(str, av.library_versions["libavcodec"]))})'
 
@@ -358,6 +377,29 @@ class _DecordVideo:
         self._reader = None
 
 
+class _TorchCodecVideo:
+    # torchcodec (PyTorch's decoder, optional: it needs FFmpeg's shared libraries, see README) in exact seek
+    # mode: it scans the file once and then decodes the requested indices directly.
+    def __init__(self, path, num_threads):
+        try:
+            from torchcodec.decoders import VideoDecoder
+        except (ImportError, RuntimeError, OSError) as err:
+            raise RuntimeError('--video_backend torchcodec: torchcodec is not usable here (pip install torchcodec; '
+                               'it also needs FFmpeg 4-7 shared libraries, e.g. apt-get install libavcodec59 '
+                               f'libavformat59 libavutil57 libswscale6 libavdevice59 libavfilter8): {err}') from err
+        self._decoder = VideoDecoder(path, dimension_order='NHWC', num_ffmpeg_threads=num_threads,
+                                     seek_mode='exact')
+        self.num_frames = int(self._decoder.metadata.num_frames)
+
+    def get(self, zero_based):
+        unique, inverse = np.unique(np.asarray(zero_based), return_inverse=True)
+        frames = self._decoder.get_frames_at(indices=unique.tolist()).data.numpy()
+        return frames[inverse]
+
+    def close(self):
+        self._decoder = None
+
+
 class _PyAVVideo:
     # PyAV has no frame-accurate seek; clips are short, so decode forward from the start up to the last
     # needed frame and keep only the needed ones. Frame i is the i-th frame ffmpeg decodes.
@@ -415,15 +457,15 @@ class VideoFile:
         if self.num_frames < 1:
             raise FrameReadError(f'video {path} has no frames')
         self._rotation = info.rotation if autorotate else 0
-        if backend == 'decord' and not info.index_reliable:
+        if backend in INDEXED_BACKENDS and not info.index_reliable:
             self.backend = 'pyav'   # _video_info logged why
-        elif backend == 'decord' and info.rotation:
+        elif backend in INDEXED_BACKENDS and info.rotation:
             self.backend = 'pyav'
             _log_once(path, '%s: display matrix rotates by %d degrees; read with PyAV', path, info.rotation)
         try:
             self._impl = self._open(self.backend)
-            if self.backend == 'decord' and self._impl.num_frames != self.num_frames:
-                _log_once(path, '%s: decord indexes %d frames, ffmpeg decodes %d; read with PyAV', path,
+            if self.backend in INDEXED_BACKENDS and self._impl.num_frames != self.num_frames:
+                _log_once(path, '%s: %s indexes %d frames, ffmpeg decodes %d; read with PyAV', path, self.backend,
                           self._impl.num_frames, self.num_frames)
                 self._impl.close()
                 self.backend = 'pyav'
@@ -434,6 +476,8 @@ class VideoFile:
     def _open(self, backend):
         if backend == 'decord':
             return _DecordVideo(self.path, self._num_threads)
+        if backend == 'torchcodec':
+            return _TorchCodecVideo(self.path, self._num_threads)
         return _PyAVVideo(self.path, self._num_threads, self._rotation)
 
     def read(self, numbers: Sequence[int]) -> np.ndarray:
@@ -442,17 +486,17 @@ class VideoFile:
         try:
             return self._impl.get(zero_based)
         except Exception as err:
-            if self.backend != 'decord':
+            if self.backend not in INDEXED_BACKENDS:
                 raise FrameReadError(f'cannot decode frames of {self.path}: {err}') from err
-            first_err = err
+            first_err, first = err, self.backend
         try:
             self._impl.close()
             self._impl = self._open('pyav')
             frames = self._impl.get(zero_based)
         except Exception as err:
-            raise FrameReadError(f'cannot decode frames of {self.path}: decord: {first_err}; pyav: {err}') from err
+            raise FrameReadError(f'cannot decode frames of {self.path}: {first}: {first_err}; pyav: {err}') from err
         self.backend = 'pyav'
-        _log_once(self.path, 'decord could not decode %s (%s); read with PyAV', self.path,
+        _log_once(self.path, '%s could not decode %s (%s); read with PyAV', first, self.path,
                   str(first_err).splitlines()[-1][-120:])
         return frames
 

@@ -54,8 +54,8 @@ FASTPATH_CONFIGS = {   # name -> train options
     'bf16': ['--amp', 'bf16'],
     'bf16+channels_last': ['--amp', 'bf16', '--channels_last'],
 }
-DATA_CASES = ('rgb-frames', 'rgb-video-decord', 'rgb-video-pyav', 'rgb-hdf5', 'flow-frames', 'flow-hdf5',
-              'rgbdiff-frames', 'rgbdiff-hdf5')
+DATA_CASES = ('rgb-frames', 'rgb-video-decord', 'rgb-video-pyav', 'rgb-video-torchcodec', 'rgb-hdf5', 'flow-frames',
+              'flow-hdf5', 'rgbdiff-frames', 'rgbdiff-hdf5')
 RESNET_STAGES = ('layer1', 'layer2', 'layer3', 'layer4')
 
 
@@ -539,6 +539,13 @@ def make_data_tree(root, num_videos, num_frames, width, height, seed=0):
     return dict(paths, rgb_h5=rgb_h5, flow_h5=flow_h5, lists=lists)
 
 
+def runnable_data_cases():
+    """DATA_CASES without the video backends this machine cannot load (torchcodec needs FFmpeg libraries)."""
+    from ops.video_io import available_video_backends
+    backends = available_video_backends()
+    return [c for c in DATA_CASES if '-video-' not in c or c.split('-')[2] in backends]
+
+
 def data_case(case, tree, num_segments, input_size):
     """VideoDataSet keyword arguments of a benchmark case."""
     modality = {'rgb': 'RGB', 'flow': 'Flow', 'rgbdiff': 'RGBDiff'}[case.split('-')[0]]
@@ -608,7 +615,7 @@ def cmd_data(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     env = environment(torch.device('cpu'))
-    cases = args.cases.split(',')
+    cases = args.cases.split(',') if args.cases else runnable_data_cases()
     unknown = [c for c in cases if c not in DATA_CASES]
     if unknown:
         raise SystemExit(f'unknown --cases {unknown}; choose from {list(DATA_CASES)}')
@@ -619,6 +626,8 @@ def cmd_data(args):
         env['generate_s'] = time.perf_counter() - start
         for case in cases:
             kw = data_case(case, tree, args.num_segments, args.input_size)
+            if args.dense:
+                kw.update(dense_sample=True, dense_length=args.dense_length)   # seek-heavy: 8 frames in a window
             transform = build_transform(True, kw['modality'], input_size=args.input_size, output='uint8')
             ds = VideoDataSet(transform=transform, **kw)
             row = dict(case=case, **time_dataset(ds, args.samples, args.warmup))
@@ -836,7 +845,8 @@ def get_args_parser():
 
     p = sub.add_parser('data', help='loading clips/s per worker, decode vs transform share')
     add_common(p, warmup=2, repeats=None, device=False)
-    p.add_argument('--cases', default=','.join(DATA_CASES), help='comma list from ' + ', '.join(DATA_CASES))
+    p.add_argument('--cases', default=None,
+                   help='comma list from ' + ', '.join(DATA_CASES) + ' [those this machine can decode]')
     p.add_argument('--num_segments', type=int, default=8)
     p.add_argument('--input_size', type=int, default=224)
     p.add_argument('--num_videos', type=int, default=4, help='generated videos')
@@ -845,6 +855,8 @@ def get_args_parser():
     p.add_argument('--height', type=int, default=256)
     p.add_argument('--samples', type=int, default=12, help='clips loaded per case')
     p.add_argument('--workers', type=int, default=0, help='also time a DataLoader with this many workers')
+    p.add_argument('--dense', action='store_true', help='I3D dense sampling (frames close together: seeks)')
+    p.add_argument('--dense_length', type=int, default=64)
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser('shift', help='temporal shift / TIN interlace time vs the wrapped conv1, per ResNet stage')

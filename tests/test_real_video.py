@@ -18,7 +18,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from ops.video_io import VIDEO_BACKENDS, FrameReadError, VideoFile, load_image, probe_video
+from ops.video_io import available_video_backends, FrameReadError, VideoFile, load_image, probe_video
 from scripts import check_data, extract_flow, extract_frames
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,7 +123,7 @@ def _list(path):
 
 # ------------------------------------------------------------------------- 1. edit lists
 
-@pytest.mark.parametrize('backend', VIDEO_BACKENDS)
+@pytest.mark.parametrize('backend', available_video_backends())
 def test_edit_list_frames_are_what_ffmpeg_decodes(clips, backend):
     path = clips['edit.mp4']
     probe = probe_video(path)
@@ -142,7 +142,7 @@ def test_unreliable_index_logged_once_per_file(clips, tmp_path, caplog):
     os.link(clips['edit.mp4'], path)
     with caplog.at_level(logging.WARNING, logger='ops.video_io'):
         for _ in range(3):
-            for backend in VIDEO_BACKENDS:
+            for backend in available_video_backends():
                 VideoFile(path, backend).close()
     messages = [r.getMessage() for r in caplog.records if 'fresh.mp4' in r.getMessage()]
     assert len(messages) == 1 and 'hidden by the edit list' in messages[0]
@@ -178,7 +178,7 @@ def _ffmpeg_first_frame(path):
     return np.frombuffer(raw, np.uint8).reshape(W, H, 3)
 
 
-@pytest.mark.parametrize('backend', VIDEO_BACKENDS)
+@pytest.mark.parametrize('backend', available_video_backends())
 def test_rotation_applied_like_ffmpeg_by_both_backends(clips, backend):
     shown = _ffmpeg_first_frame(clips['rot90.mp4'])
     assert probe_video(clips['rot90.mp4']).rotation == 90
@@ -221,7 +221,7 @@ def test_rotation_policy_in_extract_frames_flow_and_check_data(clips, tmp_path):
 
 # ------------------------------------------------------------------------- 3. AVI header counts
 
-@pytest.mark.parametrize('backend', VIDEO_BACKENDS)
+@pytest.mark.parametrize('backend', available_video_backends())
 def test_avi_header_count_is_not_trusted(clips, backend):
     path = clips['gap.avi']
     probe = probe_video(path)
@@ -256,7 +256,7 @@ def test_avi_header_mismatch_fails_extraction_unless_allow_partial(clips, tmp_pa
 
 def test_truncated_file_fails_everywhere(clips, tmp_path, capsys):
     videos = _video_dir(tmp_path, clips, 'trunc.mp4', 'src.mp4')
-    for backend in VIDEO_BACKENDS:
+    for backend in available_video_backends():
         with pytest.raises(FrameReadError, match='trunc.mp4'):
             VideoFile(clips['trunc.mp4'], backend)
     out = tmp_path / 'frames'
@@ -272,7 +272,7 @@ def test_truncated_file_fails_everywhere(clips, tmp_path, capsys):
 # ------------------------------------------------------------------------- VFR and 50 fps
 
 @pytest.mark.parametrize('name', ['vfr.mp4', 'f50.mp4'])
-@pytest.mark.parametrize('backend', VIDEO_BACKENDS)
+@pytest.mark.parametrize('backend', available_video_backends())
 def test_vfr_and_50fps_frames_are_decoded_frames(clips, name, backend):
     reference = reference_frames(clips[name])
     assert len(reference) == ffmpeg_count(clips[name])
