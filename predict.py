@@ -60,6 +60,8 @@ def get_parser():
     g.add_argument("--stride", default=None, help="window step, frames or seconds (default: the window)")
     g.add_argument("--fps", type=float, default=None, help="frame rate of frame folders (windows in seconds)")
     g.add_argument("--plot", default=None, help="with --window: PNG of the top classes over time")
+    # INPUTs may come before, between and after options (parse_test_args calls parser.parse_args).
+    p.parse_args = p.parse_intermixed_args
     return p
 
 
@@ -112,7 +114,7 @@ def has_images(folder):
 
 
 def collect_inputs(inputs, root_path=None):
-    """Command-line inputs -> (items in order, errors [(path, message)])."""
+    """Command-line inputs -> (items in order, each once; errors [(path, message)])."""
     items, errors = [], []
 
     def add_path(path, origin):
@@ -142,6 +144,15 @@ def collect_inputs(inputs, root_path=None):
         if not found:
             errors.append((folder, 'folder holds no videos, frame folders or frames'))
 
+    def unique(found):
+        seen, out = set(), []
+        for item in found:
+            key = os.path.normpath(os.path.abspath(item.path))
+            if key not in seen:
+                seen.add(key)
+                out.append(item)
+        return out
+
     for given in inputs:
         if os.path.isfile(given) and not is_video(given):
             base = root_path if root_path is not None else os.path.dirname(given)
@@ -152,7 +163,7 @@ def collect_inputs(inputs, root_path=None):
                         add_path(os.path.join(base, text.split()[0]), f'{given}:{lineno}')
         else:
             add_path(given, 'input')
-    return items, errors
+    return unique(items), errors
 
 
 def count_frames(folder, modality, tmpl, start_index=1):
@@ -367,7 +378,7 @@ def run(args, ctx):
               '(give --category_file)', file=sys.stderr)
     if args.save_features:
         write_feature_files(args, first_models, ids, labels, results, features, protocols, names)
-    report = build_report(args, records, probs, names)
+    report = build_report(args, records, probs, names, order=[it.path for it in items])
     print_report(report)
     if args.output:
         write_output(args.output, report, protocols, args, source)
@@ -378,9 +389,9 @@ def run(args, ctx):
     return 1 if failed else 0
 
 
-def build_report(args, records, probs, names):
-    """-> [{'video', 'num_frames', 'top', 'windows': [...]}] per input (windows: frames, and seconds when
-    the frame rate is known)."""
+def build_report(args, records, probs, names, order):
+    """-> [{'video', 'num_frames', 'top', 'windows': [...]}] per input in `order` (windows: frames, and
+    seconds when the frame rate is known)."""
     videos = {}
     for r, p in zip(records, probs):
         entry = videos.setdefault(r.path, {'video': r.path, 'num_frames': r.num_frames, 'windows': [],
@@ -404,7 +415,8 @@ def build_report(args, records, probs, names):
         else:
             del entry['windows']
         report.append(entry)
-    return report
+    rank = {path: i for i, path in enumerate(order)}
+    return sorted(report, key=lambda e: rank[e['video']])
 
 
 def print_report(report):

@@ -58,14 +58,15 @@ def attach(mt, per_segment=False):
     clip in one call: the model is rebuilt with all segments (same weights; a TSN's frames do not
     interact, so the logits are the same).
     """
+    forward = mt.forward          # the model, or its torch.compile wrapper
     if per_segment and not mt.temporal:
         from ops.models import TSN
         old = mt.model
         whole = TSN(**dict(old.config(), num_segments=mt.num_segments))
         whole.load_state_dict(old.state_dict())
-        mt.model = whole.eval().to(next(old.parameters()).device)
+        mt.model = forward = whole.eval().to(next(old.parameters()).device)
         mt.temporal = True
-    mt.forward = FeatureOutputs(mt.model, mt.model if mt.forward is mt.model else mt.forward, per_segment)
+    mt.forward = FeatureOutputs(mt.model, forward, per_segment)
     return mt
 
 
