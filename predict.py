@@ -25,14 +25,12 @@ import csv
 import dataclasses
 import functools
 import json
-import logging
 import os
 import sys
 
 import numpy as np
 import torch
 
-from ops import distributed as D
 from ops import features as feature_io
 from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, VideoRecord
@@ -41,13 +39,11 @@ from ops.video_io import FrameReadError, VideoFile, flow_paths, frame_path
 from opts import get_test_parser, parse_test_args
 from test_models import (ModelUnderTest, evaluate_model, fused_scores, protocol_text, sampling_mode,
                          split_feature_outputs, write_feature_files)
-
-logger = logging.getLogger("predict")
+from test_models import main as test_models_main
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.flv', '.wmv', '.3gp')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 DATASET_NAME = 'predict'   # not a registered dataset: paths come from the command line
-DEFAULT_FPS_NOTE = 'frame folders have no frame rate: give --fps to use seconds'
 
 
 def get_parser():
@@ -180,6 +176,7 @@ def count_frames(folder, modality, tmpl, start_index=1):
         n += 1
 
 
+@functools.lru_cache(maxsize=None)
 def video_fps(path):
     import av
     with av.open(path) as container:
@@ -224,7 +221,7 @@ def to_frames(span, fps, path):
     if unit == 'frames':
         return int(value)
     if not fps:
-        raise ValueError(f'{path}: {DEFAULT_FPS_NOTE}')
+        raise ValueError(f'{path}: frame folders have no frame rate: give --fps to use seconds')
     return max(1, int(round(value * fps)))
 
 
@@ -235,7 +232,7 @@ def probe(item, modality, args, spec):
             raise ValueError(f'{item.path}: a Flow checkpoint needs frame folders of flow images, not a video')
         with VideoFile(item.path, args.video_backend) as video:
             num_frames = video.num_frames
-        return num_frames, (args.fps or video_fps(item.path))
+        return num_frames, args.fps or (video_fps(item.path) if args.window_spec else None)
     # spec.image_tmpl is the template of this modality (the flow template for Flow)
     num_frames = count_frames(item.path, modality, spec.image_tmpl, spec.start_index)
     if num_frames == 0:
@@ -484,15 +481,7 @@ def plot_timeline(path, report, names):
 
 
 def main(args):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    ctx = D.setup_distributed(rank=args.rank, world_size=args.world_size, init_method=args.init_method,
-                              dist_port=args.dist_port, device=args.device, gpus=args.gpus,
-                              timeout_s=args.dist_timeout)
-    try:
-        return run(args, ctx)
-    finally:
-        D.cleanup()
+    return test_models_main(args, run)
 
 
 if __name__ == "__main__":

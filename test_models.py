@@ -277,14 +277,15 @@ def write_tsm_csv(path, ids, scores, class_names, top5_indices):
                 f.write(f"{vid};{class_names[int(order[0])] if class_names else int(order[0])}\n")
 
 
-def main(args):
+def main(args, run_fn=None):
+    """Logging and torch.distributed around run_fn(args, ctx) (default: this file's run; predict.py's)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     ctx = D.setup_distributed(rank=args.rank, world_size=args.world_size, init_method=args.init_method,
                               dist_port=args.dist_port, device=args.device, gpus=args.gpus,
                               timeout_s=args.dist_timeout)
     try:
-        return run(args, ctx)
+        return (run_fn or run)(args, ctx)
     finally:
         D.cleanup()
 

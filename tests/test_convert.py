@@ -218,3 +218,7 @@ def test_missing_tensor_and_bad_files_are_errors(tmp_path, capsys):
     assert 'no state dict' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cc.main(['caffe', str(tmp_path / 'empty.pth'), str(tmp_path / 'o.pth.tar')])
+    assert "invalid choice: 'caffe'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cc.main(['--help'])
+    assert exit_info.value.code == 0 and 'folded into the BatchNorm that follows' in capsys.readouterr().out

@@ -127,3 +127,18 @@ def test_export_cli_checks_real_clips_and_exit_code(tmp_path, tiny_checkpoint, w
     bad = run_cli(['scripts/export.py', '--weights', ckpt, '--format', 'pt2', '--output', str(tmp_path / 'm.onnx')],
                   cwd=tmp_path, check=False)
     assert bad.returncode == 2 and 'must end in .pt2' in bad.stderr
+
+
+def test_export_script_help_and_bad_options(capsys):
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'export.py')
+    spec = importlib.util.spec_from_file_location('export_script', path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(['--help'])
+    assert exit_info.value.code == 0 and '--check' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        script.parse_args(['--weights', path, '--format', 'onnx', '--batch', 'many'])
+    assert "--batch 'many'" in capsys.readouterr().err

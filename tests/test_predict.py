@@ -3,7 +3,6 @@
 Runs call the entry points' main() in-process (their own code path, minus the interpreter start).
 """
 import csv
-import importlib.util
 import json
 import os
 import sys
@@ -21,27 +20,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASS = 8
 
 
-def _load(name, relpath):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _load_predict():
-    # `import test_models` inside predict.py must find the entry point, not tests/test_models.py.
-    saved = sys.modules.get('test_models')
-    sys.modules['test_models'] = _load('test_models', 'test_models.py')
+def _import_predict():
+    # predict.py imports the entry point test_models.py; under pytest that name may already be
+    # tests/test_models.py. Import with the repository first, then give pytest its module back.
+    saved = sys.modules.pop('test_models', None)
+    sys.path.insert(0, REPO)
     try:
-        return _load('predict_entry_point', 'predict.py'), sys.modules['test_models']
+        import predict as module
+        return module, sys.modules['test_models']
     finally:
-        if saved is None:
-            del sys.modules['test_models']
-        else:
+        sys.path.remove(REPO)
+        del sys.modules['test_models']
+        if saved is not None:
             sys.modules['test_models'] = saved
 
 
-predict, test_models = _load_predict()
+predict, test_models = _import_predict()
 
 
 @pytest.fixture(autouse=True)
@@ -232,3 +226,12 @@ def test_bad_options_are_refused(tmp_path, ckpts, capsys):
         with pytest.raises(SystemExit):
             predict.parse_args(['--weights', ckpts['tsm'], 'x.mp4', *argv])
         assert message in capsys.readouterr().err
+
+
+def test_help_lists_the_evaluation_protocol_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        predict.parse_args(['--help'])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ('INPUT', '--window', '--test_crops', '--twice_sample', '--softmax', '--save_features'):
+        assert option in out
