@@ -75,13 +75,14 @@ def shift(x, n_segment, fold_div=8):
 
 
 def shift_for_export(x, n_segment, fold_div=8):
-    """``shift`` as slices, zero padding and one concatenation: what exporters can record.
+    """``shift`` as slices and concatenations with zeros: what exporters can record.
 
     The training path (``_Shift``) writes slices into a fresh tensor through a view of it. The legacy
     TorchScript-based ONNX exporter does not carry writes made through a view back to the viewed
     tensor, so the traced graph returns the untouched ``empty_like`` buffer, folds it into a constant
     and drops x's path (no Slice/Concat left): the exported model silently runs without the shift.
-    Same values as ``shift`` (exactly: only copies and zeros); about twice its memory traffic, so training keeps ``_Shift``.
+    Same values as ``shift`` (exactly: only copies and zeros), but about twice its memory traffic, so
+    training keeps ``_Shift``.
     """
     x5 = _split_time(x, n_segment)  # (N, T, C, H, W)
     fold = x5.shape[2] // fold_div
