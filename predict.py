@@ -65,6 +65,13 @@ def parse_args(argv=None):
     parser = get_parser()
     args = parse_test_args(argv, parser=parser)
     args.dataset = DATASET_NAME
+    # test_models.py options that need a labelled list: refused rather than silently ignored
+    for option, value, unset in (("--test_list", args.test_list, None), ("--csv_file", args.csv_file, None),
+                                 ("--save_scores", args.save_scores, None), ("--output_dir", args.output_dir, None),
+                                 ("--max_num", args.max_num, -1)):
+        if value != unset:
+            parser.error(f"{option} is a test_models.py option (labelled lists); predict.py takes INPUTs and "
+                         "writes --output / --save_features")
     if args.output and not args.output.endswith(('.json', '.csv')):
         parser.error(f"--output {args.output!r}: give a .json or .csv path")
     if args.top_k < 1:

@@ -131,6 +131,19 @@ def test_folder_list_frames_and_unreadable_inputs(tmp_path, ckpts, capsys):
     assert {r['end_frame'] for r in rows if r['video'].endswith('frames_c')} == {'9'}
 
 
+def test_class_names_from_the_checkpoint(tmp_path, ckpts, capsys):
+    from ops.checkpoint import load_checkpoint, save_checkpoint
+    named = dict(load_checkpoint(ckpts['tsm']), class_names=[f'action_{i}' for i in range(NUM_CLASS)])
+    path = save_checkpoint(named, str(tmp_path / 'named.pth.tar'))
+    video = noise_mp4(str(tmp_path / 'n.mp4'), 10, 7)
+    assert run_predict('--weights', path, video, '--top_k', '3', '--output', str(tmp_path / 'n.json')) == 0
+    out = capsys.readouterr()
+    assert 'no class names' not in out.err and out.out.count('action_') == 3
+    report = json.load(open(tmp_path / 'n.json'))
+    assert report['class_names_from'] == path
+    assert all(t['name'] == f"action_{t['class']}" for t in report['videos'][0]['top'])
+
+
 def test_flow_checkpoint_on_a_video_is_reported(tmp_path, ckpts, capsys):
     video = noise_mp4(str(tmp_path / 'x.mp4'), 10, 4)
     assert run_predict('--weights', ckpts['flow'], video) == 2
@@ -213,7 +226,8 @@ def test_test_models_features_per_view_and_segment(tmp_path, ckpts, write_mp4, s
 def test_bad_options_are_refused(tmp_path, ckpts, capsys):
     for argv, message in [(['--output', 'p.txt'], '.json or .csv'), (['--plot', 'p.png'], 'give --window'),
                           (['--window', 'abc'], "--window 'abc'"), (['--stride', '4'], '--stride needs --window'),
-                          (['--per_view'], 'need --save_features'), (['--save_features', 'f.csv'], '.npz or .h5')]:
+                          (['--per_view'], 'need --save_features'), (['--save_features', 'f.csv'], '.npz or .h5'),
+                          (['--save_scores', 's.npz'], '--save_scores is a test_models.py option')]:
         with pytest.raises(SystemExit):
             predict.parse_args(['--weights', ckpts['tsm'], 'x.mp4', *argv])
         assert message in capsys.readouterr().err
