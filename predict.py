@@ -159,11 +159,17 @@ def collect_inputs(inputs, root_path=None):
     for given in inputs:
         if os.path.isfile(given) and not is_video(given):
             base = root_path if root_path is not None else os.path.dirname(given)
-            with open(given) as f:
-                for lineno, line in enumerate(f, 1):
-                    text = line.strip()
-                    if text and not text.startswith('#'):
-                        add_path(os.path.join(base, text.split()[0]), f'{given}:{lineno}')
+            try:
+                with open(given) as f:
+                    lines = f.read().splitlines()
+            except UnicodeDecodeError:
+                errors.append((given, f'not a list file (binary); videos need one of the extensions '
+                                      f'{", ".join(VIDEO_EXTENSIONS)}'))
+                continue
+            for lineno, line in enumerate(lines, 1):
+                text = line.strip()
+                if text and not text.startswith('#'):
+                    add_path(os.path.join(base, text.split()[0]), f'{given}:{lineno}')
         else:
             add_path(given, 'input')
     return unique(items), errors

@@ -35,9 +35,8 @@ class FeatureOutputs:
         self.head = model._head()
         self.forward = forward
         self.per_segment = per_segment
-        self.num_class = model.num_class
         self._captured = None
-        self._handle = self.head.register_forward_pre_hook(self._capture)
+        self.head.register_forward_pre_hook(self._capture)
 
     def _capture(self, module, inputs):
         self._captured = inputs[0]

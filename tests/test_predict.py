@@ -118,12 +118,14 @@ def test_folder_list_frames_and_unreadable_inputs(tmp_path, ckpts, capsys):
     lst.write_text('# no labels\na.mp4\nframes_c\n')
     categories = tmp_path / 'classes.txt'
     categories.write_text(''.join(f'class {i}\n' for i in range(NUM_CLASS)))
+    (tmp_path / 'clip.ts').write_bytes(bytes(range(256)))      # unknown extension, binary: not a list
     rc = run_predict('--weights', ckpts['tsm'], str(folder), str(lst), '--root_path', str(folder),
-                     str(tmp_path / 'missing.mp4'), '--category_file', str(categories),
+                     str(tmp_path / 'missing.mp4'), str(tmp_path / 'clip.ts'), '--category_file', str(categories),
                      '--output', str(tmp_path / 'p.csv'), '--top_k', '2')
     assert rc == 1                           # some inputs failed, the others were predicted
     out = capsys.readouterr()
     assert f"cannot read {folder / 'broken.mp4'}" in out.err and 'missing.mp4: input: no such file' in out.err
+    assert 'clip.ts: not a list file (binary)' in out.err
     rows = list(csv.DictReader(open(tmp_path / 'p.csv')))
     videos = [r['video'] for r in rows if r['rank'] == '1']     # input order, each input once
     assert videos == [str(folder / 'a.mp4'), str(folder / 'b.mp4'), str(folder / 'frames_c')]
