@@ -68,10 +68,10 @@ def parse_args(argv=None):
     # test_models.py options that need a labelled list: refused rather than silently ignored
     for option, value, unset in (("--test_list", args.test_list, None), ("--csv_file", args.csv_file, None),
                                  ("--save_scores", args.save_scores, None), ("--output_dir", args.output_dir, None),
-                                 ("--max_num", args.max_num, -1)):
+                                 ("--max_num", args.max_num, -1), ("--data_format", args.data_format, None)):
         if value != unset:
-            parser.error(f"{option} is a test_models.py option (labelled lists); predict.py takes INPUTs and "
-                         "writes --output / --save_features")
+            parser.error(f"{option} is a test_models.py option (labelled lists); predict.py takes INPUTs "
+                         "(videos or frame folders, told apart by themselves) and writes --output / --save_features")
     if args.output and not args.output.endswith(('.json', '.csv')):
         parser.error(f"--output {args.output!r}: give a .json or .csv path")
     if args.top_k < 1:
