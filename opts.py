@@ -384,11 +384,14 @@ def store_name(args, modality, rank=0):
 # test_models.py
 # ----------------------------------------------------------------------------------------------------
 
-def get_test_parser():
+def get_test_parser(prog="test_models.py", description=None):
+    """test_models.py's parser; predict.py builds on it (prog="predict.py": no dataset positional, so
+    every view-protocol option of test_models.py is also one of predict.py)."""
     p = argparse.ArgumentParser(
-        prog="test_models.py", formatter_class=_Formatter,
-        description="Multi-crop x multi-clip evaluation of one model or an ensemble of checkpoints.")
-    p.add_argument("dataset")
+        prog=prog, formatter_class=_Formatter,
+        description=description or "Multi-crop x multi-clip evaluation of one model or an ensemble of checkpoints.")
+    if prog == "test_models.py":
+        p.add_argument("dataset")
     p.add_argument("--weights", required=True, help="comma list of checkpoints")
     _add_data_options(p)
     p.add_argument("--test_list", default=None,
@@ -421,14 +424,20 @@ def get_test_parser():
     p.add_argument("--shift_div", type=int, default=None)
     p.add_argument("--shift_place", default=None, choices=SHIFT_PLACES)
     p.add_argument("--trust_jit_checkpoint", action="store_true", help=argparse.SUPPRESS)
+    g = p.add_argument_group("features (ops/features.py)")
+    g.add_argument("--save_features", default=None,
+                   help="pooled pre-classifier features per video, .npz or .h5 (an ensemble: PATH.0.npz, ...)")
+    g.add_argument("--per_view", action="store_true", help="also per view: view_features (N, V, D)")
+    g.add_argument("--per_segment", action="store_true",
+                   help="also per view and segment: segment_features (N, V, T, D)")
     # Evaluation defaults to fp32, the dtype the published numbers were measured in, whatever the model
     # trained with; --amp auto/bf16 is faster and differs in the last digits (README, Evaluation).
     _add_device_options(p, amp_default="[off: fp32]")
     return p
 
 
-def parse_test_args(argv=None):
-    parser = get_test_parser()
+def parse_test_args(argv=None, parser=None):
+    parser = parser or get_test_parser()
     args = parser.parse_args(argv)
     args.weights_list = [w for w in args.weights.split(",") if w]
     n = len(args.weights_list)
@@ -472,4 +481,8 @@ def parse_test_args(argv=None):
             parser.error(f"--weights: no such file {w!r}")
     if args.workers is None:
         args.workers = 2
+    if (args.per_view or args.per_segment) and not args.save_features:
+        parser.error("--per_view / --per_segment need --save_features PATH")
+    if args.save_features and not args.save_features.endswith((".npz", ".h5")):
+        parser.error(f"--save_features {args.save_features!r}: give a .npz or .h5 path")
     return args

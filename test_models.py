@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 import archs
 from opts import parse_test_args
 from ops import distributed as D
+from ops import features as feature_io
 from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, check_list_counts, parse_list, worker_init_fn
 from ops.dataset_config import resolve_dataset
@@ -81,9 +82,11 @@ class ModelUnderTest:
 
     Everything that can be wrong with a checkpoint or a list raises SystemExit naming it, before any
     video is decoded. keep_ids restricts the list to these videos (ensemble partner of a --max_num run).
+    spec (a DatasetInfo) and records replace the dataset and its test list (predict.py: videos given on
+    the command line); dataset_class is VideoDataSet or a subclass (predict.py's windows of long videos).
     """
 
-    def __init__(self, args, index, ctx, keep_ids=None):
+    def __init__(self, args, index, ctx, keep_ids=None, records=None, dataset_class=VideoDataSet, spec=None):
         path = args.weights_list[index]
         overrides = {k: v for k, v in dict(arch=args.arch, modality=args.modality,
                                            shift_div=args.shift_div, shift_place=args.shift_place).items()
@@ -100,8 +103,9 @@ class ModelUnderTest:
         self.num_segments = args.test_segments_list[index] or config["num_segments"]
         self.temporal = is_temporal(config)
         try:
-            spec = test_data_spec(args, index, ckpt, self.modality)
-            records = parse_list(spec.val_list, spec.data_format, option="--test_list")
+            spec = spec or test_data_spec(args, index, ckpt, self.modality)
+            if records is None:
+                records = parse_list(spec.val_list, spec.data_format, option="--test_list")
         except (OSError, ValueError) as exc:
             raise SystemExit(f"{path} ({self.modality}): {exc}") from None
         self.spec = spec
@@ -139,7 +143,7 @@ class ModelUnderTest:
                                     **self.model.normalization(), output="uint8")
         self.crop_size = transform.crop_size
         try:
-            self.dataset = VideoDataSet(
+            self.dataset = dataset_class(
                 spec.val_root_path, spec.val_list, num_segments=self.num_segments,
                 new_length=config.get("new_length"), modality=self.modality, image_tmpl=spec.image_tmpl,
                 transform=transform, mode="test", data_format=spec.data_format, start_index=spec.start_index,
@@ -314,14 +318,15 @@ def write_tsm_csv(path, ids, scores, class_names, top5_indices):
                 f.write(f"{vid};{class_names[int(order[0])] if class_names else int(order[0])}\n")
 
 
-def main(args):
+def main(args, run_fn=None):
+    """Logging and torch.distributed around run_fn(args, ctx) (default: this file's run; predict.py's)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     ctx = D.setup_distributed(rank=args.rank, world_size=args.world_size, init_method=args.init_method,
                               dist_port=args.dist_port, device=args.device, gpus=args.gpus,
                               timeout_s=args.dist_timeout)
     try:
-        return run(args, ctx)
+        return (run_fn or run)(args, ctx)
     finally:
         D.cleanup()
 
@@ -341,16 +346,21 @@ def run(args, ctx):
             raise SystemExit(f"{m.path}: its test list has other videos than {models[0].path} "
                              f"({len(ids)} vs {len(ids0)}, e.g. {diff}); ensembles need the same videos")
     dense_notes = [dense_short_note(m.dataset, args) for m in models]   # probes before the loader forks
+    if args.save_features:
+        for m in models:
+            feature_io.attach(m, args.per_segment)
     start = time.perf_counter()
     results = [evaluate_model(m, args, ctx, dtype) for m in models]
     elapsed = time.perf_counter() - start
+    if args.save_features:
+        results, features = split_feature_outputs(results, models, args.per_segment)
     labels = results[0][1]
     per_model = []   # per-view logits (N, V_m, C) of each model, in the first model's video order
     for (ids, lab, logits), m in zip(results, models):
         if not np.array_equal(align_to(ids0, ids, lab, m.path), labels):
             raise SystemExit(f"{m.path}: labels differ from {models[0].path} for the same videos")
         per_model.append(align_to(ids0, ids, logits, m.path))
-    scores = fuse([video_scores(lg, args.softmax) for lg in per_model], [m.coeff for m in models])
+    scores = fused_scores(args, per_model, [m.coeff for m in models])
     num_class = models[0].spec.num_class
     res, cm = metrics(scores, labels, num_class)
     if not ctx.is_main:
@@ -373,6 +383,8 @@ def run(args, ctx):
     if args.save_scores:
         for path, lg, p in zip(score_paths(args.save_scores, len(models)), per_model, protocols):
             save_scores(path, ids0, labels, lg, p)
+    if args.save_features:
+        write_feature_files(args, models, ids0, labels, results, features, protocols, names)
     if args.csv_file:
         write_tsm_csv(args.csv_file, ids0, scores, names, models[0].spec.csv_top5)
     summary = dict(res, protocol=protocols, weights=args.weights_list, coeff=[m.coeff for m in models],
@@ -382,12 +394,41 @@ def run(args, ctx):
     return res
 
 
+def fused_scores(args, per_model, coeffs):
+    """Per-model per-view logits (N, V_m, C) aligned to one video order -> video scores (N, C).
+
+    The one aggregation of test_models.py and predict.py."""
+    return fuse([video_scores(lg, args.softmax) for lg in per_model], coeffs)
+
+
+def split_feature_outputs(results, models, per_segment):
+    """evaluate_model results of models with features attached -> (results with logits only, features)."""
+    logits, features = [], []
+    for (ids, labels, out), m in zip(results, models):
+        lg, parts = feature_io.split(out, m, per_segment)
+        logits.append((ids, labels, lg))
+        features.append(parts)
+    return logits, features
+
+
+def write_feature_files(args, models, ids0, labels, results, features, protocols, class_names):
+    """One feature file per model (PATH, or PATH.0.npz, PATH.1.npz, ... for an ensemble), in ids0 order."""
+    for path, (ids, _, _), parts, m, p in zip(score_paths(args.save_features, len(models)), results, features,
+                                                models, protocols):
+        aligned = {k: align_to(ids0, ids, v, m.path) for k, v in parts.items()}
+        feature_io.write(path, video_ids=ids0, labels=labels, parts=aligned, protocol=p, checkpoint=m.path,
+                         head=m.forward.head, class_names=class_names, per_view=args.per_view)
+        print(feature_io.summary(path))
+
+
 def score_paths(save_scores, num_models):
     """One score file per model (view counts may differ): PATH itself, or PATH.0.npz, PATH.1.npz, ..."""
     if num_models == 1:
         return [save_scores]
-    stem = save_scores[:-4] if save_scores.endswith(".npz") else save_scores
-    return [f"{stem}.{i}.npz" for i in range(num_models)]
+    stem, ext = os.path.splitext(save_scores)
+    if ext not in (".npz", ".h5"):
+        stem, ext = save_scores, ".npz"
+    return [f"{stem}.{i}{ext}" for i in range(num_models)]
 
 
 if __name__ == "__main__":

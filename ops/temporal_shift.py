@@ -67,8 +67,29 @@ def shift(x, n_segment, fold_div=8):
       channels [fold, 2*fold)  <- x at t-1 (zero at t = 0)
       channels [2*fold, C)     <- x at t
     The output has x's memory format (channels_last stays channels_last).
+    Under tracing (ONNX export, torch.jit.trace) or torch.export, ``shift_for_export`` computes it.
     """
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return shift_for_export(x, n_segment, fold_div)
     return _Shift.apply(x, n_segment, fold_div)
+
+
+def shift_for_export(x, n_segment, fold_div=8):
+    """``shift`` as slices and concatenations with zeros: what exporters can record.
+
+    The training path (``_Shift``) writes slices into a fresh tensor through a view of it. The legacy
+    TorchScript-based ONNX exporter does not carry writes made through a view back to the viewed
+    tensor, so the traced graph returns the untouched ``empty_like`` buffer, folds it into a constant
+    and drops x's path (no Slice/Concat left): the exported model silently runs without the shift.
+    Same values as ``shift`` (exactly: only copies and zeros), but about twice its memory traffic, so
+    training keeps ``_Shift``.
+    """
+    x5 = _split_time(x, n_segment)  # (N, T, C, H, W)
+    fold = x5.shape[2] // fold_div
+    zero = torch.zeros_like(x5[:, :1, :fold])                               # (N, 1, fold, H, W)
+    back = torch.cat([x5[:, 1:, :fold], zero], dim=1)                       # t <- t+1, zero at T-1
+    fwd = torch.cat([zero, x5[:, :-1, fold:2 * fold]], dim=1)               # t <- t-1, zero at 0
+    return torch.cat([back, fwd, x5[:, :, 2 * fold:]], dim=2).reshape(x.shape)
 
 
 def temporal_pool(x, n_segment):

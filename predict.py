@@ -1,0 +1,501 @@
+"""Predict action classes for any video: files, folders of videos or of frame folders, or a list.
+
+    python predict.py --weights ckpt.best.pth.tar clip.mp4 more_videos/ --top_k 5 --output preds.json
+    python predict.py --weights rgb.pth.tar,rgb16.pth.tar --coeff 1,1.5 --test_crops 3 --twice_sample a.mp4
+    python predict.py --weights ckpt.pth.tar long.mp4 --window 4s --stride 2s --output t.csv --plot t.png
+    python predict.py --weights ckpt.pth.tar videos/ --save_features feats.h5 --per_view
+
+Each checkpoint's model is rebuilt from its file and run by test_models.py's own code (ModelUnderTest,
+evaluate_model, fused_scores), so every view-protocol option of test_models.py applies here too
+(--test_crops, --twice_sample, --dense_sample, --full_res, --random_clips, --softmax, --scale_size, ...),
+and the top-1 class equals test_models.py's prediction for the same video and protocol.
+
+INPUT: a video file; a folder of frames (img_00001.jpg ..., --image_tmpl); a folder holding videos and/or
+frame folders; or a list file whose lines start with a video or frame-folder path (relative to
+--root_path, else to the list's folder; further columns are ignored). RGB and RGBDiff checkpoints read
+videos and frame folders, Flow checkpoints read frame folders of flow images (--flow_tmpl).
+
+Class names: --category_file, else the checkpoint's `class_names`, else class indices (said so on stderr).
+Probabilities: the softmax of the fused video logits (with --softmax: the coefficient-weighted mean of
+the per-model probabilities). --window W --stride S (frames, or seconds with an 's' suffix) predicts
+windows of W frames every S frames (the last window ends at the last frame) and prints a timeline.
+An input that cannot be read is reported by name and skipped; the exit code is then 1.
+"""
+import csv
+import dataclasses
+import functools
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+from ops import features as feature_io
+from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
+from ops.dataset import VideoDataSet, VideoRecord
+from ops.dataset_config import resolve_dataset
+from ops.video_io import FrameReadError, VideoFile, flow_paths, frame_path
+from opts import get_test_parser, parse_test_args
+from test_models import (ModelUnderTest, evaluate_model, fused_scores, protocol_text, sampling_mode,
+                         split_feature_outputs, write_feature_files)
+from test_models import main as test_models_main
+
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.flv', '.wmv', '.3gp')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+DATASET_NAME = 'predict'   # not a registered dataset: paths come from the command line
+
+
+def get_parser():
+    p = get_test_parser(prog="predict.py", description=__doc__.split("\n\n")[0])
+    g = p.add_argument_group("prediction")
+    g.add_argument("inputs", nargs="+", metavar="INPUT", help="videos, folders or list files")
+    g.add_argument("--top_k", type=int, default=5, help="classes printed and written per video / window")
+    g.add_argument("--output", default=None, help="predictions file, .json or .csv")
+    g.add_argument("--window", default=None, help="long videos: window length, frames (64) or seconds (4s)")
+    g.add_argument("--stride", default=None, help="window step, frames or seconds (default: the window)")
+    g.add_argument("--fps", type=float, default=None, help="frame rate of frame folders (windows in seconds)")
+    g.add_argument("--plot", default=None, help="with --window: PNG of the top classes over time")
+    # INPUTs may come before, between and after options (parse_test_args calls parser.parse_args).
+    p.parse_args = p.parse_intermixed_args
+    return p
+
+
+def parse_args(argv=None):
+    parser = get_parser()
+    args = parse_test_args(argv, parser=parser)
+    args.dataset = DATASET_NAME
+    # test_models.py options that need a labelled list: refused rather than silently ignored
+    for option, value, unset in (("--test_list", args.test_list, None), ("--csv_file", args.csv_file, None),
+                                 ("--save_scores", args.save_scores, None), ("--output_dir", args.output_dir, None),
+                                 ("--max_num", args.max_num, -1), ("--data_format", args.data_format, None)):
+        if value != unset:
+            parser.error(f"{option} is a test_models.py option (labelled lists); predict.py takes INPUTs "
+                         "(videos or frame folders, told apart by themselves) and writes --output / --save_features")
+    if args.output and not args.output.endswith(('.json', '.csv')):
+        parser.error(f"--output {args.output!r}: give a .json or .csv path")
+    if args.top_k < 1:
+        parser.error("--top_k must be >= 1")
+    try:
+        args.window_spec = parse_span(args.window, "--window") if args.window else None
+        args.stride_spec = parse_span(args.stride, "--stride") if args.stride else args.window_spec
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.stride and not args.window:
+        parser.error("--stride needs --window")
+    if args.plot and not args.window:
+        parser.error("--plot draws the timeline of --window predictions; give --window")
+    if args.fps is not None and args.fps <= 0:
+        parser.error("--fps must be > 0")
+    return args
+
+
+def parse_span(text, option):
+    """'64' -> (64, 'frames'); '2.5s' -> (2.5, 'seconds'); anything else raises naming the option."""
+    try:
+        value, unit = (float(text[:-1]), 'seconds') if text.endswith('s') else (int(text), 'frames')
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: give frames (64) or seconds (2.5s)") from None
+    if value <= 0:
+        raise ValueError(f"{option} {text!r} must be > 0")
+    return value, unit
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+@dataclasses.dataclass
+class Item:
+    path: str
+    kind: str            # 'video' | 'frames'
+
+
+def is_video(path):
+    return os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS)
+
+
+def has_images(folder):
+    return any(n.lower().endswith(IMAGE_EXTENSIONS) for n in os.listdir(folder))
+
+
+def collect_inputs(inputs, root_path=None):
+    """Command-line inputs -> (items in order, each once; errors [(path, message)])."""
+    items, errors = [], []
+
+    def add_path(path, origin):
+        if is_video(path):
+            items.append(Item(path, 'video'))
+        elif os.path.isdir(path):
+            add_folder(path)
+        elif os.path.isfile(path):
+            errors.append((path, f'{origin}: not a video file (extensions {", ".join(VIDEO_EXTENSIONS)}) '
+                                 'nor a folder'))
+        else:
+            errors.append((path, f'{origin}: no such file or folder'))
+
+    def add_folder(folder):
+        if has_images(folder):
+            items.append(Item(folder, 'frames'))
+            return
+        found = False
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if is_video(path):
+                items.append(Item(path, 'video'))
+                found = True
+            elif os.path.isdir(path) and has_images(path):
+                items.append(Item(path, 'frames'))
+                found = True
+        if not found:
+            errors.append((folder, 'folder holds no videos, frame folders or frames'))
+
+    def unique(found):
+        seen, out = set(), []
+        for item in found:
+            key = os.path.normpath(os.path.abspath(item.path))
+            if key not in seen:
+                seen.add(key)
+                out.append(item)
+        return out
+
+    for given in inputs:
+        if os.path.isfile(given) and not is_video(given):
+            base = root_path if root_path is not None else os.path.dirname(given)
+            try:
+                with open(given) as f:
+                    lines = f.read().splitlines()
+            except UnicodeDecodeError:
+                errors.append((given, f'not a list file (binary); videos need one of the extensions '
+                                      f'{", ".join(VIDEO_EXTENSIONS)}'))
+                continue
+            for lineno, line in enumerate(lines, 1):
+                text = line.strip()
+                if text and not text.startswith('#'):
+                    add_path(os.path.join(base, text.split()[0]), f'{given}:{lineno}')
+        else:
+            add_path(given, 'input')
+    return unique(items), errors
+
+
+def count_frames(folder, modality, tmpl, start_index=1):
+    """Consecutive frames of a frame folder from start_index (Flow: x/y pairs, counted on x)."""
+    names = set(os.listdir(folder))
+    video_id = os.path.basename(os.path.normpath(folder))
+    n = 0
+    while True:
+        number = start_index + n
+        path = flow_paths(folder, video_id, tmpl, number)[0] if modality == 'Flow' \
+            else frame_path(folder, tmpl, number)
+        if os.path.basename(path) not in names:
+            return n
+        n += 1
+
+
+@functools.lru_cache(maxsize=None)
+def video_fps(path):
+    import av
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+    return float(rate) if rate else None
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowRecord(VideoRecord):
+    """A window of a video: frames [start + 1, start + length] (1-based) of `path`."""
+    start: int = 0
+    length: int = 0
+
+    @property
+    def video_id(self) -> str:
+        return f'{self.path}@{self.start}'
+
+
+class WindowDataSet(VideoDataSet):
+    """VideoDataSet whose records are WindowRecords: each window is sampled as a video of its own."""
+
+    def sample(self, num_frames, index, rng):
+        record = self.records[index]
+        clips = super().sample(record.length, index, rng)
+        return [[start + record.start for start in clip] for clip in clips]
+
+
+def window_starts(num_frames, window, stride):
+    """0-based starts of windows of `window` frames every `stride` frames; the last one ends at the
+    video's end (one window of the whole video when it is shorter than a window)."""
+    if num_frames <= window:
+        return [0]
+    starts = list(range(0, num_frames - window + 1, stride))
+    if starts[-1] + window < num_frames:
+        starts.append(num_frames - window)
+    return starts
+
+
+def to_frames(span, fps, path):
+    value, unit = span
+    if unit == 'frames':
+        return int(value)
+    if not fps:
+        raise ValueError(f'{path}: frame folders have no frame rate: give --fps to use seconds')
+    return max(1, int(round(value * fps)))
+
+
+def probe(item, modality, args, spec):
+    """-> (num_frames, fps or None); raises FrameReadError / ValueError naming the input."""
+    if item.kind == 'video':
+        if modality == 'Flow':
+            raise ValueError(f'{item.path}: a Flow checkpoint needs frame folders of flow images, not a video')
+        with VideoFile(item.path, args.video_backend) as video:
+            num_frames = video.num_frames
+        return num_frames, args.fps or (video_fps(item.path) if args.window_spec else None)
+    # spec.image_tmpl is the template of this modality (the flow template for Flow)
+    num_frames = count_frames(item.path, modality, spec.image_tmpl, spec.start_index)
+    if num_frames == 0:
+        first = frame_path(item.path, spec.image_tmpl, spec.start_index) if modality != 'Flow' else \
+            flow_paths(item.path, os.path.basename(item.path), spec.image_tmpl, spec.start_index)[0]
+        raise FrameReadError(f'{item.path}: no {modality} frames (expected {first}; --image_tmpl / --flow_tmpl)')
+    return num_frames, args.fps
+
+
+# ---------------------------------------------------------------------------------------------- models
+@functools.lru_cache(maxsize=None)
+def checkpoint_config(path):
+    """(model config, class names or None) of a checkpoint, read once."""
+    ckpt = load_checkpoint(path)
+    names = ckpt.get('class_names') if isinstance(ckpt, dict) else None
+    return model_config_from_checkpoint(ckpt, path=path), names
+
+
+def checkpoint_classes(path, category_names):
+    """Class names: --category_file's, else the checkpoint's `class_names`, else None (indices)."""
+    if category_names is not None:
+        return category_names, '--category_file'
+    names = checkpoint_config(path)[1]
+    if names:
+        return [str(n) for n in names], path
+    return None, None
+
+
+def model_spec(args, index, modality, data_format):
+    """The DatasetInfo ModelUnderTest evaluates with: no lists, class count from --category_file / the
+    checkpoint, frame templates and defaults from the registry's rules."""
+    config = checkpoint_config(args.weights_list[index])[0]
+    return resolve_dataset(DATASET_NAME, modality, root_path='', train_list='', val_list='<command line>',
+                           category_file=args.category_file,
+                           num_class=None if args.category_file else (args.num_class or config['num_class']),
+                           image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl, data_format=data_format)
+
+
+def build_records(items, modality, args, spec, failed):
+    """Probe every input; unreadable ones go to `failed` (path -> message) and are skipped."""
+    records = []
+    for item in items:
+        if item.path in failed:
+            continue
+        try:
+            num_frames, fps = probe(item, modality, args, spec)
+            if args.window_spec is None:
+                records.append(VideoRecord(item.path, num_frames, 0))
+                continue
+            window = to_frames(args.window_spec, fps, item.path)
+            stride = to_frames(args.stride_spec, fps, item.path)
+            for start in window_starts(num_frames, window, stride):
+                records.append(WindowRecord(item.path, num_frames, 0, start, min(window, num_frames)))
+        except (FrameReadError, ValueError, OSError) as exc:
+            failed[item.path] = str(exc)
+            print(f'predict: cannot read {item.path}: {exc}', file=sys.stderr)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+def probabilities(args, scores, coeffs):
+    """Fused video scores -> probabilities (softmax of fused logits; with --softmax the weighted mean)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if args.softmax or getattr(args, 'view_softmax', False):
+        return scores / sum(coeffs)
+    e = np.exp(scores - scores.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def top_classes(probs, k, names):
+    order = np.argsort(-probs, kind='stable')[:k]
+    return [{'class': int(c), 'name': names[c] if names else str(int(c)), 'prob': float(probs[c])} for c in order]
+
+
+def group_models(args, ctx, items, modalities, failed):
+    """ModelUnderTests (one per checkpoint) over the readable items of one data format, or [] if none."""
+    data_format = 'video' if items[0].kind == 'video' else 'frames'
+    models = []
+    for i, modality in enumerate(modalities):
+        try:
+            spec = model_spec(args, i, modality, data_format)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f'--weights {args.weights_list[i]}: {exc}') from None
+        records = build_records(items, modality, args, spec, failed)
+        if not records:
+            return []
+        cls = WindowDataSet if args.window_spec is not None else VideoDataSet
+        models.append(ModelUnderTest(args, i, ctx, records=records, dataset_class=cls, spec=spec))
+    for m in models[1:]:
+        if m.dataset.video_ids != models[0].dataset.video_ids:
+            raise SystemExit(f'{m.path}: reads other frames than {models[0].path} for the same inputs '
+                             '(modalities with different frame counts cannot be windowed together)')
+    return models
+
+
+def run(args, ctx):
+    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    items, errors = collect_inputs(args.inputs, args.root_path)
+    failed = {}
+    for path, message in errors:
+        failed[path] = message
+        print(f'predict: cannot read {path}: {message}', file=sys.stderr)
+    try:
+        modalities = [checkpoint_config(w)[0]['modality'] for w in args.weights_list]
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise SystemExit(f'--weights: {exc}') from None
+    first_models, records, outputs = None, [], [[] for _ in modalities]
+    for kind in ('video', 'frames'):
+        group = [it for it in items if it.kind == kind]
+        models = group_models(args, ctx, group, modalities, failed) if group else []
+        if not models:
+            continue
+        if args.save_features:
+            for m in models:
+                feature_io.attach(m, args.per_segment)
+        for out, m in zip(outputs, models):
+            out.append(evaluate_model(m, args, ctx, dtype)[2])
+        records += models[0].dataset.records
+        first_models = first_models or models
+    if first_models is None:
+        for path, message in failed.items():
+            print(f'predict: FAILED {path}: {message}', file=sys.stderr)
+        return 2
+    # Every group of one checkpoint has the same views per video: concatenate the groups.
+    ids = [r.video_id for r in records]
+    labels = np.full(len(ids), -1, dtype=np.int64)   # unknown
+    results = [(ids, labels, np.concatenate(out)) for out in outputs]
+    if args.save_features:
+        results, features = split_feature_outputs(results, first_models, args.per_segment)
+    coeffs = [m.coeff for m in first_models]
+    probs = probabilities(args, fused_scores(args, [lg for _, _, lg in results], coeffs), coeffs)
+    if not ctx.is_main:
+        return 0
+    protocols = [f'{os.path.basename(m.path)} [{m.modality}]: ' + protocol_text(
+        m.num_segments, args.test_crops, m.num_clips, m.crop_size, args.full_res, len(ids), sampling_mode(args))
+        for m in first_models]
+    names, source = checkpoint_classes(args.weights_list[0], first_models[0].spec.categories)
+    if names is None:
+        print(f'predict: no class names in {args.weights_list[0]}; printing class indices '
+              '(give --category_file)', file=sys.stderr)
+    if args.save_features:
+        write_feature_files(args, first_models, ids, labels, results, features, protocols, names)
+    report = build_report(args, records, probs, names, order=[it.path for it in items])
+    print_report(report)
+    if args.output:
+        write_output(args.output, report, protocols, args, source)
+    if args.plot:
+        plot_timeline(args.plot, report, names)
+    for path, message in failed.items():
+        print(f'predict: FAILED {path}: {message}', file=sys.stderr)
+    return 1 if failed else 0
+
+
+def build_report(args, records, probs, names, order):
+    """-> [{'video', 'num_frames', 'top', 'windows': [...]}] per input in `order` (windows: frames, and
+    seconds when the frame rate is known)."""
+    videos = {}
+    for r, p in zip(records, probs):
+        entry = videos.setdefault(r.path, {'video': r.path, 'num_frames': r.num_frames, 'windows': [],
+                                           'probs': []})
+        entry['probs'].append(p)
+        if isinstance(r, WindowRecord):
+            entry['windows'].append({'start_frame': r.start + 1, 'end_frame': r.start + r.length,
+                                     'top': top_classes(p, args.top_k, names)})
+    report = []
+    for entry in videos.values():
+        # A windowed video's overall prediction: the mean of its window probabilities.
+        mean = np.mean(entry.pop('probs'), axis=0)
+        entry['top'] = top_classes(mean, args.top_k, names)
+        if entry['windows']:
+            fps = args.fps or (video_fps(entry['video']) if is_video(entry['video']) else None)
+            if fps:
+                entry['fps'] = fps
+                for w in entry['windows']:
+                    w['start_s'] = round((w['start_frame'] - 1) / fps, 3)
+                    w['end_s'] = round(w['end_frame'] / fps, 3)
+        else:
+            del entry['windows']
+        report.append(entry)
+    rank = {path: i for i, path in enumerate(order)}
+    return sorted(report, key=lambda e: rank[e['video']])
+
+
+def print_report(report):
+    for entry in report:
+        top = '  '.join(f"{t['name']} {t['prob']:.3f}" for t in entry['top'])
+        print(f"{entry['video']}: {top}")
+        for w in entry.get('windows', []):
+            when = f"{w['start_s']:.2f}-{w['end_s']:.2f} s" if 'start_s' in w else \
+                f"frames {w['start_frame']}-{w['end_frame']}"
+            print(f"    {when}: " + '  '.join(f"{t['name']} {t['prob']:.3f}" for t in w['top']))
+
+
+def write_output(path, report, protocols, args, class_source):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w', newline='') as f:
+        if path.endswith('.json'):
+            json.dump({'weights': args.weights_list, 'coeff': args.coeff_list, 'protocol': protocols,
+                       'softmax': args.softmax, 'class_names_from': class_source, 'videos': report}, f, indent=2)
+        else:
+            w = csv.writer(f)
+            w.writerow(['video', 'start_frame', 'end_frame', 'start_s', 'end_s', 'rank', 'class', 'name', 'prob'])
+            for entry in report:
+                rows = entry.get('windows') or [dict(entry, start_frame=1, end_frame=entry['num_frames'])]
+                for row in rows:
+                    for rank, t in enumerate(row['top'], 1):
+                        w.writerow([entry['video'], row['start_frame'], row['end_frame'], row.get('start_s', ''),
+                                    row.get('end_s', ''), rank, t['class'], t['name'], f"{t['prob']:.6f}"])
+    os.replace(tmp, path)
+
+
+PLOT_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
+
+
+def plot_timeline(path, report, names):
+    """One panel per video: probability over time of the classes that are top-1 in some window."""
+    from PIL import Image, ImageDraw
+    panels = [e for e in report if e.get('windows')]
+    width, height, margin = 640, 160, 40
+    img = Image.new('RGB', (width, max(1, len(panels)) * (height + margin) + margin), 'white')
+    draw = ImageDraw.Draw(img)
+    for k, entry in enumerate(panels):
+        top0 = margin + k * (height + margin)
+        draw.text((margin, top0 - 15), os.path.basename(entry['video']), fill='black')
+        draw.rectangle([margin, top0, width - margin, top0 + height], outline='black')
+        windows = entry['windows']
+        classes = []
+        for w in windows:
+            if w['top'][0]['class'] not in classes:
+                classes.append(w['top'][0]['class'])
+        end = max(w['end_frame'] for w in windows)
+        for c, colour in zip(classes, PLOT_COLOURS):
+            points = []
+            for w in windows:
+                prob = next((t['prob'] for t in w['top'] if t['class'] == c), 0.0)
+                centre = (w['start_frame'] + w['end_frame']) / 2
+                points.append((margin + (width - 2 * margin) * centre / end, top0 + height * (1 - prob)))
+            draw.line(points if len(points) > 1 else points * 2, fill=colour, width=2)
+            label = names[c] if names else str(c)
+            draw.text((width - margin + 2 - 38, top0 + 2 + 12 * classes.index(c)), label[:8], fill=colour)
+        unit = f"s ({entry['fps']:g} fps)" if 'fps' in entry else 'frames'
+        draw.text((margin, top0 + height + 2), f"0 ... {end if 'fps' not in entry else end / entry['fps']:.1f} {unit}",
+                  fill='black')
+    img.save(path)
+
+
+def main(args):
+    return test_models_main(args, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
