@@ -52,7 +52,8 @@ class RunState:
         self.best_prec1 = 0.0
         self.stop_signal = None
         self.val_pending = False      # the checkpoint was written before its epoch's validation
-        self.committed_step = 0       # global step of the last checkpoint set every rank wrote (MML)
+        self.saves = 0                # checkpoints written so far (the position that ranks compare)
+        self.committed_saves = 0      # saves of the last checkpoint set that every rank wrote (MML)
         self.meters = {}              # running sums of the epoch in progress: name -> [sum, count]
 
 
@@ -271,7 +272,8 @@ class Trainer:
             "best_prec1": self.state.best_prec1, "config": self.raw_model.config(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": rng_state(), "args": plain_args(self.args), "modality": self.modality,
-            "val_pending": self.state.val_pending, "committed_step": self.state.committed_step,
+            "val_pending": self.state.val_pending, "save_seq": self.state.saves,
+            "committed_seq": self.state.committed_saves,
             "meters": {k: [float(v[0]), int(v[1])] for k, v in self.state.meters.items()}
             if self.state.step_in_epoch else {},
         }
@@ -280,6 +282,7 @@ class Trainer:
         """Every rank calls this. Mutual learning: each writer keeps its previous file, and the set is
         committed (commit.json) only after a barrier proves that every modality rank wrote its part."""
         mutual = self.ctx.num_modalities > 1
+        self.state.saves += 1
         if self.writes:
             state = self.checkpoint_state()
             path = os.path.join(self.run_dir, CKPT)
@@ -291,10 +294,11 @@ class Trainer:
                 save_checkpoint(state, os.path.join(self.run_dir, "ckpt.best.pth.tar"))
         if mutual:
             dist.barrier()
-            self.state.committed_step = self.state.global_step
+            self.state.committed_saves = self.state.saves
             if self.writes:
                 write_json_atomic(os.path.join(self.run_dir, COMMIT_MARKER), {
-                    "global_step": self.state.global_step, "epoch": self.state.epoch,
+                    "save_seq": self.state.saves, "global_step": self.state.global_step,
+                    "epoch": self.state.epoch, "val_pending": self.state.val_pending,
                     "step_in_epoch": self.state.step_in_epoch, "world_size": self.ctx.world_size})
 
     def restore(self, ckpt):
@@ -307,7 +311,8 @@ class Trainer:
         self.state.global_step = int(ckpt.get("global_step", 0))
         self.state.best_prec1 = float(ckpt.get("best_prec1", 0.0))
         self.state.val_pending = bool(ckpt.get("val_pending", False))
-        self.state.committed_step = int(ckpt.get("committed_step", 0))
+        self.state.saves = int(ckpt.get("save_seq", self.state.global_step))
+        self.state.committed_saves = int(ckpt.get("committed_seq", 0))
         self.state.meters = {k: list(v) for k, v in (ckpt.get("meters") or {}).items()}
         if ckpt.get("rng"):
             set_rng_state(ckpt["rng"])
@@ -619,10 +624,35 @@ def plain_args(args):
 # ----------------------------------------------------------------------------------------------------
 
 def checkpoint_position(path):
-    """(global_step, epoch, step_in_epoch, committed_step) of a checkpoint file."""
+    """(save_seq, epoch, step_in_epoch, committed_seq) of a checkpoint file. save_seq counts the saves
+    of the run: the epoch-end save before validation and the one after it differ, the step does not."""
     ckpt = load_checkpoint(path, require=("epoch",))
-    return (int(ckpt.get("global_step", 0)), int(ckpt["epoch"]), int(ckpt.get("step_in_epoch", 0)),
-            int(ckpt.get("committed_step", 0)))
+    return (int(ckpt.get("save_seq", ckpt.get("global_step", 0))), int(ckpt["epoch"]),
+            int(ckpt.get("step_in_epoch", 0)), int(ckpt.get("committed_seq", 0)))
+
+
+def choose_common_checkpoint(held_by_rank):
+    """held_by_rank: rank name -> {save_seq: (save_seq, epoch, step_in_epoch, committed_seq)} of the
+    checkpoints that rank holds. Returns the newest save_seq every rank holds (0: a fresh start), or
+    raises SystemExit naming each rank's position.
+
+    A rank with nothing on disk never committed a set, and a rank whose only file is its first save
+    (committed_seq 0) may have written it alone: both allow the fresh start."""
+    def available(held):
+        seqs = set(held)
+        if not held or (len(held) == 1 and held[max(held)][3] == 0):
+            seqs.add(0)
+        return seqs
+    common = set.intersection(*(available(h) for h in held_by_rank.values()))
+    if common:
+        return max(common)
+    where = "; ".join(f"{name}: " + (", ".join(
+        f"epoch {pos[1]} step {pos[2]} (save {g})" for g, pos in sorted(held.items(), reverse=True))
+        or "no checkpoint") for name, held in held_by_rank.items())
+    raise SystemExit(f"--resume auto: the modality ranks hold no common checkpoint set, so they would resume "
+                     f"at different points and exchange logits of different videos: {where}. Resume each "
+                     f"rank from an explicit --resume of the same save, or start a new run (another --suffix "
+                     f"or --root_model).")
 
 
 def resolve_resume(args, ctx, run_dir, writes):
@@ -630,7 +660,7 @@ def resolve_resume(args, ctx, run_dir, writes):
 
     --resume PATH: that file. --resume auto: the run's latest checkpoint; with mutual learning, the newest
     checkpoint set that every modality rank holds (each keeps its previous file, and the ranks compare
-    global steps), so that the ranks always resume at the same step and exchange logits of the same
+    save counts), so that the ranks always resume at the same point and exchange logits of the same
     videos. A set that not every rank wrote (a rank died between the writes) is set aside
     (ckpt.uncommitted.pth.tar); ranks without any common set refuse, naming each rank's position."""
     if args.resume != "auto":
@@ -650,29 +680,12 @@ def resolve_resume(args, ctx, run_dir, writes):
     by_modality = {}
     for m, held in parts:
         by_modality.setdefault(m, held)
-    # A rank with nothing on disk never committed a set; a first checkpoint (committed_step 0) of a
-    # rank whose peers have nothing is not committed either: both allow a fresh start.
-    def available(held):
-        steps = set(held)
-        if not held or held[max(held)][3] == 0 and len(held) == 1:
-            steps.add(0)
-        return steps
-    common = set.intersection(*(available(h) for h in by_modality.values()))
-    if not common:
-        where = "; ".join(
-            f"{args.modalities[m]} (rank {m}): " + (", ".join(
-                f"epoch {pos[1]} step {pos[2]} (global step {g})" for g, pos in sorted(held.items(), reverse=True))
-                or "no checkpoint") for m, held in sorted(by_modality.items()))
-        raise SystemExit(f"--resume auto: the modality ranks hold no common checkpoint set, so they would "
-                         f"resume at different points and exchange logits of different videos: {where}. "
-                         f"Resume each rank from an explicit --resume of the same global step, or start "
-                         f"a new run (another --suffix / --root_model).")
-    step = max(common)
+    step = choose_common_checkpoint({args.modalities[m] + f" (rank {m})": held
+                                     for m, held in sorted(by_modality.items())})
     for g, (path, pos) in sorted(mine.items(), reverse=True):
         if g > step and writes:
-            logger.warning("set aside %s (epoch %d step %d, global step %d): not every modality rank wrote "
-                           "its checkpoint of that step; resuming at global step %d", path, pos[1], pos[2], g,
-                           step)
+            logger.warning("set aside %s (epoch %d step %d, save %d): not every modality rank wrote its "
+                           "checkpoint of that save; resuming at save %d", path, pos[1], pos[2], g, step)
             os.replace(path, os.path.join(run_dir, UNCOMMITTED_CKPT))
     return mine[step][0] if step in mine else ""
 
