@@ -5,6 +5,7 @@
     python main.py somethingv2 RGBDiff,Flow,RGB --rank 0 --world_size 3 --init_method tcp://h:p  # MML
     torchrun --nproc_per_node=3 main.py somethingv2 RGBDiff,Flow,RGB ...
 """
+import contextlib
 import json
 import logging
 import math
@@ -626,7 +627,8 @@ def plain_args(args):
 def checkpoint_position(path):
     """(save_seq, epoch, step_in_epoch, committed_seq) of a checkpoint file. save_seq counts the saves
     of the run: the epoch-end save before validation and the one after it differ, the step does not."""
-    ckpt = load_checkpoint(path, require=("epoch",))
+    with named_input_errors(RuntimeError):
+        ckpt = load_checkpoint(path, require=("epoch",))
     return (int(ckpt.get("save_seq", ckpt.get("global_step", 0))), int(ckpt["epoch"]),
             int(ckpt.get("step_in_epoch", 0)), int(ckpt.get("committed_seq", 0)))
 
@@ -653,6 +655,16 @@ def choose_common_checkpoint(held_by_rank):
                      f"at different points and exchange logits of different videos: {where}. Resume each "
                      f"rank from an explicit --resume of the same save, or start a new run (another --suffix "
                      f"or --root_model).")
+
+
+@contextlib.contextmanager
+def named_input_errors(*extra):
+    """A bad list, data option or checkpoint file stops the run with its message (which names the file,
+    line and option) instead of a traceback. extra: more exception types (RuntimeError for checkpoints)."""
+    try:
+        yield
+    except (OSError, ValueError, *extra) as exc:
+        raise SystemExit(f"{type(exc).__name__}: {exc}") from None
 
 
 def resolve_resume(args, ctx, run_dir, writes):
@@ -814,8 +826,9 @@ def run(args, ctx):
         from ops.distill import TeacherScores
         teacher_scores = TeacherScores(args.teacher_scores)
     train_mods = pair_mods + [m for m in (teachers.required_modalities if teachers else ()) if m not in pair_mods]
-    train_records, train_specs = build_records(args, "train", train_mods)
-    val_records, _ = build_records(args, "val", pair_mods)
+    with named_input_errors():
+        train_records, train_specs = build_records(args, "train", train_mods)
+        val_records, _ = build_records(args, "val", pair_mods)
 
     # Each modality rank gets its own initialisation (RGB,RGB mutual learning needs two different
     # models); the replicas of one modality share it (DDP also broadcasts rank 0's weights).
@@ -823,7 +836,9 @@ def run(args, ctx):
     model = build_model(args, modality, num_class)
     resume = resolve_resume(args, ctx, run_dir, writes)
     if args.tune_from and not resume:
-        report = load_weights(model, load_checkpoint(args.tune_from, require=("state_dict",))["state_dict"])
+        with named_input_errors(RuntimeError):
+            tuned = load_checkpoint(args.tune_from, require=("state_dict",))["state_dict"]
+        report = load_weights(model, tuned)
         logger.info("fine-tuning from %s: %s", args.tune_from, report)
     model.to(ctx.device)
     if args.channels_last:
@@ -858,7 +873,8 @@ def run(args, ctx):
     install_signal_handlers(trainer.state)
 
     if resume:
-        ckpt = load_checkpoint(resume, require=("state_dict", "epoch", "optimizer"))
+        with named_input_errors(RuntimeError):
+            ckpt = load_checkpoint(resume, require=("state_dict", "epoch", "optimizer"))
         check_resume_config(ckpt, model.config(), resume)
         trainer.restore(ckpt)
         del ckpt
@@ -871,13 +887,15 @@ def run(args, ctx):
         trainer.state.epoch = args.start_epoch
 
     batch = per_rank_batch(args, ctx)
-    if teachers is not None:
-        train_set = make_distill_dataset(args, modality, train_records, train_specs, model, teachers, num_class)
-    else:
-        train_set = make_dataset(args, modality, "train", train_records, spec, model, aligned, num_class,
-                                 pair_mods, ctx.modality_index)
-    val_set = make_dataset(args, modality, "val", val_records, spec, model, aligned, num_class, pair_mods,
-                           ctx.modality_index)
+    with named_input_errors():
+        if teachers is not None:
+            train_set = make_distill_dataset(args, modality, train_records, train_specs, model, teachers,
+                                             num_class)
+        else:
+            train_set = make_dataset(args, modality, "train", train_records, spec, model, aligned, num_class,
+                                     pair_mods, ctx.modality_index)
+        val_set = make_dataset(args, modality, "val", val_records, spec, model, aligned, num_class, pair_mods,
+                               ctx.modality_index)
     train_sampler = ShardSampler(len(train_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
                                  batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
     val_sampler = ShardSampler(len(val_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
