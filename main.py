@@ -523,11 +523,11 @@ class Trainer:
                 bar.update(1)
         if bar is not None:
             bar.close()
+        saved = (f"the epoch {self.state.epoch} checkpoint is saved; " if self.state.val_pending else "")
         agree_on_errors(ctx, read_errors, what=f"validation of the {self.modality} model could not read "
                         f"{loader.dataset.list_file}", hint=(
-                            f"the epoch {self.state.epoch} checkpoint is saved; fix or drop these videos "
-                            "(scripts/check_data.py --split val) and rerun with --resume auto, which "
-                            "validates it first"))
+                            f"{saved}fix or drop these videos (scripts/check_data.py --split val)"
+                            + (" and rerun with --resume auto, which validates it first" if saved else "")))
         logits = torch.cat(logit_list) if logit_list else torch.zeros(0, num_class)
         index = torch.cat(idx_list) if idx_list else torch.zeros(0, dtype=torch.int64)
         if ctx.num_replicas > 1:
