@@ -146,25 +146,33 @@ def _mml_dirs(tmp):
 
 @pytest.mark.slow
 def test_resume_takes_the_newest_checkpoint_set_every_rank_wrote(tiny_toy, tmp_path):
-    wait_all(launch(tiny_toy, tmp_path, "RGB,Flow", 2, "tcp", extra=["--epochs", "2"]))
+    extra = ["--epochs", "3"]
+    procs = launch(tiny_toy, tmp_path, "RGB,Flow", 2, "tcp", extra=extra)
+    for line in procs[0].stdout:            # pre-empt the job early in epoch 2: every rank saves, exits 75
+        if "epoch 1: train loss" in line:
+            procs[0].send_signal(signal.SIGTERM)
+            break
+    for p in procs:
+        out = p.communicate(timeout=120)[0]
+        assert p.returncode == 75, out[-3000:]
     rgb, flow = _mml_dirs(tmp_path)
-    last = load_checkpoint(str(rgb / "ckpt.pth.tar"))
-    assert last["epoch"] == 2 and not last["val_pending"]
-    assert json.loads((rgb / "commit.json").read_text())["save_seq"] == last["save_seq"]
-    # Flow died after RGB wrote the final save and before its own write: Flow's newest is the save
-    # before (epoch 2 written ahead of its validation).
+    stopped = load_checkpoint(str(rgb / "ckpt.pth.tar"))
+    assert (stopped["epoch"], stopped["save_seq"]) == (1, 3) and stopped["step_in_epoch"] >= 1
+    assert json.loads((rgb / "commit.json").read_text())["save_seq"] == 3
+    # Flow died after RGB wrote that save and before its own write: Flow's newest is the end of epoch 1.
     os.replace(flow / "ckpt.prev.pth.tar", flow / "ckpt.pth.tar")
-    outs = wait_all(launch(tiny_toy, tmp_path, "RGB,Flow", 2, "tcp", extra=["--epochs", "3", "--resume", "auto"]))
+    outs = wait_all(launch(tiny_toy, tmp_path, "RGB,Flow", 2, "tcp", extra=extra + ["--resume", "auto"]))
     assert "set aside" in outs[0] and (rgb / "ckpt.uncommitted.pth.tar").is_file()
-    for d in (rgb, flow):       # both resumed at the same save: epoch 2's validation, then epoch 3, once each
+    for d in (rgb, flow):        # both resumed after epoch 1; every epoch recorded once
         assert [(r["epoch"], r["split"]) for r in _rows(d)] == [(e, s) for e in (1, 2, 3) for s in ("train", "val")]
         assert load_checkpoint(str(d / "ckpt.pth.tar"))["epoch"] == 3
-    a, b = (torch.load(d / f"steps_rank{r}_epoch2.pt") for r, d in enumerate((rgb, flow)))
-    assert [s["video_ids"] for s in a] == [s["video_ids"] for s in b]
+    for epoch in (1, 2):         # the ranks exchanged logits of the same videos after the resume
+        a, b = (torch.load(d / f"steps_rank{r}_epoch{epoch}.pt") for r, d in enumerate((rgb, flow)))
+        assert [s["video_ids"] for s in a] == [s["video_ids"] for s in b]
     # No common set at all (Flow lost every file): both ranks refuse at start-up, naming each position.
     for name in ("ckpt.pth.tar", "ckpt.prev.pth.tar"):
         os.remove(flow / name)
-    procs = launch(tiny_toy, tmp_path, "RGB,Flow", 2, "tcp", extra=["--epochs", "4", "--resume", "auto"])
+    procs = launch(tiny_toy, tmp_path, "RGB,Flow", 2, "tcp", extra=extra + ["--resume", "auto"])
     for p in procs:
         out = p.communicate(timeout=120)[0]
         assert p.returncode == 1, out[-3000:]
