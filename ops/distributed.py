@@ -172,15 +172,28 @@ def _make_store(init_method, rank, world_size, timeout, env):
     host, port = _store_address(init_method, env)
     agent_hosts = init_method == "env://" and env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     hosts = rank == 0 and not agent_hosts
-    try:
-        return dist.TCPStore(host, port, world_size, is_master=hosts, timeout=timeout, wait_for_workers=False)
-    except (RuntimeError, OSError) as exc:   # DistStoreError / DistNetworkError are RuntimeErrors
-        if hosts:
+    if hosts:
+        try:
+            return dist.TCPStore(host, port, world_size, is_master=True, timeout=timeout, wait_for_workers=False)
+        except (RuntimeError, OSError) as exc:   # DistStoreError / DistNetworkError are RuntimeErrors
             raise RendezvousError(f"rank 0 cannot host the rendezvous store on {host}:{port} "
                                   f"({str(exc).splitlines()[0]}): is the port in use?") from None
-        raise RendezvousError(f"rank {rank} could not reach the rendezvous store at {host}:{port} within "
-                              f"{timeout.total_seconds():g} s (--dist_timeout): rank 0 has not started, or the "
-                              f"address is wrong or unreachable ({str(exc).splitlines()[0]})") from None
+    # A client's connect retries with a back-off that can double the wait; short attempts keep the whole
+    # wait within the timeout (+ one attempt), then the store gets the full timeout for its operations.
+    deadline = time.monotonic() + timeout.total_seconds()
+    while True:
+        attempt = max(1.0, min(5.0, (deadline - time.monotonic()) / 2))
+        try:
+            store = dist.TCPStore(host, port, world_size, is_master=False,
+                                  timeout=datetime.timedelta(seconds=attempt), wait_for_workers=False)
+            store.set_timeout(timeout)
+            return store
+        except (RuntimeError, OSError) as exc:
+            if time.monotonic() + 1.0 < deadline:
+                continue
+            raise RendezvousError(f"rank {rank} could not reach the rendezvous store at {host}:{port} within "
+                                  f"{timeout.total_seconds():g} s (--dist_timeout): rank 0 has not started, or "
+                                  f"the address is wrong or unreachable ({str(exc).splitlines()[0]})") from None
 
 
 def _wait_for_ranks(store, rank, world_size, timeout_s, init_method):

@@ -345,18 +345,22 @@ def finish(procs, timeout=300):
 def fault_mml_partial_commit(ws):
     import torch
     folder = ws.folder()
-    codes, outs = finish(launch_mml(ws, folder, ["--epochs", "2", "--max_steps_per_epoch", "2"]))
-    if codes != [0, 0]:
-        return False, f"first run exits {codes}: {outs[1][-600:]!r}"
+    extra = ["--epochs", "3", "--max_steps_per_epoch", "2"]      # the run name holds --epochs: keep it
+    procs = launch_mml(ws, folder, extra)
+    wait_line(procs[0], "epoch 1: train loss")                   # pre-empt early in epoch 2
+    procs[0].send_signal(signal.SIGTERM)
+    codes, outs = finish(procs)
+    if codes != [75, 75]:
+        return False, f"pre-emption exits {codes}: {outs[1][-600:]!r}"
     rgb, flow = run_dir(folder, "_ML0"), run_dir(folder, "_ML1")
-    # Flow "died" after RGB wrote its last save and before writing its own.
+    # Flow "died" after RGB wrote the pre-emption save and before writing its own.
     os.replace(os.path.join(flow, "ckpt.prev.pth.tar"), os.path.join(flow, "ckpt.pth.tar"))
-    codes, outs = finish(launch_mml(ws, folder, ["--epochs", "3", "--max_steps_per_epoch", "2", "--resume", "auto"]))
+    codes, outs = finish(launch_mml(ws, folder, extra + ["--resume", "auto"]))
     if codes != [0, 0]:
         return False, f"resume exits {codes}: {outs[0][-600:]!r}"
-    a = torch.load(os.path.join(rgb, "steps_rank0_epoch2.pt"))
-    b = torch.load(os.path.join(flow, "steps_rank1_epoch2.pt"))
-    aligned = [s["video_ids"] for s in a] == [s["video_ids"] for s in b]
+    aligned = all(
+        [s["video_ids"] for s in torch.load(os.path.join(rgb, f"steps_rank0_epoch{e}.pt"))] ==
+        [s["video_ids"] for s in torch.load(os.path.join(flow, f"steps_rank1_epoch{e}.pt"))] for e in (1, 2))
     epochs = [load(os.path.join(d, "ckpt.pth.tar"))["epoch"] for d in (rgb, flow)]
     ok = aligned and epochs == [3, 3]
     return ok, f"aligned {aligned}, epochs {epochs}"
