@@ -1,6 +1,6 @@
 """Adversarial pass: bad inputs and faults against main.py, test_models.py and scripts/check_data.py.
 
-    python scripts/adversarial.py                    # everything (about 10 min on 2 busy CPU cores)
+    python scripts/adversarial.py                    # everything (18 min on 2 CPU cores shared by 6 jobs)
     python scripts/adversarial.py --only inputs      # bad inputs only (or: faults)
     python scripts/adversarial.py --out figures.json
 
@@ -408,8 +408,10 @@ def fault_killed_rank(ws):
 
 
 FAULTS = [
-    ("SIGTERM to the process group, -j 2 (checkpoint, exit 75, resume)", lambda ws: fault_group_signal(ws, signal.SIGTERM)),
-    ("SIGINT to the process group, -j 2 (checkpoint, exit 75, resume)", lambda ws: fault_group_signal(ws, signal.SIGINT)),
+    ("SIGTERM to the process group, -j 2 (checkpoint, exit 75, resume)",
+     lambda ws: fault_group_signal(ws, signal.SIGTERM)),
+    ("SIGINT to the process group, -j 2 (checkpoint, exit 75, resume)",
+     lambda ws: fault_group_signal(ws, signal.SIGINT)),
     ("8 SIGKILLs during checkpoint writes (file loadable, temps removed)", fault_kills_during_writes),
     ("read failure during validation (epoch kept, named, resume validates)", fault_validation_read_failure),
     ("read failures during training (replaced, reported)", fault_training_read_failures),
