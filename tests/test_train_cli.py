@@ -26,7 +26,8 @@ def run_dir(tmp, name_part="TSM_toy_RGB"):
 
 
 @pytest.mark.parametrize("script", ["main.py", "test_models.py", "scripts/ensemble_scores.py",
-                                    "scripts/show_sampling.py", "scripts/check_data.py", "scripts/model_info.py"])
+                                    "scripts/show_sampling.py", "scripts/check_data.py", "scripts/model_info.py",
+                                    "scripts/adversarial.py"])
 def test_help_of_every_entry_point(script, run_cli, tmp_path):
     out = run_cli([script, "--help"], cwd=tmp_path).stdout
     assert "usage:" in out
