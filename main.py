@@ -5,6 +5,7 @@
     python main.py somethingv2 RGBDiff,Flow,RGB --rank 0 --world_size 3 --init_method tcp://h:p  # MML
     torchrun --nproc_per_node=3 main.py somethingv2 RGBDiff,Flow,RGB ...
 """
+import contextlib
 import json
 import logging
 import math
@@ -21,12 +22,13 @@ from torch.utils.data import DataLoader
 
 from opts import get_train_parser, parse_args
 from ops import distributed as D
-from ops.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from ops.checkpoint import (load_checkpoint, load_weights, remove_stale_temp_files, save_checkpoint,
+                            save_checkpoint_keep_previous)
 from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, check_list_counts, pair_records,
                          parse_list, worker_init_fn)
 from ops.dataset_config import data_record, frames_per_segment, resolve_dataset
 from ops.models import TSN, to_channels_last
-from ops.mutual import check_alignment, mutual_kl, peer_mean_logits, video_id_hash
+from ops.mutual import aligned_keep_mask, mutual_kl, peer_mean_logits, video_id_hash
 from ops.rundir import RunDirError, check_run_config, lock_run_dir, release_run_dirs
 from ops.sampler import ShardSampler
 from ops.transforms import build_transform
@@ -38,6 +40,8 @@ logger = logging.getLogger("main")
 EXIT_PREEMPTED = 75          # EX_TEMPFAIL: a checkpoint was written on SIGTERM/SIGUSR1; requeue the job
 EXIT_PEER_LOST = 3           # another rank died or hung
 RGB_SCALES = (1, .875, .75, .66)
+CKPT, PREV_CKPT, UNCOMMITTED_CKPT = "ckpt.pth.tar", "ckpt.prev.pth.tar", "ckpt.uncommitted.pth.tar"
+COMMIT_MARKER = "commit.json"
 
 
 class RunState:
@@ -49,6 +53,10 @@ class RunState:
         self.global_step = 0
         self.best_prec1 = 0.0
         self.stop_signal = None
+        self.val_pending = False      # the checkpoint was written before its epoch's validation
+        self.saves = 0                # checkpoints written so far (the position that ranks compare)
+        self.committed_saves = 0      # saves of the last checkpoint set that every rank wrote (MML)
+        self.meters = {}              # running sums of the epoch in progress: name -> [sum, count]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -168,7 +176,7 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
         data_format=spec.data_format, start_index=spec.start_index, video_backend=args.video_backend,
         autorotate=args.autorotate, dense_sample=args.dense_sample, random_sample=args.random_sample and train,
         dense_length=args.dense_length, dense_number=args.dense_number, seed=args.seed,
-        strict=args.strict_data, num_class=num_class, records=records[modality],
+        strict=args.strict_data or not train, num_class=num_class, records=records[modality],
         aligned_num_frames=aligned_frames, aligned_new_lengths=aligned_lengths, aligned_position=position,
         list_option="--train_list" if train else "--val_list")
 
@@ -293,15 +301,34 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": rng_state(), "args": plain_args(self.args), "modality": self.modality,
             "data": self.data_config,
+            "val_pending": self.state.val_pending, "save_seq": self.state.saves,
+            "committed_seq": self.state.committed_saves,
+            "meters": {k: [float(v[0]), int(v[1])] for k, v in self.state.meters.items()}
+            if self.state.step_in_epoch else {},
         }
 
     def save(self, is_best=False):
-        if not self.writes:
-            return
-        state = self.checkpoint_state()
-        save_checkpoint(state, os.path.join(self.run_dir, "ckpt.pth.tar"))
-        if is_best:
-            save_checkpoint(state, os.path.join(self.run_dir, "ckpt.best.pth.tar"))
+        """Every rank calls this. Mutual learning: each writer keeps its previous file, and the set is
+        committed (commit.json) only after a barrier proves that every modality rank wrote its part."""
+        mutual = self.ctx.num_modalities > 1
+        self.state.saves += 1
+        if self.writes:
+            state = self.checkpoint_state()
+            path = os.path.join(self.run_dir, CKPT)
+            if mutual:
+                save_checkpoint_keep_previous(state, path, os.path.join(self.run_dir, PREV_CKPT))
+            else:
+                save_checkpoint(state, path)
+            if is_best:
+                save_checkpoint(state, os.path.join(self.run_dir, "ckpt.best.pth.tar"))
+        if mutual:
+            dist.barrier()
+            self.state.committed_saves = self.state.saves
+            if self.writes:
+                write_json_atomic(os.path.join(self.run_dir, COMMIT_MARKER), {
+                    "save_seq": self.state.saves, "global_step": self.state.global_step,
+                    "epoch": self.state.epoch, "val_pending": self.state.val_pending,
+                    "step_in_epoch": self.state.step_in_epoch, "world_size": self.ctx.world_size})
 
     def restore(self, ckpt):
         self.raw_model.load_state_dict(strip_prefixes(ckpt["state_dict"]))
@@ -312,23 +339,29 @@ class Trainer:
         self.state.step_in_epoch = int(ckpt.get("step_in_epoch", 0))
         self.state.global_step = int(ckpt.get("global_step", 0))
         self.state.best_prec1 = float(ckpt.get("best_prec1", 0.0))
+        self.state.val_pending = bool(ckpt.get("val_pending", False))
+        self.state.saves = int(ckpt.get("save_seq", self.state.global_step))
+        self.state.committed_saves = int(ckpt.get("committed_seq", 0))
+        self.state.meters = {k: list(v) for k, v in (ckpt.get("meters") or {}).items()}
         if ckpt.get("rng"):
             set_rng_state(ckpt["rng"])
 
     # -- one step ----------------------------------------------------------------------------------
-    def forward_loss(self, clips, labels, video_ids, step_record):
+    def forward_loss(self, clips, labels, video_ids, step_record, keep=None):
+        """keep: (B,) bool, mutual learning only: the samples every modality rank loaded alike."""
         args = self.args
         device = self.ctx.device
         student_in = clips[self.modality] if isinstance(clips, dict) else clips
         with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
             logits = self.model(student_in)
         logits = logits.float()
-        ce = F.cross_entropy(logits, labels)
+        sel = None if keep is None or bool(keep.all()) else keep.nonzero().squeeze(1).to(device)
+        ce = masked_mean_loss(F.cross_entropy, logits, labels, sel)
         terms = {"ce": ce}
         loss = ce
         if self.ctx.mutual_group is not None:
             peers = peer_mean_logits(logits, self.ctx.mutual_group, self.ctx.num_modalities)
-            kl = mutual_kl(logits, peers, args.mutual_temperature)
+            kl = masked_mean_loss(lambda x, p: mutual_kl(x, p, args.mutual_temperature), logits, peers, sel)
             terms["mutual"] = kl
             loss = loss + args.mutual_weight * kl
             if step_record is not None:
@@ -375,11 +408,17 @@ class Trainer:
         start = st.step_in_epoch
         sampler.set_epoch(epoch, start_batch=start)
         loader.dataset.set_epoch(epoch)
+        if start == 0:
+            loader.dataset.reset_failures()
         n_steps = sampler.num_batches()
         if args.max_steps_per_epoch:
             n_steps = min(n_steps, args.max_steps_per_epoch)
         meters = {k: AverageMeter() for k in ("loss", "ce", "mutual", "distill", "align", "top1", "top5",
-                                               "data", "batch")}
+                                               "data", "batch", "dropped")}
+        for k, (total, count) in (st.meters if start else {}).items():   # mid-epoch resume: whole-epoch means
+            meters[k].sum, meters[k].count = total, count
+        st.meters = {k: (m.sum, m.count) for k, m in meters.items()}
+        planned = list(sampler)          # what every modality rank asks for, to notice replaced videos
         bar = progress(ctx, n_steps, start, f"epoch {epoch + 1}/{args.epochs}", args.no_progress)
         dump = [] if args.dump_step_logits else None
         end = time.perf_counter()
@@ -394,10 +433,17 @@ class Trainer:
             clips = to_device(clips, ctx.device, args.channels_last)
             labels = labels.to(ctx.device, non_blocking=True)
             video_ids = [loader.dataset.records[int(i)].video_id for i in index]
-            if args.check_alignment and ctx.mutual_group is not None:
-                check_alignment(video_id_hash(video_ids), ctx.mutual_group, self.mutual_ranks, step)
+            keep = None
+            if ctx.mutual_group is not None:      # always on: one all-gather of 2B ids per step
+                asked = planned[(step - start) * loader.batch_size:][:len(video_ids)]
+                keep = aligned_keep_mask(video_id_hash([loader.dataset.records[i].video_id for i in asked]),
+                                         video_id_hash(video_ids), ctx.mutual_group, self.mutual_ranks, step,
+                                         device=ctx.device)
+                meters["dropped"].update(float((~keep).sum()), 1)
             record = {"step": step, "video_ids": video_ids} if dump is not None else None
-            logits, loss, terms = self.forward_loss(clips, labels, video_ids, record)
+            if record is not None and keep is not None:
+                record["keep"] = keep.clone()
+            logits, loss, terms = self.forward_loss(clips, labels, video_ids, record, keep)
             stop, nonfinite = self.collective_flags(loss.detach())
             if nonfinite:
                 raise FloatingPointError(
@@ -427,6 +473,7 @@ class Trainer:
                 dump.append(record)
             step += 1
             st.step_in_epoch = step
+            st.meters = {k: (m.sum, m.count) for k, m in meters.items()}
             st.global_step += 1
             meters["batch"].update(time.perf_counter() - end)
             if bar is not None:
@@ -457,8 +504,17 @@ class Trainer:
                            100 * meters["data"].avg / meters["batch"].avg)
         st.epoch = epoch + 1
         st.step_in_epoch = 0
-        out = {k: m.avg for k, m in meters.items() if m.count}
+        st.meters = {}
+        out = {k: m.avg for k, m in meters.items() if m.count and k != "dropped"}
         out["lr"] = lr_at(args, epoch)
+        if meters["dropped"].count:
+            out["dropped_samples"] = int(meters["dropped"].sum)
+        out.update(loader.dataset.failure_report())
+        if out["read_failures"]:
+            logger.warning("[%s] epoch %d: %d read failure(s), replaced by other videos%s; first: %s "
+                           "(check the data with scripts/check_data.py)", self.modality, epoch + 1,
+                           out["read_failures"], f", {out.get('dropped_samples', 0)} sample(s) dropped from "
+                           "the mutual loss" if ctx.mutual_group is not None else "", ", ".join(out["failed_videos"]))
         return out
 
     def save_dump(self, dump, epoch):
@@ -474,7 +530,18 @@ class Trainer:
         loader.dataset.set_epoch(0)
         idx_list, logit_list = [], []
         bar = progress(ctx, len(loader), 0, "validate", args.no_progress)
-        for clips, labels, index in loader:
+        read_errors = []
+        batches = iter(loader)
+        while True:
+            try:
+                clips, labels, index = next(batches)
+            except StopIteration:
+                break
+            except RuntimeError as exc:    # the validation set is read strictly: note it, finish, then stop
+                if "read failure" not in str(exc):
+                    raise
+                read_errors.append(read_failure_line(exc))
+                continue
             clips = to_device(clips, ctx.device, args.channels_last)
             with torch.autocast(ctx.device.type, dtype=self.dtype, enabled=self.dtype is not None):
                 logits = self.model(clips)
@@ -484,6 +551,11 @@ class Trainer:
                 bar.update(1)
         if bar is not None:
             bar.close()
+        saved = (f"the epoch {self.state.epoch} checkpoint is saved; " if self.state.val_pending else "")
+        agree_on_errors(ctx, read_errors, what=f"validation of the {self.modality} model could not read "
+                        f"{loader.dataset.list_file}", hint=(
+                            f"{saved}fix or drop these videos (scripts/check_data.py --split val)"
+                            + (" and rerun with --resume auto, which validates it first" if saved else "")))
         logits = torch.cat(logit_list) if logit_list else torch.zeros(0, num_class)
         index = torch.cat(idx_list) if idx_list else torch.zeros(0, dtype=torch.int64)
         if ctx.num_replicas > 1:
@@ -501,6 +573,43 @@ class Trainer:
         loss = float(F.cross_entropy(logits, labels)) if num_videos else 0.0
         return {"top1": 100.0 * c1 / max(num_videos, 1), "top5": 100.0 * c5 / max(num_videos, 1),
                 "loss": loss}, logits, labels
+
+
+def masked_mean_loss(loss_fn, logits, target, sel):
+    """loss_fn (a batch mean) over the rows `sel` (None: all). No row left: a zero that keeps the graph
+    (DDP replicas still all-reduce their gradients)."""
+    if sel is None:
+        return loss_fn(logits, target)
+    if sel.numel() == 0:
+        return logits.sum() * 0.0
+    return loss_fn(logits[sel], target[sel])
+
+
+def read_failure_line(exc):
+    """The line of a (possibly DataLoader-worker-wrapped) read-failure error that names the file."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if "read failure" in ln]
+    return lines[-1] if lines else str(exc).splitlines()[0]
+
+
+def agree_on_errors(ctx, errors, what, hint):
+    """Every rank learns of every rank's errors and stops at the same point with one message naming
+    them (a lone rank stopping would leave its peers waiting in a collective until --dist_timeout)."""
+    if ctx.distributed:
+        parts = [None] * ctx.world_size
+        dist.all_gather_object(parts, errors)
+        errors = [f"rank {r}: {e}" for r, part in enumerate(parts) for e in part]
+    if errors:
+        more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+        raise SystemExit(f"{what}: " + "; ".join(errors[:10]) + more + f". {hint}")
+
+
+def write_json_atomic(path, obj):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def to_device(clips, device, channels_last):
@@ -543,17 +652,153 @@ def plain_args(args):
 # main
 # ----------------------------------------------------------------------------------------------------
 
+def checkpoint_position(path):
+    """(save_seq, epoch, step_in_epoch, committed_seq) of a checkpoint file. save_seq counts the saves
+    of the run: the epoch-end save before validation and the one after it differ, the step does not."""
+    with named_input_errors(RuntimeError):
+        ckpt = load_checkpoint(path, require=("epoch",))
+    return (int(ckpt.get("save_seq", ckpt.get("global_step", 0))), int(ckpt["epoch"]),
+            int(ckpt.get("step_in_epoch", 0)), int(ckpt.get("committed_seq", 0)))
+
+
+def choose_common_checkpoint(held_by_rank):
+    """held_by_rank: rank name -> {save_seq: (save_seq, epoch, step_in_epoch, committed_seq)} of the
+    checkpoints that rank holds. Returns the newest save_seq every rank holds (0: a fresh start), or
+    raises SystemExit naming each rank's position.
+
+    A rank with nothing on disk never committed a set, and a rank whose only file is its first save
+    (committed_seq 0) may have written it alone: both allow the fresh start."""
+    def available(held):
+        seqs = set(held)
+        if not held or (len(held) == 1 and held[max(held)][3] == 0):
+            seqs.add(0)
+        return seqs
+    common = set.intersection(*(available(h) for h in held_by_rank.values()))
+    if common:
+        return max(common)
+    where = "; ".join(f"{name}: " + (", ".join(
+        f"epoch {pos[1]} step {pos[2]} (save {g})" for g, pos in sorted(held.items(), reverse=True))
+        or "no checkpoint") for name, held in held_by_rank.items())
+    raise SystemExit(f"--resume auto: the modality ranks hold no common checkpoint set, so they would resume "
+                     f"at different points and exchange logits of different videos: {where}. Resume each "
+                     f"rank from an explicit --resume of the same save, or start a new run (another --suffix "
+                     f"or --root_model).")
+
+
+@contextlib.contextmanager
+def named_input_errors(*extra):
+    """A bad list, data option or checkpoint file stops the run with its message (which names the file,
+    line and option) instead of a traceback. extra: more exception types (RuntimeError for checkpoints)."""
+    try:
+        yield
+    except (OSError, ValueError, *extra) as exc:
+        raise SystemExit(f"{type(exc).__name__}: {exc}") from None
+
+
+def resolve_resume(args, ctx, run_dir, writes):
+    """The checkpoint this rank resumes from ('' for a fresh start).
+
+    --resume PATH: that file. --resume auto: the run's latest checkpoint; with mutual learning, the newest
+    checkpoint set that every modality rank holds (each keeps its previous file, and the ranks compare
+    save counts), so that the ranks always resume at the same point and exchange logits of the same
+    videos. A set that not every rank wrote (a rank died between the writes) is set aside
+    (ckpt.uncommitted.pth.tar); ranks without any common set refuse, naming each rank's position."""
+    if args.resume != "auto":
+        return args.resume
+    files = [os.path.join(run_dir, CKPT)]
+    if ctx.num_modalities > 1:
+        files.append(os.path.join(run_dir, PREV_CKPT))
+    mine = {}
+    for path in files:
+        if os.path.isfile(path):
+            pos = checkpoint_position(path)
+            mine.setdefault(pos[0], (path, pos))
+    if ctx.num_modalities == 1 or not ctx.distributed:
+        return files[0] if mine else ""
+    parts = [None] * ctx.world_size
+    dist.all_gather_object(parts, (ctx.modality_index, {g: pos for g, (_, pos) in mine.items()}))
+    by_modality = {}
+    for m, held in parts:
+        by_modality.setdefault(m, held)
+    step = choose_common_checkpoint({args.modalities[m] + f" (rank {m})": held
+                                     for m, held in sorted(by_modality.items())})
+    for g, (path, pos) in sorted(mine.items(), reverse=True):
+        if g > step and writes:
+            logger.warning("set aside %s (epoch %d step %d, save %d): not every modality rank wrote its "
+                           "checkpoint of that save; resuming at save %d", path, pos[1], pos[2], g, step)
+            os.replace(path, os.path.join(run_dir, UNCOMMITTED_CKPT))
+    return mine[step][0] if step in mine else ""
+
+
+# Model settings that a resumed checkpoint must share with the command (key in TSN.config() -> option).
+RESUME_MUST_MATCH = {
+    "modality": "modality (2nd positional argument)", "base_model": "--arch", "num_segments": "--num_segments",
+    "num_class": "number of classes (dataset / --num_class / --category_file)", "new_length": "--new_length",
+    "temporal_module": "--temporal_module / --shift", "is_shift": "--shift", "shift_div": "--shift_div",
+    "shift_place": "--shift_place", "temporal_pool": "--temporal_pool", "non_local": "--non_local",
+    "consensus_type": "--consensus_type", "input_size": "--input_size"}
+
+
+def check_resume_config(ckpt, config, path):
+    """Refuse to resume a checkpoint of another model (a raw size mismatch, or worse, a silent load)."""
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict):
+        return
+    bad = []
+    for key, option in RESUME_MUST_MATCH.items():
+        if key in ("shift_div", "shift_place") and not (saved.get("is_shift") or config.get("is_shift")):
+            continue
+        if key in saved and saved[key] != config.get(key):
+            bad.append(f"{option}: the checkpoint has {saved[key]!r}, this command {config.get(key)!r}")
+    if bad:
+        raise SystemExit(f"--resume {path} holds another model: " + "; ".join(bad) +
+                         ". Resume with the run's own settings (its args.json), or start a new run.")
+
+
+def drop_metrics_after(path, completed_epochs, val_pending):
+    """Resuming: drop metrics.jsonl rows past the checkpoint (written after it, before the crash), so the
+    rerun epochs are not recorded twice."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip()]
+    kept = []
+    for line in rows:
+        row = json.loads(line)
+        if row["epoch"] > completed_epochs or (val_pending and row["epoch"] == completed_epochs
+                                               and row["split"] == "val"):
+            continue
+        kept.append(line)
+    if len(kept) != len(rows):
+        logger.info("metrics.jsonl: dropped %d row(s) written after the resumed checkpoint",
+                    len(rows) - len(kept))
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+
+
 def install_signal_handlers(state):
+    """SIGTERM, SIGUSR1 and a first SIGINT (Ctrl-C): checkpoint at the next step boundary, exit 75.
+    A second SIGINT interrupts at once. DataLoader workers ignore both (ops.dataset.worker_init_fn)."""
     def handler(signum, frame):
+        if signum == signal.SIGINT and state.stop_signal == "SIGINT":
+            raise KeyboardInterrupt
         state.stop_signal = signal.Signals(signum).name
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, handler)
 
 
 def main(args):
-    ctx = D.setup_distributed(rank=args.rank, world_size=args.world_size, init_method=args.init_method,
-                              dist_port=args.dist_port, device=args.device, gpus=args.gpus,
-                              num_modalities=args.num_modalities, timeout_s=args.dist_timeout)
+    try:
+        ctx = D.setup_distributed(rank=args.rank, world_size=args.world_size, init_method=args.init_method,
+                                  dist_port=args.dist_port, device=args.device, gpus=args.gpus,
+                                  num_modalities=args.num_modalities, timeout_s=args.dist_timeout)
+    except D.RendezvousError as exc:
+        print(f"rank {args.rank if args.rank is not None else os.environ.get('RANK', '?')}: "
+              f"distributed failure: {exc}", file=sys.stderr, flush=True)
+        D.cleanup()
+        sys.exit(EXIT_PEER_LOST)
     try:
         return run(args, ctx)
     except SystemExit:
@@ -597,6 +842,8 @@ def run(args, ctx):
         os.makedirs(log_dir, exist_ok=True)
         claim_run_dir(args, run_dir)
     setup_logging(run_dir if writes else None, ctx.is_main or (writes and ctx.num_modalities > 1))
+    if writes:
+        remove_stale_temp_files(run_dir)      # left by kills during a checkpoint write
     spec = dataset_spec(args, modality)
     aligned = ctx.num_modalities > 1
     pair_mods = list(args.modalities)
@@ -609,19 +856,19 @@ def run(args, ctx):
         from ops.distill import TeacherScores
         teacher_scores = TeacherScores(args.teacher_scores)
     train_mods = pair_mods + [m for m in (teachers.required_modalities if teachers else ()) if m not in pair_mods]
-    train_records, train_specs = build_records(args, "train", train_mods)
-    val_records, _ = build_records(args, "val", pair_mods)
+    with named_input_errors():
+        train_records, train_specs = build_records(args, "train", train_mods)
+        val_records, _ = build_records(args, "val", pair_mods)
 
     # Each modality rank gets its own initialisation (RGB,RGB mutual learning needs two different
     # models); the replicas of one modality share it (DDP also broadcasts rank 0's weights).
     torch.manual_seed(args.seed + ctx.modality_index)
     model = build_model(args, modality, num_class)
-    resume = args.resume
-    if resume == "auto":
-        latest = os.path.join(run_dir, "ckpt.pth.tar")
-        resume = latest if os.path.isfile(latest) else ""
+    resume = resolve_resume(args, ctx, run_dir, writes)
     if args.tune_from and not resume:
-        report = load_weights(model, load_checkpoint(args.tune_from)["state_dict"])
+        with named_input_errors(RuntimeError):
+            tuned = load_checkpoint(args.tune_from, require=("state_dict",))["state_dict"]
+        report = load_weights(model, tuned)
         logger.info("fine-tuning from %s: %s", args.tune_from, report)
     model.to(ctx.device)
     if args.channels_last:
@@ -657,20 +904,29 @@ def run(args, ctx):
     install_signal_handlers(trainer.state)
 
     if resume:
-        trainer.restore(load_checkpoint(resume))
+        with named_input_errors(RuntimeError):
+            ckpt = load_checkpoint(resume, require=("state_dict", "epoch", "optimizer"))
+        check_resume_config(ckpt, model.config(), resume)
+        trainer.restore(ckpt)
+        del ckpt
         logger.info("resumed from %s at epoch %d step %d (best top-1 %.2f)", resume, trainer.state.epoch + 1,
                     trainer.state.step_in_epoch, trainer.state.best_prec1)
+        if writes and not args.evaluate:
+            drop_metrics_after(os.path.join(run_dir, "metrics.jsonl"), trainer.state.epoch,
+                               trainer.state.val_pending)
     elif args.start_epoch:
         trainer.state.epoch = args.start_epoch
 
     batch = per_rank_batch(args, ctx)
-    if teachers is not None:
-        train_set = make_distill_dataset(args, modality, train_records, train_specs, model, teachers, num_class)
-    else:
-        train_set = make_dataset(args, modality, "train", train_records, spec, model, aligned, num_class,
-                                 pair_mods, ctx.modality_index)
-    val_set = make_dataset(args, modality, "val", val_records, spec, model, aligned, num_class, pair_mods,
-                           ctx.modality_index)
+    with named_input_errors():
+        if teachers is not None:
+            train_set = make_distill_dataset(args, modality, train_records, train_specs, model, teachers,
+                                             num_class)
+        else:
+            train_set = make_dataset(args, modality, "train", train_records, spec, model, aligned, num_class,
+                                     pair_mods, ctx.modality_index)
+        val_set = make_dataset(args, modality, "val", val_records, spec, model, aligned, num_class, pair_mods,
+                               ctx.modality_index)
     train_sampler = ShardSampler(len(train_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
                                  batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
     val_sampler = ShardSampler(len(val_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
@@ -698,24 +954,32 @@ def run(args, ctx):
         trainer.fixed_teacher_weights = dataset_teacher_weights(args, ctx, teachers, train_loader, train_sampler)
         logger.info("softmin_dataset teacher weights: %s", [round(w, 4) for w in trainer.fixed_teacher_weights])
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
+
+    def validate_and_save(epoch, tr):
+        """The epoch's checkpoint is already on disk (val_pending): validation cannot lose the epoch."""
+        val, logits, labels = trainer.validate(val_loader, val_sampler, len(val_set), num_class)
+        is_best = val["top1"] > trainer.state.best_prec1
+        trainer.state.best_prec1 = max(trainer.state.best_prec1, val["top1"])
+        val["top1_best"] = trainer.state.best_prec1
+        record(writer, metrics_path, writes, epoch, "val", val)
+        if ctx.is_main or (writes and ctx.num_modalities > 1):
+            train_part = f"train loss {tr['loss']:.4f} top-1 {tr['top1']:.2f} | " if tr else ""
+            logger.info("[%s] epoch %d: %sval top-1 %.2f top-5 %.2f (best %.2f)", modality, epoch + 1,
+                        train_part, val["top1"], val["top5"], trainer.state.best_prec1)
+        trainer.state.val_pending = False
+        trainer.save(is_best)
+        return logits, labels
+
     last_val = None
+    if trainer.state.val_pending:       # resumed from a checkpoint written before its validation
+        last_val = validate_and_save(trainer.state.epoch - 1, None)
     for epoch in range(trainer.state.epoch, args.epochs):
         tr = trainer.train_epoch(train_loader, train_sampler, epoch)
         record(writer, metrics_path, writes, epoch, "train", tr)
-        if (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1:
-            val, logits, labels = trainer.validate(val_loader, val_sampler, len(val_set), num_class)
-            last_val = (logits, labels)
-            is_best = val["top1"] > trainer.state.best_prec1
-            trainer.state.best_prec1 = max(trainer.state.best_prec1, val["top1"])
-            val["top1_best"] = trainer.state.best_prec1
-            record(writer, metrics_path, writes, epoch, "val", val)
-            if ctx.is_main or (writes and ctx.num_modalities > 1):
-                logger.info("[%s] epoch %d: train loss %.4f top-1 %.2f | val top-1 %.2f top-5 %.2f "
-                            "(best %.2f)", modality, epoch + 1, tr["loss"], tr["top1"], val["top1"],
-                            val["top5"], trainer.state.best_prec1)
-            trainer.save(is_best)
-        else:
-            trainer.save(False)
+        trainer.state.val_pending = (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1
+        trainer.save(False)
+        if trainer.state.val_pending:
+            last_val = validate_and_save(epoch, tr)
     if writer is not None:
         writer.close()
     result = {"best_prec1": trainer.state.best_prec1, "modality": modality}
@@ -756,9 +1020,9 @@ def per_rank_batch(args, ctx):
 def record(writer, path, writes, epoch, split, metrics):
     if not writes:
         return
+    row = {k: (v if isinstance(v, (list, str)) else float(v)) for k, v in metrics.items()}
     with open(path, "a") as f:
-        f.write(json.dumps({"epoch": epoch + 1, "split": split, **{k: float(v) for k, v in metrics.items()}})
-                + "\n")
+        f.write(json.dumps({"epoch": epoch + 1, "split": split, **row}) + "\n")
     if writer is None:
         return
     if split == "train":

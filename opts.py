@@ -178,7 +178,8 @@ def get_train_parser():
     g.add_argument("--mutual_weight", type=float, default=1.0, help="weight of KL(peers || own)")
     g.add_argument("--mutual_temperature", type=float, default=1.0, help="tau; the KL is scaled by tau^2")
     g.add_argument("--check_alignment", action="store_true",
-                   help="all-gather every batch's video ids and stop on the first mismatch")
+                   help="kept for compatibility: every mutual-learning step now all-gathers its video ids, "
+                        "stops on a mismatch and drops samples a read failure replaced on some rank")
     _add_device_options(p)
 
     g = p.add_argument_group("distillation")
@@ -346,6 +347,25 @@ def _validate_train(parser, args):
         err(f"--run_name {args.run_name!r} must be a plain folder name")
     if args.arch.startswith("ila_") and args.temporal_module is not None:
         err("ILA models do their own temporal modelling; drop --shift/--temporal_module")
+    _validate_run_options(parser, args)
+
+
+def _validate_run_options(parser, args):
+    """Options that used to fail late (after an epoch) or be dropped silently."""
+    if args.eval_freq < 1:
+        parser.error(f"-ef/--eval-freq must be >= 1 (validate every N epochs), got {args.eval_freq}")
+    if args.print_freq < 0:
+        parser.error(f"-p/--print-freq must be >= 0, got {args.print_freq}")
+    if args.dist_timeout <= 0:
+        parser.error(f"--dist_timeout must be > 0 seconds, got {args.dist_timeout}")
+    _refuse_twice_with_dense(parser, args)
+
+
+def _refuse_twice_with_dense(parser, args):
+    # Dense test sampling has its own clips; the shifted uniform clip of --twice_sample was dropped silently.
+    if args.twice_sample and args.dense_sample:
+        parser.error("--twice_sample adds a shifted uniform clip and has no meaning with --dense_sample "
+                     "(dense clips only); drop one of them (--random_sample --twice_sample is defined)")
 
 
 def store_name(args, modality, rank=0):
@@ -464,6 +484,7 @@ def parse_test_args(argv=None, parser=None):
         parser.error("--dense_length and --dense_number must be >= 1")
     if args.dense_sample and args.random_sample:
         parser.error("--dense_sample and --random_sample are exclusive")
+    _refuse_twice_with_dense(parser, args)
     if args.random_clips is not None and (args.dense_sample or args.random_sample or args.twice_sample):
         parser.error("--random_clips is its own clip protocol; drop --dense/--random/--twice_sample")
     if args.random_clips is not None and args.random_clips < 1:

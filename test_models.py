@@ -94,7 +94,8 @@ class ModelUnderTest:
         if args.shift:
             overrides["is_shift"] = True
         try:
-            ckpt = load_checkpoint(path)
+            ckpt = load_checkpoint(path, require=("state_dict",))
+            refuse_overrides_of_configured(ckpt, overrides, path)
             config = model_config_from_checkpoint(ckpt, path=path, **overrides)
         except (OSError, RuntimeError, ValueError) as exc:
             raise SystemExit(f"--weights {path}: {exc}") from None
@@ -216,6 +217,20 @@ def test_data_spec(args, index, ckpt, modality):
         image_tmpl=args.image_tmpl if args.image_tmpl is not None or modality == "Flow" else own_tmpl,
         flow_tmpl=args.flow_tmpl if args.flow_tmpl is not None or modality != "Flow" else own_tmpl,
         splits=("val",))
+
+
+def refuse_overrides_of_configured(ckpt, overrides, path):
+    """--arch/--modality/--shift* describe released files without a config; a checkpoint of ours carries
+    its own, and overriding it would build another model than the one trained."""
+    config = ckpt.get("config")
+    if not isinstance(config, dict) or not overrides:
+        return
+    keys = {"arch": "base_model"}
+    names = {"is_shift": "--shift"}
+    given = ", ".join(f"{names.get(k, '--' + k)} {v!r} (the checkpoint has {config.get(keys.get(k, k))!r})"
+                      for k, v in overrides.items())
+    raise ValueError(f"carries its own model configuration; {given} apply only to released files "
+                     "without one: drop them")
 
 
 def check_modality_matches(modality, spec, records, path):

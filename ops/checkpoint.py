@@ -60,8 +60,15 @@ def save_checkpoint(state, path):
     return path
 
 
-def load_checkpoint(path, map_location='cpu'):
-    """Open a checkpoint with ``weights_only=True`` (``.safetensors`` -> {'state_dict': tensors})."""
+def load_checkpoint(path, map_location='cpu', require=()):
+    """Open a checkpoint with ``weights_only=True`` (``.safetensors`` -> {'state_dict': tensors}).
+
+    Every failure names the file and what is wrong with it: absent, a directory, not a checkpoint at
+    all, truncated, holding pickled Python objects, or lacking one of the ``require``d top-level keys.
+    """
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'{path} is a directory, not a checkpoint file (give the .pth/.pth.tar file '
+                                'inside it, e.g. ckpt.pth.tar)')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
     if str(path).endswith('.safetensors'):
@@ -71,13 +78,67 @@ def load_checkpoint(path, map_location='cpu'):
         except Exception as e:  # safetensors raises its own error types for corrupt files
             raise RuntimeError(f'could not read safetensors file {path}: {e}') from e
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        text = str(e)
+        if 'Unsupported global' not in text:
+            raise ValueError(f'{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a '
+                             f'readable legacy pickle; size {os.path.getsize(path)} bytes): is it the right '
+                             'file, or was it truncated or overwritten?') from e
+        detail = next((ln.strip() for ln in text.splitlines() if 'Unsupported global' in ln), '')
         raise ValueError(f'refusing to load {path}: it contains pickled Python objects that '
                          f'weights_only loading does not allow (nothing was executed). Re-save it with only '
-                         f'tensors and plain types. Detail: {str(e).splitlines()[0]}') from e
+                         f'tensors and plain types. Detail: {detail}') from e
     except (RuntimeError, OSError, EOFError) as e:
-        raise RuntimeError(f'could not read checkpoint {path}: {e}') from e
+        raise RuntimeError(f'could not read checkpoint {path} (truncated or corrupt?): '
+                           f'{str(e).splitlines()[0]}') from e
+    missing = [k for k in require if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        found = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f'{path} has no {", ".join(repr(k) for k in missing)} entry (top-level keys: {found}); '
+                         'it is not a checkpoint written by main.py')
+    return ckpt
+
+
+def remove_stale_temp_files(directory):
+    """Delete temp files that save_checkpoint left behind when its process was killed mid-write.
+
+    Call only where no other process is writing into ``directory`` (one writer per run directory).
+    Returns the removed paths."""
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for name in os.listdir(directory):
+        if name.startswith('.') and name.endswith('.tmp') and '.pth' in name:
+            path = os.path.join(directory, name)
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    if removed:
+        logger.warning('removed %d stale checkpoint temp file(s) of interrupted writes in %s', len(removed),
+                       directory)
+    return removed
+
+
+def save_checkpoint_keep_previous(state, path, previous):
+    """Atomically write ``state`` to ``path``, first moving the file there to ``previous``.
+
+    A kill between the two renames leaves ``previous`` only; readers look at both files."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    os.close(fd)
+    try:
+        save_checkpoint(state, tmp)
+        if os.path.exists(path):
+            os.replace(path, previous)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 def read_state_dict(path):

@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import random
+import signal
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -39,17 +40,20 @@ class VideoRecord:
         return self.path
 
 
-def parse_list(list_file: str, data_format: str, option: str = '--train_list') -> List[VideoRecord]:
+def parse_list(list_file: str, data_format: str, option: str = '--train_list',
+               allow_duplicates: bool = False) -> List[VideoRecord]:
     """Strict list parsing: `path num_frames label` (frames, hdf5) or `path label` (video).
 
     Whitespace separated; blank lines and lines starting with '#' are skipped. A malformed line raises
-    ValueError quoting the file, the line number and the line.
+    ValueError quoting the file, the line number and the line; so does a video listed twice (both line
+    numbers), unless allow_duplicates (scripts/check_data.py counts them itself).
     """
     check_data_format(data_format)
     if list_file is None or not os.path.isfile(list_file):
         raise FileNotFoundError(f'list file not found: {list_file} (given by {option})')
     columns = _LIST_COLUMNS[data_format]
     records = []
+    first_line = {}
     for lineno, text, parts in list_lines(list_file):
 
         def bad(reason):
@@ -65,6 +69,10 @@ def parse_list(list_file: str, data_format: str, option: str = '--train_list') -
             raise bad('num_frames and label must be integers') from None
         if label < 0 or (num_frames is not None and num_frames < 0):
             raise bad('num_frames and label must be >= 0')
+        if not allow_duplicates and values['path'] in first_line:
+            raise ValueError(f'{list_file}:{lineno}: video {values["path"]!r} is listed again (first at line '
+                             f'{first_line[values["path"]]}); every video must appear once (given by {option})')
+        first_line.setdefault(values['path'], lineno)
         records.append(VideoRecord(values['path'], num_frames, label))
     return records
 
@@ -117,7 +125,14 @@ def worker_init_fn(worker_id: int) -> None:
     """DataLoader worker setup: distinct global seeds per worker and epoch (torch gives each worker
     base_seed + id, with a new base_seed per epoch), one torch thread per worker. Video readers are
     opened with one decoding thread each. (OpenCV is not used for loading; reconfiguring its thread pool
-    in a forked worker can deadlock when the parent used it, so it is left alone.)"""
+    in a forked worker can deadlock when the parent used it, so it is left alone.)
+
+    Workers ignore SIGTERM and SIGINT: a terminal, scancel and SLURM pre-emption signal the whole process
+    group, and the main process decides (checkpoint, then exit 75). Torch's own worker handler would die
+    on a SIGTERM from anyone but the parent, and the run would be lost. Workers still exit when the
+    main process dies (torch's parent watchdog) and on SIGKILL."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     info = torch.utils.data.get_worker_info()
     seed = (info.seed if info is not None else torch.initial_seed()) % 2 ** 32
     np.random.seed(seed)
@@ -138,9 +153,35 @@ class _SampleBookkeeping(Dataset):
     or spawned DataLoader workers, persistent ones included, and failures counted in workers are visible
     here) and the per-sample generators. Subclasses set self.records and self.seed."""
 
+    FAILED_KEPT = 8   # indices of the first failed videos kept for the per-epoch report
+
     def _init_counters(self):
         self._epoch = multiprocessing.Value('l', 0)
         self._failures = multiprocessing.Value('l', 0)
+        self._failed = multiprocessing.Array('l', [-1] * self.FAILED_KEPT, lock=False)
+
+    def note_failure(self, index: int) -> None:
+        """Count one read failure of video `index` (from any DataLoader worker) and keep its index if
+        it is among the first FAILED_KEPT of the count."""
+        with self._failures.get_lock():
+            slot = self._failures.value
+            self._failures.value += 1
+            if slot < self.FAILED_KEPT:
+                self._failed[slot] = int(index)
+
+    def failure_report(self) -> dict:
+        """{'read_failures': count since reset_failures(), 'failed_videos': ids of the first of them}."""
+        with self._failures.get_lock():
+            total = self._failures.value
+            kept = [self._failed[i] for i in range(min(total, self.FAILED_KEPT))]
+        return {'read_failures': total,
+                'failed_videos': [self.records[i].video_id for i in kept if 0 <= i < len(self.records)]}
+
+    def reset_failures(self) -> None:
+        with self._failures.get_lock():
+            self._failures.value = 0
+            for i in range(self.FAILED_KEPT):
+                self._failed[i] = -1
 
     def __len__(self):
         return len(self.records)
@@ -324,8 +365,7 @@ def load_with_retries(dataset, index, load):
             clip, label = load(current)
             return clip, label, current
         except FrameReadError as err:
-            with dataset._failures.get_lock():
-                dataset._failures.value += 1
+            dataset.note_failure(current)
             if dataset.strict:
                 raise RuntimeError(f'read failure (strict data): {err}') from err
             logger.warning('read failure %d in a row for video %s: %s', attempt + 1,

@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
 
 
+class RendezvousError(RuntimeError):
+    """The ranks of a run did not all meet within the timeout (the message names who is missing)."""
+
+
 @dataclass
 class DistContext:
     rank: int = 0
@@ -134,6 +138,7 @@ def setup_distributed(*, rank=None, world_size=None, init_method=None, dist_port
     ctx.backend = "nccl" if dev.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
     ctx.store = _make_store(init_method, rank, world_size, timeout, env)
+    _wait_for_ranks(ctx.store, rank, world_size, timeout_s, init_method)
     dist.init_process_group(backend=ctx.backend, store=ctx.store, rank=rank, world_size=world_size,
                             timeout=timeout)
     M, R = num_modalities, ctx.num_replicas
@@ -166,8 +171,51 @@ def _make_store(init_method, rank, world_size, timeout, env):
     env = os.environ if env is None else env
     host, port = _store_address(init_method, env)
     agent_hosts = init_method == "env://" and env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    return dist.TCPStore(host, port, world_size, is_master=rank == 0 and not agent_hosts, timeout=timeout,
-                         wait_for_workers=False)
+    hosts = rank == 0 and not agent_hosts
+    if hosts:
+        try:
+            return dist.TCPStore(host, port, world_size, is_master=True, timeout=timeout, wait_for_workers=False)
+        except (RuntimeError, OSError) as exc:   # DistStoreError / DistNetworkError are RuntimeErrors
+            raise RendezvousError(f"rank 0 cannot host the rendezvous store on {host}:{port} "
+                                  f"({str(exc).splitlines()[0]}): is the port in use?") from None
+    # A client's connect retries with a back-off that can double the wait; short attempts keep the whole
+    # wait within the timeout (+ one attempt), then the store gets the full timeout for its operations.
+    deadline = time.monotonic() + timeout.total_seconds()
+    while True:
+        attempt = max(1.0, min(5.0, (deadline - time.monotonic()) / 2))
+        try:
+            store = dist.TCPStore(host, port, world_size, is_master=False,
+                                  timeout=datetime.timedelta(seconds=attempt), wait_for_workers=False)
+            store.set_timeout(timeout)
+            return store
+        except (RuntimeError, OSError) as exc:
+            if time.monotonic() + 1.0 < deadline:
+                continue
+            raise RendezvousError(f"rank {rank} could not reach the rendezvous store at {host}:{port} within "
+                                  f"{timeout.total_seconds():g} s (--dist_timeout): rank 0 has not started, or "
+                                  f"the address is wrong or unreachable ({str(exc).splitlines()[0]})") from None
+
+
+def _wait_for_ranks(store, rank, world_size, timeout_s, init_method):
+    """Every rank announces itself and waits for the others, so that a missing rank is named within
+    --dist_timeout (torch's own barrier gives an anonymous store timeout)."""
+    keys = [f"tsm_join/{r}" for r in range(world_size)]
+    try:
+        store.set(keys[rank], "1")
+        deadline = time.monotonic() + timeout_s
+        while not store.check(keys):
+            if time.monotonic() > deadline:
+                missing = [r for r, k in enumerate(keys) if not store.check([k])]
+                raise RendezvousError(
+                    f"rank(s) {', '.join(map(str, missing))} of {world_size} did not join the rendezvous at "
+                    f"{init_method} within {timeout_s:g} s (--dist_timeout): not started, crashed at start-up, "
+                    f"or given another --init_method / --world_size")
+            time.sleep(0.1)
+    except RendezvousError:
+        raise
+    except (RuntimeError, OSError) as exc:   # the store host (rank 0) went away while we waited
+        raise RendezvousError(f"rank {rank}: the rendezvous store at {init_method} (hosted by rank 0) "
+                              f"stopped responding: {str(exc).splitlines()[0]}") from None
 
 
 HEARTBEAT_S = 1.0

@@ -33,12 +33,23 @@ def video_id_hash(video_ids):
     return torch.tensor([zlib.crc32(v.encode()) | (len(v) << 32) for v in video_ids], dtype=torch.int64)
 
 
-def check_alignment(hashes, group, group_ranks, step):
-    """All-gather this batch's video-id hashes; raise naming the first rank that disagrees with rank 0."""
-    size = len(group_ranks)
-    gathered = [torch.empty_like(hashes) for _ in range(size)]
-    dist.all_gather(gathered, hashes, group=group)
-    for r, h in zip(group_ranks, gathered):
-        if not torch.equal(h, gathered[0]):
-            raise RuntimeError(f"data misaligned at step {step}: rank {r} loaded different videos than rank "
-                               f"{group_ranks[0]} (mutual learning would compare different clips)")
+def aligned_keep_mask(planned_ids, loaded_ids, group, group_ranks, step, device=None):
+    """The alignment check of every mutual-learning step, and the samples every rank may learn from.
+
+    planned_ids: (B,) hashes of the videos the sampler asked for; loaded_ids: (B,) hashes of the videos
+    the dataset returned (another video where a read failure was replaced). One all-gather of 2B int64
+    over the ranks of `group`. Raises when the ranks planned different videos (lists or samplers differ:
+    the exchange would compare different clips). Returns keep (B,) bool, identical on every rank: False
+    where the ranks loaded different videos, so every rank drops that sample from its loss.
+    """
+    mine = torch.stack([planned_ids, loaded_ids]).to(device or planned_ids.device)        # (2, B)
+    gathered = [torch.empty_like(mine) for _ in group_ranks]
+    dist.all_gather(gathered, mine, group=group)
+    gathered = torch.stack(gathered).cpu()                                                # (M, 2, B)
+    for r, g in zip(group_ranks, gathered):
+        if not torch.equal(g[0], gathered[0, 0]):
+            raise RuntimeError(f"data misaligned at step {step}: rank {r} was asked for other videos than rank "
+                               f"{group_ranks[0]} (mutual learning would compare different clips; the "
+                               "ranks' lists or sampler settings differ)")
+    loaded = gathered[:, 1]                                                               # (M, B)
+    return (loaded == loaded[0]).all(0)

@@ -1,10 +1,12 @@
 """Pre-flight check of a dataset: walk its list(s) and report everything that would fail at run time.
 
     python scripts/check_data.py toy --modality Flow
+    python scripts/check_data.py toy --modality RGB --pair_with Flow --split train
     python scripts/check_data.py something --data_root /ssd/video --split val --sample_frames --workers 8
     python scripts/check_data.py mydata --root_path frames --train_list t.txt --val_list v.txt --num_class 5
 
-Reports (one line each, then a count per type): a missing or malformed list, duplicate videos, labels
+Reports (one line each, then a count per type): a missing, malformed or empty list, duplicate videos,
+lists of two modalities that do not pair up (--pair_with Flow: ids missing from one, labels differing), labels
 outside [0, num_class), videos with 0 frames, missing folders, frame-count mismatches between the list
 and the files on disk, missing frames, images that do not decode, missing or undecodable videos (a
 truncated file included), videos whose decoded frame count differs from the count their stream announces
@@ -33,6 +35,8 @@ PROBLEMS = ('missing_list', 'malformed_list', 'duplicate_video', 'bad_label', 'z
             'missing_folder', 'count_mismatch', 'missing_frame', 'unreadable_image', 'missing_video',
             'undecodable_video', 'missing_store', 'missing_dataset', 'undecodable_element')
 PROBLEMS += ('stream_count_mismatch',)   # video lists: decoder count vs the stream's (see _video_count_problems)
+# List-level problems across lists: an empty list, and two modalities' lists that do not pair up.
+PAIR_PROBLEMS = ('empty_list', 'unpaired_video', 'label_mismatch')
 SPLITS = ('train', 'val', 'both')
 VIDEO_CHUNK = 64  # frames decoded per request when a whole video is checked
 
@@ -188,10 +192,10 @@ def check_split(cfg, workers, chunk=16):
     if not list_file or not os.path.isfile(list_file):
         return [('missing_list', f'{list_file} (given by {cfg["option"]})')], 0
     try:
-        records = parse_list(list_file, cfg['data_format'], cfg['option'])
+        records = parse_list(list_file, cfg['data_format'], cfg['option'], allow_duplicates=True)
     except ValueError as err:
         return [('malformed_list', str(err))], 0
-    problems = []
+    problems = check_not_empty(cfg, records)
     seen = collections.Counter(r.path for r in records)
     problems += [('duplicate_video', f'{list_file}: {path} listed {k} times')
                  for path, k in seen.items() if k > 1]
@@ -205,6 +209,55 @@ def check_split(cfg, workers, chunk=16):
     return problems, len(records)
 
 
+def check_not_empty(cfg, records):
+    """An empty list (or one holding only comments) trains or evaluates nothing: report it."""
+    if records:
+        return []
+    return [('empty_list', f'{cfg["list"]} (given by {cfg["option"]}) lists no videos')]
+
+
+def check_pairing(lists, split):
+    """lists: modality -> (list file, records) of one split. Mutual learning and distillation pair the
+    modalities' videos by id: every id must be in every list, with the same label."""
+    problems = []
+    by_mod = {m: {r.video_id: r for r in records} for m, (_, records) in lists.items()}
+    all_ids = sorted(set().union(*by_mod.values()))
+    for m, (path, records) in lists.items():
+        missing = [v for v in all_ids if v not in by_mod[m]]
+        if missing:
+            problems.append(('unpaired_video', f'{split}: {len(missing)} of {len(all_ids)} videos are missing '
+                             f'from the {m} list {path}: {_short(missing)}'))
+    for v in all_ids:
+        labels = {m: by_mod[m][v].label for m in by_mod if v in by_mod[m]}
+        if len(set(labels.values())) > 1:
+            problems.append(('label_mismatch', f'{split}: video {v} has label ' + ', '.join(
+                f'{lab} in the {m} list {lists[m][0]}' for m, lab in labels.items())))
+    return problems
+
+
+def pairing_problems(args, splits, modalities):
+    """check_pairing for every split over the lists that resolve_dataset gives each modality."""
+    problems = []
+    for split in splits:
+        lists = {}
+        for m in modalities:
+            info = resolve_dataset(args.dataset, m, data_root=args.data_root, root_path=args.root_path,
+                                   train_list=args.train_list, val_list=args.val_list,
+                                   category_file=args.category_file, num_class=args.num_class,
+                                   image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
+                                   data_format=args.data_format)
+            path = info.train_list if split == 'train' else info.val_list
+            if not path or not os.path.isfile(path):
+                continue          # reported as missing_list by the modality's own check
+            try:
+                lists[m] = (path, parse_list(path, info.data_format, f'--{split}_list', allow_duplicates=True))
+            except ValueError:
+                continue          # reported as malformed_list
+        if len(lists) > 1:
+            problems += check_pairing(lists, split)
+    return problems
+
+
 def get_args_parser():
     p = argparse.ArgumentParser(
         description='Pre-flight check of a dataset list: missing folders/videos, frame-count mismatches, '
@@ -212,6 +265,9 @@ def get_args_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('dataset', help='registered dataset name, or any name with the overrides below')
     p.add_argument('--modality', choices=MODALITIES, default='RGB')
+    p.add_argument('--pair_with', choices=MODALITIES, action='append', default=[],
+                   help='also check that this modality\'s lists pair up with --modality\'s (same video ids '
+                        'and labels), as mutual learning and distillation need; repeatable')
     p.add_argument('--split', choices=SPLITS, default='both')
     p.add_argument('--data_root', default='data', help='root of the registered relative paths')
     p.add_argument('--root_path', help='frames root / videos root / HDF5 file (may contain {split})')
@@ -266,10 +322,12 @@ def main(argv=None):
             short, total = count_short_for_dense(cfg, args.dense_length)
             print(f'{split}: {short} of {total} videos shorter than the {args.dense_length}-frame dense window '
                   '(their dense clips wrap; all dense test clips of such a video are identical)')
+    if args.pair_with:
+        problems += pairing_problems(args, splits, [args.modality, *args.pair_with])
     by_type = collections.defaultdict(list)
     for kind, message in problems:
         by_type[kind].append(message)
-    for kind in PROBLEMS:
+    for kind in PROBLEMS + PAIR_PROBLEMS:
         for message in by_type[kind][:args.max_print]:
             print(f'{kind}: {message}')
         if len(by_type[kind]) > args.max_print:
@@ -277,7 +335,7 @@ def main(argv=None):
     checked = ', '.join(f'{split} {n} videos' for split, n in counts.items())
     print(f'checked {args.dataset} {args.modality} ({info.data_format}): {checked}')
     if problems:
-        summary = ', '.join(f'{kind} {len(by_type[kind])}' for kind in PROBLEMS if by_type[kind])
+        summary = ', '.join(f'{kind} {len(by_type[kind])}' for kind in PROBLEMS + PAIR_PROBLEMS if by_type[kind])
         print(f'FAILED: {len(problems)} problems: {summary}')
         return 1
     print('OK: no problems found')

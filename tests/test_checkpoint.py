@@ -206,3 +206,79 @@ def test_non_strict_load_keeps_missing_at_init():
     report = load_weights(dst, src, strict=False)
     assert report['changed'] and report['kept_init'] == ['base_model.layer2.0.conv2.weight']
     assert load_weights(_make(), _make().state_dict())['changed'] is False
+
+
+def test_every_unreadable_checkpoint_names_the_file_and_the_problem(tmp_path):
+    from ops.checkpoint import load_checkpoint
+    noise = tmp_path / 'noise.pth'
+    noise.write_bytes(os.urandom(4096))
+    with pytest.raises(ValueError, match=r'noise\.pth is not a PyTorch checkpoint \(.*4096 bytes\)'):
+        load_checkpoint(noise)
+    with pytest.raises(IsADirectoryError, match=r'is a directory, not a checkpoint file'):
+        load_checkpoint(tmp_path)
+    good = tmp_path / 'good.pth'
+    save_checkpoint({'epoch': 1, 'state_dict': {'w': torch.zeros(1000)}}, good)
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(good.read_bytes()[:600])
+    with pytest.raises(RuntimeError, match=r'could not read checkpoint .*cut\.pth \(truncated or corrupt\?\)'):
+        load_checkpoint(cut)
+    bare = tmp_path / 'bare.pth'
+    save_checkpoint({'epoch': 1, 'weights': {}}, bare)
+    with pytest.raises(ValueError, match=r"bare\.pth has no 'state_dict' entry \(top-level keys: \['epoch', "
+                                         r"'weights'\]\)"):
+        load_checkpoint(bare, require=('state_dict',))
+
+
+_WRITE_FOREVER = """
+import sys, torch
+from ops.checkpoint import save_checkpoint
+state = {'state_dict': {'w': torch.zeros(8_000_000)}}   # 32 MB: a kill lands inside a write
+print('writing', flush=True)
+while True:
+    save_checkpoint(state, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_kills_during_checkpoint_writes_leave_a_loadable_file_and_removable_temps(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from ops.checkpoint import remove_stale_temp_files
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = tmp_path / 'write.py'
+    script.write_text(_WRITE_FOREVER)
+    run = tmp_path / 'run'
+    run.mkdir()
+    target = run / 'ckpt.pth.tar'
+    env = dict(os.environ, PYTHONPATH=repo, OMP_NUM_THREADS='1')
+    for attempt in range(4):
+        proc = subprocess.Popen([sys.executable, str(script), str(target)], env=env, stdout=subprocess.PIPE,
+                                text=True)
+        proc.stdout.readline()
+        deadline = time.time() + 30
+        while not target.exists() and time.time() < deadline:   # at least one complete file
+            time.sleep(0.05)
+        time.sleep(0.3 + 0.2 * attempt)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if any(name.endswith('.tmp') for name in os.listdir(run)):
+            break
+    (run / 'other.txt').write_text('kept')
+    temps = [name for name in os.listdir(run) if name.endswith('.tmp')]
+    assert temps, 'no kill landed inside a write'
+    assert torch.equal(load_checkpoint(target)['state_dict']['w'], torch.zeros(8_000_000))
+    removed = remove_stale_temp_files(str(run))
+    assert sorted(os.path.basename(p) for p in removed) == sorted(temps)
+    assert sorted(os.listdir(run)) == ['ckpt.pth.tar', 'other.txt']
+
+
+def test_keep_previous_rotates_atomically(tmp_path):
+    from ops.checkpoint import save_checkpoint_keep_previous
+    cur, prev = tmp_path / 'ckpt.pth.tar', tmp_path / 'ckpt.prev.pth.tar'
+    save_checkpoint_keep_previous({'epoch': 1}, str(cur), str(prev))
+    assert load_checkpoint(cur) == {'epoch': 1} and not prev.exists()
+    save_checkpoint_keep_previous({'epoch': 2}, str(cur), str(prev))
+    assert load_checkpoint(cur) == {'epoch': 2} and load_checkpoint(prev) == {'epoch': 1}
+    assert sorted(os.listdir(tmp_path)) == ['ckpt.prev.pth.tar', 'ckpt.pth.tar']

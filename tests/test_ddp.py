@@ -81,3 +81,24 @@ def test_processes_exit_cleanly_after_cleanup_with_a_busy_heartbeat(tmp_path):
         for r, p in enumerate(procs):
             out = p.communicate(timeout=120)[0]
             assert p.returncode == 0, f"rank {r} exited {p.returncode}:\n{out[-2000:]}"
+
+
+@pytest.mark.slow
+def test_a_rank_whose_peers_never_start_names_them_within_the_timeout(tiny_toy, tmp_path):
+    # A lone rank 0 waits for rank 1; a lone rank 1 cannot reach rank 0's store. Both must name what is
+    # missing and exit with the lost-rank code (3) after about --dist_timeout, not later.
+    timeout = 8
+    base = [sys.executable, os.path.join(REPO, "main.py"), "toy", "RGB", "--data_root", tiny_toy,
+            "--root_model", str(tmp_path / "ckpt"), "--root_log", str(tmp_path / "log"), *TINY,
+            "--world_size", "2", "--dist_timeout", str(timeout)]
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    procs = {rank: subprocess.Popen(base + ["--rank", str(rank), "--init_method", f"tcp://127.0.0.1:{_port()}"],
+                                    cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True) for rank in (0, 1)}
+    outs = {rank: p.communicate(timeout=120)[0] for rank, p in procs.items()}
+    for rank, p in procs.items():
+        assert p.returncode == 3, outs[rank][-3000:]
+    assert "rank 0: distributed failure: rank(s) 1 of 2 did not join the rendezvous" in outs[0]
+    assert f"within {timeout} s (--dist_timeout)" in outs[0]
+    assert "rank 1: distributed failure: rank 1 could not reach the rendezvous store" in outs[1]
+    assert "rank 0 has not started" in outs[1]

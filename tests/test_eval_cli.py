@@ -319,3 +319,28 @@ def test_ensemble_scores_script_rejects_mismatched_files(tmp_path, capsys):
             script.main([str(tmp_path / a) if a.endswith(".npz") else a for a in argv])
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_bad_inputs_are_refused_before_decoding_and_named(ckpts, evaluate, tiny_toy, tmp_path, monkeypatch,
+                                                          capsys):
+    _no_decoding(monkeypatch)
+    # --modality/--arch/--shift* describe released files without a config: refused on ours
+    with pytest.raises(SystemExit, match=r"rgb\.pth\.tar: carries its own model configuration; --modality "
+                                         r"'Flow' \(the checkpoint has 'RGB'\)"):
+        evaluate(ckpts["rgb"], "--modality", "Flow")
+    # a video listed twice: refused at start-up with the list file and both line numbers
+    val = os.path.join(tiny_toy, "toy", "val_rgb.txt")
+    lines = open(val).read().splitlines()
+    dup = tmp_path / "dup.txt"
+    dup.write_text("\n".join(lines + [lines[1]]) + "\n")
+    with pytest.raises(SystemExit, match=rf"dup\.txt:{len(lines) + 1}: video '{lines[1].split()[0]}' is listed "
+                                         r"again \(first at line 2\)"):
+        evaluate(ckpts["rgb"], "--test_list", str(dup))
+    # a file that is no checkpoint of ours, and one without weights
+    bare = tmp_path / "bare.pth"
+    torch.save({"epoch": 1}, bare)
+    with pytest.raises(SystemExit, match=r"bare\.pth has no 'state_dict' entry"):
+        evaluate(str(bare))
+    with pytest.raises(SystemExit) as exc:
+        parse_test_args(["toy", "--weights", ckpts["rgb"], "--twice_sample", "--dense_sample"])
+    assert exc.value.code == 2 and "--twice_sample adds a shifted uniform clip" in capsys.readouterr().err

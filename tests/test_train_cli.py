@@ -26,7 +26,8 @@ def run_dir(tmp, name_part="TSM_toy_RGB"):
 
 
 @pytest.mark.parametrize("script", ["main.py", "test_models.py", "scripts/ensemble_scores.py",
-                                    "scripts/show_sampling.py", "scripts/check_data.py", "scripts/model_info.py"])
+                                    "scripts/show_sampling.py", "scripts/check_data.py", "scripts/model_info.py",
+                                    "scripts/adversarial.py"])
 def test_help_of_every_entry_point(script, run_cli, tmp_path):
     out = run_cli([script, "--help"], cwd=tmp_path).stdout
     assert "usage:" in out
@@ -46,6 +47,8 @@ def test_help_of_every_entry_point(script, run_cli, tmp_path):
     (["--min_lr_ratio", "1"], "--min_lr_ratio"),
     (["--warmup_start_ratio", "-0.1"], "--warmup_start_ratio"),
     (["--world_size", "2"], "--rank"),
+    (["-ef", "0"], "--eval-freq must be >= 1"),
+    (["--twice_sample", "--dense_sample"], "--twice_sample adds a shifted uniform clip"),
 ])
 def test_bad_argument_combinations_are_rejected(extra, message, tiny_toy, run_cli, tmp_path):
     proc = run_cli(train_argv(tiny_toy, tmp_path, *extra), cwd=tmp_path, check=False)
@@ -121,6 +124,14 @@ def test_sigterm_checkpoint_and_resume_equal_uninterrupted(tiny_toy, run_cli, tm
     assert final.keys() == ref.keys()
     for k in ref:
         assert torch.equal(ref[k], final[k]), k
+    # the resumed epoch reports its whole-epoch means (running meters in the checkpoint), once
+    rows = {name: [json.loads(line) for line in (run_dir(d) / "metrics.jsonl").read_text().splitlines()]
+            for name, d in (("straight", straight), ("cut", cut))}
+    assert [(r["epoch"], r["split"]) for r in rows["cut"]] == [(r["epoch"], r["split"]) for r in rows["straight"]]
+    for a, b in zip(rows["straight"], rows["cut"]):
+        for key in ("loss", "top1", "ce"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], abs=1e-6), (key, a, b)
 
 
 @pytest.mark.slow
@@ -166,3 +177,74 @@ def test_tin_msn_tdn_train_through_main_and_evaluation_rebuilds_them(module, tin
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["protocol"][0].startswith("4 frames x 1 crop x 1 clip (uniform)")
     assert summary["top1"] == pytest.approx(val[-1]["top1"], abs=1e-6)
+
+
+def _start_in_own_group(argv, cwd):
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, os.path.join(REPO, argv[0]), *argv[1:]], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_exits_75(tiny_toy, run_cli, tmp_path):
+    # How a terminal, scancel and SLURM pre-emption signal a job: every process of the group, workers too.
+    argv = train_argv(tiny_toy, tmp_path, "--epochs", "2", "--eval-freq", "5", "-j", "2")
+    proc = _start_in_own_group(argv, tmp_path)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "INFO main: run " in line:
+            os.killpg(proc.pid, signal.SIGTERM)
+            break
+    out = "".join(seen) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 75, out[-4000:]
+    assert "signal SIGTERM: checkpoint written" in out and "exited unexpectedly" not in out
+    mid = load_checkpoint(str(run_dir(tmp_path) / "ckpt.pth.tar"))
+    assert mid["epoch"] < 2 and (mid["step_in_epoch"] >= 1 or mid["epoch"] >= 1)
+    run_cli(argv + ["--resume", "auto"], cwd=tmp_path)
+    assert load_checkpoint(str(run_dir(tmp_path) / "ckpt.pth.tar"))["epoch"] == 2
+
+
+def _truncate_frames(folder):
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        with open(path, "rb") as f:
+            head = f.read(120)
+        with open(path, "wb") as f:
+            f.write(head)
+
+
+@pytest.mark.slow
+def test_read_failures_lose_no_epoch_and_are_reported(tiny_toy, run_cli, tmp_path):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(tiny_toy, data)
+    frames = data / "toy" / "frames"
+    for vid in ("000001", "000002", "000003", "000004"):            # training videos: replaced, reported
+        _truncate_frames(frames / vid)
+    _truncate_frames(frames / "000040")                             # a validation video
+    argv = train_argv(str(data), tmp_path, "--epochs", "2", "--max_steps_per_epoch", "2")
+    proc = run_cli(argv, cwd=tmp_path, check=False)
+    assert proc.returncode == 1, proc.stderr[-4000:]
+    assert "validation of the RGB model could not read" in proc.stderr
+    assert os.path.join("000040", "img_") in proc.stderr and "--resume auto" in proc.stderr
+    d = run_dir(tmp_path)
+    saved = load_checkpoint(str(d / "ckpt.pth.tar"))
+    assert saved["epoch"] == 1 and saved["val_pending"]             # the epoch was saved before validating
+    (train_row,) = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert train_row["split"] == "train" and train_row["read_failures"] >= 1
+    assert set(train_row["failed_videos"]) <= {"000001", "000002", "000003", "000004"}
+    assert "read failure(s), replaced by other videos" in proc.stderr
+
+    shutil.rmtree(frames / "000040")
+    shutil.copytree(os.path.join(tiny_toy, "toy", "frames", "000040"), frames / "000040")
+    out = run_cli(argv + ["--resume", "auto"], cwd=tmp_path).stderr
+    assert "epoch 1: val top-1" in out                              # validated the saved epoch first
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["split"]) for r in rows] == [(1, "train"), (1, "val"), (2, "train"), (2, "val")]
+
+    # item 11: resuming into another model is refused, naming the option and both values
+    proc = run_cli(argv + ["--resume", str(d / "ckpt.pth.tar"), "--num_segments", "2"], cwd=tmp_path,
+                   check=False)
+    assert proc.returncode == 1
+    assert "--num_segments: the checkpoint has 4, this command 2" in proc.stderr
