@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from opts import parse_args
 from ops import distributed as D
-from ops.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from ops.checkpoint import check_shift_direction, load_checkpoint, load_weights, save_checkpoint
 from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, pair_records, parse_list,
                          worker_init_fn)
 from ops.dataset_config import frames_per_segment, resolve_dataset
@@ -79,7 +79,8 @@ def build_model(args, modality, num_class):
         img_feature_dim=args.img_feature_dim, partial_bn=not args.no_partialbn, pretrain=args.pretrain,
         is_shift=args.temporal_module == "tsm", shift_div=args.shift_div, shift_place=args.shift_place,
         fc_lr5=fc_lr5(args), temporal_pool=args.temporal_pool, non_local=args.non_local,
-        temporal_module=args.temporal_module, first_conv_lr=args.first_conv_lr)
+        temporal_module=args.temporal_module, first_conv_lr=args.first_conv_lr,
+        shift_direction=args.shift_direction)
     if args.input_size:
         kwargs["input_size"] = args.input_size
     if args.arch.startswith("ila_"):
@@ -591,7 +592,8 @@ def run(args, ctx):
         latest = os.path.join(run_dir, "ckpt.pth.tar")
         resume = latest if os.path.isfile(latest) else ""
     if args.tune_from and not resume:
-        report = load_weights(model, load_checkpoint(args.tune_from)["state_dict"])
+        source = load_checkpoint(args.tune_from)
+        report = load_weights(model, source["state_dict"], src_config=source.get("config"))
         logger.info("fine-tuning from %s: %s", args.tune_from, report)
     model.to(ctx.device)
     if args.channels_last:
@@ -626,7 +628,12 @@ def run(args, ctx):
     install_signal_handlers(trainer.state)
 
     if resume:
-        trainer.restore(load_checkpoint(resume))
+        ckpt = load_checkpoint(resume)
+        try:
+            check_shift_direction(model, ckpt.get("config"), resume)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        trainer.restore(ckpt)
         logger.info("resumed from %s at epoch %d step %d (best top-1 %.2f)", resume, trainer.state.epoch + 1,
                     trainer.state.step_in_epoch, trainer.state.best_prec1)
     elif args.start_epoch:
