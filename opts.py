@@ -417,8 +417,9 @@ def get_test_parser():
     return p
 
 
-def parse_test_args(argv=None):
-    parser = get_test_parser()
+def parse_test_args(argv=None, parser=None):
+    """parser: get_test_parser() or an extension of it (scripts/online_eval.py adds --compare)."""
+    parser = parser or get_test_parser()
     args = parser.parse_args(argv)
     args.weights_list = [w for w in args.weights.split(",") if w]
     n = len(args.weights_list)

@@ -272,3 +272,23 @@ def _max_diff(ref, out, ref_state, state):
     logits = (ref.float() - out.to(ref.device).float()).abs().max().item()
     st = max((a.float() - b.to(a.device).float()).abs().max().item() for a, b in zip(ref_state, state))
     return {'logits': logits, 'state': st}
+
+
+def load_uni_model(path, shift_direction=None):
+    """The TSN stored in a checkpoint (its own config; released TSM files: keys and file name).
+
+    ``shift_direction`` is for released files without a config; a value contradicting a recorded one
+    raises. Raises ValueError naming ``path`` when the model cannot stream (see ``to_streaming``).
+    """
+    from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
+    from ops.models import TSN
+    ckpt = load_checkpoint(path)
+    try:
+        config = model_config_from_checkpoint(ckpt, path=path, shift_direction=shift_direction)
+        config.pop('clip_weights', None)
+        model = TSN(**config)
+        load_weights(model, ckpt, strict=True)
+        _check_streamable(model)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f'{path}: {exc}') from None
+    return model.eval()
