@@ -1,4 +1,5 @@
 """Online TSM: the uni-directional shift, the streaming model, its export, the demo and the option checks."""
+import json
 import os
 import re
 import subprocess
@@ -278,7 +279,8 @@ def test_demo_on_a_video_file_matches_offline(tmp_path, tiny_checkpoint, run_cli
     video = _write_moving_square_mp4(tmp_path / 'in.mp4', 12)
     out = tmp_path / 'annotated.mp4'
     proc = run_cli(['scripts/online_demo.py', '--weights', ckpt, '--video', video, '--output', str(out),
-                    '--history', '3', '--scale_size', '32'], cwd=str(tmp_path), timeout=200)
+                    '--history', '3', '--scale_size', '32', '--export', str(tmp_path / 'exported')],
+                   cwd=str(tmp_path), timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith('frame ')]
     assert len(lines) == 12
     printed = [int(re.search(r'class (\d+) p=', line).group(1)) for line in lines]
@@ -295,6 +297,11 @@ def test_demo_on_a_video_file_matches_offline(tmp_path, tiny_checkpoint, run_cli
     annotated = _decode(str(out))
     assert annotated.shape[0] == 12 and annotated.shape[1] > 48      # every frame, with the label band
     assert 'step latency median' in proc.stdout
+    # --export: both exported steps, fed the 12 real frames with their own state, match eager.
+    parity = re.findall(r'export parity \((\S+), 12 frames\): max abs diff logits (\S+), state (\S+)', proc.stdout)
+    assert [p[0] for p in parity] == ['torch.export', 'onnxruntime']
+    assert all(float(p[1]) <= 1e-4 and float(p[2]) <= 1e-4 for p in parity), parity
+    assert (tmp_path / 'exported' / 'step.onnx').is_file() and (tmp_path / 'exported' / 'step.pt2').is_file()
 
 
 def test_demo_reports_what_it_cannot_open(tmp_path, tiny_checkpoint):
@@ -310,3 +317,33 @@ def test_demo_reports_what_it_cannot_open(tmp_path, tiny_checkpoint):
     broken.write_bytes(b'not a video')
     with pytest.raises(SystemExit, match=r"cannot open video '.*broken.mp4'"):
         demo.main(demo.parse_args(['--weights', uni, '--video', str(broken)]))
+
+
+@pytest.mark.slow
+def test_streaming_evaluation_agrees_with_test_models(tmp_path, tiny_toy, tiny_checkpoint, capsys):
+    """scripts/online_eval.py (frame by frame) gives test_models.py's per-video scores on the same views."""
+    tm = _load_script('test_models.py', 'test_models_cli')
+    online_eval = _load_script('scripts/online_eval.py', 'online_eval')
+    ckpt = tiny_checkpoint(tmp_path / 'uni.pth.tar', 'RGB', 0, random_bn_stats=True, shift_direction='uni')
+    scores = str(tmp_path / 'offline.npz')
+    common = ['toy', '--data_root', tiny_toy, '--weights', ckpt, '--test_crops', '3', '--workers', '0']
+    tm.main(tm.parse_test_args(common + ['--save_scores', scores, '--no_progress']))
+    online_eval.main(online_eval.parse_args(common + ['--compare', scores]))
+    out = capsys.readouterr().out
+    assert '16/16 per-video predictions agree' in out, out
+    diff = float(re.search(r'max abs score difference (\S+)', out).group(1))
+    assert diff <= 1e-4
+
+
+def test_benchmark_online_reports_latencies_and_state(capsys):
+    bench = _load_script('scripts/benchmark.py', 'benchmark_online')
+    args = bench.get_args_parser().parse_args(['online', '--arch', 'mobilenetv2', '--input_size', '32', '--warmup',
+                                               '0', '--repeats', '2', '--threads', '1', '--device', 'cpu', '--json'])
+    bench.main(args)
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [c['case'] for c in result['cases']] == ['step', 'plain_frame', 'offline_clip']
+    assert all(c['median_ms'] > 0 and c['p95_ms'] >= c['median_ms'] for c in result['cases'])
+    assert result['step_vs_plain'] > 0 and result['state_tensors'] == 10
+    # MobileNetV2 at 32 px caches 1/8 of the inputs of its 10 shifted blocks (TSM's online demo at 224:
+    # 3@56, 4@28 x2, 8@14 x3, 12@14 x2, 20@7 x2), here 3@8, 4@4 x2, 8@2 x3, 12@2 x2, 20@1 x2 floats.
+    assert result['state_kib'] * 1024 == 4 * (3 * 64 + 2 * 4 * 16 + 3 * 8 * 4 + 2 * 12 * 4 + 2 * 20)
