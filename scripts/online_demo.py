@@ -36,6 +36,7 @@ from ops.transforms import build_transform  # noqa: E402
 
 logger = logging.getLogger('online_demo')
 EXPORT_FRAMES = 16
+MIN_OUTPUT_WIDTH = 256
 
 
 def get_parser():
@@ -119,7 +120,8 @@ def camera_frames(index):
 
 # ---------------------------------------------------------------------------------------------- output
 class Annotator:
-    """Writes frames with a white band below them holding the prediction and the latency (H.264 mp4)."""
+    """Writes frames with a white band below them holding the prediction and the latency (H.264 mp4);
+    frames narrower than MIN_OUTPUT_WIDTH are enlarged (nearest neighbour) so the text fits."""
 
     def __init__(self, path, rate):
         import av
@@ -128,14 +130,20 @@ class Annotator:
         self.stream.pix_fmt = 'yuv420p'
         self.size = None
 
-    def write(self, rgb, text):
+    def write(self, rgb, lines):
         import av
         from PIL import Image, ImageDraw
-        h, w = rgb.shape[:2]
-        band = max(16, h // 10)
+        image = Image.fromarray(rgb)
+        if image.width < MIN_OUTPUT_WIDTH:     # small inputs are enlarged so the text fits
+            k = -(-MIN_OUTPUT_WIDTH // image.width)
+            image = image.resize((image.width * k, image.height * k), Image.NEAREST)
+        w, h = image.size
+        band = 14 * len(lines) + 4
         canvas = Image.new('RGB', (w + w % 2, h + band + (h + band) % 2), 'white')
-        canvas.paste(Image.fromarray(rgb), (0, 0))
-        ImageDraw.Draw(canvas).text((2, h + 2), text, fill='black')
+        canvas.paste(image, (0, 0))
+        draw = ImageDraw.Draw(canvas)
+        for i, line in enumerate(lines):
+            draw.text((4, h + 2 + 14 * i), line, fill='black')
         if self.size is None:
             self.size = canvas.size
             self.stream.width, self.stream.height = self.size
@@ -180,7 +188,7 @@ def main(args):
     writer = Annotator(args.output, rate) if args.output else None
 
     state, history, latencies, processed = None, [], [], []
-    text = 'waiting for the first frame'
+    lines = ['waiting for the first frame']
     n = 0
     with torch.no_grad():
         for n, rgb in enumerate(frames, start=1):
@@ -198,12 +206,12 @@ def main(args):
                 mean = torch.stack(history).mean(0)
                 k = int(mean.argmax())
                 prob = float(torch.softmax(mean, 0)[k])
-                text = f'{names[k]} p={prob:.3f} ({ms:.1f} ms)'
-                print(f'frame {n}: {text}', flush=True)
+                lines = [names[k], f'p={prob:.3f}  {ms:.1f} ms/frame']
+                print(f'frame {n}: {names[k]} p={prob:.3f} ({ms:.1f} ms)', flush=True)
                 if args.export and len(processed) < EXPORT_FRAMES:
                     processed.append(x.cpu())
             if writer is not None:
-                writer.write(rgb, text)
+                writer.write(rgb, lines)
             if args.max_frames and n >= args.max_frames:
                 break
     if writer is not None:
