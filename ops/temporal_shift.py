@@ -50,15 +50,15 @@ def _shift(x, n_segment, fold_div, adjoint=False):
 class _Shift(torch.autograd.Function):
     # Autograd through _shift's slice assignments would build a zero-filled full-size gradient per
     # slice and sum them (about 8x the forward's time on CPU); the adjoint of a shift is the opposite
-    # shift, which costs what the forward costs.
+    # shift, which costs what the forward costs. fn: _shift or _shift_uni.
     @staticmethod
-    def forward(ctx, x, n_segment, fold_div):
-        ctx.n_segment, ctx.fold_div = n_segment, fold_div
-        return _shift(x, n_segment, fold_div)
+    def forward(ctx, x, n_segment, fold_div, fn):
+        ctx.n_segment, ctx.fold_div, ctx.fn = n_segment, fold_div, fn
+        return fn(x, n_segment, fold_div)
 
     @staticmethod
     def backward(ctx, grad):
-        return _shift(grad, ctx.n_segment, ctx.fold_div, adjoint=True), None, None
+        return ctx.fn(grad, ctx.n_segment, ctx.fold_div, adjoint=True), None, None, None
 
 
 def shift(x, n_segment, fold_div=8):
@@ -70,7 +70,7 @@ def shift(x, n_segment, fold_div=8):
       channels [2*fold, C)     <- x at t
     The output has x's memory format (channels_last stays channels_last).
     """
-    return _Shift.apply(x, n_segment, fold_div)
+    return _Shift.apply(x, n_segment, fold_div, _shift)
 
 
 def _shift_uni(x, n_segment, fold_div, adjoint=False):
@@ -89,18 +89,6 @@ def _shift_uni(x, n_segment, fold_div, adjoint=False):
     return out
 
 
-class _ShiftUni(torch.autograd.Function):
-    # Same reason as _Shift: the adjoint is the shift the other way, as cheap as the forward.
-    @staticmethod
-    def forward(ctx, x, n_segment, fold_div):
-        ctx.n_segment, ctx.fold_div = n_segment, fold_div
-        return _shift_uni(x, n_segment, fold_div)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _shift_uni(grad, ctx.n_segment, ctx.fold_div, adjoint=True), None, None
-
-
 def shift_uni(x, n_segment, fold_div=8):
     """Online (causal) shift, as TSM's online demo: only the past reaches the present.
 
@@ -110,7 +98,7 @@ def shift_uni(x, n_segment, fold_div=8):
     So the output at t depends on frames 0..t only, and a stream can compute it frame by frame from the
     previous frame's first fold (ops/online.py).
     """
-    return _ShiftUni.apply(x, n_segment, fold_div)
+    return _Shift.apply(x, n_segment, fold_div, _shift_uni)
 
 
 def shift_fn(direction):
