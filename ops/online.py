@@ -42,10 +42,16 @@ def _cached_shift(bus, index, fold_div, x):
     """One frame's shift: (B, C, H, W) -> (B, C, H, W), the first C // fold_div channels from the cache."""
     fold = x.shape[1] // fold_div
     head = x[:, :fold]                                       # (B, fold, H, W): what the next frame reads
-    cached = torch.zeros_like(head) if bus.inputs is None else bus.inputs[index]
     # A copy, not a view: a later in-place op of the backbone must not change the cached state.
     bus.outputs[index] = head.clone()
-    return torch.cat((cached, x[:, fold:]), dim=1)
+    # clone + one fold written, not torch.cat: a channel cat of channels_last tensors is a strided
+    # gather, 3-8x slower than this on CPU (scripts/benchmark.py online).
+    out = x.clone()
+    if bus.inputs is None:
+        out[:, :fold] = 0
+    else:
+        out[:, :fold] = bus.inputs[index]
+    return out
 
 
 class CachedShift(nn.Module):
