@@ -16,6 +16,7 @@ a flat tuple of tensors (one per shift point, in module order), so ``step`` expo
 ONNX with the state as explicit inputs and outputs (``export_step``).
 """
 import logging
+import warnings
 
 import torch
 import torch.nn as nn
@@ -238,9 +239,12 @@ def export_step(stream, height, width, batch=1, onnx_path=None):
         if onnx_path is not None:
             names = [f'state_{i}' for i in range(len(state))]
             # The TorchScript-based exporter: the dynamo one needs onnxscript, which is not a dependency.
-            torch.onnx.export(flat, (frame,) + state, onnx_path, dynamo=False,
-                              input_names=['frame'] + names,
-                              output_names=['logits'] + [f'next_{n}' for n in names])
+            # The step's input-shape checks are constants for the exported shape (TracerWarning).
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', torch.jit.TracerWarning)
+                torch.onnx.export(flat, (frame,) + state, onnx_path, dynamo=False,
+                                  input_names=['frame'] + names,
+                                  output_names=['logits'] + [f'next_{n}' for n in names])
     return program
 
 

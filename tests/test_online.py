@@ -193,17 +193,24 @@ def test_to_streaming_refuses_what_cannot_stream():
 
 @pytest.mark.slow
 def test_export_parity_onnxruntime_and_torch_export(tmp_path):
-    stream = to_streaming(_uni_model('mobilenetv2'))
+    stream = to_streaming(_uni_model('resnet18'))
     onnx_path = str(tmp_path / 'step.onnx')
     program = export_step(stream, 32, 32, onnx_path=onnx_path)
     import onnx
     graph = onnx.load(onnx_path).graph
-    assert [i.name for i in graph.input][:2] == ['frame', 'state_0'] and len(graph.input) == 1 + 10
-    assert len(graph.output) == 1 + 10
+    assert [i.name for i in graph.input][:2] == ['frame', 'state_0'] and len(graph.input) == 1 + 8
+    assert [o.name for o in graph.output][:2] == ['logits', 'next_state_0'] and len(graph.output) == 1 + 8
     torch.manual_seed(3)
-    diffs = export_parity(stream, torch.randn(1, 6, 3, 32, 32), program=program, onnx_path=onnx_path)
+    clip = torch.randn(1, 6, 3, 32, 32)
+    diffs = export_parity(stream, clip, program=program, onnx_path=onnx_path)
     assert diffs['torch.export']['logits'] <= 1e-6 and diffs['torch.export']['state'] <= 1e-6
     assert diffs['onnxruntime']['logits'] <= 1e-4 and diffs['onnxruntime']['state'] <= 1e-4
+    # The parity means something: without the cached state (a fresh stream per frame) the logits move
+    # by far more than the tolerances above, so an export that lost the cache would fail.
+    streamed, _ = stream_clip(stream, clip)
+    with torch.no_grad():
+        memoryless = torch.stack([stream(clip[:, t])[0] for t in range(6)], dim=1)
+    assert (streamed - memoryless)[:, 1:].abs().max().item() > 0.1
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
