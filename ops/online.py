@@ -141,6 +141,8 @@ class StreamingTSN(nn.Module):
             raise ValueError(f'expected one frame per stream (B, 3, H, W), got {tuple(frame.shape)}')
         if state is not None and len(state) != self.num_states:
             raise ValueError(f'state has {len(state)} tensors, this {self.arch} stream needs {self.num_states}')
+        if state is not None and state[0].shape[0] != frame.shape[0]:
+            raise ValueError(f'state is for {state[0].shape[0]} streams but the frame batch has {frame.shape[0]}')
         bus = self._bus
         bus.inputs = state
         bus.outputs = [None] * self.num_states

@@ -185,6 +185,8 @@ def test_to_streaming_refuses_what_cannot_stream():
     stream = to_streaming(_uni_model('resnet18'))
     with pytest.raises(ValueError, match='1 tensors, this resnet18 stream needs 8'):
         stream(torch.zeros(1, 3, 32, 32), (torch.zeros(1),))
+    with pytest.raises(ValueError, match='state is for 2 streams but the frame batch has 1'):
+        stream(torch.zeros(1, 3, 32, 32), stream.initial_state(2, 32, 32))
     with pytest.raises(ValueError, match='one frame per stream'):
         stream(torch.zeros(1, 6, 32, 32))
     with pytest.raises(RuntimeError, match='inference only'):
