@@ -98,7 +98,18 @@ def shift_uni(x, n_segment, fold_div=8):
     So the output at t depends on frames 0..t only, and a stream can compute it frame by frame from the
     previous frame's first fold (ops/online.py).
     """
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return _shift_uni_traceable(x, n_segment, fold_div)
     return _Shift.apply(x, n_segment, fold_div, _shift_uni)
+
+
+def _shift_uni_traceable(x, n_segment, fold_div):
+    # The same values from slices and torch.cat: the legacy ONNX tracer drops slice writes into an
+    # empty_like buffer (the exported graph then ignores x), and autograd Functions do not export.
+    x5 = _split_time(x, n_segment)  # (N, T, C, H, W)
+    fold = x5.shape[2] // fold_div
+    past = torch.cat((torch.zeros_like(x5[:, :1, :fold]), x5[:, :-1, :fold]), dim=1)  # (N, T, fold, H, W)
+    return torch.cat((past, x5[:, :, fold:]), dim=2).reshape(x.shape)
 
 
 def shift_fn(direction):

@@ -356,3 +356,22 @@ def test_benchmark_online_reports_latencies_and_state(capsys):
     # MobileNetV2 at 32 px caches 1/8 of the inputs of its 10 shifted blocks (TSM's online demo at 224:
     # 3@56, 4@28 x2, 8@14 x3, 12@14 x2, 20@7 x2), here 3@8, 4@4 x2, 8@2 x3, 12@2 x2, 20@1 x2 floats.
     assert result['state_kib'] * 1024 == 4 * (3 * 64 + 2 * 4 * 16 + 3 * 8 * 4 + 2 * 12 * 4 + 2 * 20)
+
+
+def test_offline_uni_model_exports_to_onnx_with_its_shift(tmp_path):
+    """The offline uni TSN (not the stream) through the legacy ONNX exporter: tracing takes the cat-based
+    shift, which computes the same values (before it, the exported graph ignored the shifted input)."""
+    import onnxruntime as ort
+    from ops.temporal_shift import _shift_uni_traceable
+    x = _arange_clip(n=2, t=4, c=16)
+    assert torch.equal(_shift_uni_traceable(x, 4, 8), shift_uni(x, 4, 8))
+    xc = torch.randn(8, 16, 3, 5).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(_shift_uni_traceable(xc, 4, 8), shift_uni(xc, 4, 8))
+    model = _uni_model('resnet18', num_segments=4)
+    clip = torch.randn(1, 12, 32, 32)
+    path = str(tmp_path / 'offline.onnx')
+    torch.onnx.export(model, (clip,), path, dynamo=False)
+    sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    out = sess.run(None, {sess.get_inputs()[0].name: clip.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(out - model(clip).numpy()).max() <= 1e-4
