@@ -375,3 +375,25 @@ def test_offline_uni_model_exports_to_onnx_with_its_shift(tmp_path):
     out = sess.run(None, {sess.get_inputs()[0].name: clip.numpy()})[0]
     with torch.no_grad():
         assert np.abs(out - model(clip).numpy()).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_train_uni_then_resume_or_fine_tune_across_directions(tmp_path, tiny_toy, run_cli):
+    """main.py end to end: a uni run records its direction; resuming it as bi stops with the reason;
+    fine-tuning it into a bi model is allowed and logged."""
+    from ops.checkpoint import load_checkpoint
+    tiny = ['toy', 'RGB', '--data_root', tiny_toy, '--arch', 'resnet18', '--num_segments', '4', '--input_size',
+            '32', '--batch-size', '8', '-j', '0', '--no_progress', '--epochs', '1', '--shift']
+
+    def argv(name, *extra):
+        return ['main.py', *tiny, '--root_model', str(tmp_path / name), '--root_log', str(tmp_path / 'log'), *extra]
+    run_cli(argv('uni', '--shift_direction', 'uni'), cwd=str(tmp_path))
+    (run,) = list((tmp_path / 'uni').iterdir())
+    assert run.name.endswith('_uni')
+    ckpt = str(run / 'ckpt.pth.tar')
+    assert load_checkpoint(ckpt)['config']['shift_direction'] == 'uni'
+    proc = run_cli(argv('bi', '--resume', ckpt), cwd=str(tmp_path), check=False)
+    assert proc.returncode != 0
+    assert 'trained with shift direction uni but the model is built with bi' in proc.stderr
+    proc = run_cli(argv('tuned', '--tune_from', ckpt), cwd=str(tmp_path))
+    assert 'shift direction uni -> bi' in proc.stderr
