@@ -397,3 +397,16 @@ def test_train_uni_then_resume_or_fine_tune_across_directions(tmp_path, tiny_toy
     assert 'trained with shift direction uni but the model is built with bi' in proc.stderr
     proc = run_cli(argv('tuned', '--tune_from', ckpt), cwd=str(tmp_path))
     assert 'shift direction uni -> bi' in proc.stderr
+
+
+@pytest.mark.parametrize('script,options', [
+    ('scripts/online_demo.py', ('--weights', '--video', '--camera', '--url', '--output', '--history', '--every',
+                                '--export')),
+    ('scripts/online_eval.py', ('--weights', '--compare', '--test_crops', '--shift_direction')),
+])
+def test_help_of_the_online_entry_points(script, options, capsys):
+    module = _load_script(script, os.path.basename(script)[:-3])
+    with pytest.raises(SystemExit) as exc:
+        module.parse_args(['--help'])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and 'usage:' in out and all(o in out for o in options)
