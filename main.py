@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 
 from opts import get_train_parser, parse_args
 from ops import distributed as D
-from ops.checkpoint import (load_checkpoint, load_weights, remove_stale_temp_files, save_checkpoint,
-                            save_checkpoint_keep_previous)
+from ops.checkpoint import (check_shift_direction, load_checkpoint, load_weights, remove_stale_temp_files,
+                            save_checkpoint, save_checkpoint_keep_previous)
 from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, check_list_counts, pair_records,
                          parse_list, worker_init_fn)
 from ops.dataset_config import data_record, frames_per_segment, resolve_dataset
@@ -88,7 +88,8 @@ def build_model(args, modality, num_class):
         img_feature_dim=args.img_feature_dim, partial_bn=not args.no_partialbn, pretrain=args.pretrain,
         is_shift=args.temporal_module == "tsm", shift_div=args.shift_div, shift_place=args.shift_place,
         fc_lr5=fc_lr5(args), temporal_pool=args.temporal_pool, non_local=args.non_local,
-        temporal_module=args.temporal_module, first_conv_lr=args.first_conv_lr)
+        temporal_module=args.temporal_module, first_conv_lr=args.first_conv_lr,
+        shift_direction=args.shift_direction)
     if args.input_size:
         kwargs["input_size"] = args.input_size
     if args.arch.startswith("ila_"):
@@ -867,8 +868,8 @@ def run(args, ctx):
     resume = resolve_resume(args, ctx, run_dir, writes)
     if args.tune_from and not resume:
         with named_input_errors(RuntimeError):
-            tuned = load_checkpoint(args.tune_from, require=("state_dict",))["state_dict"]
-        report = load_weights(model, tuned)
+            source = load_checkpoint(args.tune_from, require=("state_dict",))
+        report = load_weights(model, source["state_dict"], src_config=source.get("config"))
         logger.info("fine-tuning from %s: %s", args.tune_from, report)
     model.to(ctx.device)
     if args.channels_last:
@@ -907,6 +908,10 @@ def run(args, ctx):
         with named_input_errors(RuntimeError):
             ckpt = load_checkpoint(resume, require=("state_dict", "epoch", "optimizer"))
         check_resume_config(ckpt, model.config(), resume)
+        try:
+            check_shift_direction(model, ckpt.get("config"), resume)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
         trainer.restore(ckpt)
         del ckpt
         logger.info("resumed from %s at epoch %d step %d (best top-1 %.2f)", resume, trainer.state.epoch + 1,

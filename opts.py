@@ -11,6 +11,7 @@ import torch
 
 from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset
 from ops.models import CONSENSUS_TYPES, SHIFT_PLACES, TEMPORAL_MODULES
+from ops.temporal_shift import SHIFT_DIRECTIONS
 from ops.video_io import VIDEO_BACKENDS
 
 # Temporal modules built on ResNets only (TSM also has a MobileNetV2 rule).
@@ -199,6 +200,7 @@ def get_train_parser():
                    help="allow the OpenAI TorchScript archive: torch.jit.load runs code from the file")
     g.add_argument("--finetune_backbone", action="store_true", help="unfreeze the CLIP weights")
     g.add_argument("--align_weight", type=float, default=1.0, help="weight of the ILA alignment loss")
+    _add_online_options(p, test=False)
     return p
 
 
@@ -210,6 +212,7 @@ def parse_args(argv=None):
     except ValueError as exc:
         parser.error(str(exc))
     _validate_train(parser, args)
+    _validate_online(parser, args)
     return args
 
 
@@ -391,6 +394,8 @@ def store_name(args, modality, rank=0):
         parts.append(f"random{args.dense_length}")
     if args.non_local:
         parts.append("nl")
+    if args.shift_direction == "uni":
+        parts.append("uni")
     if args.distill_from or args.teacher_scores:
         parts.append("distill")
     if args.suffix:
@@ -453,10 +458,12 @@ def get_test_parser(prog="test_models.py", description=None):
     # Evaluation defaults to fp32, the dtype the published numbers were measured in, whatever the model
     # trained with; --amp auto/bf16 is faster and differs in the last digits (README, Evaluation).
     _add_device_options(p, amp_default="[off: fp32]")
+    _add_online_options(p, test=True)
     return p
 
 
 def parse_test_args(argv=None, parser=None):
+    """parser: get_test_parser() or an extension of it (scripts/online_eval.py adds --compare)."""
     parser = parser or get_test_parser()
     args = parser.parse_args(argv)
     args.weights_list = [w for w in args.weights.split(",") if w]
@@ -507,3 +514,30 @@ def parse_test_args(argv=None, parser=None):
     if args.save_features and not args.save_features.endswith((".npz", ".h5")):
         parser.error(f"--save_features {args.save_features!r}: give a .npz or .h5 path")
     return args
+
+
+# ----------------------------------------------------------------------------------------------------
+# Online TSM (uni-directional shift), main.py and test_models.py
+# ----------------------------------------------------------------------------------------------------
+
+def _add_online_options(p, test):
+    g = p.add_argument_group("online TSM")
+    if test:
+        g.add_argument("--shift_direction", default=None, choices=SHIFT_DIRECTIONS,
+                       help="released TSM files only (ours record it): bi or uni shift; a value that "
+                            "contradicts the checkpoint is an error")
+    else:
+        g.add_argument("--shift_direction", default="bi", choices=SHIFT_DIRECTIONS,
+                       help="bi: TSM's offline shift (1/shift_div of the channels from t-1, 1/shift_div from "
+                            "t+1); uni: online TSM, 1/shift_div from t-1 only (causal, streamable with "
+                            "ops/online.py and scripts/online_demo.py)")
+
+
+def _validate_online(parser, args):
+    if args.shift_direction != "uni":
+        return
+    if args.temporal_module != "tsm":
+        parser.error("--shift_direction uni is the online temporal shift: it needs --shift")
+    if args.temporal_pool or args.non_local:
+        parser.error("--shift_direction uni is causal (online); --temporal_pool and --non_local mix future "
+                     "frames into the present and cannot be combined with it")

@@ -89,7 +89,8 @@ class ModelUnderTest:
     def __init__(self, args, index, ctx, keep_ids=None, records=None, dataset_class=VideoDataSet, spec=None):
         path = args.weights_list[index]
         overrides = {k: v for k, v in dict(arch=args.arch, modality=args.modality,
-                                           shift_div=args.shift_div, shift_place=args.shift_place).items()
+                                           shift_div=args.shift_div, shift_place=args.shift_place,
+                                           shift_direction=args.shift_direction).items()
                      if v is not None}
         if args.shift:
             overrides["is_shift"] = True

@@ -58,6 +58,7 @@ class BNInception(nn.Module):
         self.fc = nn.Linear(1024, num_classes)
         self.n_segment = None
         self.fold_div = None
+        self.shift_direction = 'bi'
 
     def _add_conv(self, name, cin, cout, k, stride=1):
         setattr(self, name, nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2))
@@ -66,10 +67,12 @@ class BNInception(nn.Module):
     def _cbr(self, name, x):
         return torch.relu(getattr(self, name + '_bn')(getattr(self, name)(x)))
 
-    def set_temporal_shift(self, n_segment, fold_div):
-        """Shift the input of every stage but the first (TSM's mask '0' + '1' * 11, 'block' form)."""
+    def set_temporal_shift(self, n_segment, fold_div, direction='bi'):
+        """Shift the input of every stage but the first (TSM's mask '0' + '1' * 11, 'block' form);
+        direction 'uni' is the online shift (ops/temporal_shift.shift_uni)."""
         self.n_segment = n_segment
         self.fold_div = fold_div
+        self.shift_direction = direction
 
     def _stem1(self, x):
         return self.pool1_3x3_s2(self._cbr('conv1_7x7_s2', x))
@@ -88,12 +91,17 @@ class BNInception(nn.Module):
         outs.append(self._cbr(p + 'pool_proj', pooled) if proj else pooled)
         return torch.cat(outs, 1)
 
+    def shift_stage_input(self, x, stage_index):
+        """The temporal shift before stage ``stage_index`` (1..11); the streaming model (ops/online.py)
+        replaces it on its own copy with the cached per-frame shift."""
+        from ops.temporal_shift import shift_fn
+        return shift_fn(self.shift_direction)(x, self.n_segment, self.fold_div)
+
     def features(self, x):
-        from ops.temporal_shift import shift
         stages = [self._stem1, self._stem2] + [lambda y, s=s: self._inception(s, y) for s in _STAGES]
         for i, stage in enumerate(stages):
             if self.n_segment is not None and i > 0:
-                x = shift(x, self.n_segment, self.fold_div)
+                x = self.shift_stage_input(x, i)
             x = stage(x)
         return x  # (B, 1024, H/32, W/32)
 

@@ -210,6 +210,7 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
     own = model.state_dict()
     report = {'changed': False, 'loaded': 0, 'renamed': 0, 'first_conv': None, 'head': None, 'missing': [], 'unexpected': [],
               'kept_init': []}
+    report['shift_direction'] = shift_direction_change(src_config, model)
 
     by_canon = {}
     for k in own:
@@ -280,7 +281,7 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
     model.load_state_dict(mapped, strict=False)
     report['loaded'] = len(mapped)
     report['changed'] = bool(report['renamed'] or report['first_conv'] or report['head'] or missing
-                             or report['unexpected'])
+                             or report['unexpected'] or report['shift_direction'])
     if report['unexpected']:
         logger.warning('load_weights: %d unexpected keys ignored: %s', len(report['unexpected']),
                        report['unexpected'][:10])
@@ -289,7 +290,34 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
     for what in ('first_conv', 'head'):
         if report[what]:
             logger.info('load_weights: %s: %s', what, report[what])
+    if report['shift_direction']:
+        logger.warning('load_weights: shift direction %s: the weights were trained with the other temporal '
+                       'shift', report['shift_direction'])
     return report
+
+
+def recorded_shift_direction(config):
+    """'bi' / 'uni' for a config with the temporal shift (files written before the option: 'bi'), else None."""
+    if not config or not (config.get('is_shift') or config.get('temporal_module') == 'tsm'):
+        return None
+    return config.get('shift_direction', 'bi')
+
+
+def shift_direction_change(src_config, model):
+    """'bi -> uni' when weights of one shift direction go into a model of the other, else None."""
+    src = recorded_shift_direction(src_config)
+    own = getattr(model, 'shift_direction', None) if getattr(model, 'is_shift', False) else None
+    if src is None or own is None or src == own:
+        return None
+    return f'{src} -> {own}'
+
+
+def check_shift_direction(model, config, path):
+    """Resuming a run must not change the shift direction its checkpoint was trained with."""
+    change = shift_direction_change(config, model)
+    if change:
+        raise ValueError(f'{path}: the checkpoint was trained with shift direction {change.split()[0]} but '
+                         f'the model is built with {change.split()[-1]} (--shift_direction)')
 
 
 # ---------------------------------------------------------------------- configs of released files
@@ -399,6 +427,11 @@ def model_config_from_checkpoint(ckpt, path=None, **overrides):
             if channels is not None:
                 cfg['new_length'] = channels // CHANNELS[named['modality']]
     cfg['pretrain'] = overrides.pop('pretrain', 'none')
+    wanted = overrides.get('shift_direction')
+    recorded = cfg.get('shift_direction') if isinstance(ckpt, dict) and isinstance(ckpt.get('config'), dict) else None
+    if wanted is not None and recorded is not None and wanted != recorded:
+        raise ValueError(f'the checkpoint was trained with shift direction {recorded!r}; it cannot be '
+                         f'evaluated as {wanted!r} (drop --shift_direction)')
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     missing = [k for k in ('num_class', 'num_segments', 'modality', 'base_model') if k not in cfg]
     if missing:

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 import archs
 from ops.transforms import normalization_constants, normalize_uint8
-from ops.temporal_shift import make_temporal_pool, make_temporal_shift, SHIFT_PLACES
+from ops.temporal_shift import make_temporal_pool, make_temporal_shift, SHIFT_DIRECTIONS, SHIFT_PLACES
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ class TSN(nn.Module):
                  partial_bn=True, print_spec=False, pretrain='imagenet', is_shift=False, shift_div=8,
                  shift_place='blockres', fc_lr5=False, temporal_pool=False, non_local=False, *,
                  temporal_module=None, first_conv_lr='tsm', input_size=224, input_mean=None, input_std=None,
-                 tin_shift_div=4, clip_weights=None, trust_jit_checkpoint=False, finetune_backbone=False):
+                 tin_shift_div=4, clip_weights=None, trust_jit_checkpoint=False, finetune_backbone=False,
+                 shift_direction='bi'):
         super().__init__()
         pretrain = 'none' if pretrain is None else pretrain  # TSM: anything but 'imagenet' is no init
         _check_choice('modality', modality, MODALITIES)
@@ -98,6 +99,14 @@ class TSN(nn.Module):
             raise ValueError('temporal_pool needs the temporal shift (is_shift / temporal_module="tsm")')
         if temporal_pool and num_segments % 2 != 0:
             raise ValueError(f'temporal_pool needs an even num_segments, got {num_segments}')
+        _check_choice('shift_direction', shift_direction, SHIFT_DIRECTIONS)
+        if shift_direction == 'uni':
+            # The online model must be causal: every frame may only see itself and the past.
+            if temporal_module != 'tsm':
+                raise ValueError("shift_direction='uni' needs the temporal shift (is_shift / temporal_module='tsm')")
+            if temporal_pool or non_local:
+                raise ValueError("shift_direction='uni' (online TSM) is causal; temporal_pool and non_local mix "
+                                 'future frames into the present and cannot be combined with it')
 
         self.num_class = num_class
         self.num_segments = num_segments
@@ -113,6 +122,7 @@ class TSN(nn.Module):
         self.is_shift = temporal_module == 'tsm'
         self.shift_div = shift_div
         self.shift_place = shift_place
+        self.shift_direction = shift_direction
         self.tin_shift_div = tin_shift_div
         self.fc_lr5 = fc_lr5
         self.temporal_pool = temporal_pool
@@ -171,7 +181,7 @@ class TSN(nn.Module):
         self.is_video_model = bool(getattr(net, 'is_video_model', False))
         if self.temporal_module == 'tsm':
             make_temporal_shift(net, T, n_div=self.shift_div, place=self.shift_place,
-                                temporal_pool=self.temporal_pool)
+                                temporal_pool=self.temporal_pool, direction=self.shift_direction)
         elif self.temporal_module == 'tin':
             from ops.tin import make_temporal_interlace
             make_temporal_interlace(net, T, shift_div=self.tin_shift_div)
@@ -280,7 +290,7 @@ class TSN(nn.Module):
             'non_local': self.non_local, 'temporal_module': self.temporal_module,
             'first_conv_lr': self.first_conv_lr, 'input_size': self.input_size,
             'input_mean': list(self._input_mean), 'input_std': list(self._input_std),
-            'tin_shift_div': self.tin_shift_div,
+            'tin_shift_div': self.tin_shift_div, 'shift_direction': self.shift_direction,
         }
         if self.arch in archs.ILA_BACKBONES:
             cfg.update(self._ila_kwargs)

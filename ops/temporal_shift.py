@@ -15,6 +15,8 @@ import torchvision
 logger = logging.getLogger(__name__)
 
 SHIFT_PLACES = ('blockres', 'block')
+# 'bi': TSM's offline shift (one fold from t+1, one from t-1); 'uni': the online shift (one fold from t-1).
+SHIFT_DIRECTIONS = ('bi', 'uni')
 
 
 def _split_time(x, n_segment):
@@ -48,15 +50,15 @@ def _shift(x, n_segment, fold_div, adjoint=False):
 class _Shift(torch.autograd.Function):
     # Autograd through _shift's slice assignments would build a zero-filled full-size gradient per
     # slice and sum them (about 8x the forward's time on CPU); the adjoint of a shift is the opposite
-    # shift, which costs what the forward costs.
+    # shift, which costs what the forward costs. fn: _shift or _shift_uni.
     @staticmethod
-    def forward(ctx, x, n_segment, fold_div):
-        ctx.n_segment, ctx.fold_div = n_segment, fold_div
-        return _shift(x, n_segment, fold_div)
+    def forward(ctx, x, n_segment, fold_div, fn):
+        ctx.n_segment, ctx.fold_div, ctx.fn = n_segment, fold_div, fn
+        return fn(x, n_segment, fold_div)
 
     @staticmethod
     def backward(ctx, grad):
-        return _shift(grad, ctx.n_segment, ctx.fold_div, adjoint=True), None, None
+        return ctx.fn(grad, ctx.n_segment, ctx.fold_div, adjoint=True), None, None, None
 
 
 def shift(x, n_segment, fold_div=8):
@@ -71,7 +73,55 @@ def shift(x, n_segment, fold_div=8):
     """
     if torch.jit.is_tracing() or torch.compiler.is_exporting():
         return shift_for_export(x, n_segment, fold_div)
-    return _Shift.apply(x, n_segment, fold_div)
+    return _Shift.apply(x, n_segment, fold_div, _shift)
+
+
+def _shift_uni(x, n_segment, fold_div, adjoint=False):
+    """The uni-directional shift (adjoint=False: fold <- t-1) or its adjoint (fold <- t+1)."""
+    x5 = _split_time(x, n_segment)  # (N, T, C, H, W)
+    fold = x5.shape[2] // fold_div
+    out = torch.empty_like(x)
+    o5 = out.view(x5.shape)
+    if adjoint:
+        o5[:, :-1, :fold] = x5[:, 1:, :fold]
+        o5[:, -1:, :fold] = 0
+    else:
+        o5[:, 1:, :fold] = x5[:, :-1, :fold]
+        o5[:, :1, :fold] = 0
+    o5[:, :, fold:] = x5[:, :, fold:]
+    return out
+
+
+def shift_uni(x, n_segment, fold_div=8):
+    """Online (causal) shift, as TSM's online demo: only the past reaches the present.
+
+    x: (N*T, C, H, W). With fold = C // fold_div, output at time t:
+      channels [0, fold)  <- x at t-1 (zero at t = 0)
+      channels [fold, C)  <- x at t
+    So the output at t depends on frames 0..t only, and a stream can compute it frame by frame from the
+    previous frame's first fold (ops/online.py).
+    """
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return _shift_uni_traceable(x, n_segment, fold_div)
+    return _Shift.apply(x, n_segment, fold_div, _shift_uni)
+
+
+def _shift_uni_traceable(x, n_segment, fold_div):
+    # The same values from slices and torch.cat: the legacy ONNX tracer drops slice writes into an
+    # empty_like buffer (the exported graph then ignores x), and autograd Functions do not export.
+    x5 = _split_time(x, n_segment)  # (N, T, C, H, W)
+    fold = x5.shape[2] // fold_div
+    past = torch.cat((torch.zeros_like(x5[:, :1, :fold]), x5[:, :-1, :fold]), dim=1)  # (N, T, fold, H, W)
+    return torch.cat((past, x5[:, :, fold:]), dim=2).reshape(x.shape)
+
+
+def shift_fn(direction):
+    """The shift function of a direction ('bi' or 'uni')."""
+    if direction == 'bi':
+        return shift
+    if direction == 'uni':
+        return shift_uni
+    raise ValueError(f'unknown shift direction {direction!r}; allowed: {SHIFT_DIRECTIONS}')
 
 
 def shift_for_export(x, n_segment, fold_div=8):
@@ -119,6 +169,16 @@ class TemporalShift(nn.Module):
         return f'n_segment={self.n_segment}, fold_div={self.fold_div}'
 
 
+class TemporalShiftUni(TemporalShift):
+    """Applies ``shift_uni`` (the online, causal shift) to the input of ``net``; same keys as TemporalShift."""
+
+    def forward(self, x):
+        return self.net(shift_uni(x, self.n_segment, self.fold_div))
+
+    def extra_repr(self):
+        return super().extra_repr() + ', direction=uni'
+
+
 class TemporalPool(nn.Module):
     """Max-pools the input of ``net`` over time (halves the number of segments)."""
 
@@ -141,7 +201,7 @@ def _stage_segments(n_segment, temporal_pool):
     return [n_segment] * 4
 
 
-def make_temporal_shift(net, n_segment, n_div=8, place='blockres', temporal_pool=False):
+def make_temporal_shift(net, n_segment, n_div=8, place='blockres', temporal_pool=False, direction='bi'):
     """Insert temporal shifts into a backbone in place (and return it).
 
     ResNet: 'blockres' shifts the residual branch (wraps each block's conv1), 'block' shifts the
@@ -150,12 +210,20 @@ def make_temporal_shift(net, n_segment, n_div=8, place='blockres', temporal_pool
     MobileNetV2: shift before the first 1x1 conv of every inverted residual block that has an
     expansion layer and a residual connection ('blockres' only).
     BNInception: the input of stages 2..12 is shifted ('block' only).
+    direction 'uni' inserts the online shift (TemporalShiftUni); it is causal, so temporal pooling
+    (which mixes t and t+1) is refused with it.
     """
     from archs.bn_inception import BNInception
     from archs.mobilenet_v2 import MobileNetV2, InvertedResidual
 
     if place not in SHIFT_PLACES:
         raise ValueError(f'unknown shift place {place!r}; allowed: {SHIFT_PLACES}')
+    wrapper = {'bi': TemporalShift, 'uni': TemporalShiftUni}.get(direction)
+    if wrapper is None:
+        raise ValueError(f'unknown shift direction {direction!r}; allowed: {SHIFT_DIRECTIONS}')
+    if direction == 'uni' and temporal_pool:
+        raise ValueError('temporal pooling mixes future frames into the present; it cannot be used with '
+                         "the uni-directional (online) shift")
     if isinstance(net, torchvision.models.ResNet):
         segments = _stage_segments(n_segment, temporal_pool)
         n_round = 2 if len(net.layer3) >= 23 else 1
@@ -163,10 +231,10 @@ def make_temporal_shift(net, n_segment, n_div=8, place='blockres', temporal_pool
             stage = getattr(net, name)
             for i, b in enumerate(stage):
                 if place == 'block':
-                    stage[i] = TemporalShift(b, n_segment=seg, n_div=n_div)
+                    stage[i] = wrapper(b, n_segment=seg, n_div=n_div)
                 elif i % n_round == 0:
-                    b.conv1 = TemporalShift(b.conv1, n_segment=seg, n_div=n_div)
-        logger.info('temporal shift: %s, fold_div %d, n_round %d', place, n_div, n_round)
+                    b.conv1 = wrapper(b.conv1, n_segment=seg, n_div=n_div)
+        logger.info('temporal shift: %s %s, fold_div %d, n_round %d', direction, place, n_div, n_round)
         return net
     if temporal_pool:
         raise NotImplementedError(f'temporal pooling is defined for ResNets only, not {type(net).__name__}')
@@ -175,14 +243,14 @@ def make_temporal_shift(net, n_segment, n_div=8, place='blockres', temporal_pool
             raise ValueError("MobileNetV2 supports shift_place='blockres' only (residual shift)")
         for m in net.modules():
             if isinstance(m, InvertedResidual) and m.expand and m.use_res_connect:
-                m.conv[0] = TemporalShift(m.conv[0], n_segment=n_segment, n_div=n_div)
+                m.conv[0] = wrapper(m.conv[0], n_segment=n_segment, n_div=n_div)
         return net
     if isinstance(net, BNInception):
         if place != 'block':
             # TSM's residual form relu(x + stage(shift(x))) cannot add inputs and outputs of
             # different widths (e.g. 64 -> 192 channels), so only the plain shift is defined.
             raise ValueError("BNInception supports shift_place='block' only")
-        net.set_temporal_shift(n_segment, n_div)
+        net.set_temporal_shift(n_segment, n_div, direction=direction)
         return net
     raise NotImplementedError(f'temporal shift is not defined for {type(net).__name__}; '
                               'supported: torchvision ResNet, MobileNetV2, BNInception')

@@ -8,6 +8,7 @@
     python scripts/benchmark.py shift                        # shift (and TIN) time / wrapped conv1 time
     python scripts/benchmark.py mml                          # logit exchange / step time, 2 and 3 gloo ranks
     python scripts/benchmark.py vs_reference --reference ../temporal-shift-module   # ours vs TSM's code
+    python scripts/benchmark.py online --arch mobilenetv2    # streaming step vs one 2D frame vs clip / 8
 
 Every subcommand prints a table, or one JSON object with --json. Timed regions exclude warm-up
 iterations; figures are medians over --repeats. The 1-minute load average is recorded before and
@@ -812,6 +813,83 @@ def cmd_mml(args):
 
 
 # ---------------------------------------------------------------------------------------------------
+# online (streaming TSM, ops/online.py)
+
+ONLINE_ARCHS = ('mobilenetv2', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'BNInception')
+
+
+def _percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def cmd_online(args):
+    from ops.online import state_nbytes, to_streaming
+    device = setup(args)
+    env = environment(device)
+    dtype = AMP_DTYPES[args.dtype]
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    place = args.shift_place or ('block' if args.arch == 'BNInception' else 'blockres')
+    size, T = args.input_size, args.num_segments
+    common = dict(num_class=args.num_class, modality='RGB', base_model=args.arch, pretrain='none',
+                  dropout=0.5, input_size=size)
+
+    def prepare(model):
+        model = model.eval().to(device=device, dtype=dtype)
+        return to_channels_last(model) if args.channels_last else model
+
+    torch.manual_seed(0)
+    uni = prepare(TSN(num_segments=T, is_shift=True, shift_div=args.shift_div, shift_place=place,
+                      shift_direction='uni', **common))
+    plain = prepare(TSN(num_segments=1, **common))
+    stream = to_streaming(uni)
+    frame = torch.randn(1, 3, size, size, device=device, dtype=dtype).contiguous(memory_format=fmt)
+    clip = torch.randn(1, T * 3, size, size, device=device, dtype=dtype).contiguous(memory_format=fmt)
+    state = [stream.initial_state(1, size, size, dtype=dtype, device=device)]
+
+    def step():
+        _, state[0] = stream(frame, state[0])
+
+    fns = {'step': step, 'plain_frame': lambda: plain(frame), 'offline_clip': lambda: uni(clip)}
+    times = {name: [] for name in fns}
+    with torch.no_grad():
+        # Interleaved, one call of each case per round: on a shared machine a change of load then hits
+        # every case alike, and the ratios stay meaningful.
+        for name, fn in fns.items():
+            time_calls(fn, device, args.warmup, 0)
+        for _ in range(args.repeats):
+            for name, fn in fns.items():
+                times[name] += time_calls(fn, device, 0, 1)
+    rows = []
+    for name, what, per in (('step', 'streaming step (1 frame, cached shift)', 1),
+                            ('plain_frame', 'plain 2D backbone, 1 frame', 1),
+                            ('offline_clip', f'offline uni TSM, {T}-frame clip / {T}', T)):
+        ms = [1e3 * t / per for t in times[name]]
+        rows.append({'case': name, 'what': what, 'median_ms': statistics.median(ms), 'p95_ms': _percentile(ms, 0.95),
+                     'min_ms': min(ms)})
+    by = {r['case']: r['median_ms'] for r in rows}
+    best = {r['case']: r['min_ms'] for r in rows}
+    for r in rows:
+        r['vs_plain'] = r['median_ms'] / by['plain_frame']
+        # the fastest round is the least disturbed by other processes on a shared machine
+        r['min_vs_plain'] = r['min_ms'] / best['plain_frame']
+    result = {'subcommand': 'online', 'env': env, 'arch': args.arch, 'shift_place': place,
+              'shift_div': args.shift_div, 'num_segments': T, 'input_size': size, 'dtype': args.dtype,
+              'channels_last': args.channels_last, 'repeats': args.repeats, 'cases': rows,
+              'step_vs_plain': by['step'] / by['plain_frame'], 'step_vs_plain_min': best['step'] / best['plain_frame'],
+              'step_vs_offline_per_frame': by['step'] / by['offline_clip'],
+              'state_tensors': len(state[0]), 'state_kib': state_nbytes(state[0]) / 1024}
+    title = (f"online TSM {args.arch} ({place}, 1/{args.shift_div} cached), batch 1, {size}x{size}, "
+             f"{PEAK_KEYS[args.dtype]}{', channels_last' if args.channels_last else ''}, median and p95 of "
+             f"{args.repeats} interleaved rounds; "
+             f"state {len(state[0])} tensors, {result['state_kib']:.1f} KiB")
+    return emit(args, result, rows, [('what', 'per frame', '{}'), ('median_ms', 'median ms', '{:.2f}'),
+                                     ('p95_ms', 'p95 ms', '{:.2f}'), ('min_ms', 'min ms', '{:.2f}'),
+                                     ('vs_plain', 'x plain (median)', '{:.3f}'),
+                                     ('min_vs_plain', 'x plain (min)', '{:.3f}')], title)
+
+
+# ---------------------------------------------------------------------------------------------------
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -885,6 +963,19 @@ def get_args_parser():
     p.add_argument('--batch_size', type=int, default=4)
     p.add_argument('--num_class', type=int, default=174)
     p.set_defaults(func=cmd_mml)
+
+    p = sub.add_parser('online', help='streaming TSM per-frame latency vs a plain 2D frame and the offline clip')
+    add_common(p, warmup=5, repeats=50)
+    p.add_argument('--arch', default='mobilenetv2', choices=ONLINE_ARCHS)
+    p.add_argument('--shift_div', type=int, default=8)
+    p.add_argument('--shift_place', default=None, choices=SHIFT_PLACES,
+                   help='default: blockres (block for BNInception)')
+    p.add_argument('--num_segments', type=int, default=8, help='frames of the offline clip')
+    p.add_argument('--input_size', type=int, default=224)
+    p.add_argument('--num_class', type=int, default=27, help='head size (27: Jester, TSM\'s online demo)')
+    p.add_argument('--dtype', default='off', choices=AMP_MODES, help='model and input dtype (off = fp32)')
+    p.add_argument('--channels_last', action='store_true')
+    p.set_defaults(func=cmd_online)
     return parser
 
 

@@ -130,7 +130,8 @@ def run_cli():
 
 @pytest.fixture(scope='session')
 def tiny_checkpoint():
-    """write(path, modality, seed, shift=True, random_bn_stats=False) -> path of a real checkpoint file:
+    """write(path, modality, seed, shift=True, random_bn_stats=False, shift_direction='bi') -> path of a
+    real checkpoint file:
     a random resnet18 TSN/TSM, 8 classes, 4 segments, input 32, with a non-trivial head (the default
     std-0.001 head gives near-equal logits) and optionally non-trivial BN statistics (so eval-mode BN
     matters)."""
@@ -138,10 +139,10 @@ def tiny_checkpoint():
     from ops.checkpoint import save_checkpoint
     from ops.models import TSN
 
-    def write(path, modality, seed, shift=True, random_bn_stats=False):
+    def write(path, modality, seed, shift=True, random_bn_stats=False, shift_direction='bi'):
         torch.manual_seed(seed)
         model = TSN(8, 4, modality, base_model='resnet18', is_shift=shift, pretrain='none', input_size=32,
-                    dropout=0.5)
+                    dropout=0.5, shift_direction=shift_direction)
         with torch.no_grad():
             model.new_fc.weight.normal_(0, 0.5)
             for m in model.modules():
