@@ -29,7 +29,7 @@ from ops.mixing import mix_batch
 from ops.models import TSN, to_channels_last
 from ops.mutual import check_alignment, mutual_kl, peer_mean_logits, video_id_hash
 from ops.sampler import ShardSampler
-from ops.transforms import build_transform
+from ops.transforms import build_transform, parse_flip_pairs
 from ops.utils import AverageMeter, rng_state, seed_everything, set_rng_state, topk_correct
 from ops.video_io import backend_info
 
@@ -130,7 +130,7 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
     scales = RGB_SCALES if (aligned and len(set(all_modalities)) > 1) else None
     transform = build_transform(train, modality, input_size=model.crop_size,
                                 scale_size=args.scale_size or model.scale_size, flip=args.hflip, scales=scales,
-                                flip_pairs={k: v for a, b in args.flip_label_pairs for k, v in ((a, b), (b, a))},
+                                flip_pairs=parse_flip_pairs(args.flip_label_pairs),
                                 color_jitter=args.color_jitter, grayscale=args.grayscale,
                                 random_erasing=args.random_erasing, **(norm or model.normalization()))
     aligned_frames = aligned_lengths = None

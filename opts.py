@@ -519,10 +519,11 @@ def _derive_recipe(args, spec):
             pairs.update({a: b, b: a})
     else:
         pairs = parse_flip_pairs(args.flip_pairs)
-    args.flip_label_pairs = sorted([a, b] for a, b in pairs.items() if a < b)
-    if any(b >= spec.num_class for _, b in args.flip_label_pairs):
+    if any(c >= spec.num_class for c in pairs):
         raise ValueError(f"--flip_pairs names classes beyond the dataset's {spec.num_class} classes: "
-                         f"{args.flip_label_pairs}")
+                         f"{sorted(pairs)}")
+    # canonical text 'a:b,c:d' (saved in args.json); ops.transforms.parse_flip_pairs reads it back
+    args.flip_label_pairs = ",".join(f"{a}:{b}" for a, b in sorted(pairs.items()) if a < b)
     if args.ila_pair_net == "auto":
         args.ila_pair_net = spec.ila_pair_net
     args.adam_betas = list(args.adam_betas)

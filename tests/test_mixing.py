@@ -104,3 +104,38 @@ def test_two_modality_ranks_with_the_same_seed_mix_identically(tmp_path):
     assert all(p.returncode == 0 for p in procs)
     assert rgb == flow                                   # same targets (pairs, lam) and same box, every step
     assert len({json.dumps(v['targets']) for v in rgb.values()}) == 6
+
+
+def _parse(tmp_path, *extra, dataset='mydata'):
+    from opts import parse_args
+    lst = tmp_path / 'list.txt'
+    lst.write_text('a 10 0\n')
+    return parse_args([dataset, 'RGB', '--root_path', str(tmp_path), '--train_list', str(lst), '--val_list',
+                       str(lst), '--num_class', '200', *extra])
+
+
+def test_recipe_options_resolve_flip_traits_and_pairs(tmp_path):
+    args = _parse(tmp_path)
+    assert args.hflip and args.flip_label_pairs == '' and args.ila_pair_net == 'k400'   # unregistered: flip on
+    args = _parse(tmp_path, dataset='something')
+    assert not args.hflip and args.flip_label_pairs == '86:87,93:94,166:167' and args.ila_pair_net == 'ssv2'
+    args = _parse(tmp_path, '--flip', 'on', '--flip_pairs', '3:1', dataset='something')
+    assert args.hflip and args.flip_label_pairs == '1:3'
+    assert _parse(tmp_path, '--flip', 'off').hflip is False
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--flip_pairs', '1:2', '--flip', 'off'], 'flipping is off'),
+    (['--flip_pairs', '1:250'], 'beyond'),
+    (['--flip_pairs', '1-2'], '--flip_pairs'),
+    (['--label_smoothing', '1.0'], '--label_smoothing'),
+    (['--mixup', '-1'], 'Beta alphas'),
+    (['--color_jitter', '2'], '--color_jitter'),
+    (['--adam_betas', '0.9', '0.98'], 'adamw'),
+    (['--mixup', '0.8', '--teacher_scores', 'x.npz'], 'unmixed'),
+    (['--teacher_weight_list', 'held.txt'], 'softmin_dataset only'),
+])
+def test_recipe_options_reject_bad_values(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exc:
+        _parse(tmp_path, *extra)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
