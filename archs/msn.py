@@ -136,6 +136,13 @@ class DeformableConv2d(nn.Module):
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the DS-ME DCNs had a bias hold none: that conv is a zero bias.
+        key = prefix + 'conv.bias'
+        if self.conv.bias is not None and key not in state_dict and prefix + 'conv.weight' in state_dict:
+            state_dict[key] = torch.zeros_like(self.conv.bias)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x):
         # torchvision's kernels turn a NaN sampling position into an integer index and read outside the
         # map (a segfault on CPU). A NaN offset samples the regular grid instead; a NaN in x still

@@ -412,3 +412,13 @@ def test_view_softmax_averages_per_view_probabilities():
                                torch.tensor([[1 / (1 + r3), r3 / (1 + r3)]]))   # softmax of mean logits
     with pytest.raises(ValueError, match='exclusive'):
         video_scores(views, softmax=True, view_softmax=True)
+
+
+def test_checkpoints_without_dcn_bias_still_load_as_zero_bias():
+    torch.manual_seed(0)
+    model = msn_resnet(18, num_segments=2, init='zero_offset')
+    old = {k: v for k, v in model.state_dict().items() if not k.endswith(('dcn3.conv.bias', 'dcn5.conv.bias'))}
+    assert len(old) < len(model.state_dict())
+    fresh = msn_resnet(18, num_segments=2)
+    fresh.load_state_dict(old)                                    # strict
+    assert not fresh.layer3[1].excite.dcn5.conv.bias.any()
