@@ -27,11 +27,12 @@ from ops.checkpoint import (check_shift_direction, load_checkpoint, load_weights
 from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, check_list_counts, pair_records,
                          parse_list, worker_init_fn)
 from ops.dataset_config import data_record, frames_per_segment, resolve_dataset
+from ops.mixing import mix_batch
 from ops.models import TSN, to_channels_last
 from ops.mutual import aligned_keep_mask, mutual_kl, peer_mean_logits, video_id_hash
 from ops.rundir import RunDirError, check_run_config, lock_run_dir, release_run_dirs
 from ops.sampler import ShardSampler
-from ops.transforms import build_transform
+from ops.transforms import build_transform, parse_flip_pairs
 from ops.utils import AverageMeter, rng_state, seed_everything, set_rng_state, topk_correct
 from ops.video_io import backend_info
 
@@ -89,12 +90,12 @@ def build_model(args, modality, num_class):
         is_shift=args.temporal_module == "tsm", shift_div=args.shift_div, shift_place=args.shift_place,
         fc_lr5=fc_lr5(args), temporal_pool=args.temporal_pool, non_local=args.non_local,
         temporal_module=args.temporal_module, first_conv_lr=args.first_conv_lr,
-        shift_direction=args.shift_direction)
+        shift_direction=args.shift_direction, motion_init=args.motion_init)
     if args.input_size:
         kwargs["input_size"] = args.input_size
     if args.arch.startswith("ila_"):
         kwargs.update(clip_weights=args.clip_weights, trust_jit_checkpoint=args.trust_jit_checkpoint,
-                      finetune_backbone=args.finetune_backbone)
+                      finetune_backbone=args.finetune_backbone, ila_pair_net=args.ila_pair_net)
     return TSN(**kwargs)
 
 
@@ -155,22 +156,34 @@ def claim_run_dir(args, run_dir):
         raise SystemExit(f"error: {exc}") from None
 
 
+def loader_output(args):
+    """What the loaders return: uint8 clips (normalised by the model on its device), or normalised float
+    clips when the batch is mixed (mixup/cutmix blend normalised clips) or erased (random erasing fills
+    normalised zeros, which no uint8 value represents)."""
+    return "float" if (args.mixup or args.cutmix or args.random_erasing) else "uint8"
+
+
 def make_dataset(args, modality, split, records, spec, model, aligned, num_class, all_modalities,
-                 position=0, norm=None, new_length=None):
+                 position=0, norm=None, new_length=None, eval_transform=False):
     """One modality's dataset. `aligned`: every modality of the run shares temporal offsets (MML rule)
-    and crop geometry (RGB scales for all, as the MML fork). norm/new_length default to `model`'s."""
-    train = split == "train"
+    and crop geometry (RGB scales for all, as the MML fork). norm/new_length default to `model`'s.
+    eval_transform: videos of `split` read with evaluation sampling and transforms (held-out data)."""
+    train = split == "train" and not eval_transform
     scales = RGB_SCALES if (aligned and len(set(all_modalities)) > 1) else None
     transform = build_transform(train, modality, input_size=model.crop_size,
-                                scale_size=args.scale_size or model.scale_size, flip=spec.flip, scales=scales,
-                                **(norm or model.normalization()), output="uint8")
+                                scale_size=args.scale_size or model.scale_size, flip=args.hflip, scales=scales,
+                                flip_pairs=parse_flip_pairs(args.flip_label_pairs),
+                                color_jitter=args.color_jitter, grayscale=args.grayscale,
+                                random_erasing=args.random_erasing, **(norm or model.normalization()),
+                                output=loader_output(args))
     aligned_frames = aligned_lengths = None
     if aligned and train and args.num_modalities > 1:
         # one column per modality rank (RGB,RGB has two columns over the same records)
         aligned_frames = aligned_frame_counts({i: records[m] for i, m in enumerate(all_modalities)})
         aligned_lengths = [frames_per_segment(m, args.new_length) for m in all_modalities]
+    on_train = split == "train"
     return VideoDataSet(
-        spec.root_path if train else spec.val_root_path, spec.train_list if train else spec.val_list,
+        spec.root_path if on_train else spec.val_root_path, spec.train_list if on_train else spec.val_list,
         num_segments=args.num_segments,
         new_length=new_length or args.new_length or model.new_length, modality=modality,
         image_tmpl=spec.image_tmpl, transform=transform, mode="train" if train else "val",
@@ -179,11 +192,12 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
         dense_length=args.dense_length, dense_number=args.dense_number, seed=args.seed,
         strict=args.strict_data or not train, num_class=num_class, records=records[modality],
         aligned_num_frames=aligned_frames, aligned_new_lengths=aligned_lengths, aligned_position=position,
-        list_option="--train_list" if train else "--val_list")
+        list_option="--train_list" if on_train else "--val_list")
 
 
-def make_distill_dataset(args, modality, records, specs, model, teachers, num_class):
-    """Student modality + every teacher modality of each sample, with identical views (MultiModalDataSet)."""
+def make_distill_dataset(args, modality, records, specs, model, teachers, num_class, eval_transform=False):
+    """Student modality + every teacher modality of each sample, with identical views (MultiModalDataSet).
+    eval_transform: evaluation sampling and transforms (the held-out set of --teacher_weight_list)."""
     norms = {modality: (model.normalization(), None)}
     for teacher, m, cfg in zip(teachers.teachers, teachers.modalities, teachers.configs):
         if cfg["num_segments"] != args.num_segments:
@@ -197,7 +211,8 @@ def make_distill_dataset(args, modality, records, specs, model, teachers, num_cl
         norms.setdefault(m, (teacher.normalization(), cfg.get("new_length")))
     mods = list(norms)
     parts = {m: make_dataset(args, m, "train", records, specs[m], model, True, num_class, mods,
-                             norm=norms[m][0], new_length=norms[m][1]) for m in mods}
+                             norm=norms[m][0], new_length=norms[m][1], eval_transform=eval_transform)
+             for m in mods}
     return MultiModalDataSet(parts, seed=args.seed)
 
 
@@ -222,11 +237,23 @@ def build_optimizer(args, model):
         group.setdefault("lr_mult", 1)
         group.setdefault("decay_mult", 1)
     policies = [g for g in policies if g["params"]]
+    if args.param_groups == "uniform":
+        policies = uniform_param_groups(policies)
     if args.optimizer == "sgd":
         return torch.optim.SGD(policies, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     if args.optimizer == "adamw":
-        return torch.optim.AdamW(policies, lr=args.lr, weight_decay=args.weight_decay)
+        return torch.optim.AdamW(policies, lr=args.lr, weight_decay=args.weight_decay, betas=tuple(args.adam_betas))
     raise ValueError(f"unknown optimizer {args.optimizer!r}; choose from sgd, adamw")
+
+
+def uniform_param_groups(policies):
+    """--param_groups uniform: one group, lr x1 and weight decay x1 for every trained parameter.
+
+    What TDN's and MSN's main.py train with: they build SGD(policies, lr) from TSN's groups, but their
+    scheduler sets one lr for all groups and lr_mult / decay_mult are never applied. Parameters the
+    policies leave out (frozen BatchNorms of partial BN) stay out."""
+    params = [p for g in policies for p in g["params"]]
+    return [{"params": params, "lr_mult": 1, "decay_mult": 1, "name": "uniform"}]
 
 
 def lr_at(args, epoch_float):
@@ -348,8 +375,9 @@ class Trainer:
             set_rng_state(ckpt["rng"])
 
     # -- one step ----------------------------------------------------------------------------------
-    def forward_loss(self, clips, labels, video_ids, step_record, keep=None):
-        """keep: (B,) bool, mutual learning only: the samples every modality rank loaded alike."""
+    def forward_loss(self, clips, labels, video_ids, step_record, keep=None, targets=None):
+        """keep: (B,) bool, mutual learning only: the samples every modality rank loaded alike.
+        targets: (B, K) soft targets (label smoothing / mixing) replacing the hard labels in the CE terms."""
         args = self.args
         device = self.ctx.device
         student_in = clips[self.modality] if isinstance(clips, dict) else clips
@@ -357,7 +385,7 @@ class Trainer:
             logits = self.model(student_in)
         logits = logits.float()
         sel = None if keep is None or bool(keep.all()) else keep.nonzero().squeeze(1).to(device)
-        ce = masked_mean_loss(F.cross_entropy, logits, labels, sel)
+        ce = masked_mean_loss(F.cross_entropy, logits, labels if targets is None else targets, sel)
         terms = {"ce": ce}
         loss = ce
         if self.ctx.mutual_group is not None:
@@ -377,7 +405,8 @@ class Trainer:
                                            temperature=args.teacher_weight_temperature)
             else:
                 teacher = self.teacher_scores.lookup(video_ids, labels=labels.cpu(), device=device)
-            loss, ce_term, kd = distill_loss(logits, teacher, labels, temperature=args.distill_temperature,
+            loss, ce_term, kd = distill_loss(logits, teacher, labels if targets is None else targets,
+                                             temperature=args.distill_temperature,
                                              distill_weight=args.distill_weight, gt_weight=args.gt_weight)
             terms["ce"] = ce_term
             terms["distill"] = kd
@@ -444,7 +473,11 @@ class Trainer:
             record = {"step": step, "video_ids": video_ids} if dump is not None else None
             if record is not None and keep is not None:
                 record["keep"] = keep.clone()
-            logits, loss, terms = self.forward_loss(clips, labels, video_ids, record, keep)
+            clips, targets = mix_batch(clips, labels, self.raw_model.num_class, seed=args.seed, epoch=epoch,
+                                       step=step, replica=ctx.replica_index, mixup=args.mixup,
+                                       cutmix=args.cutmix, switch_prob=args.mix_switch_prob,
+                                       smoothing=args.label_smoothing)
+            logits, loss, terms = self.forward_loss(clips, labels, video_ids, record, keep, targets)
             stop, nonfinite = self.collective_flags(loss.detach())
             if nonfinite:
                 raise FloatingPointError(
@@ -956,7 +989,17 @@ def run(args, ctx):
         return metrics
 
     if teachers is not None and args.teacher_weighting == "softmin_dataset" and not args.teacher_weights:
-        trainer.fixed_teacher_weights = dataset_teacher_weights(args, ctx, teachers, train_loader, train_sampler)
+        weight_loader, weight_sampler = train_loader, train_sampler
+        if args.teacher_weight_list:
+            held = held_out_records(args.teacher_weight_list, train_records, train_specs[modality].data_format)
+            held_set = make_distill_dataset(args, modality, held, train_specs, model, teachers, num_class,
+                                            eval_transform=True)
+            weight_sampler = ShardSampler(len(held_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
+                                          batch_size=batch, shuffle=False, drop_last=False)
+            weight_loader = make_loader(held_set, weight_sampler, batch, args.workers, ctx.device, args.seed)
+            logger.info("softmin_dataset: teacher CE on %d held-out videos of %s (evaluation transforms)",
+                        len(held_set), args.teacher_weight_list)
+        trainer.fixed_teacher_weights = dataset_teacher_weights(args, ctx, teachers, weight_loader, weight_sampler)
         logger.info("softmin_dataset teacher weights: %s", [round(w, 4) for w in trainer.fixed_teacher_weights])
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
 
@@ -991,6 +1034,19 @@ def run(args, ctx):
     if ctx.num_modalities > 1 and last_val is not None:
         mutual_summary(ctx, args, trainer.state.best_prec1, last_val)
     return result
+
+
+def held_out_records(list_file, train_records, data_format):
+    """--teacher_weight_list: the training records (every modality) of the videos the list names."""
+    wanted = [r.video_id for r in parse_list(list_file, data_format, option="--teacher_weight_list")]
+    first = next(iter(train_records.values()))
+    position = {r.video_id: i for i, r in enumerate(first)}
+    missing = [v for v in wanted if v not in position]
+    if missing:
+        raise SystemExit(f"--teacher_weight_list {list_file}: {len(missing)} videos are not in the training "
+                         f"list, e.g. {missing[:3]}")
+    rows = sorted({position[v] for v in wanted})
+    return {m: [records[i] for i in rows] for m, records in train_records.items()}
 
 
 @torch.no_grad()

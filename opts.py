@@ -201,6 +201,7 @@ def get_train_parser():
     g.add_argument("--finetune_backbone", action="store_true", help="unfreeze the CLIP weights")
     g.add_argument("--align_weight", type=float, default=1.0, help="weight of the ILA alignment loss")
     _add_online_options(p, test=False)
+    _add_recipe_options(p)
     return p
 
 
@@ -283,6 +284,7 @@ def _derive_train(args):
         args.channels_last = args.amp == "bf16"
     if args.clip_gradient == 0:
         args.clip_gradient = None
+    _derive_recipe(args, spec)
     args.num_modalities = len(args.modalities)
     args.store_names = [store_name(args, m, r) for r, m in enumerate(args.modalities)]
 
@@ -350,6 +352,7 @@ def _validate_train(parser, args):
         err(f"--run_name {args.run_name!r} must be a plain folder name")
     if args.arch.startswith("ila_") and args.temporal_module is not None:
         err("ILA models do their own temporal modelling; drop --shift/--temporal_module")
+    _validate_recipe(parser, args)
     _validate_run_options(parser, args)
 
 
@@ -430,6 +433,9 @@ def get_test_parser(prog="test_models.py", description=None):
                    help="K random uniform clips per video (seeded, ILA protocol)")
     p.add_argument("--coeff", default=None, help="comma floats, one per weight (default 1)")
     p.add_argument("--softmax", action="store_true", help="softmax AFTER averaging logits over views")
+    p.add_argument("--view_softmax", action="store_true",
+                   help="softmax of every view, then the average (TDN/MSN pkl_to_results.py, ILA); "
+                        "exclusive with --softmax")
     p.add_argument("--batch_size", type=int, default=1, help="videos per loader batch")
     p.add_argument("--max_views_per_batch", type=int, default=64,
                    help="views sent to the model at once (memory bound; results do not depend on it)")
@@ -492,6 +498,8 @@ def parse_test_args(argv=None, parser=None):
     if args.dense_sample and args.random_sample:
         parser.error("--dense_sample and --random_sample are exclusive")
     _refuse_twice_with_dense(parser, args)
+    if args.softmax and args.view_softmax:
+        parser.error("--softmax (after averaging logits) and --view_softmax (before averaging) are exclusive")
     if args.random_clips is not None and (args.dense_sample or args.random_sample or args.twice_sample):
         parser.error("--random_clips is its own clip protocol; drop --dense/--random/--twice_sample")
     if args.random_clips is not None and args.random_clips < 1:
@@ -541,3 +549,94 @@ def _validate_online(parser, args):
     if args.temporal_pool or args.non_local:
         parser.error("--shift_direction uni is causal (online); --temporal_pool and --non_local mix future "
                      "frames into the present and cannot be combined with it")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reference recipes (issue 15): parameter groups, MSN/TDN initialisation, flips with label swaps,
+# label smoothing, mixup/cutmix, colour augmentations, AdamW betas, held-out teacher weighting.
+# ----------------------------------------------------------------------------------------------------
+
+PARAM_GROUPS = ("tsm", "uniform")
+FLIP_MODES = ("auto", "on", "off")
+ILA_PAIR_NETS = ("auto", "k400", "ssv2")
+
+
+def _add_recipe_options(p):
+    g = p.add_argument_group("reference recipes (augmentation, loss, optimiser)")
+    g.add_argument("--param_groups", default="tsm", choices=PARAM_GROUPS,
+                   help="tsm: TSM's groups (BN and bias without decay, bias lr x2, x5/x10 head); uniform: "
+                        "every parameter at lr x1 with weight decay (what TDN/MSN's main.py trains with)")
+    g.add_argument("--motion_init", default="reference", choices=("reference", "zero_offset"),
+                   help="MSN/TDN new modules: reference = the FBResNet re-init N(0, sqrt(2/(k*k*C_out))) "
+                        "(DCN offsets start random); zero_offset = PyTorch defaults, DCNs start as plain convs")
+    g.add_argument("--flip", default="auto", choices=FLIP_MODES,
+                   help="random horizontal flip in training: auto = the dataset's registry trait (off for "
+                        "Something-Something and Jester; on for unregistered datasets)")
+    g.add_argument("--flip_pairs", default=None,
+                   help="classes swapped when a clip is flipped, 'a:b,c:d' ('none' for no swap); default: the "
+                        "registry's (Something v1/v2: 86:87,93:94,166:167 as TDN/MSN)")
+    g.add_argument("--label_smoothing", type=float, default=0.0, help="soft-target CE with eps/K off-targets")
+    g.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0 = off; ILA 0.8)")
+    g.add_argument("--cutmix", type=float, default=0.0, help="cutmix Beta alpha (0 = off; ILA 1.0)")
+    g.add_argument("--mix_switch_prob", type=float, default=0.5,
+                   help="with both mixup and cutmix: probability of cutmix for a batch")
+    g.add_argument("--color_jitter", type=float, default=0.0,
+                   help="probability of colour jitter (brightness/contrast .4, saturation .2, hue .1; ILA 0.8)")
+    g.add_argument("--grayscale", type=float, default=0.0, help="probability of grayscale (ILA 0.2)")
+    g.add_argument("--random_erasing", type=float, default=0.0, help="probability of random erasing (ILA 0.25)")
+    g.add_argument("--adam_betas", type=float, nargs=2, default=(0.9, 0.999), metavar=("B1", "B2"),
+                   help="AdamW betas (ILA 0.9 0.98)")
+    g.add_argument("--ila_pair_net", default="auto", choices=ILA_PAIR_NETS,
+                   help="ILA pair network: k400 (depthwise-separable, ILA master) or ssv2 (two 3x3 convs, ILA's "
+                        "SSV2 branch); auto = the dataset's registry trait (ssv2 on Something v1/v2)")
+    g.add_argument("--teacher_weight_list", default=None,
+                   help="softmin_dataset: list of held-out training videos (training-list format) on which "
+                        "the teachers' CE is measured with evaluation transforms (default: the training set "
+                        "with training augmentation)")
+    return g
+
+
+def _derive_recipe(args, spec):
+    """Derived values of the recipe options (called from _derive_train)."""
+    from ops.transforms import parse_flip_pairs
+    args.hflip = {"on": True, "off": False, "auto": spec.flip}[args.flip]
+    if args.flip_pairs is None:
+        pairs = {}
+        for a, b in spec.flip_pairs:
+            pairs.update({a: b, b: a})
+    else:
+        pairs = parse_flip_pairs(args.flip_pairs)
+    if any(c >= spec.num_class for c in pairs):
+        raise ValueError(f"--flip_pairs names classes beyond the dataset's {spec.num_class} classes: "
+                         f"{sorted(pairs)}")
+    # canonical text 'a:b,c:d' (saved in args.json); ops.transforms.parse_flip_pairs reads it back
+    args.flip_label_pairs = ",".join(f"{a}:{b}" for a, b in sorted(pairs.items()) if a < b)
+    if args.ila_pair_net == "auto":
+        args.ila_pair_net = spec.ila_pair_net
+    args.adam_betas = list(args.adam_betas)
+
+
+def _validate_recipe(parser, args):
+    err = parser.error
+    for name in ("color_jitter", "grayscale", "random_erasing", "mix_switch_prob"):
+        if not 0 <= getattr(args, name) <= 1:
+            err(f"--{name} is a probability in [0, 1], got {getattr(args, name)}")
+    if not 0 <= args.label_smoothing < 1:
+        err(f"--label_smoothing must be in [0, 1), got {args.label_smoothing}")
+    if args.mixup < 0 or args.cutmix < 0:
+        err("--mixup and --cutmix are Beta alphas >= 0 (0 = off)")
+    if not all(0 <= b < 1 for b in args.adam_betas):
+        err(f"--adam_betas must be in [0, 1), got {args.adam_betas}")
+    if args.adam_betas != [0.9, 0.999] and args.optimizer != "adamw":
+        err("--adam_betas applies to --optimizer adamw")
+    if args.flip_pairs not in (None, "none", "") and not args.hflip:
+        err("--flip_pairs swaps labels of flipped clips, but flipping is off (add --flip on)")
+    if (args.mixup > 0 or args.cutmix > 0) and args.teacher_weighting == "softmin_sample":
+        err("--teacher_weighting softmin_sample needs each sample's own label; it cannot be combined with "
+            "--mixup/--cutmix")
+    if (args.mixup > 0 or args.cutmix > 0) and args.teacher_scores:
+        err("--teacher_scores are logits of unmixed videos; they cannot teach --mixup/--cutmix batches")
+    if args.teacher_weight_list and args.teacher_weighting != "softmin_dataset":
+        err("--teacher_weight_list is used by --teacher_weighting softmin_dataset only")
+    if args.teacher_weight_list and not os.path.isfile(args.teacher_weight_list):
+        err(f"--teacher_weight_list: no such file {args.teacher_weight_list!r}")

@@ -4,7 +4,8 @@
     python test_models.py toy --weights rgb.pth.tar,flow.pth.tar --coeff 1,1.5 --save_scores s.npz
 
 Semantics (TSM): per video, the logits of every view (crops x clips, crop-major) are averaged; --softmax
-applies a softmax AFTER that average; an ensemble is the coefficient-weighted sum of the per-model scores
+applies a softmax AFTER that average (--view_softmax instead averages per-view softmaxes, TDN/MSN/ILA); an
+ensemble is the coefficient-weighted sum of the per-model scores
 (TSM also divided by the number of models, which changes no ranking). Models without a temporal module
 (TSN) run per frame and their frame logits are averaged, as in TSM. The model is rebuilt from the
 checkpoint's own configuration; flags only change the test protocol. Videos are sharded over torchrun /
@@ -404,7 +405,7 @@ def run(args, ctx):
     if args.csv_file:
         write_tsm_csv(args.csv_file, ids0, scores, names, models[0].spec.csv_top5)
     summary = dict(res, protocol=protocols, weights=args.weights_list, coeff=[m.coeff for m in models],
-                   softmax=args.softmax, seconds=elapsed)
+                   softmax=args.softmax, view_softmax=args.view_softmax, seconds=elapsed)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return res
@@ -414,7 +415,7 @@ def fused_scores(args, per_model, coeffs):
     """Per-model per-view logits (N, V_m, C) aligned to one video order -> video scores (N, C).
 
     The one aggregation of test_models.py and predict.py."""
-    return fuse([video_scores(lg, args.softmax) for lg in per_model], coeffs)
+    return fuse([video_scores(lg, args.softmax, args.view_softmax) for lg in per_model], coeffs)
 
 
 def split_feature_outputs(results, models, per_segment):

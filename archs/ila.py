@@ -36,6 +36,8 @@ CLIP_CONFIGS = {
                         output_dim=768),
     'vit_tiny': dict(width=32, layers=2, heads=2, patch_size=8, input_resolution=32, output_dim=16),
 }
+# Pair networks of the alignment module: ILA's master branch (Kinetics) and its SSV2 branch.
+PAIR_NETS = ('k400', 'ssv2')
 # Channels of the alignment module's pair network (the published model uses 256 for every size).
 ALIGN_DIMS = {'vit_b32': 256, 'vit_b16': 256, 'vit_l14': 256, 'vit_l14_336': 256, 'vit_tiny': 16}
 
@@ -190,27 +192,34 @@ class ILAAlign(nn.Module):
     The residual is zero at initialisation (``skip_align_fc`` and ``skip_inter_fc`` start at zero).
     """
 
-    def __init__(self, width, grid_size, align_dim=256, jitter=0.2):
+    def __init__(self, width, grid_size, align_dim=256, jitter=0.2, pair_net='k400'):
         super().__init__()
         if align_dim % 4:
             raise ValueError(f'align_dim must be a multiple of 4, got {align_dim}')
+        if pair_net not in PAIR_NETS:
+            raise ValueError(f'unknown pair_net {pair_net!r}; allowed: {PAIR_NETS}')
+        if grid_size // 4 < 1:
+            # Two 2x2 max-pools rounding down (as the reference) leave no cell below 4x4.
+            raise ValueError(f'ILA point prediction pools the {grid_size}x{grid_size} patch grid twice by 2 '
+                             f'(rounding down) and needs a grid of at least 4x4: raise the input size or '
+                             f'lower the patch size')
         self.grid_size = grid_size
         self.jitter = jitter
         self.token_fc = nn.Linear(width, width)
         self.token_ln = nn.LayerNorm(width)
-        # Pair network on (pre, cur) concatenated along channels: depthwise-separable conv, then 3x3.
-        self.interact = nn.Sequential(
-            *_conv_bn_relu(2 * width, 2 * width, 3, groups=2 * width),
-            *_conv_bn_relu(2 * width, align_dim, 1),
-            *_conv_bn_relu(align_dim, align_dim, 3),
-        )
+        self.pair_net = pair_net
+        # Pair network on (pre, cur) concatenated along channels, then a 3x3 conv. k400 (ILA master):
+        # depthwise-separable conv first; ssv2 (ILA's SSV2 branch): a full 3x3 conv first.
+        first = (_conv_bn_relu(2 * width, 2 * width, 3, groups=2 * width) + _conv_bn_relu(2 * width, align_dim, 1)
+                 if pair_net == 'k400' else _conv_bn_relu(2 * width, align_dim, 3))
+        self.interact = nn.Sequential(*first, *_conv_bn_relu(align_dim, align_dim, 3))
         hidden = align_dim // 2
-        # ceil_mode keeps at least one cell on tiny grids.
+        # Max-pools round down as the reference (14 -> 7 -> 3, 7 -> 3 -> 1).
         self.point_features = nn.Sequential(
             nn.Conv2d(align_dim, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden),
-            nn.MaxPool2d(2, ceil_mode=True), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2), nn.ReLU(inplace=True),
             nn.Conv2d(hidden, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden),
-            nn.MaxPool2d(2, ceil_mode=True), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2), nn.ReLU(inplace=True),
         )
         # Two groups: the pre frame's (x, y) from the first half of the features, cur's from the second.
         self.point_head = nn.Sequential(
@@ -269,9 +278,9 @@ class ILAAlign(nn.Module):
 class ILABlock(ResidualAttentionBlock):
     """CLIP block preceded by the alignment stage: x + residual, then the CLIP attention and MLP."""
 
-    def __init__(self, width, heads, grid_size, align_dim, jitter):
+    def __init__(self, width, heads, grid_size, align_dim, jitter, pair_net='k400'):
         super().__init__(width, heads)
-        self.ila = ILAAlign(width, grid_size, align_dim=align_dim, jitter=jitter)
+        self.ila = ILAAlign(width, grid_size, align_dim=align_dim, jitter=jitter, pair_net=pair_net)
 
     def forward(self, x, num_frames):
         residual, loss = self.ila(x, num_frames)
@@ -282,9 +291,9 @@ class ILAVisionTransformer(CLIPVisionTransformer):
     """CLIP image encoder with an ILA block everywhere. forward: (B*T, 3, S, S), T -> ((B*T, D), loss)."""
 
     def __init__(self, width, layers, heads, patch_size, input_resolution, output_dim, *, align_dim=256,
-                 jitter=0.2, grad_checkpoint=False):
+                 jitter=0.2, grad_checkpoint=False, pair_net='k400'):
         super().__init__(width, layers, heads, patch_size, input_resolution, output_dim,
-                         block_factory=lambda w, h, g: ILABlock(w, h, g, align_dim, jitter))
+                         block_factory=lambda w, h, g: ILABlock(w, h, g, align_dim, jitter, pair_net))
         self.grad_checkpoint = grad_checkpoint
 
     def forward(self, x, num_frames):
@@ -338,7 +347,8 @@ class ILAVideoModel(nn.Module):
 
     def __init__(self, num_segments, *, width, layers, heads, patch_size, input_resolution, output_dim,
                  align_dim=256, temporal_layers=1, jitter=0.2, jitter_decay_start=30, grad_checkpoint=False,
-                 clip_weights=None, trust_jit_checkpoint=False, finetune_backbone=False, input_size=None):
+                 clip_weights=None, trust_jit_checkpoint=False, finetune_backbone=False, input_size=None,
+                 pair_net='k400'):
         super().__init__()
         if num_segments < 2:
             raise ValueError(f'ILA aligns adjacent frames and needs num_segments >= 2, got {num_segments}')
@@ -349,7 +359,8 @@ class ILAVideoModel(nn.Module):
         self.base_jitter = jitter
         self.jitter_decay_start = jitter_decay_start
         self.visual = ILAVisionTransformer(width, layers, heads, patch_size, input_size, output_dim,
-                                           align_dim=align_dim, jitter=jitter, grad_checkpoint=grad_checkpoint)
+                                           align_dim=align_dim, jitter=jitter, grad_checkpoint=grad_checkpoint,
+                                           pair_net=pair_net)
         self.temporal = TemporalTransformer(output_dim, num_segments, layers=temporal_layers)
         # The SSv2 head of the published code: LayerNorm on the L2-normalised video feature (dropout and
         # the linear classifier come from TSN).

@@ -19,6 +19,13 @@ standard type (the deformable kernels are nn.Conv2d weights, so optimiser polici
 uses the model's number of segments (the reference hard-codes 8), and no squeeze() breaks batch 1.
 Convolutions whose bias is cancelled exactly (by a following BatchNorm in training, or by a
 difference of two outputs of the same conv) are bias-free, so no parameter is dead.
+
+Initialisation (init='reference', the default): as the reference backbone constructor (FBResNet in
+TDN's and MSN's ops/base_module.py), every nn.Conv2d inside the blocks' new modules (DS-ME / L-TDM,
+the DCN offset convs included) is drawn from N(0, sqrt(2 / (k*k*C_out))) after the model is built;
+the DCN kernels and their biases keep nn.Conv2d's default (kaiming-uniform) init, like the
+reference's DeformConv. init='zero_offset' keeps PyTorch's default init for those convs and starts
+every DCN as the plain bias-free conv (zero offsets, zero bias).
 """
 import copy
 import logging
@@ -37,6 +44,7 @@ CENTRE_FRAME = FRAMES_PER_SEGMENT // 2
 PRETRAIN_CHOICES = ('none', 'imagenet')  # anything else is a path to a local weights file
 LAYER1_FUSE = (0.75, 0.25)  # MSN's layer1 fusion, fixed for any number of segments
 VARIANTS = ('msn', 'tdn')
+MOTION_INITS = ('reference', 'zero_offset')
 
 
 def stem_fusion_weights(num_segments):
@@ -112,10 +120,12 @@ def _num_videos(nt, t):
 
 
 class DeformableConv2d(nn.Module):
-    """DCNv1 with an offset conv that starts at zero, so it starts as the plain conv `conv`.
+    """DCNv1: `offset` (a conv) predicts 2 k*k sampling offsets per pixel for the kernel `conv`.
 
-    The kernel lives in an nn.Conv2d (`conv`), so optimiser policies that collect Conv2d weights
-    train it (the reference's DeformConvPack kernels were silently left out of the optimiser).
+    The kernel and its bias live in an nn.Conv2d (`conv`), so optimiser policies that collect Conv2d
+    weights train them (the reference's DeformConvPack kernel and bias were silently left out of the
+    optimiser, so its bias stayed at its random init). Built with zero offsets; MSNResNet's init
+    decides the rest (see the module docstring).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, padding=0, bias=False):
@@ -125,6 +135,13 @@ class DeformableConv2d(nn.Module):
                                 padding=padding)
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the DS-ME DCNs had a bias hold none: that conv is a zero bias.
+        key = prefix + 'conv.bias'
+        if self.conv.bias is not None and key not in state_dict and prefix + 'conv.weight' in state_dict:
+            state_dict[key] = torch.zeros_like(self.conv.bias)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x):
         # torchvision's kernels turn a NaN sampling position into an integer index and read outside the
@@ -157,8 +174,9 @@ class MotionExcitation(nn.Module):
         self.reduce_bn = nn.BatchNorm2d(mid)
         self.context = nn.Conv3d(mid, mid, 3, padding=1, bias=False)
         self.context_bn = nn.BatchNorm3d(mid)
-        self.dcn3 = DeformableConv2d(mid, mid, 3, padding=1)
-        self.dcn5 = DeformableConv2d(mid, mid, 5, padding=2)
+        # The reference's DCNs have a bias; it is not cancelled (no BN follows before the abs).
+        self.dcn3 = DeformableConv2d(mid, mid, 3, padding=1, bias=True)
+        self.dcn5 = DeformableConv2d(mid, mid, 5, padding=2, bias=True)
         self.pool = nn.MaxPool2d(kernel_size=3, stride=1, padding=1)
         self.point = nn.Conv2d(mid, mid, 1, bias=False)
         self.point_bn = nn.BatchNorm2d(mid)
@@ -244,6 +262,30 @@ class LongTermDifference(nn.Module):
         return x + x * self.attention(x)
 
 
+def init_motion_modules_(excite_modules, init):
+    """Initialise the new modules of the blocks (DS-ME or L-TDM) in place; see the module docstring.
+
+    reference: nn.Conv2d weights ~ N(0, sqrt(2 / (k_h k_w C_out))), offset convs included (their
+    biases stay 0), except the DCN kernels, which keep nn.Conv2d's default weight and random bias
+    like the reference's DeformConv. zero_offset: PyTorch's default init, DCN offsets and bias zero.
+    """
+    if init not in MOTION_INITS:
+        raise ValueError(f"unknown init {init!r}; allowed: {MOTION_INITS}")
+    for excite in excite_modules:
+        dcn_kernels = {id(m.conv) for m in excite.modules() if isinstance(m, DeformableConv2d)}
+        for m in excite.modules():
+            if isinstance(m, DeformableConv2d):
+                nn.init.zeros_(m.offset.bias)
+                if init == 'zero_offset':
+                    nn.init.zeros_(m.offset.weight)
+                    if m.conv.bias is not None:
+                        nn.init.zeros_(m.conv.bias)
+            elif init == 'reference' and isinstance(m, nn.Conv2d) and id(m) not in dcn_kernels:
+                k_h, k_w = m.kernel_size
+                with torch.no_grad():
+                    m.weight.normal_(0, (2.0 / (k_h * k_w * m.out_channels)) ** 0.5)
+
+
 class LearnableShift(nn.Module):
     """Depthwise temporal conv (kernel 3, zero padding) that starts as the TSM shift.
 
@@ -320,7 +362,8 @@ class MSNResNet(nn.Module):
     `motion_layer1` form the short-term branch; blocks of layer2-4 gain `excite` and `shift`.
     """
 
-    def __init__(self, resnet, num_segments, variant='msn', stem_fuse=None, layer1_fuse=None):
+    def __init__(self, resnet, num_segments, variant='msn', stem_fuse=None, layer1_fuse=None,
+                 init='reference'):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; allowed: {VARIANTS}")
@@ -349,6 +392,24 @@ class MSNResNet(nn.Module):
             self.short_term = ShortTermPyramid(out_channels=resnet.conv1.out_channels)
         else:
             self.short_term = ShortTermDifference(resnet.conv1)
+        init_motion_modules_([b.excite for name in ('layer2', 'layer3', 'layer4')
+                              for b in getattr(self, name)], init)
+
+    def short_term_motion(self, x):
+        """The short-term branch on (N*T, 15, H, W).
+
+        MSN in training runs STP-ME once per segment index, as the reference (msn_net.py loops over
+        the segments): its BatchNorms normalise with the statistics of the N clips of one segment
+        index and update their running statistics T times per step. In eval mode the per-segment
+        and batched computations are the same function, so one batched call is made.
+        """
+        if not (self.training and self.variant == 'msn'):
+            return self.short_term(x)
+        nt, c, h, w = x.shape
+        t = self.num_segments
+        segments = x.view(nt // t, t, c, h, w)
+        out = torch.stack([self.short_term(segments[:, i]) for i in range(t)], dim=1)  # (N, T, C', h', w')
+        return out.reshape(nt, *out.shape[2:])
 
     def features(self, x):
         """(N*T, 15, H, W) -> pooled features (N*T, fc.in_features)."""
@@ -357,7 +418,7 @@ class MSNResNet(nn.Module):
                              f"(5 RGB frames per segment), got {tuple(x.shape)}")
         _num_videos(x.shape[0], self.num_segments)
         centre = x[:, 3 * CENTRE_FRAME:3 * CENTRE_FRAME + 3]
-        motion = self.short_term(x)                      # MSN (NT, 64, H/4, W/4); TDN H/8, W/8
+        motion = self.short_term_motion(x)               # MSN (NT, 64, H/4, W/4); TDN H/8, W/8
         out = self.maxpool(self.relu(self.bn1(self.conv1(centre))))
         a, b = self.stem_fuse
         out = a * out + b * _resize_like(motion, out)
@@ -378,7 +439,8 @@ def msn_resnet(depth=50, num_segments=8, pretrain='none', **kw):
     (archs.create_backbone: torchvision weights, clear error when unavailable) for the main stream;
     the short-term layer1 copies the loaded layer1 and TDN's difference conv is inflated from the
     loaded stem. A file holding a whole MSN/TDN state dict (keys 'short_term.*') is loaded strictly
-    into the built model instead. Extra keywords go to MSNResNet (variant, stem_fuse, layer1_fuse).
+    into the built model instead. Extra keywords go to MSNResNet (variant, stem_fuse, layer1_fuse,
+    init: 'reference' or 'zero_offset').
     """
     from archs import create_backbone
     from ops.checkpoint import read_state_dict

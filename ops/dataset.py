@@ -349,10 +349,20 @@ class VideoDataSet(_SampleBookkeeping):
         t_rng, s_rng, _ = self.streams(index)
         num_frames, handle = self.open(record)
         clips = self.sample(num_frames, index, t_rng)
-        return self.to_output(self.read(record, handle, num_frames, clips), s_rng), record.label
+        frames = self.read(record, handle, num_frames, clips)
+        params = draw_params(self.transform, s_rng)
+        if params is None:
+            return self.to_output(frames, s_rng), record.label
+        return self.to_output(frames, None, params=params), self.transform.label_for(record.label, params)
 
     def __getitem__(self, index):
         return load_with_retries(self, index, self._load)
+
+
+def draw_params(transform, rng):
+    """A training transform's random parameters for one sample (None for evaluation transforms or none)."""
+    draw = getattr(transform, 'draw', None)
+    return draw(rng) if draw is not None else None
 
 
 def load_with_retries(dataset, index, load):
@@ -381,7 +391,8 @@ TSNDataSet = VideoDataSet
 
 def _geometry(transform):
     # What decides crop boxes and flips; equal geometry + equal draws -> identical views.
-    keys = ('train', 'input_size', 'scale_size', 'scales', 'flip', 'test_crops', 'crop_size')
+    keys = ('train', 'input_size', 'scale_size', 'scales', 'flip', 'test_crops', 'crop_size', 'flip_pairs',
+            'color_jitter', 'grayscale', 'random_erasing')
     return tuple(getattr(transform, k, None) for k in keys)
 
 
@@ -423,13 +434,14 @@ class MultiModalDataSet(_SampleBookkeeping):
         first = parts[0]
         all_clips = sample_aligned([n for n, _ in opened], [ds.frames_per_segment for ds in parts], self.mode,
                                    num_segments=first.num_segments, rng=t_rng, **first.sampling)
-        params = first.transform.draw(s_rng) if first.transform is not None else None
+        params = draw_params(first.transform, s_rng)
         out = {}
         for (modality, ds), (n, handle), clips in zip(self.datasets.items(), opened, all_clips):
             frames = ds.read(ds.records[index], handle, n, clips)
             out[modality] = ds.to_output(frames, None, params=params) if params is not None \
                 else ds.to_output(frames, s_rng)
-        return out, self.records[index].label
+        label = self.records[index].label
+        return out, (first.transform.label_for(label, params) if params is not None else label)
 
     def __getitem__(self, index):
         return load_with_retries(self, index, self._load)

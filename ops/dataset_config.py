@@ -75,12 +75,21 @@ class Layout:
 
 def _entry(*, layouts, category_file=None, num_class=None, image_tmpl='img_{:05d}.jpg',
            flow_tmpl='flow_{}_{:05d}.jpg', start_index=1, data_format='frames', flip=True,
-           input_size=224, scale_size=256, train_defaults=None, csv_top5=False):
+           input_size=224, scale_size=256, train_defaults=None, csv_top5=False, flip_pairs=(),
+           ila_pair_net='k400'):
     # layouts: data_format -> {'RGB' | 'Flow': Layout}; RGBDiff uses the RGB layout.
+    # flip: horizontal flip in training when --flip auto; flip_pairs: classes swapped by a flip
+    # (used whenever flipping is on); ila_pair_net: ILA's pair network for --ila_pair_net auto.
     return dict(layouts=layouts, category_file=category_file, num_class=num_class,
                 image_tmpl=image_tmpl, flow_tmpl=flow_tmpl, start_index=start_index,
                 data_format=data_format, flip=flip, input_size=input_size, scale_size=scale_size,
-                train_defaults=dict(train_defaults or {}), csv_top5=csv_top5)
+                train_defaults=dict(train_defaults or {}), csv_top5=csv_top5, flip_pairs=tuple(flip_pairs),
+                ila_pair_net=ila_pair_net)
+
+
+# Something-Something v1/v2: classes whose names say left/right (TDN/MSN ops/transforms.py,
+# GroupRandomHorizontalFlip_sth); a mirrored clip takes the paired label.
+SOMETHING_FLIP_PAIRS = ((86, 87), (93, 94), (166, 167))
 
 
 def _split_lists(root, pattern):
@@ -101,7 +110,7 @@ DATASETS = {
     'something': _entry(
         category_file='something/v1/category.txt', image_tmpl='{:05d}.jpg',
         # SSv1 flow: folder '{:06d}'.format(int(video)), files '{video:06d}-{x|y}_{idx:05d}.jpg'.
-        flow_tmpl='{:06d}-{}_{:05d}.jpg', flip=False,
+        flow_tmpl='{:06d}-{}_{:05d}.jpg', flip=False, flip_pairs=SOMETHING_FLIP_PAIRS, ila_pair_net='ssv2',
         layouts={'frames': {
             'RGB': _split_lists('something/v1/20bn-something-something-v1',
                                 'something/v1/{split}_videofolder.txt'),
@@ -110,7 +119,7 @@ DATASETS = {
     'somethingv2': _entry(
         category_file='something/v2/category.txt', image_tmpl='{:06d}.jpg',
         # SSv2 flow release: one RGB image per step, R = x, G = y.
-        flow_tmpl='{:06d}.jpg', flip=False,
+        flow_tmpl='{:06d}.jpg', flip=False, flip_pairs=SOMETHING_FLIP_PAIRS, ila_pair_net='ssv2',
         csv_top5=True,   # test_models --csv_file writes `vid;i1;...;i5` (the SSv2 submission format)
         layouts={'frames': {
             'RGB': _split_lists('something/v2/20bn-something-something-v2-frames',
@@ -159,6 +168,8 @@ class DatasetInfo:
     train_defaults: dict
     val_root_path: str = ''   # validation root; differs from root_path only for per-split HDF5 files
     csv_top5: bool = False    # --csv_file format: top-5 class indices instead of the top-1 name
+    flip_pairs: tuple = ()    # (a, b) class pairs swapped when a training clip is mirrored
+    ila_pair_net: str = 'k400'  # ILA pair network the reference uses on this dataset
 
 
 def read_categories(path: str, option: str = '--category_file') -> list:
@@ -233,7 +244,7 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         start_index=entry['start_index'], data_format=fmt, flip=entry['flip'],
         input_size=entry['input_size'], scale_size=entry['scale_size'],
         train_defaults=dict(entry['train_defaults']), val_root_path=root.replace('{split}', 'val'),
-        csv_top5=entry['csv_top5'])
+        csv_top5=entry['csv_top5'], flip_pairs=entry['flip_pairs'], ila_pair_net=entry['ila_pair_net'])
 
 
 def data_record(info: DatasetInfo) -> dict:

@@ -78,7 +78,7 @@ class TSN(nn.Module):
                  shift_place='blockres', fc_lr5=False, temporal_pool=False, non_local=False, *,
                  temporal_module=None, first_conv_lr='tsm', input_size=224, input_mean=None, input_std=None,
                  tin_shift_div=4, clip_weights=None, trust_jit_checkpoint=False, finetune_backbone=False,
-                 shift_direction='bi'):
+                 shift_direction='bi', motion_init='reference', ila_pair_net=None):
         super().__init__()
         pretrain = 'none' if pretrain is None else pretrain  # TSM: anything but 'imagenet' is no init
         _check_choice('modality', modality, MODALITIES)
@@ -124,6 +124,7 @@ class TSN(nn.Module):
         self.shift_place = shift_place
         self.shift_direction = shift_direction
         self.tin_shift_div = tin_shift_div
+        self.motion_init = motion_init    # MSN/TDN only: initialisation of the new modules (archs/msn.py)
         self.fc_lr5 = fc_lr5
         self.temporal_pool = temporal_pool
         self.non_local = non_local
@@ -132,6 +133,7 @@ class TSN(nn.Module):
         # ILA only: CLIP weights file, TorchScript trust, whether the CLIP tower is trained.
         self._ila_kwargs = dict(clip_weights=clip_weights, trust_jit_checkpoint=trust_jit_checkpoint,
                                 finetune_backbone=finetune_backbone)
+        self.ila_pair_net = ila_pair_net   # ILA only: 'k400' or 'ssv2' pair network (archs/ila.py)
         if base_model not in archs.ILA_BACKBONES and (clip_weights or trust_jit_checkpoint or finetune_backbone):
             raise ValueError('clip_weights / trust_jit_checkpoint / finetune_backbone apply to ILA backbones '
                              f'{archs.ILA_BACKBONES} only, not {base_model!r}')
@@ -174,9 +176,11 @@ class TSN(nn.Module):
                     raise ValueError(f'temporal_module="{self.temporal_module}" needs a ResNet base model; '
                                      f'{base_model!r} has no {self.temporal_module.upper()} variant '
                                      f'(available: {variants})')
-            kwargs['num_segments'] = T
+            kwargs.update(num_segments=T, init=self.motion_init)
         elif base_model in archs.ILA_BACKBONES:
             kwargs.update(num_segments=T, input_size=self.input_size, **self._ila_kwargs)
+            if self.ila_pair_net is not None:
+                kwargs['pair_net'] = self.ila_pair_net
         net = archs.create_backbone(name, pretrain=pretrain, **kwargs)
         self.is_video_model = bool(getattr(net, 'is_video_model', False))
         if self.temporal_module == 'tsm':
@@ -294,6 +298,8 @@ class TSN(nn.Module):
         }
         if self.arch in archs.ILA_BACKBONES:
             cfg.update(self._ila_kwargs)
+            if self.ila_pair_net is not None:
+                cfg['ila_pair_net'] = self.ila_pair_net
         return cfg
 
     # ------------------------------------------------------------------ forward

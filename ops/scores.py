@@ -2,7 +2,8 @@
 
 A score file (npz) holds `scores` (videos x views x classes, logits), `labels`, `video_ids` (strings)
 and `protocol` (a string such as '8 frames x 3 crops x 2 clips ...'). Video scores are the mean of the
-view logits, then optionally a softmax (TSM order); an ensemble is the coefficient-weighted sum.
+view logits, then optionally a softmax (TSM order), or the mean of per-view softmaxes (view_softmax);
+an ensemble is the coefficient-weighted sum.
 """
 import os
 
@@ -13,9 +14,15 @@ import torch.nn.functional as F
 from ops.utils import confusion_matrix, mean_class_accuracy, topk_correct
 
 
-def video_scores(view_logits, softmax=False):
-    """(N, V, C) per-view logits -> (N, C): mean over views, then optionally softmax."""
-    s = torch.from_numpy(np.asarray(view_logits, dtype=np.float32)).mean(1)
+def video_scores(view_logits, softmax=False, view_softmax=False):
+    """(N, V, C) per-view logits -> (N, C): mean over views, then optionally softmax (TSM); with
+    view_softmax the mean of the per-view softmax probabilities (TDN/MSN pkl_to_results.py, ILA)."""
+    if softmax and view_softmax:
+        raise ValueError('softmax (after averaging) and view_softmax (before averaging) are exclusive')
+    s = torch.from_numpy(np.asarray(view_logits, dtype=np.float32))
+    if view_softmax:
+        return F.softmax(s, dim=2).mean(1).numpy()
+    s = s.mean(1)
     return (F.softmax(s, dim=1) if softmax else s).numpy()
 
 

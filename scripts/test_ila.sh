@@ -24,4 +24,4 @@ EXTRA_ARGS=${EXTRA_ARGS:-}
 # shellcheck disable=SC2086  # EXTRA_ARGS is a list of options
 python test_models.py "$DATASET" --weights "$WEIGHTS" --test_segments "$FRAMES" \
     --scale_size "$INPUT_SIZE" --test_crops "$CROPS" --random_clips "$CLIPS" \
-    --batch_size "$BATCH" -j "$WORKERS" $EXTRA_ARGS
+    --batch_size "$BATCH" -j "$WORKERS" --view_softmax $EXTRA_ARGS

@@ -10,7 +10,10 @@
 # BATCH=4 ACCUM=8); AdamW (0.9, 0.98), base lr 8e-6 with group multipliers (alignment 5e-4, skip
 # layers 8e-5, temporal transformer and head 4e-4), weight decay 3e-3 (1e-2 / 1e-3 for alignment /
 # skip layers), 50 epochs cosine with 5 warm-up epochs, mixed precision, alignment-loss weight 1,
-# no flip, head LayerNorm -> dropout 0.5 -> linear. Not reproduced in this project.
+# no flip, no gradient clipping, head LayerNorm -> dropout 0.5 -> linear; label smoothing 0.1, mixup 0.8 /
+# cutmix 1.0 switched with p 0.5 (soft-target CE), colour jitter p 0.8, grayscale p 0.2, random erasing
+# 0.25; the pair network of ILA's SSV2 branch on Something-Something (--ila_pair_net auto picks it from the
+# dataset registry; Kinetics gets the master branch's). Not reproduced in this project.
 # Schedule: timm CosineLRScheduler per step over the whole run, lr_min = base lr / 100, warm-up from 0
 # (--lr_update step --decay_from start --min_lr_ratio 0.01). Two small differences: our floor is 1% of
 # each group's lr (timm: one absolute 8e-8 for every group) and our warm-up ramps to the cosine's value at
@@ -46,4 +49,6 @@ torchrun --standalone --nproc_per_node="$GPUS" main.py "$DATASET" RGB \
     --clip_weights "$CLIP_WEIGHTS" "${jit_flag[@]}" \
     --optimizer adamw --lr "$LR" --wd "$WD" --lr_type cos --warmup_epochs 5 --lr_update step --decay_from start --min_lr_ratio 0.01 --epochs "$EPOCHS" \
     --batch-size "$BATCH" --accumulation_steps "$ACCUM" --align_weight "$ALIGN_WEIGHT" --amp "$AMP" \
-    --dropout 0.5 -j "$WORKERS" --eval-freq 1 $EXTRA_ARGS
+    --dropout 0.5 -j "$WORKERS" --eval-freq 1 --adam_betas 0.9 0.98 --gd 0 --flip off \
+    --label_smoothing 0.1 --mixup 0.8 --cutmix 1.0 --mix_switch_prob 0.5 \
+    --color_jitter 0.8 --grayscale 0.2 --random_erasing 0.25 $EXTRA_ARGS

@@ -275,3 +275,44 @@ def test_load_teachers_errors_name_the_file(tmp_path):
     torch.save({'state_dict': {'w': torch.zeros(1)}}, no_config)
     with pytest.raises((ValueError, RuntimeError), match='no_config.pth'):
         distill.load_teachers(str(no_config))
+
+
+# ---- issue 15: held-out teacher weighting, soft targets in the ground-truth term ----
+
+def test_held_out_records_select_the_listed_training_videos_of_every_modality(tmp_path):
+    from main import held_out_records
+    from ops.dataset import VideoRecord
+    rgb = [VideoRecord(f'v{i}', 10 + i, i % 3) for i in range(5)]
+    flow = [VideoRecord(f'v{i}', 9 + i, i % 3) for i in range(5)]
+    listed = tmp_path / 'held.txt'
+    listed.write_text('v3 13 0\nv1 11 1\n')
+    held = held_out_records(str(listed), {'RGB': rgb, 'Flow': flow}, 'frames')
+    assert [r.video_id for r in held['RGB']] == ['v1', 'v3'] and [r.num_frames for r in held['Flow']] == [10, 12]
+    listed.write_text('v1 11 1\nv9 3 0\n')
+    with pytest.raises(SystemExit, match='not in the training list'):
+        held_out_records(str(listed), {'RGB': rgb}, 'frames')
+
+
+def test_distill_gt_term_takes_soft_targets():
+    z = torch.tensor([[2.0, 0.0, 0.0]])
+    soft = torch.tensor([[0.5, 0.5, 0.0]])
+    lse = math.log(math.exp(2) + 2)
+    total, ce, _ = distill_loss(z, z, soft, distill_weight=0.0, gt_weight=1.0)
+    assert ce.item() == pytest.approx(-(0.5 * (2 - lse) + 0.5 * (0 - lse)), abs=1e-6)
+    assert total.item() == pytest.approx(ce.item())
+
+
+@pytest.mark.slow
+def test_softmin_dataset_on_a_held_out_list(tiny_toy, run_cli, tmp_path, tiny_checkpoint):
+    rgb = tiny_checkpoint(tmp_path / 'rgb.pth.tar', 'RGB', 0)
+    flow = tiny_checkpoint(tmp_path / 'flow.pth.tar', 'Flow', 1)
+    import os
+    lines = open(os.path.join(tiny_toy, 'toy', 'train_rgb.txt')).read().splitlines()[:5]
+    held = tmp_path / 'held.txt'
+    held.write_text('\n'.join(lines) + '\n')
+    out = run_cli(['main.py', 'toy', 'RGB', '--data_root', tiny_toy, '--root_model', str(tmp_path / 'ck'),
+                   '--root_log', str(tmp_path / 'log'), '--arch', 'resnet18', '--num_segments', '4',
+                   '--input_size', '32', '--batch-size', '4', '-j', '0', '--no_progress', '--epochs', '1',
+                   '--max_steps_per_epoch', '1', '--distill_from', f'{rgb},{flow}', '--teacher_weighting',
+                   'softmin_dataset', '--teacher_weight_list', str(held)], cwd=tmp_path).stderr
+    assert 'teacher CE on 5 held-out videos' in out and 'softmin_dataset teacher weights' in out

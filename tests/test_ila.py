@@ -306,3 +306,55 @@ def test_eval_uses_single_point_mask():
     align.train()
     torch.testing.assert_close(align.masks(points), jittered_mask(points, 5, 0.2))
     assert isinstance(ILA_ARCHS['ila_vit_tiny'](2), ILAVideoModel)
+
+
+# ---- issue 15: the reference's max-pool rounding and the SSv2 pair network ----
+
+def _pools(align):
+    return [m for m in align.point_features if isinstance(m, nn.MaxPool2d)]
+
+
+@pytest.mark.parametrize('grid, kept, out', [(7, 4, 1), (14, 12, 3)])
+def test_point_pools_round_down_like_the_reference(grid, kept, out):
+    # Two 2x2 max-pools rounding down: 7 -> 3 -> 1 covers cells 0..3; 14 -> 7 -> 3 covers cells 0..11.
+    align = ILAAlign(8, grid, align_dim=8)
+    pools = _pools(align)
+    assert len(pools) == 2 and not any(p.ceil_mode for p in pools)
+    for pos, expect in ((kept - 1, 1.0), (kept, 0.0), (grid - 1, 0.0)):
+        x = torch.zeros(1, 1, grid, grid)
+        x[..., pos, pos] = 1.0
+        y = pools[1](pools[0](x))
+        assert y.shape[-1] == out and float(y.max()) == expect
+    assert align.point_features(torch.zeros(2, 8, grid, grid)).shape == (2, 4, out, out)
+
+
+def test_grid_too_small_for_the_point_pools_is_an_explicit_error():
+    ILAAlign(8, 4, align_dim=8)                                     # 4 -> 2 -> 1 still leaves one cell
+    with pytest.raises(ValueError, match='3x3 patch grid.*at least 4x4'):
+        ILAAlign(8, 3, align_dim=8)
+
+
+def test_ssv2_pair_network_is_two_full_3x3_convs():
+    k400 = ILAAlign(8, 4, align_dim=16)
+    ssv2 = ILAAlign(8, 4, align_dim=16, pair_net='ssv2')
+    convs = [m for m in ssv2.interact if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.groups) for c in convs] == [
+        (16, 16, (3, 3), 1), (16, 16, (3, 3), 1)]
+    assert [type(m) for m in ssv2.interact] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU] * 2
+    convs = [m for m in k400.interact if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.groups) for c in convs] == [
+        (16, 16, (3, 3), 16), (16, 16, (1, 1), 1), (16, 16, (3, 3), 1)]
+    with pytest.raises(ValueError, match='pair_net'):
+        ILAAlign(8, 4, align_dim=16, pair_net='k700')
+
+
+def test_ssv2_pair_network_reaches_the_model_and_its_config():
+    from ops.models import TSN
+    model = TSN(5, 3, 'RGB', base_model='ila_vit_tiny', dropout=0.5, input_size=32, pretrain='none',
+                ila_pair_net='ssv2')
+    block = model.base_model.visual.transformer.resblocks[0].ila
+    assert block.pair_net == 'ssv2'
+    rebuilt = TSN(**model.config())
+    assert rebuilt.base_model.visual.transformer.resblocks[0].ila.pair_net == 'ssv2'
+    assert set(rebuilt.state_dict()) == set(model.state_dict())
+    assert model(torch.randn(2, 9, 32, 32)).shape == (2, 5)

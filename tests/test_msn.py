@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -298,3 +300,125 @@ def test_deformable_conv_under_bf16_autocast():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         y = dcn(x)
     torch.testing.assert_close(y.float(), dcn.conv(x), atol=1e-5, rtol=1e-5)
+
+
+# ---- issue 15: reference training statistics, initialisation, optimiser policy, view softmax ----
+
+def test_stp_me_runs_per_segment_in_training_with_t_running_stat_updates():
+    torch.manual_seed(0)
+    model = msn_resnet(18, num_segments=3).train()
+    x = torch.randn(2 * 3, 15, 32, 32)
+    out = model.short_term_motion(x)
+    # Per segment index t: the branch on the N clips of that index alone (BN over N clips).
+    ref = copy.deepcopy(model.short_term)
+    ref.diff_bn.reset_running_stats()
+    ref.shallow_diff_bn.reset_running_stats()
+    segments = x.view(2, 3, 15, 32, 32)
+    expected = torch.stack([ref(segments[:, t]) for t in range(3)], 1).flatten(0, 1)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    batched = copy.deepcopy(ref).train()(x)             # one call over N*T frames: other statistics
+    assert (batched - out).abs().max() > 1e-3
+    # running_mean after T updates with momentum 0.1 from 0, each with one segment's batch mean.
+    bn = model.short_term.diff_bn
+    assert int(bn.num_batches_tracked) == 3
+    running = torch.zeros(bn.num_features)
+    for t in range(3):
+        pre = model.short_term.diff_conv(model.short_term.pool(
+            (segments[:, t].view(2, 5, 3, 32, 32)[:, 1:] - segments[:, t].view(2, 5, 3, 32, 32)[:, :-1])
+            .reshape(2, 12, 32, 32)))
+        running = 0.9 * running + 0.1 * pre.mean(dim=(0, 2, 3))
+    torch.testing.assert_close(bn.running_mean, running, rtol=0, atol=1e-6)
+
+
+def test_stp_me_eval_is_batched_and_batch_one_any_t_trains():
+    torch.manual_seed(0)
+    model = msn_resnet(18, num_segments=5).eval()
+    x = torch.randn(5, 15, 32, 32)
+    torch.testing.assert_close(model.short_term_motion(x), model.short_term(x))
+    model.train()
+    assert model.features(x).shape == (5, 512)            # N = 1, T = 5 in training mode
+
+
+def _std(t):
+    return float(t.detach().double().std())
+
+
+def test_reference_init_draws_fbresnet_normal_for_new_convs_and_random_dcn_offsets():
+    torch.manual_seed(0)
+    model = msn_resnet(18, num_segments=2)                   # default init='reference'
+    excite = model.layer2[0].excite                          # width 128 -> C' = 32
+    off3, off5 = excite.dcn3.offset, excite.dcn5.offset
+    assert abs(_std(off3.weight) / (2 / (3 * 3 * 18)) ** 0.5 - 1) < 0.05    # 5184 draws
+    assert abs(_std(off5.weight) / (2 / (5 * 5 * 50)) ** 0.5 - 1) < 0.05
+    assert torch.equal(off3.bias, torch.zeros(18)) and torch.equal(off5.bias, torch.zeros(50))
+    assert abs(_std(excite.expand.weight) / (2 / 128) ** 0.5 - 1) < 0.05
+    assert abs(_std(excite.reduce.weight) / (2 / 32) ** 0.5 - 1) < 0.05
+    # DCN kernel and bias: nn.Conv2d's default (kaiming-uniform, bias in +-1/sqrt(fan_in)), bias non-zero.
+    bound = 1 / (32 * 9) ** 0.5
+    assert excite.dcn3.conv.bias.abs().max() <= bound and excite.dcn3.conv.bias.abs().min() > 0
+    assert excite.dcn3.conv.weight.abs().max() <= bound
+    # Offsets start away from zero: the DCN is not the plain conv at init.
+    u = torch.randn(2, 32, 14, 14)
+    plain = F.conv2d(u, excite.dcn3.conv.weight, excite.dcn3.conv.bias, padding=1)
+    assert (excite.dcn3(u) - plain).abs().max() > 1e-2
+    # TDN's L-TDM convs get the same rule (depthwise: k*k*C_out = 9 * 8).
+    tdn = msn_resnet(18, num_segments=2, variant='tdn')
+    lt = tdn.layer2[0].excite
+    assert abs(_std(lt.reduce.weight) / (2 / 8) ** 0.5 - 1) < 0.1
+    assert abs(_std(lt.smooth.weight) / (2 / 72) ** 0.5 - 1) < 0.35     # only 72 draws
+    assert abs(_std(lt.expand.weight) / (2 / 128) ** 0.5 - 1) < 0.1
+
+
+def test_zero_offset_init_starts_every_dcn_as_the_plain_bias_free_conv():
+    torch.manual_seed(0)
+    model = msn_resnet(18, num_segments=2, init='zero_offset')
+    excite = model.layer2[0].excite
+    assert not excite.dcn3.offset.weight.any() and not excite.dcn5.conv.bias.any()
+    u = torch.randn(2, 32, 14, 14)
+    torch.testing.assert_close(excite.dcn3(u), F.conv2d(u, excite.dcn3.conv.weight, padding=1),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='zero_offset'):
+        msn_resnet(18, num_segments=2, init='random')
+
+
+def test_uniform_param_groups_train_everything_at_lr_x1_with_decay():
+    import argparse
+    from main import build_optimizer
+    from ops.models import TSN
+    model = TSN(5, 2, 'RGB', base_model='resnet18', temporal_module='tdn', pretrain='none', fc_lr5=True,
+                partial_bn=True)
+    model.partialBN(True)
+    args = argparse.Namespace(lr=0.01, momentum=0.9, weight_decay=5e-4, optimizer='sgd', adam_betas=[0.9, 0.999],
+                              param_groups='uniform')
+    opt = build_optimizer(args, model)
+    assert len(opt.param_groups) == 1
+    group = opt.param_groups[0]
+    assert group['lr_mult'] == 1 and group['decay_mult'] == 1 and group['weight_decay'] == 5e-4
+    tsm = build_optimizer(argparse.Namespace(**dict(vars(args), param_groups='tsm')), model)
+    assert {id(p) for p in group['params']} == {id(p) for g in tsm.param_groups for p in g['params']}
+    assert any(g['lr_mult'] == 5 for g in tsm.param_groups)                  # TSM keeps the x5 head
+    frozen = model.base_model.layer1[0].bn1.weight                            # partial BN stays out
+    assert all(p is not frozen for p in group['params'])
+
+
+def test_view_softmax_averages_per_view_probabilities():
+    import math
+    from ops.scores import video_scores
+    views = [[[0.0, math.log(3)], [0.0, 0.0]]]                      # one video, two views
+    torch.testing.assert_close(torch.from_numpy(video_scores(views, view_softmax=True)),
+                               torch.tensor([[0.375, 0.625]]))           # mean of (.25, .75) and (.5, .5)
+    r3 = math.sqrt(3)
+    torch.testing.assert_close(torch.from_numpy(video_scores(views, softmax=True)),
+                               torch.tensor([[1 / (1 + r3), r3 / (1 + r3)]]))   # softmax of mean logits
+    with pytest.raises(ValueError, match='exclusive'):
+        video_scores(views, softmax=True, view_softmax=True)
+
+
+def test_checkpoints_without_dcn_bias_still_load_as_zero_bias():
+    torch.manual_seed(0)
+    model = msn_resnet(18, num_segments=2, init='zero_offset')
+    old = {k: v for k, v in model.state_dict().items() if not k.endswith(('dcn3.conv.bias', 'dcn5.conv.bias'))}
+    assert len(old) < len(model.state_dict())
+    fresh = msn_resnet(18, num_segments=2)
+    fresh.load_state_dict(old)                                    # strict
+    assert not fresh.layer3[1].excite.dcn5.conv.bias.any()

@@ -167,3 +167,87 @@ def test_bad_arguments():
         build_transform(False, 'RGB')(torch.zeros(1, 8, 8, 3))
     with pytest.raises(ValueError, match='rng'):
         build_transform(True, 'RGB')(torch.zeros(1, 8, 8, 3, dtype=torch.uint8))
+
+
+# ---- issue 15: flips with label swaps, ILA colour / grayscale / erasing ----
+
+def test_flip_pairs_parse_and_swap_labels_of_flipped_clips_only():
+    from ops.transforms import parse_flip_pairs
+    pairs = parse_flip_pairs('86:87,93:94,166:167')
+    assert pairs == {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
+    assert parse_flip_pairs('none') == {} and parse_flip_pairs('') == {}
+    for bad in ('86-87', '3:3', '1:2,2:5', 'a:b'):
+        with pytest.raises(ValueError, match='--flip_pairs'):
+            parse_flip_pairs(bad)
+    t = build_transform(True, 'RGB', input_size=8, flip=True, flip_pairs=pairs, **RAW)
+    flip, keep = np.array([0.0, 0.0, 0.2]), np.array([0.0, 0.0, 0.7])     # u[2] < 0.5 flips
+    assert [t.label_for(y, flip) for y in (86, 87, 94, 166, 5)] == [87, 86, 93, 167, 5]
+    assert [t.label_for(y, keep) for y in (86, 87, 5)] == [86, 87, 5]
+    frames = coordinate_frames(8, 8)
+    assert top_left(t.apply(frames, flip)[0]) == (7, 0)                # the same draw mirrors the clip
+    off = build_transform(True, 'RGB', input_size=8, flip=False, flip_pairs=pairs, **RAW)
+    assert off.label_for(86, flip) == 86
+
+
+def test_dataset_returns_swapped_label_with_the_mirrored_clip(frames_dataset):
+    from ops.dataset import VideoDataSet
+    t = build_transform(True, 'RGB', input_size=16, flip=True, flip_pairs={0: 2, 2: 0}, **RAW)
+    ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], num_segments=2, transform=t, seed=1)
+    seen = set()
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        for i, vid in enumerate(('v0', 'v1', 'v2')):
+            flipped = t.flipped(t.draw(ds.streams(i)[1]))            # the sample's own spatial stream
+            label = ds[i][1]
+            assert label == ({0: 2, 2: 0}.get(i, i) if flipped else i)
+            seen.add((i, flipped))
+    assert (0, True) in seen and (0, False) in seen
+
+
+def test_colour_grayscale_erasing_hand_values():
+    from ops.transforms import TrainParams
+    t = build_transform(True, 'RGB', input_size=8, flip=False, color_jitter=1.0, grayscale=1.0,
+                        random_erasing=1.0, **RAW)
+    frames = torch.full((2, 8, 8, 3), 200, dtype=torch.uint8)
+    frames[..., 1] = 100
+    geometry = np.zeros(3)
+    # brightness 0.5 only (contrast/saturation 1, hue 0): 200 -> 100, 100 -> 50
+    out = t.apply(frames, TrainParams(geometry, ((0, 1, 2, 3), 0.5, 1.0, 1.0, 0.0), False, None))[0]
+    assert out[:, 0].eq(100).all() and out[:, 1].eq(50).all() and out[:, 2].eq(100).all()
+    # grayscale: 0.2989 R + 0.587 G + 0.114 B of (200, 100, 200) = 141.3 -> every channel equal
+    gray = t.apply(frames, TrainParams(geometry, None, True, None))[0]
+    assert gray[:, 0].eq(gray[:, 1]).all() and gray[:, 1].eq(gray[:, 2]).all()
+    assert abs(float(gray[0, 0, 0, 0]) - 141.3) <= 1
+    # erasing: the box is 0 in every frame and channel, the rest untouched
+    erased = t.apply(frames, TrainParams(geometry, None, False, (2, 3, 4, 2)))[0]
+    assert erased[:, :, 3:5, 2:6].eq(0).all()
+    assert erased[:, 0].sum() == 200 * (2 * 64 - 2 * 8)
+
+
+def test_extra_draws_identical_for_two_modalities_and_distribution_of_erasing_boxes():
+    rgb = build_transform(True, 'RGB', input_size=32, color_jitter=0.8, grayscale=0.2, random_erasing=0.25)
+    flow = build_transform(True, 'Flow', input_size=32, color_jitter=0.8, grayscale=0.2, random_erasing=0.25)
+    applied = {'colour': 0, 'gray': 0, 'erase': 0}
+    for i in range(400):
+        a, b = rgb.draw(sample_rng(0, 0, i)), flow.draw(sample_rng(0, 0, i))
+        assert np.array_equal(a.geometry, b.geometry) and (a.colour, a.gray, a.erase) == (b.colour, b.gray, b.erase)
+        applied['colour'] += a.colour is not None
+        applied['gray'] += a.gray
+        if a.erase is not None:
+            applied['erase'] += 1
+            x, y, w, h = a.erase
+            assert 0 <= x and x + w <= 32 and 0 <= y and y + h <= 32 and w * h <= 32 * 32 / 3 * 1.2
+        if a.colour is not None:
+            order, bright, contrast, sat, hue = a.colour
+            assert sorted(order) == [0, 1, 2, 3] and 0.6 <= bright <= 1.4 and 0.6 <= contrast <= 1.4
+            assert 0.8 <= sat <= 1.2 and -0.1 <= hue <= 0.1
+    assert 0.74 < applied['colour'] / 400 < 0.86 and 0.15 < applied['gray'] / 400 < 0.25
+    assert 0.19 < applied['erase'] / 400 < 0.31
+    # Flow frames are not colour-jittered (2 channels), only erased.
+    frames = torch.full((2, 32, 32, 2), 77, dtype=torch.uint8)
+    from ops.transforms import TrainParams
+    out = build_transform(True, 'Flow', input_size=32, flip=False, color_jitter=1.0, **RAW).apply(
+        frames, TrainParams(np.zeros(3), ((0, 1, 2, 3), 0.5, 1.0, 1.0, 0.0), True, None))
+    assert out.eq(77).all()
+    with pytest.raises(ValueError, match='grayscale'):
+        build_transform(True, 'RGB', grayscale=1.5)
