@@ -201,7 +201,9 @@ def _measure(args, side, case, tree_file):
         if case == 'infer-fp32':
             return {'wall_s': r['ms_per_batch'] / 1e3, 'cpu_s': None}
         return {'wall_s': r['ms_per_step'] / 1e3, 'cpu_s': r['cpu_ms_per_step'] / 1e3}
-    argv = ['vs_reference', '--worker', f'{side}:{case}', '--reference', args.reference, '--tree', tree_file]
+    argv = ['vs_reference', '--worker', f'{side}:{case}', '--reference', args.reference]
+    if case.startswith('load'):
+        argv += ['--tree', tree_file]
     for name in ('samples', 'steps', 'threads', 'arch', 'num_segments', 'input_size', 'batch_size', 'num_class',
                  'ours_output'):
         argv += [f'--{name}', str(getattr(args, name))]

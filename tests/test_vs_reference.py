@@ -70,6 +70,10 @@ def test_alternating_runs_report_both_sides_and_ratios(run_cli, tmp_path):
                    'load-test,train-fp32', *TINY, '--json'], cwd=tmp_path, timeout=600).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert [r['case'] for r in result['cases']] == ['load-test', 'train-fp32']
+    # model cases alone: no data tree is written or read
+    out = run_cli(['scripts/benchmark.py', 'vs_reference', '--reference', str(ref), '--cases', 'infer-fp32', *TINY,
+                   '--json'], cwd=tmp_path, timeout=600).stdout
+    assert json.loads(out.strip().splitlines()[-1])['cases'][0]['ref_ms'] > 0
     for row in result['cases']:
         assert row['ours_ms'] > 0 and row['ref_ms'] > 0
         assert row['speedup'] == pytest.approx(row['ref_ms'] / row['ours_ms'])
