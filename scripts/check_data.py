@@ -36,7 +36,7 @@ PROBLEMS = ('missing_list', 'malformed_list', 'duplicate_video', 'bad_label', 'z
             'undecodable_video', 'missing_store', 'missing_dataset', 'undecodable_element')
 PROBLEMS += ('stream_count_mismatch',)   # video lists: decoder count vs the stream's (see _video_count_problems)
 # List-level problems across lists: an empty list, and two modalities' lists that do not pair up.
-PAIR_PROBLEMS = ('empty_list', 'unpaired_video', 'label_mismatch')
+PAIR_PROBLEMS = ('empty_list', 'unpaired_video', 'label_mismatch', 'unpaired_count')
 SPLITS = ('train', 'val', 'both')
 VIDEO_CHUNK = 64  # frames decoded per request when a whole video is checked
 
@@ -232,7 +232,21 @@ def check_pairing(lists, split):
         if len(set(labels.values())) > 1:
             problems.append(('label_mismatch', f'{split}: video {v} has label ' + ', '.join(
                 f'{lab} in the {m} list {lists[m][0]}' for m, lab in labels.items())))
+        problems += _count_pairing(v, {m: by_mod[m][v].num_frames for m in by_mod
+                                       if v in by_mod[m] and by_mod[m][v].num_frames is not None}, lists, split)
     return problems
+
+
+def _count_pairing(video, counts, lists, split):
+    """Frames lists of one video must agree: RGB and RGBDiff read the same frames (equal counts); flow has
+    as many steps as frames or one fewer (extract_flow.py writes n - 1; some releases pad to n)."""
+    frames = {m: n for m, n in counts.items() if m != 'Flow'}
+    described = ', '.join(f'{n} in the {m} list {lists[m][0]}' for m, n in counts.items())
+    if len(set(frames.values())) > 1 or ('Flow' in counts and frames and
+                                        not 0 <= next(iter(frames.values())) - counts['Flow'] <= 1):
+        return [('unpaired_count', f'{split}: video {video} has frame counts {described} (flow must have as '
+                                   'many steps as the frames or one fewer; RGB and RGBDiff the same frames)')]
+    return []
 
 
 def pairing_problems(args, splits, modalities):

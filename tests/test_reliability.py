@@ -141,3 +141,10 @@ def test_check_data_reports_empty_and_unpaired_lists(tmp_path, write_list, frame
     assert ("unpaired_video", f"train: 1 of 3 videos are missing from the Flow list {flow}: v2") in problems
     assert ("label_mismatch", f"train: video v1 has label 1 in the RGB list {d['rgb_list']}, 2 in the Flow "
                               f"list {flow}") in problems
+    # counts: flow may have one step fewer than the frames, not more and not two fewer
+    rgb = write_list(tmp_path / "rgb_counts.txt", ["v0 10 0", "v1 12 1", "v2 9 2"])
+    flow = write_list(tmp_path / "flow_counts.txt", ["v0 9 0", "v1 13 1", "v2 7 2"])
+    problems = check_data.check_pairing({"RGB": (rgb, parse_list(rgb, "frames")),
+                                         "Flow": (flow, parse_list(flow, "frames"))}, "train")
+    assert [p[1].split(" has ")[0] for p in problems if p[0] == "unpaired_count"] == ["train: video v1",
+                                                                                    "train: video v2"]
