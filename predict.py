@@ -15,7 +15,8 @@ frame folders; or a list file whose lines start with a video or frame-folder pat
 --root_path, else to the list's folder; further columns are ignored). RGB and RGBDiff checkpoints read
 videos and frame folders, Flow checkpoints read frame folders of flow images (--flow_tmpl).
 
-Class names: --category_file, else the checkpoint's `class_names`, else class indices (said so on stderr).
+Class names: --category_file, else the checkpoint's `class_names` or recorded `data.categories`, else class
+indices (said so on stderr).
 Probabilities: the softmax of the fused video logits (with --softmax: the coefficient-weighted mean of
 the per-model probabilities). --window W --stride S (frames, or seconds with an 's' suffix) predicts
 windows of W frames every S frames (the last window ends at the last frame) and prints a timeline.
@@ -261,11 +262,15 @@ def checkpoint_config(path):
     """(model config, class names or None) of a checkpoint, read once."""
     ckpt = load_checkpoint(path)
     names = ckpt.get('class_names') if isinstance(ckpt, dict) else None
+    data = ckpt.get('data') if isinstance(ckpt, dict) else None
+    if not names and isinstance(data, dict):
+        names = data.get('categories')   # main.py records the training set's class names there
     return model_config_from_checkpoint(ckpt, path=path), names
 
 
 def checkpoint_classes(path, category_names):
-    """Class names: --category_file's, else the checkpoint's `class_names`, else None (indices)."""
+    """Class names: --category_file's, else the checkpoint's `class_names` (converted files) or the class
+    names main.py recorded (`data.categories`), else None (indices)."""
     if category_names is not None:
         return category_names, '--category_file'
     names = checkpoint_config(path)[1]

@@ -144,6 +144,13 @@ def test_class_names_from_the_checkpoint(tmp_path, ckpts, capsys):
     report = json.load(open(tmp_path / 'n.json'))
     assert report['class_names_from'] == path
     assert all(t['name'] == f"action_{t['class']}" for t in report['videos'][0]['top'])
+    # a checkpoint main.py wrote: the class names of its training set, recorded under `data`
+    trained = dict(load_checkpoint(ckpts['tsm']), data={'dataset': 'mine', 'categories': [f'c{i}' for i in
+                                                                                         range(NUM_CLASS)]})
+    path = save_checkpoint(trained, str(tmp_path / 'trained.pth.tar'))
+    assert run_predict('--weights', path, video, '--top_k', '2') == 0
+    out = capsys.readouterr()
+    assert 'no class names' not in out.err and out.out.count(' c') >= 2
 
 
 def test_flow_checkpoint_on_a_video_is_reported(tmp_path, ckpts, capsys):
