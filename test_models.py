@@ -263,6 +263,10 @@ def evaluate_model(mt, args, ctx, dtype):
         if clips.dim() != 5 or clips.shape[1] != mt.num_views:
             raise RuntimeError(f"expected {mt.num_views} views per video, got clip batch {tuple(clips.shape)}")
         logits = mt.run_views(clips, args.max_views_per_batch, dtype, ctx.device, args.channels_last)
+        sink = getattr(mt, "feature_sink", None)
+        if sink is not None:   # features go to disk now; only the logits stay in memory
+            sink.write(index.numpy(), logits[..., mt.model.num_class:].numpy())
+            logits = logits[..., :mt.model.num_class]
         idx_parts.append(index)
         logit_parts.append(logits)
         if bar is not None:
@@ -363,13 +367,26 @@ def run(args, ctx):
             raise SystemExit(f"{m.path}: its test list has other videos than {models[0].path} "
                              f"({len(ids)} vs {len(ids0)}, e.g. {diff}); ensembles need the same videos")
     dense_notes = [dense_short_note(m.dataset, args) for m in models]   # probes before the loader forks
+    # .h5 features in one process are written batch by batch (ops.features.H5FeatureSink), in ids0 order
+    sinks = args.save_features and args.save_features.endswith(".h5") and not ctx.distributed
     if args.save_features:
-        for m in models:
+        position = {v: i for i, v in enumerate(ids0)}
+        for m, path in zip(models, score_paths(args.save_features, len(models))):
             feature_io.attach(m, args.per_segment)
+            if sinks:
+                m.feature_sink = feature_io.H5FeatureSink(
+                    path, [position[v] for v in m.dataset.video_ids], m.forward.head, per_view=args.per_view,
+                    per_segment=args.per_segment)
     start = time.perf_counter()
-    results = [evaluate_model(m, args, ctx, dtype) for m in models]
+    try:
+        results = [evaluate_model(m, args, ctx, dtype) for m in models]
+    except BaseException:
+        for m in models:
+            if getattr(m, "feature_sink", None) is not None:
+                m.feature_sink.abort()
+        raise
     elapsed = time.perf_counter() - start
-    if args.save_features:
+    if args.save_features and not sinks:
         results, features = split_feature_outputs(results, models, args.per_segment)
     labels = results[0][1]
     per_model = []   # per-view logits (N, V_m, C) of each model, in the first model's video order
@@ -400,7 +417,11 @@ def run(args, ctx):
     if args.save_scores:
         for path, lg, p in zip(score_paths(args.save_scores, len(models)), per_model, protocols):
             save_scores(path, ids0, labels, lg, p)
-    if args.save_features:
+    if args.save_features and sinks:
+        for m, p in zip(models, protocols):
+            print(feature_io.summary(m.feature_sink.finish(video_ids=ids0, labels=labels, protocol=p,
+                                                            checkpoint=m.path, class_names=names)))
+    elif args.save_features:
         write_feature_files(args, models, ids0, labels, results, features, protocols, names)
     if args.csv_file:
         write_tsm_csv(args.csv_file, ids0, scores, names, models[0].spec.csv_top5)

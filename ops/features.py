@@ -12,8 +12,10 @@ backbone pools time itself) and D feature channels:
     view_features     (N, V, D)        --per_view
     segment_features  (N, V, T', D)    --per_segment
 plus video_ids (N,), labels (N,) (-1 where unknown: predict.py), protocol, checkpoint, fc_weight (C, D),
-fc_bias (C,) and class_names when known. Files are .npz (numpy) or .h5 (HDF5, same names); both are
-written whole at the end of the run, atomically.
+fc_bias (C,) and class_names when known. Files are .npz (numpy) or .h5 (HDF5, same names), written
+atomically. test_models.py in one process writes .h5 files incrementally (H5FeatureSink: batch by batch,
+only the logits kept in memory); .npz files, predict.py and multi-process evaluation gather the features
+with the logits and write the file at the end.
 """
 import json
 import os
@@ -73,15 +75,77 @@ def split(view_outputs, mt, per_segment):
     """(N, V, C + K) outputs of an attached model -> (logits (N, V, C), dict of feature arrays)."""
     out = np.asarray(view_outputs, dtype=np.float32)
     c = mt.model.num_class
-    logits, feats = out[..., :c], out[..., c:]
+    return out[..., :c], feature_parts(out[..., c:], mt.forward.head.in_features, per_segment)
+
+
+def feature_parts(feats, dim, per_segment):
+    """(N, V, K) feature columns -> {'features' (N, D), 'view_features' (N, V, D)[, 'segment_features'
+    (N, V, T', D)]}; K = D, or T' * D with per_segment."""
     parts = {}
     if per_segment:
-        d = mt.forward.head.in_features
-        parts['segment_features'] = feats.reshape(*feats.shape[:2], -1, d)   # (N, V, T', D)
+        parts['segment_features'] = feats.reshape(*feats.shape[:2], -1, dim)   # (N, V, T', D)
         feats = parts['segment_features'].mean(2)
     parts['view_features'] = feats                                               # (N, V, D)
     parts['features'] = feats.mean(1)                                            # (N, D)
-    return logits, parts
+    return parts
+
+
+class H5FeatureSink:
+    """test_models.py --save_features PATH.h5 in one process: features are written into the HDF5 file
+    batch by batch (rows at their final positions), so only the logits stay in memory; sets whose
+    per-view / per-segment features exceed the memory are fine. The file appears (atomically) at finish().
+
+    rows: dataset index -> row of the file (the ensemble's common video order).
+    """
+
+    def __init__(self, path, rows, head, per_view=False, per_segment=False):
+        import h5py
+        if not path.endswith('.h5'):
+            raise ValueError(f'{path}: incremental feature files are .h5')
+        self.path, self.rows, self.head = path, np.asarray(rows, dtype=np.int64), head
+        self.per_view, self.per_segment = per_view, per_segment
+        os.makedirs(os.path.dirname(os.path.abspath(path)) or '.', exist_ok=True)
+        self.tmp = path + '.tmp.h5'
+        self.file = h5py.File(self.tmp, 'w')
+        self.written = 0
+
+    def write(self, index, feats):
+        """index: (B,) dataset indices; feats: (B, V, K) feature columns of those videos."""
+        parts = feature_parts(np.asarray(feats, dtype=np.float32), self.head.in_features, self.per_segment)
+        if not self.per_view:
+            del parts['view_features']
+        rows = self.rows[np.asarray(index, dtype=np.int64)]
+        order = np.argsort(rows)                  # h5py writes rows given in increasing order
+        n = len(self.rows)
+        for name, value in parts.items():
+            if name not in self.file:
+                self.file.create_dataset(name, shape=(n, *value.shape[1:]), dtype='float32',
+                                         chunks=(1, *value.shape[1:]))
+            self.file[name][rows[order]] = value[order]
+        self.written += len(rows)
+
+    def finish(self, *, video_ids, labels, protocol, checkpoint, class_names=None):
+        import h5py
+        if self.written != len(self.rows):
+            raise RuntimeError(f'{self.path}: features of {self.written} videos written for {len(self.rows)}')
+        f = self.file
+        f.create_dataset('labels', data=np.asarray(labels, dtype=np.int64))
+        f.create_dataset('fc_weight', data=self.head.weight.detach().float().cpu().numpy())
+        f.create_dataset('fc_bias', data=self.head.bias.detach().float().cpu().numpy())
+        strings = h5py.string_dtype()
+        f.create_dataset('video_ids', data=np.array([str(v) for v in video_ids], dtype=object), dtype=strings)
+        f.create_dataset('class_names', data=np.array(list(class_names or []), dtype=object), dtype=strings)
+        f.attrs['protocol'] = str(protocol)
+        f.attrs['checkpoint'] = str(checkpoint)
+        f.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self):
+        if self.file:
+            self.file.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
 
 
 def write(path, *, video_ids, labels, parts, protocol, checkpoint, head, class_names=None,

@@ -8,6 +8,7 @@ import os
 import sys
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -249,3 +250,28 @@ def test_help_lists_the_evaluation_protocol_options(capsys):
     out = capsys.readouterr().out
     for option in ('INPUT', '--window', '--test_crops', '--twice_sample', '--softmax', '--save_features'):
         assert option in out
+
+
+def test_h5_feature_sink_writes_rows_in_place_and_is_atomic(tmp_path):
+    head = torch.nn.Linear(4, 3)
+    rows = [2, 0, 1]            # dataset index -> row of the common video order
+    path = str(tmp_path / 'f.h5')
+    sink = feature_io.H5FeatureSink(path, rows, head, per_view=True, per_segment=True)
+    # dataset indices 2 and 0 first (out of order), then 1; 2 views, 2 segments x 4 channels
+    feats = {i: np.arange(16, dtype=np.float32).reshape(2, 8) + 100 * i for i in range(3)}
+    sink.write(np.array([2, 0]), np.stack([feats[2], feats[0]]))
+    assert not os.path.exists(path)                       # appears at finish() only
+    with pytest.raises(RuntimeError, match='features of 2 videos written for 3'):
+        sink.finish(video_ids=['a', 'b', 'c'], labels=[0, 1, 2], protocol='p', checkpoint='c')
+    sink.write(np.array([1]), feats[1][None])
+    sink.finish(video_ids=['a', 'b', 'c'], labels=[0, 1, 2], protocol='p', checkpoint='ckpt')
+    f = feature_io.load(path)
+    for i, row in enumerate(rows):
+        seg = feats[i].reshape(2, 2, 4)
+        np.testing.assert_array_equal(f['segment_features'][row], seg)
+        np.testing.assert_array_equal(f['view_features'][row], seg.mean(1))
+        np.testing.assert_allclose(f['features'][row], seg.mean(1).mean(0))
+    assert f['video_ids'] == ['a', 'b', 'c'] and f['checkpoint'] == 'ckpt'
+    aborted = feature_io.H5FeatureSink(str(tmp_path / 'g.h5'), rows, head)
+    aborted.abort()
+    assert os.listdir(tmp_path) == ['f.h5']
