@@ -317,11 +317,16 @@ def fault_validation_read_failure(ws):
     return ok, "" if ok else f"exit {rc}, rows {rows}: {out[-600:]!r}"
 
 
-def fault_training_read_failures(ws):
+def data_with_truncated_videos(ws, count=4):
+    """A copy of the toy data whose first `count` training videos have truncated frames."""
     d = ws.data_copy()
-    broken = [ln.split()[0] for ln in ws.lines("train")[:4]]
-    for vid in broken:
-        truncate_frames(os.path.join(d, "toy", "frames", vid))
+    for line in ws.lines("train")[:count]:
+        truncate_frames(os.path.join(d, "toy", "frames", line.split()[0]))
+    return d
+
+
+def fault_training_read_failures(ws):
+    d = data_with_truncated_videos(ws)
     folder = ws.folder()
     rc, out = run(ws.train(folder, "--max_steps_per_epoch", "2", data=d), folder)
     with open(os.path.join(run_dir(folder), "metrics.jsonl")) as f:
@@ -368,10 +373,7 @@ def fault_mml_partial_commit(ws):
 
 def fault_mml_read_failure(ws):
     import torch
-    d = ws.data_copy()
-    broken = [ln.split()[0] for ln in ws.lines("train")[:4]]
-    for vid in broken:
-        truncate_frames(os.path.join(d, "toy", "frames", vid))
+    d = data_with_truncated_videos(ws)
     folder = ws.folder()
     codes, outs = finish(launch_mml(ws, folder, ["--max_steps_per_epoch", "2"], data=d))
     if codes != [0, 0]:
