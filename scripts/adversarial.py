@@ -318,15 +318,17 @@ def fault_validation_read_failure(ws):
 
 
 def data_with_truncated_videos(ws, count=4):
-    """A copy of the toy data whose first `count` training videos have truncated frames."""
+    """(data folder, video ids): a copy of the toy data whose first `count` training videos have truncated
+    frames."""
     d = ws.data_copy()
-    for line in ws.lines("train")[:count]:
-        truncate_frames(os.path.join(d, "toy", "frames", line.split()[0]))
-    return d
+    broken = [line.split()[0] for line in ws.lines("train")[:count]]
+    for vid in broken:
+        truncate_frames(os.path.join(d, "toy", "frames", vid))
+    return d, broken
 
 
 def fault_training_read_failures(ws):
-    d = data_with_truncated_videos(ws)
+    d, broken = data_with_truncated_videos(ws)
     folder = ws.folder()
     rc, out = run(ws.train(folder, "--max_steps_per_epoch", "2", data=d), folder)
     with open(os.path.join(run_dir(folder), "metrics.jsonl")) as f:
@@ -373,7 +375,7 @@ def fault_mml_partial_commit(ws):
 
 def fault_mml_read_failure(ws):
     import torch
-    d = data_with_truncated_videos(ws)
+    d, _ = data_with_truncated_videos(ws)
     folder = ws.folder()
     codes, outs = finish(launch_mml(ws, folder, ["--max_steps_per_epoch", "2"], data=d))
     if codes != [0, 0]:
