@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from ops.temporal_shift import TemporalShiftUni
+from ops.transforms import normalize_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,10 @@ class StreamingTSN(nn.Module):
         self.num_class = src.num_class
         self.arch = src.arch
         self.num_states = num
+        # uint8 frames (the loaders' output) are normalised like TSN.normalize_input, with one frame's constants
+        self._pixel_mean = src._pixel_mean[:, :3].clone()
+        self._pixel_inv_std = src._pixel_inv_std[:, :3].clone()
+        self._pixel_roll = src._pixel_roll
         self.eval()
 
     def train(self, mode=True):
@@ -143,6 +148,11 @@ class StreamingTSN(nn.Module):
             raise ValueError(f'state has {len(state)} tensors, this {self.arch} stream needs {self.num_states}')
         if state is not None and state[0].shape[0] != frame.shape[0]:
             raise ValueError(f'state is for {state[0].shape[0]} streams but the frame batch has {frame.shape[0]}')
+        if frame.dtype == torch.uint8:
+            if self._pixel_mean.device != frame.device:
+                self._pixel_mean = self._pixel_mean.to(frame.device)
+                self._pixel_inv_std = self._pixel_inv_std.to(frame.device)
+            frame = normalize_uint8(frame, self._pixel_mean, self._pixel_inv_std, self._pixel_roll)
         bus = self._bus
         bus.inputs = state
         bus.outputs = [None] * self.num_states

@@ -89,7 +89,9 @@ def real_clips(args, model):
         print(f"export: --check {path}: {message}", file=sys.stderr)
     if not clips:
         raise SystemExit("export: no readable clip in --check")
-    return torch.stack(clips[:args.max_clips])
+    clips = torch.stack(clips[:args.max_clips])
+    # the loaders hand uint8 pixels to the model; the exported graph takes normalised float clips
+    return model.normalize_input(clips) if clips.dtype == torch.uint8 else clips
 
 
 def main(argv=None):

@@ -12,8 +12,8 @@ from ops.models import TSN
 from ops.online import (export_parity, export_step, offline_frame_logits, state_nbytes, stream_clip,
                         to_streaming)
 from ops.temporal_shift import TemporalShiftUni, make_temporal_shift, shift_uni
-from conftest import REPO
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_script(relpath, name):
@@ -411,3 +411,16 @@ def test_help_of_the_online_entry_points(script, options, capsys):
         module.parse_args(['--help'])
     out = capsys.readouterr().out
     assert exc.value.code == 0 and 'usage:' in out and all(o in out for o in options)
+
+
+def test_stream_normalises_uint8_frames_like_the_model():
+    torch.manual_seed(0)
+    model = TSN(5, 4, 'RGB', base_model='resnet18', is_shift=True, shift_direction='uni', pretrain='none',
+                input_size=32).eval()
+    stream = to_streaming(model)
+    clip = torch.randint(0, 256, (2, 4, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        from_uint8, _ = stream_clip(stream, clip)
+        as_float = model.normalize_input(clip.reshape(2, 12, 32, 32)).reshape(2, 4, 3, 32, 32)
+        from_float, _ = stream_clip(stream, as_float)
+    assert torch.equal(from_uint8, from_float)
