@@ -949,7 +949,7 @@ def get_args_parser():
     p.add_argument('--backward', action='store_true', help='time forward + backward instead of forward')
     p.set_defaults(func=cmd_shift)
 
-    import vs_reference
+    from scripts import vs_reference   # the package path works however benchmark.py was loaded
     p = sub.add_parser('vs_reference', help='ours vs a reference TSM checkout: loading, train step, inference')
     vs_reference.add_arguments(p)
     p.set_defaults(func=vs_reference.cmd_vs_reference)
