@@ -79,9 +79,10 @@ def load_checkpoint(path, map_location='cpu', require=()):
             raise RuntimeError(f'could not read safetensors file {path}: {e}') from e
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
+    except (pickle.UnpicklingError, IndexError, KeyError, ValueError) as e:
+        # Random bytes read as a legacy pickle fail in the unpickler with any of these.
         text = str(e)
-        if 'Unsupported global' not in text:
+        if not isinstance(e, pickle.UnpicklingError) or 'Unsupported global' not in text:
             raise ValueError(f'{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a '
                              f'readable legacy pickle; size {os.path.getsize(path)} bytes): is it the right '
                              'file, or was it truncated or overwritten?') from e
