@@ -23,24 +23,26 @@ from torch.utils.data import DataLoader
 from opts import get_train_parser, parse_args
 from ops import distributed as D
 from ops.checkpoint import (check_shift_direction, load_checkpoint, load_weights, remove_stale_temp_files,
-                            save_checkpoint, save_checkpoint_keep_previous)
+                            save_checkpoint, save_checkpoint_keep_previous, strip_prefixes)
 from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, check_list_counts, pair_records,
                          parse_list, worker_init_fn)
 from ops.dataset_config import data_record, frames_per_segment, resolve_dataset
+from ops.distill import (TeacherScores, combine_teachers, dataset_softmin_weights, distill_loss, kd_loss,
+                          load_teachers, teacher_cross_entropy)
 from ops.mixing import mix_batch
 from ops.models import TSN, to_channels_last
-from ops.mutual import aligned_keep_mask, mutual_kl, peer_mean_logits, video_id_hash
+from ops.mutual import aligned_keep_mask, peer_mean_logits, video_id_hash
 from ops.rundir import RunDirError, check_run_config, lock_run_dir, release_run_dirs
 from ops.sampler import ShardSampler
-from ops.transforms import build_transform, parse_flip_pairs
-from ops.utils import AverageMeter, rng_state, seed_everything, set_rng_state, topk_correct
+from ops.transforms import RGB_SCALES, build_transform, parse_flip_pairs
+from ops.utils import (AMP_DTYPES, AverageMeter, progress_bar, rng_state, seed_everything, set_rng_state,
+                       topk_correct)
 from ops.video_io import backend_info
 
 logger = logging.getLogger("main")
 
 EXIT_PREEMPTED = 75          # EX_TEMPFAIL: a checkpoint was written on SIGTERM/SIGUSR1; requeue the job
 EXIT_PEER_LOST = 3           # another rank died or hung
-RGB_SCALES = (1, .875, .75, .66)
 CKPT, PREV_CKPT, UNCOMMITTED_CKPT = "ckpt.pth.tar", "ckpt.prev.pth.tar", "ckpt.uncommitted.pth.tar"
 COMMIT_MARKER = "commit.json"
 
@@ -76,10 +78,6 @@ def setup_logging(run_dir, is_main):
         fh = logging.FileHandler(os.path.join(run_dir, "log.txt"))
         fh.setFormatter(fmt)
         root.addHandler(fh)
-
-
-def amp_dtype(name):
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def build_model(args, modality, num_class):
@@ -310,7 +308,7 @@ class Trainer:
         self.log_dir = log_dir
         self.writer = writer
         self.state = RunState()
-        self.dtype = amp_dtype(args.amp)
+        self.dtype = AMP_DTYPES[args.amp]
         self.scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
         self.teachers = teachers
         self.teacher_scores = teacher_scores
@@ -390,13 +388,12 @@ class Trainer:
         loss = ce
         if self.ctx.mutual_group is not None:
             peers = peer_mean_logits(logits, self.ctx.mutual_group, self.ctx.num_modalities)
-            kl = masked_mean_loss(lambda x, p: mutual_kl(x, p, args.mutual_temperature), logits, peers, sel)
+            kl = masked_mean_loss(lambda x, p: kd_loss(x, p, args.mutual_temperature), logits, peers, sel)
             terms["mutual"] = kl
             loss = loss + args.mutual_weight * kl
             if step_record is not None:
                 step_record["peer_logits"] = peers.cpu()
         if self.teachers is not None or self.teacher_scores is not None:
-            from ops.distill import combine_teachers, distill_loss
             if self.teachers is not None:
                 with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
                     t_logits = self.teachers(clips).float()
@@ -449,7 +446,7 @@ class Trainer:
             meters[k].sum, meters[k].count = total, count
         st.meters = {k: (m.sum, m.count) for k, m in meters.items()}
         planned = list(sampler)          # what every modality rank asks for, to notice replaced videos
-        bar = progress(ctx, n_steps, start, f"epoch {epoch + 1}/{args.epochs}", args.no_progress)
+        bar = progress_bar(n_steps, f"epoch {epoch + 1}/{args.epochs}", ctx.is_main and not args.no_progress, start)
         dump = [] if args.dump_step_logits else None
         end = time.perf_counter()
         step = start
@@ -563,7 +560,7 @@ class Trainer:
         self.model.eval()
         loader.dataset.set_epoch(0)
         idx_list, logit_list = [], []
-        bar = progress(ctx, len(loader), 0, "validate", args.no_progress)
+        bar = progress_bar(len(loader), "validate", ctx.is_main and not args.no_progress)
         read_errors = []
         batches = iter(loader)
         while True:
@@ -653,23 +650,6 @@ def to_device(clips, device, channels_last):
     if channels_last and clips.dim() == 4:
         clips = clips.contiguous(memory_format=torch.channels_last)
     return clips
-
-
-def progress(ctx, total, initial, desc, disabled):
-    if not ctx.is_main or disabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def strip_prefixes(sd):
-    out = {}
-    for k, v in sd.items():
-        for p in ("module.", "_orig_mod."):
-            while k.startswith(p):
-                k = k[len(p):]
-        out[k] = v
-    return out
 
 
 def plain_args(args):
@@ -884,10 +864,8 @@ def run(args, ctx):
     num_class = spec.num_class
     teachers = teacher_scores = None
     if args.distill_from:
-        from ops.distill import load_teachers
         teachers = load_teachers(args.distill_from.split(","), ctx.device)
     if args.teacher_scores:
-        from ops.distill import TeacherScores
         teacher_scores = TeacherScores(args.teacher_scores)
     train_mods = pair_mods + [m for m in (teachers.required_modalities if teachers else ()) if m not in pair_mods]
     with named_input_errors():
@@ -1052,7 +1030,6 @@ def held_out_records(list_file, train_records, data_format):
 @torch.no_grad()
 def dataset_teacher_weights(args, ctx, teachers, loader, sampler):
     """softmin_dataset: each teacher's mean CE over one pass of the training data -> softmin weights."""
-    from ops.distill import dataset_softmin_weights, teacher_cross_entropy
     sampler.set_epoch(0)
     loader.dataset.set_epoch(0)
     total = torch.zeros(len(teachers.modalities), dtype=torch.float64)

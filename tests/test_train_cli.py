@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ops.checkpoint import load_checkpoint
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--arch", "resnet18", "--num_segments", "4", "--input_size", "32", "--batch-size", "8", "-j", "0",
         "--no_progress", "--seed", "3"]
 
