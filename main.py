@@ -296,8 +296,8 @@ def set_lr(optimizer, args, lr):
 # ----------------------------------------------------------------------------------------------------
 
 class Trainer:
-    def __init__(self, args, ctx, modality, model, optimizer, run_dir, log_dir, writer, teachers=None,
-                 teacher_scores=None, fixed_teacher_weights=None):
+    def __init__(self, args, ctx, modality, model, optimizer, run_dir, teachers=None, teacher_scores=None,
+                 fixed_teacher_weights=None):
         self.args = args
         self.ctx = ctx
         self.modality = modality
@@ -305,8 +305,6 @@ class Trainer:
         self.raw_model = model.module if hasattr(model, "module") else model
         self.optimizer = optimizer
         self.run_dir = run_dir
-        self.log_dir = log_dir
-        self.writer = writer
         self.state = RunState()
         self.dtype = AMP_DTYPES[args.amp]
         self.scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
@@ -907,7 +905,7 @@ def run(args, ctx):
                            world_size=ctx.world_size, launch=ctx.source, device=str(ctx.device),
                            per_rank_batch=per_rank_batch(args, ctx)), f, indent=2)
 
-    trainer = Trainer(args, ctx, modality, train_model, optimizer, run_dir, log_dir, writer,
+    trainer = Trainer(args, ctx, modality, train_model, optimizer, run_dir,
                       teachers=teachers, teacher_scores=teacher_scores,
                       fixed_teacher_weights=([float(w) for w in args.teacher_weights.split(",")]
                                              if args.teacher_weights else None))

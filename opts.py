@@ -2,7 +2,8 @@
 
 Option names, aliases and defaults follow TSM / the MML fork wherever they are sensible; the places where
 a default differs are listed in README.md ("Deviations"). Arguments are validated once, right after
-parsing, and derived values are filled in `_derive_train` / `_derive_test` only.
+parsing, and derived values are filled in `_derive_train` (training) and at the end of `parse_test_args`
+(evaluation) only.
 """
 import argparse
 import os
@@ -166,7 +167,6 @@ def get_train_parser():
     g.add_argument("--resume", default="", help="checkpoint to resume, or 'auto' (the run's latest if any)")
     g.add_argument("--start-epoch", dest="start_epoch", type=int, default=0)
     g.add_argument("-e", "--evaluate", action="store_true", help="validate once and exit")
-    g.add_argument("--epoch_length", type=int, default=None, help=argparse.SUPPRESS)
     g.add_argument("-p", "--print-freq", dest="print_freq", type=int, default=20)
     g.add_argument("-ef", "--eval-freq", dest="eval_freq", type=int, default=None, help="[/ 5]")
     g.add_argument("--root_log", default="log")

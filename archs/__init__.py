@@ -11,7 +11,6 @@ Caffe-converted weights for BNInception; taken from the torch hub cache or downl
 ``.pth``/``.pt``/``.tar`` loaded with ``weights_only=True``, or ``.safetensors``). No silent fallback.
 """
 import functools
-import importlib.util
 import logging
 import os
 
@@ -199,12 +198,6 @@ BACKBONES = {
 MSN_BACKBONES = tuple(k for k in BACKBONES if k.startswith('msn_'))
 TDN_BACKBONES = tuple(k for k in BACKBONES if k.startswith('tdn_'))
 ILA_BACKBONES = tuple(k for k in BACKBONES if k.startswith('ila_'))
-
-
-def backbone_available(name):
-    """False when ``name`` lives in a module that is not present (yet)."""
-    module = getattr(BACKBONES[name], 'external', None)
-    return module is None or importlib.util.find_spec(module) is not None
 
 
 def create_backbone(name, pretrain='imagenet', **kwargs):

@@ -386,9 +386,6 @@ def load_with_retries(dataset, index, load):
                        'check the data with scripts/check_data.py') from last_err
 
 
-TSNDataSet = VideoDataSet
-
-
 def _geometry(transform):
     # What decides crop boxes and flips; equal geometry + equal draws -> identical views.
     keys = ('train', 'input_size', 'scale_size', 'scales', 'flip', 'test_crops', 'crop_size', 'flip_pairs',

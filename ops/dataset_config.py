@@ -44,11 +44,6 @@ def frames_per_segment(modality: str, new_length: Optional[int] = None) -> int:
     return length + 1 if modality == 'RGBDiff' else length
 
 
-def channels_per_frame(modality: str) -> int:
-    check_modality(modality)
-    return 2 if modality == 'Flow' else 3
-
-
 def modality_folder(modality: str) -> str:
     """What '{modality}' in a path becomes: RGBDiff reads RGB frames, so it shares the RGB files."""
     check_modality(modality)
