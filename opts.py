@@ -10,18 +10,22 @@ import os
 
 import torch
 
+from archs.ila import PAIR_NETS
+from archs.msn import MOTION_INITS
 from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset
-from ops.models import CONSENSUS_TYPES, SHIFT_PLACES, TEMPORAL_MODULES
+from ops.distill import TEACHER_WEIGHTINGS
+from ops.distributed import DEVICES
+from ops.models import CONSENSUS_TYPES, FIRST_CONV_LR, SHIFT_PLACES, TEMPORAL_MODULES
 from ops.temporal_shift import SHIFT_DIRECTIONS
+from ops.transforms import TEST_CROPS
+from ops.utils import AMP_DTYPES
 from ops.video_io import VIDEO_BACKENDS
 
 # Temporal modules built on ResNets only (TSM also has a MobileNetV2 rule).
 RESNET_MODULES = tuple(m for m in TEMPORAL_MODULES if m != "tsm")
 LR_TYPES = ("step", "cos", "linear")
 OPTIMIZERS = ("sgd", "adamw")
-AMP_MODES = ("auto", "off", "bf16", "fp16")
-TEACHER_WEIGHTINGS = ("uniform", "softmin_dataset", "softmin_sample")
-TEST_CROPS = (1, 3, 5, 10)
+AMP_MODES = ("auto", *AMP_DTYPES)
 # Architectures with a temporal-shift insertion rule (see ops/temporal_shift.make_temporal_shift).
 SHIFTABLE_ARCH_PREFIXES = ("resnet", "mobilenetv2")
 
@@ -80,7 +84,7 @@ AMP_HELP = ("autocast dtype: bf16 (CPU and GPU), fp16 (GPU, with GradScaler), of
 
 def _add_device_options(p, amp_default="[dataset default / auto]"):
     g = p.add_argument_group("devices and distribution")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    g.add_argument("--device", default="auto", choices=DEVICES)
     g.add_argument("--gpus", default=None, help="CUDA device ids of this process, e.g. '0' or '0,1'")
     g.add_argument("--amp", default=None, choices=AMP_MODES, help=f"{AMP_HELP} {amp_default}")
     g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
@@ -128,7 +132,7 @@ def get_train_parser():
     g.add_argument("--non_local", action="store_true", help="non-local blocks in layer2/layer3")
     g.add_argument("--no_partialbn", "--npb", action="store_true", default=None,
                    help="train every BatchNorm (partial BN freezes all but the first)")
-    g.add_argument("--first_conv_lr", default="tsm", choices=("tsm", "mml"),
+    g.add_argument("--first_conv_lr", default="tsm", choices=FIRST_CONV_LR,
                    help="first-conv lr multipliers: tsm = x5/x10 for Flow, mml = x1/x2 for every modality")
     g.add_argument("--img_feature_dim", type=int, default=256, help="kept for TSM compatibility (unused)")
     g.add_argument("--suffix", default=None, help="appended to the run name")
@@ -558,7 +562,7 @@ def _validate_online(parser, args):
 
 PARAM_GROUPS = ("tsm", "uniform")
 FLIP_MODES = ("auto", "on", "off")
-ILA_PAIR_NETS = ("auto", "k400", "ssv2")
+ILA_PAIR_NETS = ("auto", *PAIR_NETS)
 
 
 def _add_recipe_options(p):
@@ -566,7 +570,7 @@ def _add_recipe_options(p):
     g.add_argument("--param_groups", default="tsm", choices=PARAM_GROUPS,
                    help="tsm: TSM's groups (BN and bias without decay, bias lr x2, x5/x10 head); uniform: "
                         "every parameter at lr x1 with weight decay (what TDN/MSN's main.py trains with)")
-    g.add_argument("--motion_init", default="reference", choices=("reference", "zero_offset"),
+    g.add_argument("--motion_init", default="reference", choices=MOTION_INITS,
                    help="MSN/TDN new modules: reference = the FBResNet re-init N(0, sqrt(2/(k*k*C_out))) "
                         "(DCN offsets start random); zero_offset = PyTorch defaults, DCNs start as plain convs")
     g.add_argument("--flip", default="auto", choices=FLIP_MODES,

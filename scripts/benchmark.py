@@ -47,7 +47,7 @@ from ops.models import MODALITIES, TEMPORAL_MODULES, TSN, to_channels_last  # no
 from ops.temporal_shift import SHIFT_PLACES  # noqa: E402
 from ops.utils import AMP_DTYPES  # noqa: E402
 
-AMP_MODES = ('off', 'bf16', 'fp16')
+AMP_MODES = tuple(AMP_DTYPES)
 PEAK_KEYS = {'off': 'fp32', 'bf16': 'bf16', 'fp16': 'fp16'}
 FASTPATH_CONFIGS = {   # name -> train options
     'fp32': [],
