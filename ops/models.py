@@ -71,6 +71,20 @@ def to_channels_last(module):
     return module._apply(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
 
 
+def backbone_entry(base_model, temporal_module=None):
+    """The archs.BACKBONES entry TSN builds: MSN and TDN replace a ResNet by their own variant of it."""
+    if temporal_module not in MOTION_MODULES:
+        return base_model
+    variants = archs.MSN_BACKBONES if temporal_module == 'msn' else archs.TDN_BACKBONES
+    if base_model in variants:
+        return base_model
+    name = f'{temporal_module}_{base_model}'
+    if name not in variants:
+        raise ValueError(f'temporal_module="{temporal_module}" needs a ResNet base model; '
+                         f'{base_model!r} has no {temporal_module.upper()} variant (available: {variants})')
+    return name
+
+
 class TSN(nn.Module):
     def __init__(self, num_class, num_segments, modality, base_model='resnet101', new_length=None,
                  consensus_type='avg', before_softmax=True, dropout=0.8, img_feature_dim=256, crop_num=1,
@@ -166,16 +180,9 @@ class TSN(nn.Module):
     # ------------------------------------------------------------------ construction
     def _prepare_base_model(self, base_model, pretrain):
         T = self.num_segments
-        name = base_model
+        name = backbone_entry(base_model, self.temporal_module)
         kwargs = {}
         if self.temporal_module in MOTION_MODULES:
-            variants = archs.MSN_BACKBONES if self.temporal_module == 'msn' else archs.TDN_BACKBONES
-            if base_model not in variants:
-                name = f'{self.temporal_module}_{base_model}'
-                if name not in variants:
-                    raise ValueError(f'temporal_module="{self.temporal_module}" needs a ResNet base model; '
-                                     f'{base_model!r} has no {self.temporal_module.upper()} variant '
-                                     f'(available: {variants})')
             kwargs.update(num_segments=T, init=self.motion_init)
         elif base_model in archs.ILA_BACKBONES:
             kwargs.update(num_segments=T, input_size=self.input_size, **self._ila_kwargs)

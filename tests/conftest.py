@@ -3,6 +3,7 @@ root, free ports and a multi-rank launcher for the tests that start real process
 import os
 import socket
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -150,14 +151,10 @@ def tiny_toy(tmp_path_factory):
 @pytest.fixture
 def run_cli():
     """run(argv, cwd, env=None, timeout=...) -> CompletedProcess of `python <argv...>` (repo on PYTHONPATH)."""
-    import subprocess
-    import sys
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
     def run(argv, cwd, env=None, timeout=300, check=True):
-        full_env = dict(os.environ, PYTHONPATH=repo, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+        full_env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
         full_env.update(env or {})
-        script = argv[0] if os.path.isabs(argv[0]) else os.path.join(repo, argv[0])
+        script = argv[0] if os.path.isabs(argv[0]) else os.path.join(REPO, argv[0])
         proc = subprocess.run([sys.executable, script, *argv[1:]], cwd=cwd, env=full_env,
                               capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:

@@ -266,8 +266,6 @@ def test_teacher_scores_errors_name_file_and_video(tmp_path):
 
 
 def test_load_teachers_errors_name_the_file(tmp_path):
-    pytest.importorskip('ops.checkpoint')
-    pytest.importorskip('ops.models')
     missing = tmp_path / 'missing.pth'
     with pytest.raises(RuntimeError, match='missing.pth'):
         distill.load_teachers([str(missing)])
