@@ -86,7 +86,7 @@ def build_model(args, modality, num_class):
         new_length=args.new_length, consensus_type=args.consensus_type, dropout=args.dropout,
         img_feature_dim=args.img_feature_dim, partial_bn=not args.no_partialbn, pretrain=args.pretrain,
         is_shift=args.temporal_module == "tsm", shift_div=args.shift_div, shift_place=args.shift_place,
-        fc_lr5=fc_lr5(args), temporal_pool=args.temporal_pool, non_local=args.non_local,
+        fc_lr5=args.fc_lr5 == "on", temporal_pool=args.temporal_pool, non_local=args.non_local,
         temporal_module=args.temporal_module, first_conv_lr=args.first_conv_lr,
         shift_direction=args.shift_direction, motion_init=args.motion_init)
     if args.input_size:
@@ -95,14 +95,6 @@ def build_model(args, modality, num_class):
         kwargs.update(clip_weights=args.clip_weights, trust_jit_checkpoint=args.trust_jit_checkpoint,
                       finetune_backbone=args.finetune_backbone, ila_pair_net=args.ila_pair_net)
     return TSN(**kwargs)
-
-
-def fc_lr5(args):
-    """TSM: a x5/x10 head unless fine-tuning from a model of the same dataset. It is an SGD rule: with
-    AdamW the step size does not scale with the gradient, and x5/x10 on the head makes it unstable."""
-    if args.optimizer != "sgd":
-        return False
-    return not (args.tune_from and args.dataset in os.path.basename(args.tune_from))
 
 
 def dataset_spec(args, modality):

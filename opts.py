@@ -12,6 +12,7 @@ import torch
 
 from archs.ila import PAIR_NETS
 from archs.msn import MOTION_INITS
+from ops.checkpoint import load_checkpoint
 from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset
 from ops.distill import TEACHER_WEIGHTINGS
 from ops.distributed import DEVICES
@@ -26,6 +27,7 @@ RESNET_MODULES = tuple(m for m in TEMPORAL_MODULES if m != "tsm")
 LR_TYPES = ("step", "cos", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", *AMP_DTYPES)
+FC_LR5_MODES = ("auto", "on", "off")
 # Architectures with a temporal-shift insertion rule (see ops/temporal_shift.make_temporal_shift).
 SHIFTABLE_ARCH_PREFIXES = ("resnet", "mobilenetv2")
 
@@ -132,6 +134,10 @@ def get_train_parser():
     g.add_argument("--non_local", action="store_true", help="non-local blocks in layer2/layer3")
     g.add_argument("--no_partialbn", "--npb", action="store_true", default=None,
                    help="train every BatchNorm (partial BN freezes all but the first)")
+    g.add_argument("--fc_lr5", default="auto", choices=FC_LR5_MODES,
+                   help="lr x5 (weight) / x10 (bias) on the new head (TSM's fc_lr5); auto = TSM's rule: on with "
+                        "SGD unless --tune_from is a checkpoint trained on this dataset (as its recorded "
+                        "arguments say), off with AdamW")
     g.add_argument("--first_conv_lr", default="tsm", choices=FIRST_CONV_LR,
                    help="first-conv lr multipliers: tsm = x5/x10 for Flow, mml = x1/x2 for every modality")
     g.add_argument("--img_feature_dim", type=int, default=256, help="kept for TSM compatibility (unused)")
@@ -256,6 +262,19 @@ def ensure_builtin_data(args):
         ensure_toy_dataset(args.data_root)
 
 
+def _tunes_same_dataset(args):
+    """--tune_from names a checkpoint whose recorded arguments say it was trained on this dataset (TSM
+    decided this from the file name). A file that cannot be read is reported where it is loaded."""
+    if not args.tune_from or not os.path.isfile(args.tune_from):
+        return False
+    try:
+        ckpt = load_checkpoint(args.tune_from)
+    except (OSError, RuntimeError, ValueError):
+        return False
+    recorded = ckpt.get("args") if isinstance(ckpt, dict) else None
+    return isinstance(recorded, dict) and recorded.get("dataset") == args.dataset
+
+
 def _derive_train(args):
     """The one place that fills derived values (nothing reassigns them later)."""
     args.modalities = _split_modalities(args.modality)
@@ -288,6 +307,8 @@ def _derive_train(args):
         args.channels_last = args.amp == "bf16"
     if args.clip_gradient == 0:
         args.clip_gradient = None
+    if args.fc_lr5 == "auto":
+        args.fc_lr5 = "on" if args.optimizer == "sgd" and not _tunes_same_dataset(args) else "off"
     _derive_recipe(args, spec)
     args.num_modalities = len(args.modalities)
     args.store_names = [store_name(args, m, r) for r, m in enumerate(args.modalities)]

@@ -251,3 +251,20 @@ def test_read_failures_lose_no_epoch_and_are_reported(tiny_toy, run_cli, tmp_pat
                    check=False)
     assert proc.returncode == 1
     assert "--num_segments: the checkpoint has 4, this command 2" in proc.stderr
+
+
+def test_head_lr_rule_is_an_option_with_tsm_default(tiny_toy, tmp_path):
+    # --fc_lr5 auto (TSM): x5/x10 head with SGD, except when fine-tuning a checkpoint of the same dataset, which
+    # the checkpoint's recorded arguments tell (never its file name); off with AdamW.
+    def head(*extra):   # the toy recipe trains with AdamW; SGD first, a later --optimizer wins
+        return parse_args(train_argv(tiny_toy, tmp_path, '--optimizer', 'sgd', *extra)[1:]).fc_lr5
+    same, other = tmp_path / 'kinetics_named.pth', tmp_path / 'toy_named.pth'
+    torch.save({'state_dict': {}, 'args': {'dataset': 'toy'}}, same)
+    torch.save({'state_dict': {}, 'args': {'dataset': 'kinetics'}}, other)
+    assert head() == 'on'
+    assert head('--optimizer', 'adamw') == 'off'
+    assert head('--tune_from', str(same)) == 'off'
+    assert head('--tune_from', str(other)) == 'on'
+    assert head('--tune_from', str(same), '--fc_lr5', 'on') == 'on'
+    assert head('--fc_lr5', 'off') == 'off'
+    assert parse_args(train_argv(tiny_toy, tmp_path)[1:]).fc_lr5 == 'off'   # the toy default (AdamW)
