@@ -26,10 +26,11 @@ from ops.checkpoint import (check_shift_direction, load_checkpoint, load_weights
                             save_checkpoint, save_checkpoint_keep_previous, strip_prefixes)
 from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, check_list_counts, pair_records,
                          parse_list, worker_init_fn)
-from ops.dataset_config import data_record, frames_per_segment, resolve_dataset
+from ops.dataset_config import data_record, resolve_dataset
 from ops.distill import (TeacherScores, combine_teachers, dataset_softmin_weights, distill_loss, kd_loss,
                           load_teachers, teacher_cross_entropy)
 from ops.mixing import mix_batch
+from ops.modality import frames_per_segment
 from ops.models import TSN, to_channels_last
 from ops.mutual import aligned_keep_mask, peer_mean_logits, video_id_hash
 from ops.rundir import RunDirError, check_run_config, lock_run_dir, release_run_dirs

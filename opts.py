@@ -13,9 +13,10 @@ import torch
 from archs.ila import PAIR_NETS
 from archs.msn import MOTION_INITS
 from ops.checkpoint import load_checkpoint
-from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset
+from ops.dataset_config import DATA_FORMATS, resolve_dataset
 from ops.distill import TEACHER_WEIGHTINGS
 from ops.distributed import DEVICES
+from ops.modality import MODALITIES
 from ops.models import CONSENSUS_TYPES, FIRST_CONV_LR, SHIFT_PLACES, TEMPORAL_MODULES
 from ops.temporal_shift import SHIFT_DIRECTIONS
 from ops.transforms import TEST_CROPS

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ops.dataset_config import (check_data_format, check_modality, default_new_length, frames_per_segment,
-                                list_lines)
+from ops.dataset_config import check_data_format, list_lines
 from ops.hdf5_store import HDF5FrameStore
+from ops.modality import check_modality, default_new_length, frames_per_segment
 from ops.sampling import SAMPLE_MODES, num_test_clips, sample_aligned, sample_indices, sample_rng
 from ops.video_io import (FrameReadError, VideoFile, check_video_backend, flow_paths, frame_path,
                           read_flow_folder, read_rgb_folder)

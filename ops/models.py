@@ -10,19 +10,17 @@ import torch
 import torch.nn as nn
 
 import archs
+from ops.modality import CHANNELS, MODALITIES, default_new_length, replace_first_conv
 from ops.transforms import normalization_constants, normalize_uint8
 from ops.temporal_shift import make_temporal_pool, make_temporal_shift, SHIFT_DIRECTIONS, SHIFT_PLACES
 
 logger = logging.getLogger(__name__)
 
-MODALITIES = ('RGB', 'Flow', 'RGBDiff')
 CONSENSUS_TYPES = ('avg', 'identity')
 TEMPORAL_MODULES = ('tsm', 'tin', 'msn', 'tdn')
 # Whole-network motion models (archs/msn.py): 5 RGB frames per segment, their own backbone class.
 MOTION_MODULES = ('msn', 'tdn')
 FIRST_CONV_LR = ('tsm', 'mml')
-CHANNELS = {'RGB': 3, 'Flow': 2, 'RGBDiff': 3}
-DEFAULT_NEW_LENGTH = {'RGB': 1, 'Flow': 5, 'RGBDiff': 5}  # RGBDiff: number of differences
 RGBDIFF_STD = 0.452  # TSM's (unused) std for difference channels, kept for input_std
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 
@@ -30,36 +28,6 @@ NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 def _check_choice(name, value, allowed):
     if value not in allowed:
         raise ValueError(f'unknown {name} {value!r}; allowed: {allowed}')
-
-
-def first_conv_name(module):
-    """Dotted name of the first nn.Conv2d in ``module.modules()`` order (TSM's rule)."""
-    for name, m in module.named_modules():
-        if isinstance(m, nn.Conv2d):
-            return name
-    raise ValueError(f'{type(module).__name__} has no Conv2d')
-
-
-def mean_expand_kernel(weight, in_channels):
-    """(O, C, kh, kw) -> (O, in_channels, kh, kw): the channel mean replicated, no rescaling (TSM)."""
-    o, _, kh, kw = weight.shape
-    return weight.mean(dim=1, keepdim=True).expand(o, in_channels, kh, kw).contiguous()
-
-
-def replace_first_conv(module, in_channels):
-    """Rebuild the first conv of ``module`` for ``in_channels`` inputs (kernel = RGB channel mean)."""
-    name = first_conv_name(module)
-    parent_name, _, leaf = name.rpartition('.')
-    parent = module.get_submodule(parent_name) if parent_name else module
-    old = getattr(parent, leaf)
-    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation,
-                    old.groups, bias=old.bias is not None)
-    with torch.no_grad():
-        new.weight.copy_(mean_expand_kernel(old.weight, in_channels))
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-    setattr(parent, leaf, new)
-    return name
 
 
 def to_channels_last(module):
@@ -152,7 +120,7 @@ class TSN(nn.Module):
             raise ValueError('clip_weights / trust_jit_checkpoint / finetune_backbone apply to ILA backbones '
                              f'{archs.ILA_BACKBONES} only, not {base_model!r}')
         if new_length is None:
-            new_length = 5 if temporal_module in MOTION_MODULES else DEFAULT_NEW_LENGTH[modality]
+            new_length = 5 if temporal_module in MOTION_MODULES else default_new_length(modality)
         self.new_length = new_length
         self._enable_pbn = partial_bn
 

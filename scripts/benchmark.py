@@ -43,7 +43,8 @@ sys.path.insert(0, REPO)
 
 from archs import BACKBONES  # noqa: E402
 from ops.flops import forward_flops  # noqa: E402
-from ops.models import MODALITIES, TEMPORAL_MODULES, TSN, to_channels_last  # noqa: E402
+from ops.modality import MODALITIES  # noqa: E402
+from ops.models import TEMPORAL_MODULES, TSN, to_channels_last  # noqa: E402
 from ops.temporal_shift import SHIFT_PLACES  # noqa: E402
 from ops.utils import AMP_DTYPES  # noqa: E402
 

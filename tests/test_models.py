@@ -6,7 +6,8 @@ import torch.nn as nn
 import torchvision
 
 import archs
-from ops.models import TSN, backbone_entry, mean_expand_kernel, replace_first_conv
+from ops.modality import mean_expand_kernel, replace_first_conv
+from ops.models import TSN, backbone_entry
 
 H = 32  # tiny frames keep every forward/backward fast on CPU
 
