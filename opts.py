@@ -29,7 +29,7 @@ LR_TYPES = ("step", "cos", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", *AMP_DTYPES)
 FC_LR5_MODES = ("auto", "on", "off")
-# Architectures with a temporal-shift insertion rule (see ops/temporal_shift.make_temporal_shift).
+# Architectures with a temporal-shift insertion rule (see ops/temporal_modules.make_temporal_shift).
 SHIFTABLE_ARCH_PREFIXES = ("resnet", "mobilenetv2")
 
 # Options whose default depends on the dataset (registry `train_defaults`, e.g. the toy quickstart), with

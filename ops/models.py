@@ -12,7 +12,8 @@ import torch.nn as nn
 import archs
 from ops.modality import CHANNELS, MODALITIES, default_new_length, replace_first_conv
 from ops.transforms import normalization_constants, normalize_uint8
-from ops.temporal_shift import make_temporal_pool, make_temporal_shift, SHIFT_DIRECTIONS, SHIFT_PLACES
+from ops.temporal_modules import TEMPORAL_INSERTS
+from ops.temporal_shift import SHIFT_DIRECTIONS, SHIFT_PLACES
 
 logger = logging.getLogger(__name__)
 
@@ -158,17 +159,16 @@ class TSN(nn.Module):
                 kwargs['pair_net'] = self.ila_pair_net
         net = archs.create_backbone(name, pretrain=pretrain, **kwargs)
         self.is_video_model = bool(getattr(net, 'is_video_model', False))
-        if self.temporal_module == 'tsm':
-            make_temporal_shift(net, T, n_div=self.shift_div, place=self.shift_place,
-                                temporal_pool=self.temporal_pool, direction=self.shift_direction)
-        elif self.temporal_module == 'tin':
-            from ops.tin import make_temporal_interlace
-            make_temporal_interlace(net, T, shift_div=self.tin_shift_div)
+        # Inserts in this order: the shift (or TIN) first, then non-local blocks and pooling around it.
+        options = {'tsm': dict(n_div=self.shift_div, place=self.shift_place, temporal_pool=self.temporal_pool,
+                               direction=self.shift_direction),
+                   'tin': dict(shift_div=self.tin_shift_div)}
+        if self.temporal_module in options:          # msn/tdn are built into the backbone above
+            TEMPORAL_INSERTS[self.temporal_module](net, T, **options[self.temporal_module])
         if self.non_local:
-            from ops.non_local import make_non_local
-            make_non_local(net, T, temporal_pool=self.temporal_pool)
+            TEMPORAL_INSERTS['non_local'](net, T, temporal_pool=self.temporal_pool)
         if self.temporal_pool:
-            make_temporal_pool(net, T)
+            TEMPORAL_INSERTS['tpool'](net, T)
         self.base_model = net
 
     def _prepare_head(self, num_class):

@@ -11,7 +11,8 @@ import torch
 from ops.models import TSN
 from ops.online import (export_parity, export_step, offline_frame_logits, state_nbytes, stream_clip,
                         to_streaming)
-from ops.temporal_shift import TemporalShiftUni, make_temporal_shift, shift_uni
+from ops.temporal_modules import make_temporal_shift
+from ops.temporal_shift import TemporalShiftUni, shift_uni
 from conftest import REPO
 
 
