@@ -23,24 +23,27 @@ from torch.utils.data import DataLoader
 from opts import get_train_parser, parse_args
 from ops import distributed as D
 from ops.checkpoint import (check_shift_direction, load_checkpoint, load_weights, remove_stale_temp_files,
-                            save_checkpoint, save_checkpoint_keep_previous)
+                            save_checkpoint, save_checkpoint_keep_previous, strip_prefixes)
 from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, check_list_counts, pair_records,
                          parse_list, worker_init_fn)
-from ops.dataset_config import data_record, frames_per_segment, resolve_dataset
+from ops.dataset_config import data_record, resolve_dataset
+from ops.distill import (TeacherScores, combine_teachers, dataset_softmin_weights, distill_loss, kd_loss,
+                          load_teachers, teacher_cross_entropy)
 from ops.mixing import mix_batch
+from ops.modality import frames_per_segment
 from ops.models import TSN, to_channels_last
-from ops.mutual import aligned_keep_mask, mutual_kl, peer_mean_logits, video_id_hash
+from ops.mutual import aligned_keep_mask, peer_mean_logits, video_id_hash
 from ops.rundir import RunDirError, check_run_config, lock_run_dir, release_run_dirs
 from ops.sampler import ShardSampler
-from ops.transforms import build_transform, parse_flip_pairs
-from ops.utils import AverageMeter, rng_state, seed_everything, set_rng_state, topk_correct
+from ops.transforms import RGB_SCALES, build_transform, parse_flip_pairs
+from ops.utils import (AMP_DTYPES, AverageMeter, progress_bar, rng_state, seed_everything, set_rng_state,
+                       topk_correct)
 from ops.video_io import backend_info
 
 logger = logging.getLogger("main")
 
 EXIT_PREEMPTED = 75          # EX_TEMPFAIL: a checkpoint was written on SIGTERM/SIGUSR1; requeue the job
 EXIT_PEER_LOST = 3           # another rank died or hung
-RGB_SCALES = (1, .875, .75, .66)
 CKPT, PREV_CKPT, UNCOMMITTED_CKPT = "ckpt.pth.tar", "ckpt.prev.pth.tar", "ckpt.uncommitted.pth.tar"
 COMMIT_MARKER = "commit.json"
 
@@ -78,17 +81,13 @@ def setup_logging(run_dir, is_main):
         root.addHandler(fh)
 
 
-def amp_dtype(name):
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
 def build_model(args, modality, num_class):
     kwargs = dict(
         num_class=num_class, num_segments=args.num_segments, modality=modality, base_model=args.arch,
         new_length=args.new_length, consensus_type=args.consensus_type, dropout=args.dropout,
         img_feature_dim=args.img_feature_dim, partial_bn=not args.no_partialbn, pretrain=args.pretrain,
         is_shift=args.temporal_module == "tsm", shift_div=args.shift_div, shift_place=args.shift_place,
-        fc_lr5=fc_lr5(args), temporal_pool=args.temporal_pool, non_local=args.non_local,
+        fc_lr5=args.fc_lr5 == "on", temporal_pool=args.temporal_pool, non_local=args.non_local,
         temporal_module=args.temporal_module, first_conv_lr=args.first_conv_lr,
         shift_direction=args.shift_direction, motion_init=args.motion_init)
     if args.input_size:
@@ -97,14 +96,6 @@ def build_model(args, modality, num_class):
         kwargs.update(clip_weights=args.clip_weights, trust_jit_checkpoint=args.trust_jit_checkpoint,
                       finetune_backbone=args.finetune_backbone, ila_pair_net=args.ila_pair_net)
     return TSN(**kwargs)
-
-
-def fc_lr5(args):
-    """TSM: a x5/x10 head unless fine-tuning from a model of the same dataset. It is an SGD rule: with
-    AdamW the step size does not scale with the gradient, and x5/x10 on the head makes it unstable."""
-    if args.optimizer != "sgd":
-        return False
-    return not (args.tune_from and args.dataset in os.path.basename(args.tune_from))
 
 
 def dataset_spec(args, modality):
@@ -298,8 +289,8 @@ def set_lr(optimizer, args, lr):
 # ----------------------------------------------------------------------------------------------------
 
 class Trainer:
-    def __init__(self, args, ctx, modality, model, optimizer, run_dir, log_dir, writer, teachers=None,
-                 teacher_scores=None, fixed_teacher_weights=None):
+    def __init__(self, args, ctx, modality, model, optimizer, run_dir, teachers=None, teacher_scores=None,
+                 fixed_teacher_weights=None):
         self.args = args
         self.ctx = ctx
         self.modality = modality
@@ -307,10 +298,8 @@ class Trainer:
         self.raw_model = model.module if hasattr(model, "module") else model
         self.optimizer = optimizer
         self.run_dir = run_dir
-        self.log_dir = log_dir
-        self.writer = writer
         self.state = RunState()
-        self.dtype = amp_dtype(args.amp)
+        self.dtype = AMP_DTYPES[args.amp]
         self.scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
         self.teachers = teachers
         self.teacher_scores = teacher_scores
@@ -390,13 +379,12 @@ class Trainer:
         loss = ce
         if self.ctx.mutual_group is not None:
             peers = peer_mean_logits(logits, self.ctx.mutual_group, self.ctx.num_modalities)
-            kl = masked_mean_loss(lambda x, p: mutual_kl(x, p, args.mutual_temperature), logits, peers, sel)
+            kl = masked_mean_loss(lambda x, p: kd_loss(x, p, args.mutual_temperature), logits, peers, sel)
             terms["mutual"] = kl
             loss = loss + args.mutual_weight * kl
             if step_record is not None:
                 step_record["peer_logits"] = peers.cpu()
         if self.teachers is not None or self.teacher_scores is not None:
-            from ops.distill import combine_teachers, distill_loss
             if self.teachers is not None:
                 with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
                     t_logits = self.teachers(clips).float()
@@ -449,7 +437,7 @@ class Trainer:
             meters[k].sum, meters[k].count = total, count
         st.meters = {k: (m.sum, m.count) for k, m in meters.items()}
         planned = list(sampler)          # what every modality rank asks for, to notice replaced videos
-        bar = progress(ctx, n_steps, start, f"epoch {epoch + 1}/{args.epochs}", args.no_progress)
+        bar = progress_bar(n_steps, f"epoch {epoch + 1}/{args.epochs}", ctx.is_main and not args.no_progress, start)
         dump = [] if args.dump_step_logits else None
         end = time.perf_counter()
         step = start
@@ -563,7 +551,7 @@ class Trainer:
         self.model.eval()
         loader.dataset.set_epoch(0)
         idx_list, logit_list = [], []
-        bar = progress(ctx, len(loader), 0, "validate", args.no_progress)
+        bar = progress_bar(len(loader), "validate", ctx.is_main and not args.no_progress)
         read_errors = []
         batches = iter(loader)
         while True:
@@ -653,23 +641,6 @@ def to_device(clips, device, channels_last):
     if channels_last and clips.dim() == 4:
         clips = clips.contiguous(memory_format=torch.channels_last)
     return clips
-
-
-def progress(ctx, total, initial, desc, disabled):
-    if not ctx.is_main or disabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def strip_prefixes(sd):
-    out = {}
-    for k, v in sd.items():
-        for p in ("module.", "_orig_mod."):
-            while k.startswith(p):
-                k = k[len(p):]
-        out[k] = v
-    return out
 
 
 def plain_args(args):
@@ -884,10 +855,8 @@ def run(args, ctx):
     num_class = spec.num_class
     teachers = teacher_scores = None
     if args.distill_from:
-        from ops.distill import load_teachers
         teachers = load_teachers(args.distill_from.split(","), ctx.device)
     if args.teacher_scores:
-        from ops.distill import TeacherScores
         teacher_scores = TeacherScores(args.teacher_scores)
     train_mods = pair_mods + [m for m in (teachers.required_modalities if teachers else ()) if m not in pair_mods]
     with named_input_errors():
@@ -929,7 +898,7 @@ def run(args, ctx):
                            world_size=ctx.world_size, launch=ctx.source, device=str(ctx.device),
                            per_rank_batch=per_rank_batch(args, ctx)), f, indent=2)
 
-    trainer = Trainer(args, ctx, modality, train_model, optimizer, run_dir, log_dir, writer,
+    trainer = Trainer(args, ctx, modality, train_model, optimizer, run_dir,
                       teachers=teachers, teacher_scores=teacher_scores,
                       fixed_teacher_weights=([float(w) for w in args.teacher_weights.split(",")]
                                              if args.teacher_weights else None))
@@ -1052,7 +1021,6 @@ def held_out_records(list_file, train_records, data_format):
 @torch.no_grad()
 def dataset_teacher_weights(args, ctx, teachers, loader, sampler):
     """softmin_dataset: each teacher's mean CE over one pass of the training data -> softmin weights."""
-    from ops.distill import dataset_softmin_weights, teacher_cross_entropy
     sampler.set_epoch(0)
     loader.dataset.set_epoch(0)
     total = torch.zeros(len(teachers.modalities), dtype=torch.float64)

@@ -2,26 +2,34 @@
 
 Option names, aliases and defaults follow TSM / the MML fork wherever they are sensible; the places where
 a default differs are listed in README.md ("Deviations"). Arguments are validated once, right after
-parsing, and derived values are filled in `_derive_train` / `_derive_test` only.
+parsing, and derived values are filled in `_derive_train` (training) and at the end of `parse_test_args`
+(evaluation) only.
 """
 import argparse
 import os
 
 import torch
 
-from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset
-from ops.models import CONSENSUS_TYPES, SHIFT_PLACES, TEMPORAL_MODULES
+from archs.ila import PAIR_NETS
+from archs.msn import MOTION_INITS
+from ops.checkpoint import load_checkpoint
+from ops.dataset_config import DATA_FORMATS, resolve_dataset
+from ops.distill import TEACHER_WEIGHTINGS
+from ops.distributed import DEVICES
+from ops.modality import MODALITIES
+from ops.models import CONSENSUS_TYPES, FIRST_CONV_LR, SHIFT_PLACES, TEMPORAL_MODULES
 from ops.temporal_shift import SHIFT_DIRECTIONS
+from ops.transforms import TEST_CROPS
+from ops.utils import AMP_DTYPES
 from ops.video_io import VIDEO_BACKENDS
 
 # Temporal modules built on ResNets only (TSM also has a MobileNetV2 rule).
 RESNET_MODULES = tuple(m for m in TEMPORAL_MODULES if m != "tsm")
 LR_TYPES = ("step", "cos", "linear")
 OPTIMIZERS = ("sgd", "adamw")
-AMP_MODES = ("auto", "off", "bf16", "fp16")
-TEACHER_WEIGHTINGS = ("uniform", "softmin_dataset", "softmin_sample")
-TEST_CROPS = (1, 3, 5, 10)
-# Architectures with a temporal-shift insertion rule (see ops/temporal_shift.make_temporal_shift).
+AMP_MODES = ("auto", *AMP_DTYPES)
+FC_LR5_MODES = ("auto", "on", "off")
+# Architectures with a temporal-shift insertion rule (see ops/temporal_modules.make_temporal_shift).
 SHIFTABLE_ARCH_PREFIXES = ("resnet", "mobilenetv2")
 
 # Options whose default depends on the dataset (registry `train_defaults`, e.g. the toy quickstart), with
@@ -79,7 +87,7 @@ AMP_HELP = ("autocast dtype: bf16 (CPU and GPU), fp16 (GPU, with GradScaler), of
 
 def _add_device_options(p, amp_default="[dataset default / auto]"):
     g = p.add_argument_group("devices and distribution")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    g.add_argument("--device", default="auto", choices=DEVICES)
     g.add_argument("--gpus", default=None, help="CUDA device ids of this process, e.g. '0' or '0,1'")
     g.add_argument("--amp", default=None, choices=AMP_MODES, help=f"{AMP_HELP} {amp_default}")
     g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
@@ -127,7 +135,11 @@ def get_train_parser():
     g.add_argument("--non_local", action="store_true", help="non-local blocks in layer2/layer3")
     g.add_argument("--no_partialbn", "--npb", action="store_true", default=None,
                    help="train every BatchNorm (partial BN freezes all but the first)")
-    g.add_argument("--first_conv_lr", default="tsm", choices=("tsm", "mml"),
+    g.add_argument("--fc_lr5", default="auto", choices=FC_LR5_MODES,
+                   help="lr x5 (weight) / x10 (bias) on the new head (TSM's fc_lr5); auto = TSM's rule: on with "
+                        "SGD unless --tune_from is a checkpoint trained on this dataset (as its recorded "
+                        "arguments say), off with AdamW")
+    g.add_argument("--first_conv_lr", default="tsm", choices=FIRST_CONV_LR,
                    help="first-conv lr multipliers: tsm = x5/x10 for Flow, mml = x1/x2 for every modality")
     g.add_argument("--img_feature_dim", type=int, default=256, help="kept for TSM compatibility (unused)")
     g.add_argument("--suffix", default=None, help="appended to the run name")
@@ -166,7 +178,6 @@ def get_train_parser():
     g.add_argument("--resume", default="", help="checkpoint to resume, or 'auto' (the run's latest if any)")
     g.add_argument("--start-epoch", dest="start_epoch", type=int, default=0)
     g.add_argument("-e", "--evaluate", action="store_true", help="validate once and exit")
-    g.add_argument("--epoch_length", type=int, default=None, help=argparse.SUPPRESS)
     g.add_argument("-p", "--print-freq", dest="print_freq", type=int, default=20)
     g.add_argument("-ef", "--eval-freq", dest="eval_freq", type=int, default=None, help="[/ 5]")
     g.add_argument("--root_log", default="log")
@@ -252,6 +263,19 @@ def ensure_builtin_data(args):
         ensure_toy_dataset(args.data_root)
 
 
+def _tunes_same_dataset(args):
+    """--tune_from names a checkpoint whose recorded arguments say it was trained on this dataset (TSM
+    decided this from the file name). A file that cannot be read is reported where it is loaded."""
+    if not args.tune_from or not os.path.isfile(args.tune_from):
+        return False
+    try:
+        ckpt = load_checkpoint(args.tune_from)
+    except (OSError, RuntimeError, ValueError):
+        return False
+    recorded = ckpt.get("args") if isinstance(ckpt, dict) else None
+    return isinstance(recorded, dict) and recorded.get("dataset") == args.dataset
+
+
 def _derive_train(args):
     """The one place that fills derived values (nothing reassigns them later)."""
     args.modalities = _split_modalities(args.modality)
@@ -284,6 +308,8 @@ def _derive_train(args):
         args.channels_last = args.amp == "bf16"
     if args.clip_gradient == 0:
         args.clip_gradient = None
+    if args.fc_lr5 == "auto":
+        args.fc_lr5 = "on" if args.optimizer == "sgd" and not _tunes_same_dataset(args) else "off"
     _derive_recipe(args, spec)
     args.num_modalities = len(args.modalities)
     args.store_names = [store_name(args, m, r) for r, m in enumerate(args.modalities)]
@@ -558,7 +584,7 @@ def _validate_online(parser, args):
 
 PARAM_GROUPS = ("tsm", "uniform")
 FLIP_MODES = ("auto", "on", "off")
-ILA_PAIR_NETS = ("auto", "k400", "ssv2")
+ILA_PAIR_NETS = ("auto", *PAIR_NETS)
 
 
 def _add_recipe_options(p):
@@ -566,7 +592,7 @@ def _add_recipe_options(p):
     g.add_argument("--param_groups", default="tsm", choices=PARAM_GROUPS,
                    help="tsm: TSM's groups (BN and bias without decay, bias lr x2, x5/x10 head); uniform: "
                         "every parameter at lr x1 with weight decay (what TDN/MSN's main.py trains with)")
-    g.add_argument("--motion_init", default="reference", choices=("reference", "zero_offset"),
+    g.add_argument("--motion_init", default="reference", choices=MOTION_INITS,
                    help="MSN/TDN new modules: reference = the FBResNet re-init N(0, sqrt(2/(k*k*C_out))) "
                         "(DCN offsets start random); zero_offset = PyTorch defaults, DCNs start as plain convs")
     g.add_argument("--flip", default="auto", choices=FLIP_MODES,

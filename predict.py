@@ -30,12 +30,12 @@ import os
 import sys
 
 import numpy as np
-import torch
 
 from ops import features as feature_io
 from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, VideoRecord
 from ops.dataset_config import resolve_dataset
+from ops.utils import AMP_DTYPES
 from ops.video_io import FrameReadError, VideoFile, flow_paths, frame_path
 from opts import get_test_parser, parse_test_args
 from test_models import (ModelUnderTest, evaluate_model, fused_scores, protocol_text, sampling_mode,
@@ -347,7 +347,7 @@ def group_models(args, ctx, items, modalities, failed):
 
 
 def run(args, ctx):
-    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    dtype = AMP_DTYPES[args.amp]
     items, errors = collect_inputs(args.inputs, args.root_path)
     failed = {}
     for path, message in errors:

@@ -40,6 +40,7 @@ from ops.models import TSN, to_channels_last
 from ops.sampler import ShardSampler
 from ops.scores import align_to, fuse, metrics, save_scores, video_scores
 from ops.transforms import build_transform
+from ops.utils import AMP_DTYPES, progress_bar
 from ops.video_io import count_shorter
 
 logger = logging.getLogger("test_models")
@@ -254,10 +255,7 @@ def evaluate_model(mt, args, ctx, dtype):
                            shuffle=False, drop_last=False)
     loader = DataLoader(mt.dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
                         pin_memory=ctx.device.type == "cuda", worker_init_fn=worker_init_fn)
-    bar = None
-    if ctx.is_main and not args.no_progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(loader), desc=os.path.basename(mt.path), leave=False, dynamic_ncols=True)
+    bar = progress_bar(len(loader), os.path.basename(mt.path), ctx.is_main and not args.no_progress)
     idx_parts, logit_parts = [], []
     for clips, labels, index in loader:
         if clips.dim() != 5 or clips.shape[1] != mt.num_views:
@@ -353,7 +351,7 @@ def main(args, run_fn=None):
 
 
 def run(args, ctx):
-    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    dtype = AMP_DTYPES[args.amp]
     # Build and check every model and list before decoding a single video.
     models = [ModelUnderTest(args, 0, ctx)]
     # With --max_num, the partners evaluate the first model's videos (their lists may be in another order).

@@ -11,17 +11,16 @@ Caffe-converted weights for BNInception; taken from the torch hub cache or downl
 ``.pth``/``.pt``/``.tar`` loaded with ``weights_only=True``, or ``.safetensors``). No silent fallback.
 """
 import functools
-import importlib.util
 import logging
 import os
 
 import torch
 import torchvision
 
+from ops.transforms import IMAGENET_MEAN, IMAGENET_STD
+
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 _TORCHVISION_WEIGHTS = {
     'resnet18': 'ResNet18_Weights.IMAGENET1K_V1',
@@ -96,7 +95,7 @@ def _check_pretrain(pretrain):
 def _with_defaults(model):
     """Attributes TSN reads; ImageNet / RGB / [0, 1] defaults unless the backbone defines them."""
     if not hasattr(model, 'input_mean'):
-        model.input_mean, model.input_std = IMAGENET_MEAN, IMAGENET_STD
+        model.input_mean, model.input_std = list(IMAGENET_MEAN), list(IMAGENET_STD)
     for attr, default in (('flow_mean', 0.5), ('input_space', 'RGB'), ('input_range', 1), ('last_layer_name', 'fc')):
         if not hasattr(model, attr):
             setattr(model, attr, default)
@@ -199,12 +198,6 @@ BACKBONES = {
 MSN_BACKBONES = tuple(k for k in BACKBONES if k.startswith('msn_'))
 TDN_BACKBONES = tuple(k for k in BACKBONES if k.startswith('tdn_'))
 ILA_BACKBONES = tuple(k for k in BACKBONES if k.startswith('ila_'))
-
-
-def backbone_available(name):
-    """False when ``name`` lives in a module that is not present (yet)."""
-    module = getattr(BACKBONES[name], 'external', None)
-    return module is None or importlib.util.find_spec(module) is not None
 
 
 def create_backbone(name, pretrain='imagenet', **kwargs):

@@ -7,6 +7,8 @@ input: BGR channel order, 0-255 range, mean ``[104, 117, 128]``, std 1.
 import torch
 import torch.nn as nn
 
+from ops.temporal_shift import shift_fn
+
 INPUT_MEAN = [104, 117, 128]
 INPUT_STD = [1, 1, 1]
 FLOW_MEAN = 128
@@ -94,7 +96,6 @@ class BNInception(nn.Module):
     def shift_stage_input(self, x, stage_index):
         """The temporal shift before stage ``stage_index`` (1..11); the streaming model (ops/online.py)
         replaces it on its own copy with the cached per-frame shift."""
-        from ops.temporal_shift import shift_fn
         return shift_fn(self.shift_direction)(x, self.n_segment, self.fold_div)
 
     def features(self, x):

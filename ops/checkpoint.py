@@ -14,7 +14,7 @@ import tempfile
 
 import torch
 
-from ops.models import CHANNELS, first_conv_name, mean_expand_kernel
+from ops.modality import CHANNELS, first_conv_name, mean_expand_kernel
 
 logger = logging.getLogger(__name__)
 

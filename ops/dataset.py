@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ops.dataset_config import (check_data_format, check_modality, default_new_length, frames_per_segment,
-                                list_lines)
+from ops.dataset_config import check_data_format, list_lines
 from ops.hdf5_store import HDF5FrameStore
+from ops.modality import check_modality, default_new_length, frames_per_segment
 from ops.sampling import SAMPLE_MODES, num_test_clips, sample_aligned, sample_indices, sample_rng
 from ops.video_io import (FrameReadError, VideoFile, check_video_backend, flow_paths, frame_path,
                           read_flow_folder, read_rgb_folder)
@@ -384,9 +384,6 @@ def load_with_retries(dataset, index, load):
             current = int(replace_rng.integers(len(dataset)))
     raise RuntimeError(f'{dataset.max_retries + 1} read failures in a row, last: {last_err}; '
                        'check the data with scripts/check_data.py') from last_err
-
-
-TSNDataSet = VideoDataSet
 
 
 def _geometry(transform):

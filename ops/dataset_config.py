@@ -11,42 +11,13 @@ import os
 import string
 from typing import Optional
 
-MODALITIES = ('RGB', 'Flow', 'RGBDiff')
+from ops.modality import check_modality
+
 DATA_FORMATS = ('frames', 'video', 'hdf5')
-
-# Frames loaded per segment when new_length is not given. RGBDiff loads 6 raw frames; the model turns
-# them into 5 differences.
-_DEFAULT_NEW_LENGTH = {'RGB': 1, 'Flow': 5, 'RGBDiff': 5}
-
-
-def check_modality(modality: str) -> None:
-    if modality not in MODALITIES:
-        raise ValueError(f'unknown modality {modality!r}; allowed: {", ".join(MODALITIES)}')
-
 
 def check_data_format(data_format: str) -> None:
     if data_format not in DATA_FORMATS:
         raise ValueError(f'unknown data_format {data_format!r}; allowed: {", ".join(DATA_FORMATS)}')
-
-
-def default_new_length(modality: str) -> int:
-    """TSM's new_length: frames per segment for RGB/Flow, number of DIFFERENCES for RGBDiff."""
-    check_modality(modality)
-    return _DEFAULT_NEW_LENGTH[modality]
-
-
-def frames_per_segment(modality: str, new_length: Optional[int] = None) -> int:
-    """Frames the dataset reads per segment: RGB 1, Flow 5, RGBDiff 6 by default (new_length + 1)."""
-    check_modality(modality)
-    length = _DEFAULT_NEW_LENGTH[modality] if new_length is None else int(new_length)
-    if length < 1:
-        raise ValueError(f'new_length must be >= 1, got {length}')
-    return length + 1 if modality == 'RGBDiff' else length
-
-
-def channels_per_frame(modality: str) -> int:
-    check_modality(modality)
-    return 2 if modality == 'Flow' else 3
 
 
 def modality_folder(modality: str) -> str:

@@ -24,12 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ops.scores import load_scores
+
 logger = logging.getLogger(__name__)
 
 TEACHER_WEIGHTINGS = ('uniform', 'softmin_dataset', 'softmin_sample')
-
-# Arrays an .npz written by test_models.py --save_scores must contain.
-SCORE_KEYS = ('scores', 'labels', 'video_ids', 'protocol')
 
 
 def _check_positive(name, value):
@@ -285,31 +284,14 @@ class TeacherScores:
 
     def __init__(self, path):
         self.path = str(path)
-        try:
-            with np.load(self.path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in SCORE_KEYS if k in data.files}
-                present = sorted(data.files)
-        except (OSError, EOFError, ValueError) as exc:
-            raise RuntimeError(f'cannot read teacher scores {self.path}: {exc}') from exc
-        missing = [k for k in SCORE_KEYS if k not in arrays]
-        if missing:
-            raise ValueError(f'teacher scores {self.path} lack arrays {missing} (has {present}); '
-                             'write them with test_models.py --save_scores')
-        scores, labels, video_ids = arrays['scores'], arrays['labels'], arrays['video_ids']
-        if scores.ndim != 3:
-            raise ValueError(f'teacher scores {self.path}: scores must be (videos, views, classes), '
-                             f'got shape {scores.shape}')
-        n = scores.shape[0]
-        if labels.shape != (n,) or video_ids.shape != (n,):
-            raise ValueError(f'teacher scores {self.path}: {n} score rows but labels {labels.shape} '
-                             f'and video_ids {video_ids.shape}')
-        self.video_ids = [str(v) for v in video_ids]
+        data = load_scores(self.path)
+        scores, labels, self.video_ids = data['scores'], data['labels'], data['video_ids']
         self.index = {v: i for i, v in enumerate(self.video_ids)}
-        if len(self.index) != n:
+        if len(self.index) != len(self.video_ids):
             raise ValueError(f'teacher scores {self.path}: duplicate video ids')
         self.logits = torch.from_numpy(scores.astype(np.float32).mean(axis=1))  # (videos, C)
         self.labels = torch.from_numpy(labels.astype(np.int64))
-        self.protocol = str(arrays['protocol'])
+        self.protocol = data['protocol']
 
     def __len__(self):
         return len(self.video_ids)

@@ -15,9 +15,6 @@ import numpy as np
 
 from ops.video_io import FrameReadError, decode_image_bytes
 
-LAYOUTS = ('frames', 'xy')
-
-
 def _vlen_bytes():
     import h5py
     return h5py.vlen_dtype(np.dtype('uint8'))

@@ -10,19 +10,18 @@ import torch
 import torch.nn as nn
 
 import archs
+from ops.modality import CHANNELS, MODALITIES, default_new_length, replace_first_conv
 from ops.transforms import normalization_constants, normalize_uint8
-from ops.temporal_shift import make_temporal_pool, make_temporal_shift, SHIFT_DIRECTIONS, SHIFT_PLACES
+from ops.temporal_modules import TEMPORAL_INSERTS
+from ops.temporal_shift import SHIFT_DIRECTIONS, SHIFT_PLACES
 
 logger = logging.getLogger(__name__)
 
-MODALITIES = ('RGB', 'Flow', 'RGBDiff')
 CONSENSUS_TYPES = ('avg', 'identity')
 TEMPORAL_MODULES = ('tsm', 'tin', 'msn', 'tdn')
 # Whole-network motion models (archs/msn.py): 5 RGB frames per segment, their own backbone class.
 MOTION_MODULES = ('msn', 'tdn')
 FIRST_CONV_LR = ('tsm', 'mml')
-CHANNELS = {'RGB': 3, 'Flow': 2, 'RGBDiff': 3}
-DEFAULT_NEW_LENGTH = {'RGB': 1, 'Flow': 5, 'RGBDiff': 5}  # RGBDiff: number of differences
 RGBDIFF_STD = 0.452  # TSM's (unused) std for difference channels, kept for input_std
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 
@@ -32,36 +31,6 @@ def _check_choice(name, value, allowed):
         raise ValueError(f'unknown {name} {value!r}; allowed: {allowed}')
 
 
-def first_conv_name(module):
-    """Dotted name of the first nn.Conv2d in ``module.modules()`` order (TSM's rule)."""
-    for name, m in module.named_modules():
-        if isinstance(m, nn.Conv2d):
-            return name
-    raise ValueError(f'{type(module).__name__} has no Conv2d')
-
-
-def mean_expand_kernel(weight, in_channels):
-    """(O, C, kh, kw) -> (O, in_channels, kh, kw): the channel mean replicated, no rescaling (TSM)."""
-    o, _, kh, kw = weight.shape
-    return weight.mean(dim=1, keepdim=True).expand(o, in_channels, kh, kw).contiguous()
-
-
-def replace_first_conv(module, in_channels):
-    """Rebuild the first conv of ``module`` for ``in_channels`` inputs (kernel = RGB channel mean)."""
-    name = first_conv_name(module)
-    parent_name, _, leaf = name.rpartition('.')
-    parent = module.get_submodule(parent_name) if parent_name else module
-    old = getattr(parent, leaf)
-    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation,
-                    old.groups, bias=old.bias is not None)
-    with torch.no_grad():
-        new.weight.copy_(mean_expand_kernel(old.weight, in_channels))
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-    setattr(parent, leaf, new)
-    return name
-
-
 def to_channels_last(module):
     """Store every 4-D parameter and buffer of ``module`` channels_last, in place; returns ``module``.
 
@@ -69,6 +38,20 @@ def to_channels_last(module):
     non-local blocks, MSN and ILA); they keep their layout here, so --channels_last works for every model.
     """
     return module._apply(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
+
+
+def backbone_entry(base_model, temporal_module=None):
+    """The archs.BACKBONES entry TSN builds: MSN and TDN replace a ResNet by their own variant of it."""
+    if temporal_module not in MOTION_MODULES:
+        return base_model
+    variants = archs.MSN_BACKBONES if temporal_module == 'msn' else archs.TDN_BACKBONES
+    if base_model in variants:
+        return base_model
+    name = f'{temporal_module}_{base_model}'
+    if name not in variants:
+        raise ValueError(f'temporal_module="{temporal_module}" needs a ResNet base model; '
+                         f'{base_model!r} has no {temporal_module.upper()} variant (available: {variants})')
+    return name
 
 
 class TSN(nn.Module):
@@ -138,7 +121,7 @@ class TSN(nn.Module):
             raise ValueError('clip_weights / trust_jit_checkpoint / finetune_backbone apply to ILA backbones '
                              f'{archs.ILA_BACKBONES} only, not {base_model!r}')
         if new_length is None:
-            new_length = 5 if temporal_module in MOTION_MODULES else DEFAULT_NEW_LENGTH[modality]
+            new_length = 5 if temporal_module in MOTION_MODULES else default_new_length(modality)
         self.new_length = new_length
         self._enable_pbn = partial_bn
 
@@ -166,16 +149,9 @@ class TSN(nn.Module):
     # ------------------------------------------------------------------ construction
     def _prepare_base_model(self, base_model, pretrain):
         T = self.num_segments
-        name = base_model
+        name = backbone_entry(base_model, self.temporal_module)
         kwargs = {}
         if self.temporal_module in MOTION_MODULES:
-            variants = archs.MSN_BACKBONES if self.temporal_module == 'msn' else archs.TDN_BACKBONES
-            if base_model not in variants:
-                name = f'{self.temporal_module}_{base_model}'
-                if name not in variants:
-                    raise ValueError(f'temporal_module="{self.temporal_module}" needs a ResNet base model; '
-                                     f'{base_model!r} has no {self.temporal_module.upper()} variant '
-                                     f'(available: {variants})')
             kwargs.update(num_segments=T, init=self.motion_init)
         elif base_model in archs.ILA_BACKBONES:
             kwargs.update(num_segments=T, input_size=self.input_size, **self._ila_kwargs)
@@ -183,17 +159,16 @@ class TSN(nn.Module):
                 kwargs['pair_net'] = self.ila_pair_net
         net = archs.create_backbone(name, pretrain=pretrain, **kwargs)
         self.is_video_model = bool(getattr(net, 'is_video_model', False))
-        if self.temporal_module == 'tsm':
-            make_temporal_shift(net, T, n_div=self.shift_div, place=self.shift_place,
-                                temporal_pool=self.temporal_pool, direction=self.shift_direction)
-        elif self.temporal_module == 'tin':
-            from ops.tin import make_temporal_interlace
-            make_temporal_interlace(net, T, shift_div=self.tin_shift_div)
+        # Inserts in this order: the shift (or TIN) first, then non-local blocks and pooling around it.
+        options = {'tsm': dict(n_div=self.shift_div, place=self.shift_place, temporal_pool=self.temporal_pool,
+                               direction=self.shift_direction),
+                   'tin': dict(shift_div=self.tin_shift_div)}
+        if self.temporal_module in options:          # msn/tdn are built into the backbone above
+            TEMPORAL_INSERTS[self.temporal_module](net, T, **options[self.temporal_module])
         if self.non_local:
-            from ops.non_local import make_non_local
-            make_non_local(net, T, temporal_pool=self.temporal_pool)
+            TEMPORAL_INSERTS['non_local'](net, T, temporal_pool=self.temporal_pool)
         if self.temporal_pool:
-            make_temporal_pool(net, T)
+            TEMPORAL_INSERTS['tpool'](net, T)
         self.base_model = net
 
     def _prepare_head(self, num_class):

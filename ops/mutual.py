@@ -2,13 +2,13 @@
 
 Each rank's loss is CE(own, y) + w * tau^2 * KL(q || p_own), with q = softmax(mean of the OTHER ranks'
 logits / tau) (detached) and p_own = softmax(own / tau); batch mean. tau = 1 is the MML paper's setting;
-the tau^2 factor keeps the gradient scale independent of tau (Hinton et al.).
+the tau^2 factor keeps the gradient scale independent of tau (Hinton et al.). The KL term is
+`ops.distill.kd_loss(own, peers, tau)`, the distillation loss with the peers as the teacher.
 """
 import zlib
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 
 def peer_mean_logits(own_logits, group, num_peers):
@@ -17,15 +17,6 @@ def peer_mean_logits(own_logits, group, num_peers):
     total = own.clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
     return (total - own) / (num_peers - 1)
-
-
-def mutual_kl(own_logits, peer_logits, temperature=1.0):
-    """tau^2 * KL(softmax(peer/tau) || softmax(own/tau)), summed over classes, mean over the batch (fp32)."""
-    t = float(temperature)
-    log_p = F.log_softmax(own_logits.float() / t, dim=1)
-    log_q = F.log_softmax(peer_logits.detach().float() / t, dim=1)
-    kl = F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
-    return kl * (t * t)
 
 
 def video_id_hash(video_ids):

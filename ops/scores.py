@@ -61,10 +61,11 @@ def load_scores(path):
         with np.load(path, allow_pickle=False) as z:
             out = {"scores": z["scores"], "labels": z["labels"], "video_ids": [str(v) for v in z["video_ids"]],
                    "protocol": str(z["protocol"])}
-    except (KeyError, ValueError, OSError) as exc:
+    except (KeyError, ValueError, OSError, EOFError) as exc:
         raise ValueError(f"{path}: not a score file written by test_models.py --save_scores ({exc})") from None
-    if out["scores"].ndim != 3 or len(out["scores"]) != len(out["labels"]):
-        raise ValueError(f"{path}: scores must be (videos, views, classes) with one label per video")
+    if out["scores"].ndim != 3 or not len(out["scores"]) == len(out["labels"]) == len(out["video_ids"]):
+        raise ValueError(f"{path}: scores must be (videos, views, classes) with one label and one video id "
+                         "per video")
     return out
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from ops.dataset_config import check_modality
+from ops.modality import check_modality
 
 TEST_CROPS = (1, 3, 5, 10)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

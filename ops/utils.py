@@ -1,8 +1,19 @@
-"""Small shared helpers: meters, top-k accuracy, seeding, JSON-safe values."""
+"""Small shared helpers: AMP dtypes, progress bars, meters, top-k accuracy, seeding, JSON-safe values."""
 import random
 
 import numpy as np
 import torch
+
+# --amp -> autocast dtype (None: no autocast), for every entry point.
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def progress_bar(total, desc, enabled, initial=0):
+    """A tqdm bar when `enabled` (main rank, bars wanted), else None."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
 
 
 class AverageMeter:

@@ -43,11 +43,12 @@ sys.path.insert(0, REPO)
 
 from archs import BACKBONES  # noqa: E402
 from ops.flops import forward_flops  # noqa: E402
-from ops.models import MODALITIES, TEMPORAL_MODULES, TSN, to_channels_last  # noqa: E402
+from ops.modality import MODALITIES  # noqa: E402
+from ops.models import TEMPORAL_MODULES, TSN, to_channels_last  # noqa: E402
 from ops.temporal_shift import SHIFT_PLACES  # noqa: E402
+from ops.utils import AMP_DTYPES  # noqa: E402
 
-AMP_MODES = ('off', 'bf16', 'fp16')
-AMP_DTYPES = {'off': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+AMP_MODES = tuple(AMP_DTYPES)
 PEAK_KEYS = {'off': 'fp32', 'bf16': 'bf16', 'fp16': 'fp16'}
 FASTPATH_CONFIGS = {   # name -> train options
     'fp32': [],
@@ -667,7 +668,7 @@ def cmd_shift(args):
     env = environment(device)
     torch.manual_seed(0)
     net = getattr(torchvision.models, args.arch)(weights=None).to(device)
-    dtype = AMP_DTYPES[args.amp]
+    dtype = AMP_DTYPES[args.amp] or torch.float32
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     net.to(memory_format=fmt)
     nt = args.batch_size * args.num_segments
@@ -738,7 +739,8 @@ def _free_port():
 def _mml_rank(rank, world_size, port, opts, out_file):
     import torch.distributed as dist
     from ops.distributed import cleanup, setup_distributed
-    from ops.mutual import mutual_kl, peer_mean_logits
+    from ops.distill import kd_loss
+    from ops.mutual import peer_mean_logits
     torch.set_num_threads(opts['threads'])
     ctx = setup_distributed(rank=rank, world_size=world_size, init_method=f'tcp://127.0.0.1:{port}',
                             device='cpu', num_modalities=world_size, timeout_s=120)
@@ -760,7 +762,7 @@ def _mml_rank(rank, world_size, port, opts, out_file):
             t1 = time.perf_counter()
             peers = peer_mean_logits(logits, ctx.mutual_group, world_size)
             t2 = time.perf_counter()
-            loss = F.cross_entropy(logits, labels) + mutual_kl(logits, peers)
+            loss = F.cross_entropy(logits, labels) + kd_loss(logits, peers)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

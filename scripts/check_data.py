@@ -26,7 +26,8 @@ import argparse  # noqa: E402
 import collections  # noqa: E402
 
 from ops.dataset import parse_list  # noqa: E402
-from ops.dataset_config import DATA_FORMATS, MODALITIES, resolve_dataset, template_fields  # noqa: E402
+from ops.dataset_config import DATA_FORMATS, resolve_dataset, template_fields  # noqa: E402
+from ops.modality import MODALITIES  # noqa: E402
 from ops.video_io import (VIDEO_BACKENDS, FrameReadError, VideoFile, count_decoded_frames,  # noqa: E402
                           count_shorter, flow_paths, load_image, probe_video)
 from scripts.extract_frames import numbered_files, run_parallel  # noqa: E402

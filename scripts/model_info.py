@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from archs import BACKBONES  # noqa: E402
 from ops.flops import forward_flops  # noqa: E402
 from ops.checkpoint import load_checkpoint, model_config_from_checkpoint  # noqa: E402
-from ops.models import CONSENSUS_TYPES, MODALITIES, TEMPORAL_MODULES, TSN  # noqa: E402
+from ops.modality import MODALITIES  # noqa: E402
+from ops.models import CONSENSUS_TYPES, TEMPORAL_MODULES, TSN  # noqa: E402
 from ops.temporal_shift import SHIFT_PLACES  # noqa: E402
 
 

@@ -18,7 +18,7 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ops.dataset_config import MODALITIES, frames_per_segment  # noqa: E402
+from ops.modality import MODALITIES, frames_per_segment  # noqa: E402
 from ops.sampling import SAMPLE_MODES, sample_indices  # noqa: E402
 
 

@@ -1,11 +1,51 @@
-"""Shared fixtures: tiny real data files (JPEG frames, flow, mp4, lists) written into tmp_path."""
+"""Shared fixtures: tiny real data files (JPEG frames, flow, mp4, lists) written into tmp_path; the repository
+root, free ports and a multi-rank launcher for the tests that start real processes."""
 import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 FRAME_W, FRAME_H = 32, 24
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_ranks(argv, world, cwd, mode="env", port=None, env=None):
+    """Start `world` processes running argv as the ranks of one job -> their Popen objects (stderr in stdout).
+
+    mode 'env' exports what torchrun exports (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); 'tcp' passes
+    --rank / --world_size / --init_method flags instead."""
+    port = port or free_port()
+    procs = []
+    for rank in range(world):
+        rank_env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", **(env or {}))
+        rank_argv = list(argv)
+        if mode == "env":
+            rank_env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                            MASTER_PORT=str(port))
+        else:
+            rank_argv += ["--rank", str(rank), "--world_size", str(world), "--init_method",
+                          f"tcp://127.0.0.1:{port}"]
+        procs.append(subprocess.Popen(rank_argv, cwd=cwd, env=rank_env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def wait_ranks(procs, timeout=240):
+    """Each rank's output; fails naming the first rank that exited non-zero, with the end of its output."""
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for r, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"rank {r} exited {p.returncode}:\n{out[-4000:]}"
+    return outs
 
 
 def pytest_configure(config):
@@ -111,14 +151,10 @@ def tiny_toy(tmp_path_factory):
 @pytest.fixture
 def run_cli():
     """run(argv, cwd, env=None, timeout=...) -> CompletedProcess of `python <argv...>` (repo on PYTHONPATH)."""
-    import subprocess
-    import sys
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
     def run(argv, cwd, env=None, timeout=300, check=True):
-        full_env = dict(os.environ, PYTHONPATH=repo, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+        full_env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
         full_env.update(env or {})
-        script = argv[0] if os.path.isabs(argv[0]) else os.path.join(repo, argv[0])
+        script = argv[0] if os.path.isabs(argv[0]) else os.path.join(REPO, argv[0])
         proc = subprocess.run([sys.executable, script, *argv[1:]], cwd=cwd, env=full_env,
                               capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:

@@ -15,8 +15,8 @@ from ops.dataset_config import fill_modality, resolve_dataset
 from ops.rundir import RunDirError, check_run_config, first_difference, lock_run_dir, release_run_dirs
 from opts import parse_test_args
 from tests.test_eval_cli import test_models as evaluation   # the entry point, loaded by path
+from conftest import REPO, launch_ranks, wait_ranks
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ('jump', 'run', 'wave')
 VIDEOS_PER_CLASS = 3
 NUM_FRAMES = 10
@@ -290,18 +290,9 @@ def test_train_and_evaluate_unregistered_dataset(fmt, mydata, run_cli, evaluate,
 
 @pytest.mark.slow
 def test_mutual_learning_and_ensemble_with_separate_roots(mydata, run_cli, evaluate, capsys, tmp_path):
-    from tests.test_mml import free_port
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
-    procs = [subprocess.Popen([sys.executable, os.path.join(REPO, 'main.py'), 'mydata', 'RGB,Flow', *data_flags(),
-                               *TINY, '--root_model', str(tmp_path / 'ckpt'), '--root_log', str(tmp_path / 'log'),
-                               '--rank', str(rank), '--world_size', '2', '--init_method',
-                               f'tcp://127.0.0.1:{port}', '--check_alignment', '--dist_timeout', '30'],
-                              cwd=mydata, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in range(2)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
+    wait_ranks(launch_ranks([sys.executable, os.path.join(REPO, 'main.py'), 'mydata', 'RGB,Flow', *data_flags(),
+                             *TINY, '--root_model', str(tmp_path / 'ckpt'), '--root_log', str(tmp_path / 'log'),
+                             '--check_alignment', '--dist_timeout', '30'], 2, mydata, 'tcp'), 300)
     rgb = only_run(tmp_path / 'ckpt', '*_RGB_*_ML0') / 'ckpt.best.pth.tar'
     flow = only_run(tmp_path / 'ckpt', '*_Flow_*_ML1') / 'ckpt.best.pth.tar'
     import torch

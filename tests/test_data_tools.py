@@ -15,8 +15,8 @@ from ops.hdf5_store import HDF5FrameStore, write_video_frames
 from ops.toy import ensure_toy_dataset, write_video
 from ops.video_io import load_image
 from scripts import build_file_list, check_data, extract_flow, extract_frames, pack_hdf5, show_sampling
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ('show_sampling', 'check_data', 'extract_frames', 'extract_flow', 'build_file_list', 'pack_hdf5')
 TOY_SMALL = dict(num_train=16, num_val=8, num_frames=12, size=32, workers=1)
 

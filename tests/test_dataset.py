@@ -9,7 +9,8 @@ from PIL import Image
 
 from ops.dataset import (MultiModalDataSet, VideoDataSet, VideoRecord, aligned_frame_counts, pair_records,
                          parse_list, worker_init_fn)
-from ops.dataset_config import DATASETS, frames_per_segment, resolve_dataset
+from ops.dataset_config import DATASETS, resolve_dataset
+from ops.modality import frames_per_segment
 from ops.hdf5_store import write_flow_frames, write_video_frames
 from ops.sampling import sample_indices
 from ops.transforms import build_transform

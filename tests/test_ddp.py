@@ -1,43 +1,22 @@
 """Single-modality DistributedDataParallel with 2 gloo processes: torchrun-style env and per-rank tcp."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
+from conftest import REPO, free_port, launch_ranks, wait_ranks
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--arch", "resnet18", "--num_segments", "4", "--input_size", "32", "--batch-size", "8", "-j", "0",
         "--no_progress", "--epochs", "1", "--max_steps_per_epoch", "2", "--shift", "--seed", "5"]
-
-
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["env", "tcp"])
 def test_ddp_two_ranks_matches_single_process_validation(mode, tiny_toy, run_cli, tmp_path):
-    port = _port()
-    base = [sys.executable, os.path.join(REPO, "main.py"), "toy", "RGB", "--data_root", tiny_toy,
+    argv = [sys.executable, os.path.join(REPO, "main.py"), "toy", "RGB", "--data_root", tiny_toy,
             "--root_model", str(tmp_path / "ckpt"), "--root_log", str(tmp_path / "log"), *TINY]
-    procs = []
-    for rank in range(2):
-        env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-        argv = list(base)
-        if mode == "env":
-            env.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                       MASTER_PORT=str(port))
-        else:
-            argv += ["--rank", str(rank), "--world_size", "2", "--init_method", f"tcp://127.0.0.1:{port}"]
-        procs.append(subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
+    wait_ranks(launch_ranks(argv, 2, tmp_path, mode), 300)
     (d,) = list((tmp_path / "ckpt").iterdir())
     args = json.loads((d / "args.json").read_text())
     assert args["world_size"] == 2 and args["per_rank_batch"] == 4
@@ -75,7 +54,7 @@ def test_processes_exit_cleanly_after_cleanup_with_a_busy_heartbeat(tmp_path):
     script.write_text(_EXIT_AFTER_CLEANUP)
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     for _ in range(4):
-        init = f"tcp://127.0.0.1:{_port()}"
+        init = f"tcp://127.0.0.1:{free_port()}"
         procs = [subprocess.Popen([sys.executable, str(script), str(r), init], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for r in range(2)]
         for r, p in enumerate(procs):
@@ -92,7 +71,7 @@ def test_a_rank_whose_peers_never_start_names_them_within_the_timeout(tiny_toy, 
             "--root_model", str(tmp_path / "ckpt"), "--root_log", str(tmp_path / "log"), *TINY,
             "--world_size", "2", "--dist_timeout", str(timeout)]
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-    procs = {rank: subprocess.Popen(base + ["--rank", str(rank), "--init_method", f"tcp://127.0.0.1:{_port()}"],
+    procs = {rank: subprocess.Popen(base + ["--rank", str(rank), "--init_method", f"tcp://127.0.0.1:{free_port()}"],
                                     cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True) for rank in (0, 1)}
     outs = {rank: p.communicate(timeout=120)[0] for rank, p in procs.items()}

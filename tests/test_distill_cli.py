@@ -2,16 +2,14 @@
 precomputed teacher scores, and DDP."""
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
 import torch
 
 from ops.checkpoint import load_checkpoint
+from conftest import REPO, launch_ranks, wait_ranks
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--arch", "resnet18", "--num_segments", "4", "--input_size", "32", "--batch-size", "8", "-j", "0",
         "--no_progress", "--epochs", "1", "--max_steps_per_epoch", "2", "--dump_step_logits"]
 
@@ -67,19 +65,8 @@ def test_softmin_dataset_weighting_and_teacher_scores(teachers, tiny_toy, run_cl
 @pytest.mark.slow
 def test_distillation_under_ddp(teachers, tiny_toy, tmp_path):
     rgb, flow = teachers
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     argv = [sys.executable, os.path.join(REPO, "main.py"), *_train(tiny_toy, tmp_path, "--distill_from",
                                                                  f"{rgb},{flow}")[1:]]
-    procs = []
-    for rank in range(2):
-        env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", RANK=str(rank), WORLD_SIZE="2",
-                   LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    for p in procs:
-        out = p.communicate(timeout=300)[0]
-        assert p.returncode == 0, out[-3000:]
+    wait_ranks(launch_ranks(argv, 2, tmp_path), 300)
     d = _run_dir(tmp_path)
     assert json.loads((d / "args.json").read_text())["per_rank_batch"] == 4

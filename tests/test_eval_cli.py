@@ -8,8 +8,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import numpy as np
@@ -19,8 +17,8 @@ import torch
 from ops.dataset import VideoDataSet
 from ops.scores import load_scores
 from opts import parse_test_args
+from conftest import REPO, launch_ranks, wait_ranks
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASS = 8
 T = 4
 
@@ -274,12 +272,6 @@ def test_class_mismatch_exits_non_zero_from_the_command_line(ckpts, tiny_toy, ru
 
 
 # ---------------------------------------------------------------------- distributed
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_evaluation_equals_one_process(ckpts, evaluate, tiny_toy, tmp_path):
     flags = ["--max_num", "5", "--twice_sample", "--batch_size", "2"]   # 5 videos: uneven shards
@@ -287,15 +279,7 @@ def test_two_process_evaluation_equals_one_process(ckpts, evaluate, tiny_toy, tm
     out = str(tmp_path / "dist" / "s.npz")
     argv = [sys.executable, os.path.join(REPO, "test_models.py"), "toy", "--weights", ckpts["rgb"],
             "--data_root", tiny_toy, "--device", "cpu", "-j", "0", "--no_progress", "--save_scores", out, *flags]
-    port = str(_free_port())
-    procs = []
-    for rank in range(2):
-        env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", RANK=str(rank), WORLD_SIZE="2",
-                   LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-        procs.append(subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    outs = [p.communicate(timeout=180)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
+    outs = wait_ranks(launch_ranks(argv, 2, tmp_path), 180)
     assert "Overall Prec@1" in outs[0] and "Overall Prec@1" not in outs[1]
     s2 = load_scores(out)
     assert s2["video_ids"] == s1["video_ids"]

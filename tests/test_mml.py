@@ -3,8 +3,6 @@
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 
@@ -13,42 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from ops.checkpoint import load_checkpoint
+from conftest import REPO, launch_ranks, wait_ranks
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--arch", "resnet18", "--num_segments", "4", "--input_size", "32", "--batch-size", "8", "-j", "0",
         "--no_progress", "--epochs", "1", "--max_steps_per_epoch", "2", "--check_alignment",
         "--dump_step_logits", "--dist_timeout", "20"]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(data_root, tmp, modalities, world, mode, extra=()):
-    port = free_port()
-    procs = []
-    for rank in range(world):
-        argv = [sys.executable, os.path.join(REPO, "main.py"), "toy", modalities, "--data_root", data_root,
-                "--root_model", str(tmp / "ckpt"), "--root_log", str(tmp / "log"), *TINY, *extra]
-        env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        if mode == "tcp":
-            argv += ["--rank", str(rank), "--world_size", str(world), "--init_method",
-                     f"tcp://127.0.0.1:{port}"]
-        else:   # what torchrun exports
-            env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                       MASTER_PORT=str(port))
-        procs.append(subprocess.Popen(argv, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
-    return procs
-
-
-def wait_all(procs, timeout=240):
-    outs = [p.communicate(timeout=timeout)[0] for p in procs]
-    for r, (p, out) in enumerate(zip(procs, outs)):
-        assert p.returncode == 0, f"rank {r} exited {p.returncode}:\n{out[-4000:]}"
-    return outs
+    argv = [sys.executable, os.path.join(REPO, "main.py"), "toy", modalities, "--data_root", data_root,
+            "--root_model", str(tmp / "ckpt"), "--root_log", str(tmp / "log"), *TINY, *extra]
+    return launch_ranks(argv, world, tmp, mode, env={"PYTHONUNBUFFERED": "1"})
 
 
 def check_run(tmp, modalities, replicas=1):
@@ -85,21 +58,21 @@ def check_run(tmp, modalities, replicas=1):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["tcp", "env"])
 def test_rgb_flow_two_ranks(mode, tiny_toy, tmp_path):
-    outs = wait_all(launch(tiny_toy, tmp_path, "RGB,Flow", 2, mode))
+    outs = wait_ranks(launch(tiny_toy, tmp_path, "RGB,Flow", 2, mode))
     check_run(tmp_path, "RGB,Flow")
     assert "ensemble of 2 ranks" in outs[0]
 
 
 @pytest.mark.slow
 def test_rgbdiff_flow_rgb_three_ranks(tiny_toy, tmp_path):
-    wait_all(launch(tiny_toy, tmp_path, "RGBDiff,Flow,RGB", 3, "tcp"))
+    wait_ranks(launch(tiny_toy, tmp_path, "RGBDiff,Flow,RGB", 3, "tcp"))
     check_run(tmp_path, "RGBDiff,Flow,RGB")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("modalities", ["RGB,RGB", "Flow,Flow"])
 def test_same_modality_mutual_learning(modalities, tiny_toy, tmp_path):
-    wait_all(launch(tiny_toy, tmp_path, modalities, 2, "tcp"))
+    wait_ranks(launch(tiny_toy, tmp_path, modalities, 2, "tcp"))
     dumps = check_run(tmp_path, modalities)
     # different initialisations, identical inputs: the two models disagree, so the KL term is active
     assert not torch.allclose(dumps[0][0]["logits"], dumps[1][0]["logits"])
@@ -108,7 +81,7 @@ def test_same_modality_mutual_learning(modalities, tiny_toy, tmp_path):
 
 @pytest.mark.slow
 def test_two_modalities_two_replicas(tiny_toy, tmp_path):
-    wait_all(launch(tiny_toy, tmp_path, "RGB,Flow", 4, "env"))
+    wait_ranks(launch(tiny_toy, tmp_path, "RGB,Flow", 4, "env"))
     check_run(tmp_path, "RGB,Flow", replicas=2)
 
 
@@ -161,7 +134,7 @@ def test_resume_takes_the_newest_checkpoint_set_every_rank_wrote(tiny_toy, tmp_p
     assert json.loads((rgb / "commit.json").read_text())["save_seq"] == 3
     # Flow died after RGB wrote that save and before its own write: Flow's newest is the end of epoch 1.
     os.replace(flow / "ckpt.prev.pth.tar", flow / "ckpt.pth.tar")
-    outs = wait_all(launch(tiny_toy, tmp_path, "RGB,Flow", 2, "tcp", extra=extra + ["--resume", "auto"]))
+    outs = wait_ranks(launch(tiny_toy, tmp_path, "RGB,Flow", 2, "tcp", extra=extra + ["--resume", "auto"]))
     assert "set aside" in outs[0] and (rgb / "ckpt.uncommitted.pth.tar").is_file()
     for d in (rgb, flow):        # both resumed after epoch 1; every epoch recorded once
         assert [(r["epoch"], r["split"]) for r in _rows(d)] == [(e, s) for e in (1, 2, 3) for s in ("train", "val")]
@@ -194,7 +167,7 @@ def test_read_failure_on_one_rank_drops_the_sample_on_every_rank(tiny_toy, tmp_p
     broken = [f"{i:06d}" for i in range(1, 9)]             # 8 of the 32 training videos, RGB frames only
     for vid in broken:
         _truncate_frames(data / "toy" / "frames" / vid)
-    wait_all(launch(str(data), tmp_path, "RGB,Flow", 2, "tcp", extra=["--max_steps_per_epoch", "4"]))
+    wait_ranks(launch(str(data), tmp_path, "RGB,Flow", 2, "tcp", extra=["--max_steps_per_epoch", "4"]))
     rgb, flow = _mml_dirs(tmp_path)
     a, b = torch.load(rgb / "steps_rank0_epoch0.pt"), torch.load(flow / "steps_rank1_epoch0.pt")
     dropped = 0

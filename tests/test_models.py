@@ -6,7 +6,8 @@ import torch.nn as nn
 import torchvision
 
 import archs
-from ops.models import TSN, mean_expand_kernel, replace_first_conv
+from ops.modality import mean_expand_kernel, replace_first_conv
+from ops.models import TSN, backbone_entry
 
 H = 32  # tiny frames keep every forward/backward fast on CPU
 
@@ -62,6 +63,20 @@ def test_forward_backward(name, modality, size, kw):
     loss.backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not no_grad
+
+
+def _family(name):
+    """The constructor behind a registry entry: entries that share one (resnet18..152, the MSN and the TDN
+    ResNets, the ILA towers) are one family."""
+    entry = archs.BACKBONES[name]
+    return getattr(entry, 'func', entry).__code__
+
+
+def test_every_backbone_family_has_a_forward_backward_variant():
+    tested = {_family(backbone_entry(v.values[3]['base_model'], v.values[3].get('temporal_module')))
+              for v in MODEL_VARIANTS}
+    missing = sorted(name for name in archs.BACKBONES if _family(name) not in tested)
+    assert not missing, f'no MODEL_VARIANTS entry builds the family of {missing}'
 
 
 @pytest.mark.slow
@@ -266,7 +281,6 @@ def test_pretrain_imagenet_reads_torchvision_cache(tmp_path, monkeypatch):
 
 
 def test_ila_backbone_options():
-    pytest.importorskip('archs.ila')
     with pytest.raises(ValueError, match='clip_weights'):
         TSN(5, T, 'RGB', base_model='ila_vit_tiny', input_size=H)  # pretrain='imagenet' has no meaning
     with pytest.raises(ValueError, match='ILA'):

@@ -11,9 +11,10 @@ import torch
 from ops.models import TSN
 from ops.online import (export_parity, export_step, offline_frame_logits, state_nbytes, stream_clip,
                         to_streaming)
-from ops.temporal_shift import TemporalShiftUni, make_temporal_shift, shift_uni
+from ops.temporal_modules import make_temporal_shift
+from ops.temporal_shift import TemporalShiftUni, shift_uni
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_script(relpath, name):

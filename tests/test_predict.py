@@ -15,8 +15,8 @@ from PIL import Image
 from ops import features as feature_io
 from ops.scores import load_scores
 from opts import parse_test_args
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASS = 8
 
 

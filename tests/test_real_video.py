@@ -20,8 +20,8 @@ import pytest
 
 from ops.video_io import available_video_backends, FrameReadError, VideoFile, load_image, probe_video
 from scripts import check_data, extract_flow, extract_frames
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 W, H, RATE, GOP = 64, 48, 25, 25
 

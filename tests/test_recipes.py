@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from opts import get_test_parser, get_train_parser
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = sorted(glob.glob(os.path.join(REPO, "scripts", "*.sh")) + glob.glob(os.path.join(REPO, "scripts", "*.sbatch")))
 
 

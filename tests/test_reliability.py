@@ -12,8 +12,8 @@ import pytest
 import main
 from ops.dataset import VideoDataSet, parse_list
 from scripts import check_data
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_duplicate_video_in_a_list_names_both_lines(tmp_path, write_list):

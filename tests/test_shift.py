@@ -5,7 +5,8 @@ import torch.nn as nn
 import torchvision
 
 from ops.non_local import NL3DWrapper, NonLocalBlock3D, make_non_local
-from ops.temporal_shift import (TemporalPool, TemporalShift, make_temporal_pool, make_temporal_shift, shift,
+from ops.temporal_modules import make_temporal_pool, make_temporal_shift
+from ops.temporal_shift import (TemporalPool, TemporalShift, shift,
                                 temporal_pool)
 
 
