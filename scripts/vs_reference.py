@@ -28,9 +28,9 @@ import sys
 import tempfile
 import time
 
+from ops.transforms import IMAGENET_MEAN, IMAGENET_STD   # bound before a reference worker swaps `ops`
+
 VS_CASES = ('load-rgb', 'load-flow', 'load-rgbdiff', 'load-test', 'train-fp32', 'train-bf16', 'infer-fp32')
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def add_arguments(p):
@@ -108,7 +108,7 @@ def _reference_loading(args, case, tree):
     elif modality == 'Flow':
         normalize = RT.GroupNormalize([0.5], [float(np.mean(IMAGENET_STD))])
     else:
-        normalize = RT.GroupNormalize(IMAGENET_MEAN, IMAGENET_STD)
+        normalize = RT.GroupNormalize(list(IMAGENET_MEAN), list(IMAGENET_STD))
     transform = torchvision.transforms.Compose(
         geometry + [RT.Stack(roll=False), RT.ToTorchFormatTensor(div=True), normalize])
     flow = modality == 'Flow'
