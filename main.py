@@ -8,27 +8,27 @@
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from opts import get_train_parser, parse_args
+from opts import dataset_spec, get_train_parser, parse_args
 from ops import distributed as D
 from ops.checkpoint import (check_shift_direction, load_checkpoint, load_weights, remove_stale_temp_files,
                             save_checkpoint, save_checkpoint_keep_previous, strip_prefixes)
 from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, check_list_counts, pair_records,
                          parse_list, worker_init_fn)
-from ops.dataset_config import data_record, resolve_dataset
+from ops.dataset_config import data_record
 from ops.distill import (TeacherScores, combine_teachers, dataset_softmin_weights, distill_loss, kd_loss,
                           load_teachers, teacher_cross_entropy)
+from ops.lr_schedule import LRSchedule, set_lr
 from ops.mixing import mix_batch
 from ops.modality import frames_per_segment
 from ops.models import TSN, to_channels_last
@@ -98,29 +98,19 @@ def build_model(args, modality, num_class):
     return TSN(**kwargs)
 
 
-def dataset_spec(args, modality):
-    return resolve_dataset(args.dataset, modality, data_root=args.data_root, root_path=args.root_path,
-                           train_list=args.train_list, val_list=args.val_list,
-                           category_file=args.category_file, num_class=args.num_class,
-                           image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
-                           data_format=args.data_format)
-
-
-def build_records(args, split, modalities):
-    """Per-modality records of one split, paired by video id across the modalities of the run."""
+def build_records(split, modalities, specs):
+    """Per-modality records of one split, paired by video id across the modalities of the run.
+    specs: modality -> DatasetInfo (resolved once per run)."""
     option = "--train_list" if split == "train" else "--val_list"
     lists = {}
-    specs = {}
     for m in dict.fromkeys(modalities):
-        spec = dataset_spec(args, m)
-        specs[m] = spec
+        spec = specs[m]
         path = spec.train_list if split == "train" else spec.val_list
         lists[m] = parse_list(path, spec.data_format, option=option)
         check_counts_on_disk(lists[m], spec, split, path, option)
     if len(lists) == 1:
-        only = next(iter(lists.values()))
-        return {modalities[0]: only}, specs
-    return pair_records(lists), specs
+        return {modalities[0]: next(iter(lists.values()))}
+    return pair_records(lists)
 
 
 def check_counts_on_disk(records, spec, split, path, option):
@@ -247,41 +237,11 @@ def uniform_param_groups(policies):
     return [{"params": params, "lr_mult": 1, "decay_mult": 1, "name": "uniform"}]
 
 
-def lr_at(args, epoch_float):
-    """Base lr at a (fractional) epoch.
-
-    Decay: step (x0.1 at each --lr_steps epoch), cos or linear down to lr * --min_lr_ratio, evaluated at
-    the epoch start (--lr_update epoch, TSM's adjust_learning_rate) or at every step (--lr_update step:
-    mmcv, timm, HF). Cos/linear progress counts from the end of the warm-up (--decay_from warmup_end: TSM
-    forks, TIN) or from step 0 (start: mmcv and timm schedules, which span the whole run). During the
-    warm-up the decayed value is scaled by a factor rising linearly from --warmup_start_ratio to 1 (mmcv's
-    linear warm-up; with decay_from warmup_end this is a ramp from ratio * lr to lr, per step).
-    """
-    total, warm = args.epochs, args.warmup_epochs
-    e = epoch_float if (args.lr_update == "step" or epoch_float < warm) else math.floor(epoch_float)
-    floor = args.lr * args.min_lr_ratio
-    if args.lr_type == "step":
-        lr = args.lr * 0.1 ** sum(e >= s for s in args.lr_steps)
-    elif args.lr_type in ("cos", "linear"):
-        if args.decay_from == "start":
-            progress = e / total
-        else:
-            progress = max(0.0, e - warm) / (total - warm)
-        progress = min(progress, 1.0)
-        shape = 0.5 * (1 + math.cos(math.pi * progress)) if args.lr_type == "cos" else 1 - progress
-        lr = floor + (args.lr - floor) * shape
-    else:
-        raise ValueError(f"unknown lr_type {args.lr_type!r}")
-    if epoch_float < warm:
-        ratio = args.warmup_start_ratio
-        lr *= ratio + (1 - ratio) * (epoch_float + 1e-8) / warm
-    return lr
-
-
-def set_lr(optimizer, args, lr):
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group["lr_mult"]
-        group["weight_decay"] = args.weight_decay * group["decay_mult"]
+def lr_schedule(args):
+    """The run's learning-rate schedule (ops/lr_schedule.py), built once from the options."""
+    return LRSchedule(base_lr=args.lr, epochs=args.epochs, lr_type=args.lr_type, lr_steps=args.lr_steps or (),
+                      warmup_epochs=args.warmup_epochs, warmup_start_ratio=args.warmup_start_ratio,
+                      update=args.lr_update, min_lr_ratio=args.min_lr_ratio, decay_from=args.decay_from)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -289,24 +249,36 @@ def set_lr(optimizer, args, lr):
 # ----------------------------------------------------------------------------------------------------
 
 class Trainer:
-    def __init__(self, args, ctx, modality, model, optimizer, run_dir, teachers=None, teacher_scores=None,
-                 fixed_teacher_weights=None):
+    """One rank's training: the step, the epoch loop, exact validation, checkpoints and their restore.
+
+    model: what the step calls (the TSN, or it wrapped by DDP / torch.compile); raw_model: the TSN itself
+    (state dict, config, partial BN, auxiliary loss). schedule: ops.lr_schedule.LRSchedule. state: the run's
+    RunState (the signal handlers already hold it). teachers (ops.distill.load_teachers) or teacher_scores
+    (TeacherScores) turn the loss into distillation, with fixed_teacher_weights for the 'fixed' and
+    'softmin_dataset' weightings. data_config: ops.dataset_config.data_record of this rank's data, saved in
+    every checkpoint so that evaluation finds it. run_dir None: nothing is written (benchmarks).
+    Everything else comes from the parsed options `args`.
+    """
+
+    def __init__(self, args, ctx, modality, model, optimizer, run_dir, *, raw_model, schedule, state=None,
+                 teachers=None, teacher_scores=None, fixed_teacher_weights=None, data_config=None):
         self.args = args
         self.ctx = ctx
         self.modality = modality
-        self.model = model            # possibly DDP / compiled
-        self.raw_model = model.module if hasattr(model, "module") else model
+        self.model = model
+        self.raw_model = raw_model
         self.optimizer = optimizer
+        self.schedule = schedule
         self.run_dir = run_dir
-        self.state = RunState()
+        self.state = state or RunState()
         self.dtype = AMP_DTYPES[args.amp]
         self.scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
         self.teachers = teachers
         self.teacher_scores = teacher_scores
         self.fixed_teacher_weights = fixed_teacher_weights
-        self.writes = ctx.replica_index == 0           # one writer per modality
+        self.data_config = data_config
+        self.writes = ctx.replica_index == 0 and run_dir is not None     # one writer per modality
         self.mutual_ranks = [ctx.replica_index * ctx.num_modalities + i for i in range(ctx.num_modalities)]
-        self.data_config = None       # ops.dataset_config.data_record of this rank's data, for evaluation
 
     # -- checkpoints -------------------------------------------------------------------------------
     def checkpoint_state(self):
@@ -417,7 +389,43 @@ class Trainer:
             flags = flags.cpu()
         return bool(flags[0]), bool(flags[1])
 
+    def train_step(self, clips, labels, video_ids, epoch, step, n_steps, keep=None, record=None):
+        """One step of the epoch loop (scripts/benchmark.py times this method): the lr of this fractional
+        epoch, mixing, forward and loss, the stop flags every rank agrees on, backward (scaled for fp16,
+        divided for accumulation) and, every --accumulation_steps steps and at the epoch's last, gradient
+        clipping and the optimiser step. clips and labels are on the device; keep and record as in
+        forward_loss. Returns (logits, loss, loss terms, lr, stop requested by a signal)."""
+        args = self.args
+        lr = self.schedule.lr_at(epoch + step / max(n_steps, 1))
+        set_lr(self.optimizer, lr, args.weight_decay)
+        clips, targets = mix_batch(clips, labels, self.raw_model.num_class, seed=args.seed, epoch=epoch,
+                                   step=step, replica=self.ctx.replica_index, mixup=args.mixup,
+                                   cutmix=args.cutmix, switch_prob=args.mix_switch_prob,
+                                   smoothing=args.label_smoothing)
+        logits, loss, terms = self.forward_loss(clips, labels, video_ids, record, keep, targets)
+        stop, nonfinite = self.collective_flags(loss.detach())
+        if nonfinite:
+            raise FloatingPointError(
+                f"non-finite loss at epoch {epoch + 1} step {step + 1} (global step "
+                f"{self.state.global_step + 1}), lr {lr:.6g}: stopping instead of training on garbage")
+        scaled = loss / args.accumulation_steps
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        if (step + 1) % args.accumulation_steps == 0 or step + 1 == n_steps:
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            if args.clip_gradient:
+                torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), args.clip_gradient)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return logits, loss, terms, lr, stop
+
     def train_epoch(self, loader, sampler, epoch):
+        """Train one epoch (or its rest, after a mid-epoch resume) and return its mean metrics. A signal
+        writes a checkpoint at the step boundary and exits with EXIT_PREEMPTED."""
         args, ctx, st = self.args, self.ctx, self.state
         self.raw_model.partialBN(not args.no_partialbn)
         self.model.train()
@@ -446,8 +454,6 @@ class Trainer:
             if step >= n_steps:
                 break
             meters["data"].update(time.perf_counter() - end)
-            lr = lr_at(args, epoch + step / max(n_steps, 1))
-            set_lr(self.optimizer, args, lr)
             clips = to_device(clips, ctx.device, args.channels_last)
             labels = labels.to(ctx.device, non_blocking=True)
             video_ids = [loader.dataset.records[int(i)].video_id for i in index]
@@ -461,29 +467,8 @@ class Trainer:
             record = {"step": step, "video_ids": video_ids} if dump is not None else None
             if record is not None and keep is not None:
                 record["keep"] = keep.clone()
-            clips, targets = mix_batch(clips, labels, self.raw_model.num_class, seed=args.seed, epoch=epoch,
-                                       step=step, replica=ctx.replica_index, mixup=args.mixup,
-                                       cutmix=args.cutmix, switch_prob=args.mix_switch_prob,
-                                       smoothing=args.label_smoothing)
-            logits, loss, terms = self.forward_loss(clips, labels, video_ids, record, keep, targets)
-            stop, nonfinite = self.collective_flags(loss.detach())
-            if nonfinite:
-                raise FloatingPointError(
-                    f"non-finite loss at epoch {epoch + 1} step {step + 1} (global step "
-                    f"{st.global_step + 1}), lr {lr:.6g}: stopping instead of training on garbage")
-            scaled = loss / args.accumulation_steps
-            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            if (step + 1) % args.accumulation_steps == 0 or step + 1 == n_steps:
-                if self.scaler:
-                    self.scaler.unscale_(self.optimizer)
-                if args.clip_gradient:
-                    torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), args.clip_gradient)
-                if self.scaler:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+            logits, loss, terms, lr, stop = self.train_step(clips, labels, video_ids, epoch, step, n_steps,
+                                                            keep=keep, record=record)
             b = labels.shape[0]
             c1, c5 = topk_correct(logits.detach(), labels)
             meters["loss"].update(float(loss.detach()), b)
@@ -528,7 +513,7 @@ class Trainer:
         st.step_in_epoch = 0
         st.meters = {}
         out = {k: m.avg for k, m in meters.items() if m.count and k != "dropped"}
-        out["lr"] = lr_at(args, epoch)
+        out["lr"] = self.schedule.lr_at(epoch)
         if meters["dropped"].count:
             out["dropped_samples"] = int(meters["dropped"].sum)
         out.update(loader.dataset.failure_report())
@@ -580,16 +565,8 @@ class Trainer:
                             + (" and rerun with --resume auto, which validates it first" if saved else "")))
         logits = torch.cat(logit_list) if logit_list else torch.zeros(0, num_class)
         index = torch.cat(idx_list) if idx_list else torch.zeros(0, dtype=torch.int64)
-        if ctx.num_replicas > 1:
-            parts = [None] * ctx.num_replicas
-            dist.all_gather_object(parts, (index.numpy(), logits.numpy()), group=ctx.replica_group)
-            index = torch.from_numpy(np.concatenate([p[0] for p in parts]))
-            logits = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-        order = torch.argsort(index)
-        index, logits = index[order], logits[order]
-        if not torch.equal(index, torch.arange(num_videos)):
-            raise RuntimeError(f"validation covered {len(index)} views for {num_videos} videos: a shard is "
-                               f"missing or duplicated")
+        logits = D.gather_by_index(index, logits, num_videos, world=ctx.num_replicas, group=ctx.replica_group,
+                                   what=f"validation of the {self.modality} model")
         labels = torch.tensor([r.label for r in loader.dataset.records])
         c1, c5 = topk_correct(logits, labels)
         loss = float(F.cross_entropy(logits, labels)) if num_videos else 0.0
@@ -834,10 +811,71 @@ def limit_cpu_threads(ctx):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.world_size))
 
 
+@dataclass
+class RunData:
+    """The data of one rank, resolved once: registry entries per modality, parsed and paired records."""
+    spec: object                 # ops.dataset_config.DatasetInfo of this rank's modality
+    specs: dict                  # modality -> DatasetInfo, every modality the rank reads (teachers' too)
+    train_records: dict          # modality -> records of the training list, paired by video id
+    val_records: dict
+    pair_modalities: list        # the modalities of the run (mutual learning aligns them)
+    teachers: object = None      # ops.distill teachers (--distill_from)
+    teacher_scores: object = None
+
+    @property
+    def num_class(self):
+        return self.spec.num_class
+
+
+@dataclass
+class Loaders:
+    batch: int                   # per-rank batch
+    train_set: object
+    val_set: object
+    train_sampler: object
+    val_sampler: object
+    train: object
+    val: object
+
+
 def run(args, ctx):
+    """One rank of a training run (or of -e/--evaluate), top to bottom: run directory, data, model and
+    optimiser, distributed wrapper, loaders, trainer (restored when resuming), then the epoch loop."""
     limit_cpu_threads(ctx)
     seed_everything(args.seed)
     modality = args.modalities[ctx.modality_index]
+    run_dir, log_dir, writes = open_run_dir(args, ctx)
+    state = RunState()
+    install_signal_handlers(state)
+    data = build_data(args, ctx, modality)
+    resume = resolve_resume(args, ctx, run_dir, writes)
+    model, optimizer = build_model_and_optimizer(args, ctx, modality, data.num_class, fine_tune=not resume)
+    train_model = wrap_distributed(args, ctx, model)
+    if writes:
+        write_run_args(args, ctx, run_dir)
+    loaders = build_loaders(args, ctx, modality, data, model)
+    teacher_weights = fixed_teacher_weights(args, ctx, modality, data, loaders, model)
+    trainer = Trainer(args, ctx, modality, train_model, optimizer, run_dir, raw_model=model,
+                      schedule=lr_schedule(args), state=state, teachers=data.teachers,
+                      teacher_scores=data.teacher_scores, fixed_teacher_weights=teacher_weights,
+                      data_config=data_record(data.spec))
+    if resume:
+        restore(trainer, resume, run_dir if writes and not args.evaluate else None)
+    elif args.start_epoch:
+        trainer.state.epoch = args.start_epoch
+    log_start(args, ctx, modality, data, loaders)
+    if args.evaluate:
+        metrics, _, _ = trainer.validate(loaders.val, loaders.val_sampler, len(loaders.val_set), data.num_class)
+        if ctx.is_main:
+            logger.info("validation: top-1 %.2f top-5 %.2f loss %.4f", metrics["top1"], metrics["top5"],
+                        metrics["loss"])
+        return metrics
+    return fit(args, ctx, trainer, loaders, data.num_class, log_dir if writes else None)
+
+
+def open_run_dir(args, ctx):
+    """-> (run_dir, log_dir, writes). The first replica of each modality writes: it creates and locks the
+    run directory (refusing one of another configuration) and logs to its log.txt."""
     name = args.store_names[ctx.modality_index]
     run_dir = os.path.join(args.root_model, name)
     log_dir = os.path.join(args.root_log, name)
@@ -849,26 +887,41 @@ def run(args, ctx):
     setup_logging(run_dir if writes else None, ctx.is_main or (writes and ctx.num_modalities > 1))
     if writes:
         remove_stale_temp_files(run_dir)      # left by kills during a checkpoint write
-    spec = dataset_spec(args, modality)
-    aligned = ctx.num_modalities > 1
-    pair_mods = list(args.modalities)
-    num_class = spec.num_class
+    return run_dir, log_dir, writes
+
+
+def write_run_args(args, ctx, run_dir):
+    """args.json: the resolved options and how this rank was launched (ops/rundir.py compares reruns)."""
+    with open(os.path.join(run_dir, "args.json"), "w") as f:
+        json.dump(dict(plain_args(args), modality_of_rank=args.modalities[ctx.modality_index], rank=ctx.rank,
+                       world_size=ctx.world_size, launch=ctx.source, device=str(ctx.device),
+                       per_rank_batch=per_rank_batch(args, ctx)), f, indent=2)
+
+
+def build_data(args, ctx, modality):
+    """Registry entries (resolved once per modality), teachers, and the parsed, paired list records."""
     teachers = teacher_scores = None
     if args.distill_from:
         teachers = load_teachers(args.distill_from.split(","), ctx.device)
     if args.teacher_scores:
         teacher_scores = TeacherScores(args.teacher_scores)
+    pair_mods = list(args.modalities)
     train_mods = pair_mods + [m for m in (teachers.required_modalities if teachers else ()) if m not in pair_mods]
+    specs = {m: dataset_spec(args, m) for m in dict.fromkeys([modality, *train_mods])}
     with named_input_errors():
-        train_records, train_specs = build_records(args, "train", train_mods)
-        val_records, _ = build_records(args, "val", pair_mods)
+        train_records = build_records("train", train_mods, specs)
+        val_records = build_records("val", pair_mods, specs)
+    return RunData(spec=specs[modality], specs=specs, train_records=train_records, val_records=val_records,
+                   pair_modalities=pair_mods, teachers=teachers, teacher_scores=teacher_scores)
 
+
+def build_model_and_optimizer(args, ctx, modality, num_class, fine_tune=True):
+    """This rank's model on its device (fine-tuned from --tune_from unless resuming) and its optimiser."""
     # Each modality rank gets its own initialisation (RGB,RGB mutual learning needs two different
     # models); the replicas of one modality share it (DDP also broadcasts rank 0's weights).
     torch.manual_seed(args.seed + ctx.modality_index)
     model = build_model(args, modality, num_class)
-    resume = resolve_resume(args, ctx, run_dir, writes)
-    if args.tune_from and not resume:
+    if args.tune_from and fine_tune:
         with named_input_errors(RuntimeError):
             source = load_checkpoint(args.tune_from, require=("state_dict",))
         report = load_weights(model, source["state_dict"], src_config=source.get("config"))
@@ -876,7 +929,11 @@ def run(args, ctx):
     model.to(ctx.device)
     if args.channels_last:
         to_channels_last(model)          # 4-D weights only: Conv3d (MSN, non-local) stays as it is
-    optimizer = build_optimizer(args, model)        # after any first-conv conversion
+    return model, build_optimizer(args, model)        # after any first-conv conversion
+
+
+def wrap_distributed(args, ctx, model):
+    """The module the step calls: SyncBatchNorm, DDP over the replicas of this modality, torch.compile."""
     train_model = model
     if args.sync_bn and ctx.num_replicas > 1:
         train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model, ctx.replica_group)
@@ -888,52 +945,23 @@ def run(args, ctx):
         train_model = torch.compile(train_model)
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    return train_model
 
-    writer = None
-    if writes:
-        from tensorboardX import SummaryWriter
-        writer = SummaryWriter(log_dir=log_dir)
-        with open(os.path.join(run_dir, "args.json"), "w") as f:
-            json.dump(dict(plain_args(args), modality_of_rank=modality, rank=ctx.rank,
-                           world_size=ctx.world_size, launch=ctx.source, device=str(ctx.device),
-                           per_rank_batch=per_rank_batch(args, ctx)), f, indent=2)
 
-    trainer = Trainer(args, ctx, modality, train_model, optimizer, run_dir,
-                      teachers=teachers, teacher_scores=teacher_scores,
-                      fixed_teacher_weights=([float(w) for w in args.teacher_weights.split(",")]
-                                             if args.teacher_weights else None))
-    trainer.raw_model = model
-    trainer.data_config = data_record(spec)
-    install_signal_handlers(trainer.state)
-
-    if resume:
-        with named_input_errors(RuntimeError):
-            ckpt = load_checkpoint(resume, require=("state_dict", "epoch", "optimizer"))
-        check_resume_config(ckpt, model.config(), resume)
-        try:
-            check_shift_direction(model, ckpt.get("config"), resume)
-        except ValueError as exc:
-            raise SystemExit(str(exc)) from None
-        trainer.restore(ckpt)
-        del ckpt
-        logger.info("resumed from %s at epoch %d step %d (best top-1 %.2f)", resume, trainer.state.epoch + 1,
-                    trainer.state.step_in_epoch, trainer.state.best_prec1)
-        if writes and not args.evaluate:
-            drop_metrics_after(os.path.join(run_dir, "metrics.jsonl"), trainer.state.epoch,
-                               trainer.state.val_pending)
-    elif args.start_epoch:
-        trainer.state.epoch = args.start_epoch
-
+def build_loaders(args, ctx, modality, data, model):
+    """Datasets, shard samplers and loaders of both splits (the student's and teachers' views together
+    when distilling)."""
     batch = per_rank_batch(args, ctx)
+    aligned = ctx.num_modalities > 1
     with named_input_errors():
-        if teachers is not None:
-            train_set = make_distill_dataset(args, modality, train_records, train_specs, model, teachers,
-                                             num_class)
+        if data.teachers is not None:
+            train_set = make_distill_dataset(args, modality, data.train_records, data.specs, model, data.teachers,
+                                             data.num_class)
         else:
-            train_set = make_dataset(args, modality, "train", train_records, spec, model, aligned, num_class,
-                                     pair_mods, ctx.modality_index)
-        val_set = make_dataset(args, modality, "val", val_records, spec, model, aligned, num_class, pair_mods,
-                               ctx.modality_index)
+            train_set = make_dataset(args, modality, "train", data.train_records, data.spec, model, aligned,
+                                     data.num_class, data.pair_modalities, ctx.modality_index)
+        val_set = make_dataset(args, modality, "val", data.val_records, data.spec, model, aligned, data.num_class,
+                               data.pair_modalities, ctx.modality_index)
     train_sampler = ShardSampler(len(train_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
                                  batch_size=batch, shuffle=True, drop_last=True, seed=args.seed)
     val_sampler = ShardSampler(len(val_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
@@ -941,68 +969,104 @@ def run(args, ctx):
     if train_sampler.num_batches() == 0 and not args.evaluate:
         raise SystemExit(f"{len(train_set)} training videos give no full batch of {batch} per replica; "
                          f"lower --batch-size")
-    train_loader = make_loader(train_set, train_sampler, batch, args.workers, ctx.device, args.seed)
-    val_loader = make_loader(val_set, val_sampler, batch, args.workers, ctx.device, args.seed)
+    return Loaders(batch=batch, train_set=train_set, val_set=val_set, train_sampler=train_sampler,
+                   val_sampler=val_sampler,
+                   train=make_loader(train_set, train_sampler, batch, args.workers, ctx.device, args.seed),
+                   val=make_loader(val_set, val_sampler, batch, args.workers, ctx.device, args.seed))
+
+
+def fixed_teacher_weights(args, ctx, modality, data, loaders, model):
+    """--teacher_weights, or for softmin_dataset the softmin of each teacher's CE over the training set
+    (or the held-out --teacher_weight_list videos); None when the weighting is per sample."""
+    if args.teacher_weights:
+        return [float(w) for w in args.teacher_weights.split(",")]
+    if data.teachers is None or args.teacher_weighting != "softmin_dataset" or args.evaluate:
+        return None
+    loader, sampler = loaders.train, loaders.train_sampler
+    if args.teacher_weight_list:
+        held = held_out_records(args.teacher_weight_list, data.train_records, data.specs[modality].data_format)
+        held_set = make_distill_dataset(args, modality, held, data.specs, model, data.teachers, data.num_class,
+                                        eval_transform=True)
+        sampler = ShardSampler(len(held_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
+                               batch_size=loaders.batch, shuffle=False, drop_last=False)
+        loader = make_loader(held_set, sampler, loaders.batch, args.workers, ctx.device, args.seed)
+        logger.info("softmin_dataset: teacher CE on %d held-out videos of %s (evaluation transforms)",
+                    len(held_set), args.teacher_weight_list)
+    weights = dataset_teacher_weights(args, ctx, data.teachers, loader, sampler)
+    logger.info("softmin_dataset teacher weights: %s", [round(w, 4) for w in weights])
+    return weights
+
+
+def restore(trainer, path, run_dir):
+    """Resume `trainer` from checkpoint `path` (refusing another model's); run_dir: where metrics.jsonl
+    rows written after that checkpoint are dropped (None: not this rank's, or only validating)."""
+    with named_input_errors(RuntimeError):
+        ckpt = load_checkpoint(path, require=("state_dict", "epoch", "optimizer"))
+    check_resume_config(ckpt, trainer.raw_model.config(), path)
+    try:
+        check_shift_direction(trainer.raw_model, ckpt.get("config"), path)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    trainer.restore(ckpt)
+    del ckpt
+    st = trainer.state
+    logger.info("resumed from %s at epoch %d step %d (best top-1 %.2f)", path, st.epoch + 1, st.step_in_epoch,
+                st.best_prec1)
+    if run_dir is not None:
+        drop_metrics_after(os.path.join(run_dir, "metrics.jsonl"), st.epoch, st.val_pending)
+
+
+def log_start(args, ctx, modality, data, loaders):
     if ctx.is_main:
         logger.info("run %s | %s | launch %s, world %d (%d modalities x %d replicas), device %s, "
                     "per-rank batch %d, amp %s, channels_last %s | %d train / %d val videos | decoder %s",
-                    name, modality, ctx.source, ctx.world_size, ctx.num_modalities, ctx.num_replicas,
-                    ctx.device, batch, args.amp, args.channels_last, len(train_set), len(val_set),
-                    backend_info(args.video_backend if spec.data_format == "video" else None))
+                    args.store_names[ctx.modality_index], modality, ctx.source, ctx.world_size,
+                    ctx.num_modalities, ctx.num_replicas, ctx.device, loaders.batch, args.amp, args.channels_last,
+                    len(loaders.train_set), len(loaders.val_set),
+                    backend_info(args.video_backend if data.spec.data_format == "video" else None))
 
-    if args.evaluate:
-        metrics, _, _ = trainer.validate(val_loader, val_sampler, len(val_set), num_class)
-        if ctx.is_main:
-            logger.info("validation: top-1 %.2f top-5 %.2f loss %.4f", metrics["top1"], metrics["top5"],
-                        metrics["loss"])
-        return metrics
 
-    if teachers is not None and args.teacher_weighting == "softmin_dataset" and not args.teacher_weights:
-        weight_loader, weight_sampler = train_loader, train_sampler
-        if args.teacher_weight_list:
-            held = held_out_records(args.teacher_weight_list, train_records, train_specs[modality].data_format)
-            held_set = make_distill_dataset(args, modality, held, train_specs, model, teachers, num_class,
-                                            eval_transform=True)
-            weight_sampler = ShardSampler(len(held_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
-                                          batch_size=batch, shuffle=False, drop_last=False)
-            weight_loader = make_loader(held_set, weight_sampler, batch, args.workers, ctx.device, args.seed)
-            logger.info("softmin_dataset: teacher CE on %d held-out videos of %s (evaluation transforms)",
-                        len(held_set), args.teacher_weight_list)
-        trainer.fixed_teacher_weights = dataset_teacher_weights(args, ctx, teachers, weight_loader, weight_sampler)
-        logger.info("softmin_dataset teacher weights: %s", [round(w, 4) for w in trainer.fixed_teacher_weights])
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+def fit(args, ctx, trainer, loaders, num_class, log_dir):
+    """The epoch loop: train, checkpoint (before validating, so validation cannot lose the epoch), validate
+    every --eval-freq epochs and at the end, checkpoint again with the best top-1. log_dir None: this rank
+    writes no metrics. Returns {'best_prec1', 'modality'}; mutual learning logs the ensemble of the ranks."""
+    st = trainer.state
+    writer = None
+    metrics_path = None
+    if log_dir is not None:
+        from tensorboardX import SummaryWriter
+        writer = SummaryWriter(log_dir=log_dir)
+        metrics_path = os.path.join(trainer.run_dir, "metrics.jsonl")
 
     def validate_and_save(epoch, tr):
-        """The epoch's checkpoint is already on disk (val_pending): validation cannot lose the epoch."""
-        val, logits, labels = trainer.validate(val_loader, val_sampler, len(val_set), num_class)
-        is_best = val["top1"] > trainer.state.best_prec1
-        trainer.state.best_prec1 = max(trainer.state.best_prec1, val["top1"])
-        val["top1_best"] = trainer.state.best_prec1
-        record(writer, metrics_path, writes, epoch, "val", val)
-        if ctx.is_main or (writes and ctx.num_modalities > 1):
+        val, logits, labels = trainer.validate(loaders.val, loaders.val_sampler, len(loaders.val_set), num_class)
+        is_best = val["top1"] > st.best_prec1
+        st.best_prec1 = max(st.best_prec1, val["top1"])
+        val["top1_best"] = st.best_prec1
+        record(writer, metrics_path, epoch, "val", val)
+        if ctx.is_main or (trainer.writes and ctx.num_modalities > 1):
             train_part = f"train loss {tr['loss']:.4f} top-1 {tr['top1']:.2f} | " if tr else ""
-            logger.info("[%s] epoch %d: %sval top-1 %.2f top-5 %.2f (best %.2f)", modality, epoch + 1,
-                        train_part, val["top1"], val["top5"], trainer.state.best_prec1)
-        trainer.state.val_pending = False
+            logger.info("[%s] epoch %d: %sval top-1 %.2f top-5 %.2f (best %.2f)", trainer.modality, epoch + 1,
+                        train_part, val["top1"], val["top5"], st.best_prec1)
+        st.val_pending = False
         trainer.save(is_best)
         return logits, labels
 
     last_val = None
-    if trainer.state.val_pending:       # resumed from a checkpoint written before its validation
-        last_val = validate_and_save(trainer.state.epoch - 1, None)
-    for epoch in range(trainer.state.epoch, args.epochs):
-        tr = trainer.train_epoch(train_loader, train_sampler, epoch)
-        record(writer, metrics_path, writes, epoch, "train", tr)
-        trainer.state.val_pending = (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1
+    if st.val_pending:       # resumed from a checkpoint written before its validation
+        last_val = validate_and_save(st.epoch - 1, None)
+    for epoch in range(st.epoch, args.epochs):
+        tr = trainer.train_epoch(loaders.train, loaders.train_sampler, epoch)
+        record(writer, metrics_path, epoch, "train", tr)
+        st.val_pending = (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1
         trainer.save(False)
-        if trainer.state.val_pending:
+        if st.val_pending:
             last_val = validate_and_save(epoch, tr)
     if writer is not None:
         writer.close()
-    result = {"best_prec1": trainer.state.best_prec1, "modality": modality}
     if ctx.num_modalities > 1 and last_val is not None:
-        mutual_summary(ctx, args, trainer.state.best_prec1, last_val)
-    return result
+        mutual_summary(ctx, args, st.best_prec1, last_val)
+    return {"best_prec1": st.best_prec1, "modality": trainer.modality}
 
 
 def held_out_records(list_file, train_records, data_format):
@@ -1046,8 +1110,9 @@ def per_rank_batch(args, ctx):
     return args.batch_size // ctx.num_replicas
 
 
-def record(writer, path, writes, epoch, split, metrics):
-    if not writes:
+def record(writer, path, epoch, split, metrics):
+    """One metrics.jsonl row (and TensorBoard scalars) per epoch and split; path None: not this rank's."""
+    if path is None:
         return
     row = {k: (v if isinstance(v, (list, str)) else float(v)) for k, v in metrics.items()}
     with open(path, "a") as f:

@@ -16,6 +16,7 @@ from ops.checkpoint import load_checkpoint
 from ops.dataset_config import DATA_FORMATS, resolve_dataset
 from ops.distill import TEACHER_WEIGHTINGS
 from ops.distributed import DEVICES
+from ops.lr_schedule import DECAY_FROM, LR_TYPES, LR_UPDATES
 from ops.modality import MODALITIES
 from ops.models import CONSENSUS_TYPES, FIRST_CONV_LR, SHIFT_PLACES, TEMPORAL_MODULES
 from ops.temporal_shift import SHIFT_DIRECTIONS
@@ -25,7 +26,6 @@ from ops.video_io import VIDEO_BACKENDS
 
 # Temporal modules built on ResNets only (TSM also has a MobileNetV2 rule).
 RESNET_MODULES = tuple(m for m in TEMPORAL_MODULES if m != "tsm")
-LR_TYPES = ("step", "cos", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", *AMP_DTYPES)
 FC_LR5_MODES = ("auto", "on", "off")
@@ -156,11 +156,11 @@ def get_train_parser():
     g.add_argument("--warmup_epochs", type=float, default=None, help="linear warm-up, per step [/ 0]")
     g.add_argument("--warmup_start_ratio", type=float, default=0.0,
                    help="warm-up starts at this fraction of the scheduled lr (mmcv warmup_ratio, e.g. 0.1)")
-    g.add_argument("--lr_update", default="epoch", choices=("epoch", "step"),
+    g.add_argument("--lr_update", default="epoch", choices=LR_UPDATES,
                    help="after warm-up, recompute the lr once per epoch (TSM) or at every step (mmcv/timm/HF)")
     g.add_argument("--min_lr_ratio", type=float, default=0.0,
                    help="cos/linear decay ends at lr x this (mmcv min_lr_ratio, timm lr_min / lr)")
-    g.add_argument("--decay_from", default="warmup_end", choices=("warmup_end", "start"),
+    g.add_argument("--decay_from", default="warmup_end", choices=DECAY_FROM,
                    help="cos/linear progress counts from the end of warm-up (TSM forks, TIN) or from step 0 "
                         "(mmcv/timm: the curve spans the whole run and warm-up scales it)")
     g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="[/ sgd]")
@@ -263,6 +263,16 @@ def ensure_builtin_data(args):
         ensure_toy_dataset(args.data_root)
 
 
+def dataset_spec(args, modality, **overrides):
+    """The registry entry of args.dataset for one modality, completed by the data options of either
+    parser (ops.dataset_config.resolve_dataset); keyword overrides replace an option's value."""
+    options = dict(data_root=args.data_root, root_path=args.root_path, train_list=getattr(args, "train_list", None),
+                   val_list=getattr(args, "val_list", None), category_file=args.category_file,
+                   num_class=args.num_class, image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
+                   data_format=args.data_format)
+    return resolve_dataset(args.dataset, modality, **{**options, **overrides})
+
+
 def _tunes_same_dataset(args):
     """--tune_from names a checkpoint whose recorded arguments say it was trained on this dataset (TSM
     decided this from the file name). A file that cannot be read is reported where it is loaded."""
@@ -280,11 +290,7 @@ def _derive_train(args):
     """The one place that fills derived values (nothing reassigns them later)."""
     args.modalities = _split_modalities(args.modality)
     ensure_builtin_data(args)
-    spec = resolve_dataset(args.dataset, args.modalities[0], data_root=args.data_root,
-                           root_path=args.root_path, train_list=args.train_list, val_list=args.val_list,
-                           category_file=args.category_file, num_class=args.num_class,
-                           image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
-                           data_format=args.data_format)
+    spec = dataset_spec(args, args.modalities[0])
     arch = args.arch or (spec.train_defaults or {}).get("arch") or DATASET_DEFAULTS["arch"]
     defaults = dict(DATASET_DEFAULTS)
     for prefix, values in ARCH_DEFAULTS.items():

@@ -26,16 +26,14 @@ import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 import archs
-from opts import parse_test_args
+from opts import dataset_spec, parse_test_args
 from ops import distributed as D
 from ops import features as feature_io
 from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, check_list_counts, parse_list, worker_init_fn
-from ops.dataset_config import resolve_dataset
 from ops.models import TSN, to_channels_last
 from ops.sampler import ShardSampler
 from ops.scores import align_to, fuse, metrics, save_scores, video_scores
@@ -213,10 +211,9 @@ def test_data_spec(args, index, ckpt, modality):
         logger.info("%s: data recorded at training (flags override): %s list %s under %s",
                     args.weights_list[index], pick(args.data_format, "data_format"),
                     pick(args.test_list_list[index], "val_list"), pick(args.root_path, "root_path"))
-    return resolve_dataset(
-        args.dataset, modality, data_root=args.data_root, root_path=pick(args.root_path, "root_path"),
-        val_list=pick(args.test_list_list[index], "val_list"), category_file=args.category_file,
-        num_class=num_class, categories=categories, data_format=pick(args.data_format, "data_format"),
+    return dataset_spec(
+        args, modality, root_path=pick(args.root_path, "root_path"),
+        val_list=pick(args.test_list_list[index], "val_list"), num_class=num_class, categories=categories, data_format=pick(args.data_format, "data_format"),
         image_tmpl=args.image_tmpl if args.image_tmpl is not None or modality == "Flow" else own_tmpl,
         flow_tmpl=args.flow_tmpl if args.flow_tmpl is not None or modality != "Flow" else own_tmpl,
         splits=("val",))
@@ -274,15 +271,7 @@ def evaluate_model(mt, args, ctx, dtype):
     C = mt.model.num_class
     index = torch.cat(idx_parts) if idx_parts else torch.zeros(0, dtype=torch.int64)
     logits = torch.cat(logit_parts) if logit_parts else torch.zeros(0, mt.num_views, C)
-    if ctx.distributed:
-        parts = [None] * ctx.world_size
-        dist.all_gather_object(parts, (index.numpy(), logits.numpy()))
-        index = torch.from_numpy(np.concatenate([p[0] for p in parts]))
-        logits = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-    order = torch.argsort(index)
-    index, logits = index[order], logits[order]
-    if not torch.equal(index, torch.arange(n)):
-        raise RuntimeError(f"{mt.path}: {len(index)} videos evaluated for {n} listed (missing or duplicated)")
+    logits = D.gather_by_index(index, logits, n, world=ctx.world_size, group=None, what=mt.path)
     ids = mt.dataset.video_ids
     labels = np.array([r.label for r in mt.dataset.records], dtype=np.int64)
     return ids, labels, logits.numpy()

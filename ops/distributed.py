@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -285,3 +286,22 @@ def cleanup():
             dist.destroy_process_group()
         except Exception:  # a peer may be gone already; nothing left to release cleanly
             pass
+
+
+def gather_by_index(index, rows, expected, *, world=1, group=None, what="evaluation"):
+    """This process's share of an evaluation, sample indices (n,) and their rows (n, ...), gathered from
+    the `world` processes of `group` (None: all) and sorted by index; every process gets the whole result.
+
+    Raises RuntimeError unless the indices are exactly 0 .. expected-1: a shard missing or evaluated
+    twice would otherwise change the metrics silently (results must not depend on the world size)."""
+    if world > 1:
+        parts = [None] * world
+        dist.all_gather_object(parts, (index.numpy(), rows.numpy()), group=group)
+        index = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+        rows = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+    order = torch.argsort(index)
+    index, rows = index[order], rows[order]
+    if not torch.equal(index, torch.arange(expected)):
+        raise RuntimeError(f"{what}: {len(index)} results for {expected} videos (a shard is missing or "
+                           f"duplicated)")
+    return rows

@@ -211,12 +211,12 @@ def test_confusion_matrix_per_class_csv_png_and_tsm_csv(ckpts, evaluate, tmp_pat
 
 
 def test_csv_top5_format_for_a_dataset_with_that_trait(ckpts, evaluate, tmp_path, monkeypatch):
-    resolve = test_models.resolve_dataset
+    resolve = test_models.dataset_spec
 
     def with_top5(*args, **kwargs):
         spec = resolve(*args, **kwargs)
         return dataclasses.replace(spec, csv_top5=True)
-    monkeypatch.setattr(test_models, "resolve_dataset", with_top5)
+    monkeypatch.setattr(test_models, "dataset_spec", with_top5)
     csv_file = tmp_path / "pred.csv"
     _, s = evaluate(ckpts["rgb"], "--max_num", "4", "--csv_file", str(csv_file))
     order = np.argsort(-s["scores"].mean(1), axis=1)[:, :5]
