@@ -297,44 +297,69 @@ def memory_report(device, rss_before):
 # ---------------------------------------------------------------------------------------------------
 # train
 
+def main_py_options(args, device):
+    """main.py's own parsed options for the benchmark's model and step (an unregistered dataset with the
+    benchmark's class count, so that no data is read): the step is timed with the defaults it trains with."""
+    from opts import parse_args
+    argv = ['benchmark', args.modality, '--root_path', '-', '--train_list', '-', '--val_list', '-',
+            '--num_class', str(args.num_class), '--arch', args.arch, '--num_segments', str(args.num_segments),
+            '--input_size', str(args.input_size), '-b', str(args.batch_size), '--dropout', str(args.dropout),
+            '--pretrain', 'none', '--optimizer', 'sgd', '--lr', '0.001', '--momentum', '0.9', '--wd', '5e-4',
+            '--gd', str(args.gd), '--amp', args.amp, '--device', device.type,
+            '--channels_last' if args.channels_last else '--no-channels_last',
+            '--shift_div', str(args.shift_div), '--shift_place', args.shift_place]
+    if args.shift or args.temporal_module:
+        argv += ['--temporal_module', 'tsm' if args.shift else args.temporal_module]
+    if args.npb:
+        argv.append('--npb')
+    if args.compile:
+        argv.append('--compile')
+    return parse_args(argv)
+
+
+def training_step(args, device):
+    """-> (trainer, forward FLOPs of one clip, input batch, labels). Model, optimiser and step are the ones
+    main.py trains with (build_model_and_optimizer, Trainer.train_step), in one process; --plain puts the
+    bare torchvision model into the same step."""
+    import main as train_main
+    from ops.distributed import setup_distributed
+    opts = main_py_options(args, device)
+    ctx = setup_distributed(device=device.type, env={})
+    if args.plain:
+        model, make_input = build_model(args)
+        model.num_class = args.num_class
+        model.to(device)
+        if args.channels_last:
+            to_channels_last(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD([{'params': params, 'lr_mult': 1, 'decay_mult': 1}], lr=opts.lr,
+                                    momentum=opts.momentum, weight_decay=opts.weight_decay)
+    else:
+        model, optimizer = train_main.build_model_and_optimizer(opts, ctx, args.modality, args.num_class)
+        model.partialBN(not opts.no_partialbn)
+
+        def make_input(clips):
+            return torch.randn(clips, model.input_channels, args.input_size, args.input_size)
+    model.train()
+    flops_clip = forward_flops(model, to_device_input(make_input(1), device, args.channels_last))  # T frames
+    step_model = torch.compile(model) if args.compile else model
+    trainer = train_main.Trainer(opts, ctx, args.modality, step_model, optimizer, None, raw_model=model,
+                                 schedule=train_main.lr_schedule(opts))
+    x = to_device_input(make_input(args.batch_size), device, args.channels_last)
+    n_labels = x.shape[0] if args.plain else args.batch_size
+    labels = torch.randint(0, args.num_class, (n_labels,), device=device)
+    return trainer, flops_clip, x, labels
+
+
 def run_train(args):
     device = setup(args)
     env = environment(device)
     torch.manual_seed(0)
-    model, make_input = build_model(args)
-    flops_clip = forward_flops(model, make_input(1))   # one clip: T frames
-    model.to(device)
-    if args.channels_last:
-        to_channels_last(model)
-    model.train()
-    if args.plain:
-        params = [p for p in model.parameters() if p.requires_grad]
-    else:
-        params = [g for g in model.get_optim_policies() if g['params']]
-    optimizer = torch.optim.SGD(params, lr=0.001, momentum=0.9, weight_decay=5e-4)
-    scaler = torch.amp.GradScaler('cuda') if args.amp == 'fp16' else None
-    step_model = torch.compile(model) if args.compile else model
-    x = to_device_input(make_input(args.batch_size), device, args.channels_last)
-    n_labels = x.shape[0] if args.plain else args.batch_size
-    labels = torch.randint(0, args.num_class, (n_labels,), device=device)
+    trainer, flops_clip, x, labels = training_step(args, device)
+    video_ids = [str(i) for i in range(len(labels))]
 
     def step():
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, args.amp):
-            logits = step_model(x)
-        loss = F.cross_entropy(logits.float(), labels)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if args.gd > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.gd)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if args.gd > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.gd)
-            optimizer.step()
+        trainer.train_step(x, labels, video_ids, epoch=0, step=0, n_steps=1)
 
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)

@@ -1,11 +1,13 @@
 """Launch detection, GPU parsing, shard sampling and the mutual-learning KL (pure functions)."""
 import math
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import free_port
 
-from ops.distributed import detect_launch, first_slurm_host, parse_gpus
+from ops.distributed import detect_launch, first_slurm_host, gather_by_index, parse_gpus
 from ops.distill import kd_loss
 from ops.mutual import video_id_hash
 from ops.sampler import ShardSampler
@@ -97,3 +99,38 @@ def test_accuracy_and_class_metrics():
     assert cm.sum() == 4 and cm[1, 1] == 1 and cm[1, 2] == 1 and cm[1, 0] == 1
     assert mean_class_accuracy(cm) == pytest.approx(100 * (1 + 1 / 3) / 2)
     assert math.isclose(mean_class_accuracy([[0, 0], [0, 0]]), 0.0)
+
+
+def test_gather_by_index_sorts_and_checks_coverage_in_one_process():
+    rows = torch.tensor([[2.0], [0.0], [1.0]])
+    got = gather_by_index(torch.tensor([2, 0, 1]), rows, 3)
+    assert got.flatten().tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(RuntimeError, match="val: 3 results for 4 videos"):
+        gather_by_index(torch.tensor([2, 0, 1]), rows, 4, what="val")
+    with pytest.raises(RuntimeError, match="missing or duplicated"):
+        gather_by_index(torch.tensor([0, 0, 1]), rows, 3)
+
+
+def _gather_rank(rank, port, out_dir):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        index = torch.arange(rank, 5, 2)            # rank 0: videos 0, 2, 4; rank 1: videos 1, 3
+        rows = torch.stack([index * 10.0, -index.float()], 1)
+        result = {"rows": gather_by_index(index, rows, 5, world=2).tolist()}
+        try:      # both ranks evaluated video 0: duplicated, and video 1 is missing
+            gather_by_index(torch.tensor([0]), torch.zeros(1, 2), 2, world=2, what="dup")
+        except RuntimeError as exc:
+            result["error"] = str(exc)
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_gather_by_index_over_two_gloo_processes(tmp_path):
+    torch.multiprocessing.spawn(_gather_rank, args=(free_port(), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert result["rows"] == [[10.0 * i, -float(i)] for i in range(5)]      # every rank, in index order
+        assert result["error"] == "dup: 2 results for 2 videos (a shard is missing or duplicated)"
