@@ -61,6 +61,7 @@ class RunState:
         self.saves = 0                # checkpoints written so far (the position that ranks compare)
         self.committed_saves = 0      # saves of the last checkpoint set that every rank wrote (MML)
         self.meters = {}              # running sums of the epoch in progress: name -> [sum, count]
+        self.failures = None          # read failures of the epoch in progress (dataset.failure_state())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -294,6 +295,7 @@ class Trainer:
             "committed_seq": self.state.committed_saves,
             "meters": {k: [float(v[0]), int(v[1])] for k, v in self.state.meters.items()}
             if self.state.step_in_epoch else {},
+            "read_failures": self.state.failures if self.state.step_in_epoch else None,
         }
 
     def save(self, is_best=False):
@@ -332,6 +334,7 @@ class Trainer:
         self.state.saves = int(ckpt.get("save_seq", self.state.global_step))
         self.state.committed_saves = int(ckpt.get("committed_seq", 0))
         self.state.meters = {k: list(v) for k, v in (ckpt.get("meters") or {}).items()}
+        self.state.failures = ckpt.get("read_failures")
         if ckpt.get("rng"):
             set_rng_state(ckpt["rng"])
 
@@ -434,8 +437,7 @@ class Trainer:
         start = st.step_in_epoch
         sampler.set_epoch(epoch, start_batch=start)
         loader.dataset.set_epoch(epoch)
-        if start == 0:
-            loader.dataset.reset_failures()
+        loader.dataset.reset_failures(st.failures if start else None)
         n_steps = sampler.num_batches()
         if args.max_steps_per_epoch:
             n_steps = min(n_steps, args.max_steps_per_epoch)
@@ -481,6 +483,7 @@ class Trainer:
             step += 1
             st.step_in_epoch = step
             st.meters = {k: (m.sum, m.count) for k, m in meters.items()}
+            st.failures = loader.dataset.failure_state()
             st.global_step += 1
             meters["batch"].update(time.perf_counter() - end)
             if bar is not None:
@@ -512,6 +515,7 @@ class Trainer:
         st.epoch = epoch + 1
         st.step_in_epoch = 0
         st.meters = {}
+        st.failures = None
         out = {k: m.avg for k, m in meters.items() if m.count and k != "dropped"}
         out["lr"] = self.schedule.lr_at(epoch)
         if meters["dropped"].count:

@@ -177,11 +177,21 @@ class _SampleBookkeeping(Dataset):
         return {'read_failures': total,
                 'failed_videos': [self.records[i].video_id for i in kept if 0 <= i < len(self.records)]}
 
-    def reset_failures(self) -> None:
+    def failure_state(self) -> list:
+        """[count, indices of the first failed videos]: what a mid-epoch checkpoint keeps, so that the
+        epoch's report after a resume counts the failures before the interruption too (with prefetching
+        workers it includes batches loaded but not yet trained on, which are read again after resuming)."""
         with self._failures.get_lock():
-            self._failures.value = 0
+            total = self._failures.value
+            return [total, [int(self._failed[i]) for i in range(min(total, self.FAILED_KEPT))]]
+
+    def reset_failures(self, state=None) -> None:
+        """Zero the failure counters, or set them to a failure_state() (resuming in the middle of an epoch)."""
+        total, kept = state if state is not None else (0, [])
+        with self._failures.get_lock():
+            self._failures.value = int(total)
             for i in range(self.FAILED_KEPT):
-                self._failed[i] = -1
+                self._failed[i] = int(kept[i]) if i < len(kept) else -1
 
     def __len__(self):
         return len(self.records)

@@ -39,8 +39,11 @@ def test_read_failures_are_counted_with_the_first_videos_and_reset(frames_datase
     assert got != 1                                        # replaced by a readable video
     report = ds.failure_report()
     assert report["read_failures"] >= 1 and report["failed_videos"][0] == "v1"
+    state = ds.failure_state()
     ds.reset_failures()
     assert ds.failure_report() == {"read_failures": 0, "failed_videos": []}
+    ds.reset_failures(state)                               # a mid-epoch resume puts the epoch's count back
+    assert ds.failure_report() == report and state[1][0] == 1
     strict = VideoDataSet(d["root"], d["rgb_list"], num_segments=2, mode="val", strict=True)
     with pytest.raises(RuntimeError, match=r"read failure \(strict data\): .*v1.img_000\d\d\.jpg"):
         strict[1]

@@ -1,6 +1,7 @@
 """main.py end to end on the generated toy dataset: real files, real processes, real checkpoints."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import torch
 
 from conftest import REPO
 from ops.checkpoint import load_checkpoint
+from ops.dataset import parse_list
+from ops.sampler import ShardSampler
 from opts import parse_args
 
 TINY = ["--arch", "resnet18", "--num_segments", "4", "--input_size", "32", "--batch-size", "8", "-j", "0",
@@ -100,8 +103,23 @@ def _state(path):
     return load_checkpoint(path)["state_dict"]
 
 
+def _toy_with_unreadable_first_video(tiny_toy, tmp_path):
+    """A copy of the toy data whose first training video of epoch 0 (seed 3, batch 8) has only truncated
+    JPEGs: it is replaced and counted as a read failure in the first step."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_toy, data)
+    records = parse_list(str(data / "toy" / "train_rgb.txt"), "frames")
+    sampler = ShardSampler(len(records), num_replicas=1, rank=0, batch_size=8, shuffle=True, drop_last=True, seed=3)
+    sampler.set_epoch(0)
+    video = data / "toy" / "frames" / records[next(iter(sampler))].path
+    for jpeg in video.iterdir():
+        jpeg.write_bytes(jpeg.read_bytes()[:100])
+    return str(data)
+
+
 @pytest.mark.slow
 def test_sigterm_checkpoint_and_resume_equal_uninterrupted(tiny_toy, run_cli, tmp_path):
+    tiny_toy = _toy_with_unreadable_first_video(tiny_toy, tmp_path)
     straight = tmp_path / "straight"
     run_cli(train_argv(tiny_toy, straight, "--shift", "--epochs", "2", "--eval-freq", "5"), cwd=tmp_path)
     ref = _state(str(run_dir(straight) / "ckpt.pth.tar"))
@@ -127,7 +145,8 @@ def test_sigterm_checkpoint_and_resume_equal_uninterrupted(tiny_toy, run_cli, tm
     assert final.keys() == ref.keys()
     for k in ref:
         assert torch.equal(ref[k], final[k]), k
-    # the resumed epoch reports its whole-epoch means (running meters in the checkpoint), once
+    # the resumed epoch reports its whole-epoch means (running meters in the checkpoint) and read failures
+    # (the one before the signal included), once
     rows = {name: [json.loads(line) for line in (run_dir(d) / "metrics.jsonl").read_text().splitlines()]
             for name, d in (("straight", straight), ("cut", cut))}
     assert [(r["epoch"], r["split"]) for r in rows["cut"]] == [(r["epoch"], r["split"]) for r in rows["straight"]]
@@ -135,6 +154,8 @@ def test_sigterm_checkpoint_and_resume_equal_uninterrupted(tiny_toy, run_cli, tm
         for key in ("loss", "top1", "ce"):
             if key in a:
                 assert a[key] == pytest.approx(b[key], abs=1e-6), (key, a, b)
+        assert (a.get("read_failures"), a.get("failed_videos")) == (b.get("read_failures"), b.get("failed_videos"))
+    assert rows["cut"][0]["read_failures"] >= 1
 
 
 @pytest.mark.slow
