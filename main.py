@@ -695,16 +695,28 @@ def resolve_resume(args, ctx, run_dir, writes):
     if ctx.num_modalities > 1:
         files.append(os.path.join(run_dir, PREV_CKPT))
     mine = {}
+    unreadable = []
     for path in files:
         if os.path.isfile(path):
-            pos = checkpoint_position(path)
+            try:
+                pos = checkpoint_position(path)
+            except SystemExit as exc:
+                if ctx.num_modalities == 1 or not ctx.distributed:
+                    raise
+                unreadable.append(str(exc))      # the peers must learn of it, not wait for it
+                continue
             mine.setdefault(pos[0], (path, pos))
     if ctx.num_modalities == 1 or not ctx.distributed:
         return files[0] if mine else ""
     parts = [None] * ctx.world_size
-    dist.all_gather_object(parts, (ctx.modality_index, {g: pos for g, (_, pos) in mine.items()}))
+    dist.all_gather_object(parts, (ctx.modality_index, {g: pos for g, (_, pos) in mine.items()}, unreadable))
+    errors = [f"rank {r}: {e}" for r, (_, _, errs) in enumerate(parts) for e in errs]
+    if errors:
+        raise SystemExit("--resume auto: a modality rank cannot read its checkpoint, so the ranks cannot agree "
+                         "on a common one: " + "; ".join(errors) + ". Move the file aside (the rank then "
+                         "resumes from its previous one, if every rank holds that save) or start a new run.")
     by_modality = {}
-    for m, held in parts:
+    for m, held, _ in parts:
         by_modality.setdefault(m, held)
     step = choose_common_checkpoint({args.modalities[m] + f" (rank {m})": held
                                      for m, held in sorted(by_modality.items())})

@@ -151,6 +151,15 @@ def test_resume_takes_the_newest_checkpoint_set_every_rank_wrote(tiny_toy, tmp_p
         assert p.returncode == 1, out[-3000:]
         assert "no common checkpoint set" in out and "RGB (rank 0): epoch 3 step 0" in out
         assert "Flow (rank 1): no checkpoint" in out
+    # A checkpoint that one rank cannot read stops every rank at once, naming it (before: the other rank
+    # waited in the position exchange until --dist_timeout).
+    (flow / "ckpt.pth.tar").write_bytes(b"not a checkpoint" * 64)
+    procs = launch(tiny_toy, tmp_path, "RGB,Flow", 2, "tcp", extra=extra + ["--resume", "auto"])
+    for p in procs:
+        out = p.communicate(timeout=120)[0]
+        assert p.returncode == 1, out[-3000:]
+        assert "cannot read its checkpoint" in out and "rank 1: " in out and str(flow / "ckpt.pth.tar") in out
+        assert "distributed failure" not in out
 
 
 def _truncate_frames(folder):
