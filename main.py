@@ -26,7 +26,7 @@ from ops.checkpoint import (check_shift_direction, load_checkpoint, load_weights
                             save_checkpoint, save_checkpoint_keep_previous, strip_prefixes)
 from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, check_list_counts, pair_records,
                          parse_list, worker_init_fn)
-from ops.dataset_config import data_record, resolve_dataset
+from ops.dataset_config import data_record, ensure_builtin_data, resolve_dataset
 from ops.distill import (TeacherScores, combine_teachers, dataset_softmin_weights, distill_loss, kd_loss,
                           load_teachers, teacher_cross_entropy)
 from ops.mixing import mix_batch
@@ -835,6 +835,7 @@ def limit_cpu_threads(ctx):
 
 
 def run(args, ctx):
+    ensure_builtin_data(args.dataset, args.data_root, args.root_path)   # toy: generated on first use
     limit_cpu_threads(ctx)
     seed_everything(args.seed)
     modality = args.modalities[ctx.modality_index]

@@ -256,13 +256,6 @@ def fast_bf16(device):
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def ensure_builtin_data(args):
-    """The built-in toy dataset is generated on first use (atomic and safe when several ranks race)."""
-    if args.dataset == "toy" and args.root_path is None:
-        from ops.toy import ensure_toy_dataset
-        ensure_toy_dataset(args.data_root)
-
-
 def _tunes_same_dataset(args):
     """--tune_from names a checkpoint whose recorded arguments say it was trained on this dataset (TSM
     decided this from the file name). A file that cannot be read is reported where it is loaded."""
@@ -279,7 +272,6 @@ def _tunes_same_dataset(args):
 def _derive_train(args):
     """The one place that fills derived values (nothing reassigns them later)."""
     args.modalities = _split_modalities(args.modality)
-    ensure_builtin_data(args)
     spec = resolve_dataset(args.dataset, args.modalities[0], data_root=args.data_root,
                            root_path=args.root_path, train_list=args.train_list, val_list=args.val_list,
                            category_file=args.category_file, num_class=args.num_class,
