@@ -72,8 +72,10 @@ def test_parsing_the_toy_quickstart_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = parse_args(["toy", "RGB", "--shift"])                     # default --data_root data
     assert (args.arch, args.epochs, args.optimizer, args.input_size) == ("resnet18", 3, "adamw", 64)
-    assert parse_args(["toy", "RGB", "--data_root", str(tmp_path / "empty")]).data_root.endswith("empty")
     assert os.listdir(tmp_path) == []
+    (tmp_path / "empty").mkdir()
+    assert parse_args(["toy", "RGB", "--data_root", str(tmp_path / "empty")]).num_segments == 8
+    assert os.listdir(tmp_path) == ["empty"] and os.listdir(tmp_path / "empty") == []
 
 
 # `python main.py ARGS` with a smaller default toy set, generated in this process.
