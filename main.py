@@ -25,7 +25,7 @@ from ops.checkpoint import (check_shift_direction, load_checkpoint, load_weights
                             save_checkpoint, save_checkpoint_keep_previous, strip_prefixes)
 from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, check_list_counts, pair_records,
                          parse_list, worker_init_fn)
-from ops.dataset_config import data_record
+from ops.dataset_config import data_record, ensure_builtin_data
 from ops.distill import (TeacherScores, combine_teachers, dataset_softmin_weights, distill_loss, kd_loss,
                           load_teachers, teacher_cross_entropy)
 from ops.lr_schedule import LRSchedule, set_lr
@@ -916,6 +916,8 @@ def write_run_args(args, ctx, run_dir):
 
 def build_data(args, ctx, modality):
     """Registry entries (resolved once per modality), teachers, and the parsed, paired list records."""
+    with named_input_errors(RuntimeError):
+        ensure_builtin_data(args.dataset, args.data_root, args.root_path)   # toy: generated on first use
     teachers = teacher_scores = None
     if args.distill_from:
         teachers = load_teachers(args.distill_from.split(","), ctx.device)

@@ -256,13 +256,6 @@ def fast_bf16(device):
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def ensure_builtin_data(args):
-    """The built-in toy dataset is generated on first use (atomic and safe when several ranks race)."""
-    if args.dataset == "toy" and args.root_path is None:
-        from ops.toy import ensure_toy_dataset
-        ensure_toy_dataset(args.data_root)
-
-
 def dataset_spec(args, modality, **overrides):
     """The registry entry of args.dataset for one modality, completed by the data options of either
     parser (ops.dataset_config.resolve_dataset); keyword overrides replace an option's value."""
@@ -289,7 +282,6 @@ def _tunes_same_dataset(args):
 def _derive_train(args):
     """The one place that fills derived values (nothing reassigns them later)."""
     args.modalities = _split_modalities(args.modality)
-    ensure_builtin_data(args)
     spec = dataset_spec(args, args.modalities[0])
     arch = args.arch or (spec.train_defaults or {}).get("arch") or DATASET_DEFAULTS["arch"]
     defaults = dict(DATASET_DEFAULTS)

@@ -36,13 +36,12 @@ from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, VideoRecord
 from ops.dataset_config import resolve_dataset
 from ops.utils import AMP_DTYPES
-from ops.video_io import FrameReadError, VideoFile, flow_paths, frame_path
+from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, VideoFile, flow_paths, frame_path
 from opts import get_test_parser, parse_test_args
 from test_models import (ModelUnderTest, evaluate_model, fused_scores, protocol_text, sampling_mode,
                          split_feature_outputs, write_feature_files)
 from test_models import main as test_models_main
 
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.flv', '.wmv', '.3gp')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 DATASET_NAME = 'predict'   # not a registered dataset: paths come from the command line
 

@@ -17,7 +17,6 @@ per_class.csv and summary.json in --output_dir (default: next to --save_scores, 
 the first checkpoint); --save_scores PATH.npz (one file per model of an ensemble: PATH.0.npz, ...), which
 scripts/ensemble_scores.py fuses without re-running models; --csv_file in TSM's formats.
 """
-import csv
 import json
 import logging
 import os
@@ -36,7 +35,8 @@ from ops.checkpoint import load_checkpoint, load_weights, model_config_from_chec
 from ops.dataset import VideoDataSet, check_list_counts, parse_list, worker_init_fn
 from ops.models import TSN, to_channels_last
 from ops.sampler import ShardSampler
-from ops.scores import align_to, fuse, metrics, save_scores, video_scores
+from ops.scores import (align_to, fuse, metrics, save_scores, video_scores, write_confusion_png, write_per_class,
+                        write_tsm_csv)
 from ops.transforms import build_transform
 from ops.utils import AMP_DTYPES, progress_bar
 from ops.video_io import count_shorter
@@ -275,55 +275,6 @@ def evaluate_model(mt, args, ctx, dtype):
     ids = mt.dataset.video_ids
     labels = np.array([r.label for r in mt.dataset.records], dtype=np.int64)
     return ids, labels, logits.numpy()
-
-
-def write_confusion_png(cm, path, class_names=None):
-    """Row-normalised confusion matrix as an image (one cell per class pair, up to ~200 classes); up to
-    30 classes, rows are labelled with their index and name."""
-    from PIL import Image, ImageDraw
-    C = cm.shape[0]
-    rows = cm.sum(1, keepdims=True).clip(min=1)
-    norm = cm / rows
-    cell = max(2, min(24, 800 // max(C, 1)))
-    named = bool(class_names) and C <= 30
-    margin = 40
-    left = margin + (6 * min(max((len(n) for n in class_names), default=0), 16) + 6 if named else 0)
-    size = C * cell
-    img = Image.new("RGB", (size + left + 10, size + margin + 10), "white")
-    pix = (255 * (1 - norm)).astype(np.uint8)
-    heat = np.stack([pix, pix, np.full_like(pix, 255)], axis=-1)           # white -> blue
-    heat = np.kron(heat, np.ones((cell, cell, 1), dtype=np.uint8))
-    img.paste(Image.fromarray(heat), (left, margin))
-    draw = ImageDraw.Draw(img)
-    draw.text((left, 5), "predicted ->", fill="black")
-    draw.text((2, margin - 12), "true", fill="black")
-    if C <= 30:
-        for i in range(C):
-            draw.text((left + i * cell + 1, margin - 12), str(i), fill="black")
-            label = f"{class_names[i][:16]} {i}" if named else str(i)
-            draw.text((2 if named else margin - 18, margin + i * cell + 1), label, fill="black")
-    img.save(path)
-
-
-def write_per_class(cm, path, class_names):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["class", "name", "count", "top1"])
-        for c in range(cm.shape[0]):
-            count = int(cm[c].sum())
-            w.writerow([c, class_names[c] if class_names else str(c), count,
-                        f"{100.0 * cm[c, c] / count:.2f}" if count else ""])
-
-
-def write_tsm_csv(path, ids, scores, class_names, top5_indices):
-    """TSM formats: `vid;category` lines, or `vid;i1;...;i5` (Something-Something v2 submission)."""
-    with open(path, "w") as f:
-        for vid, s in zip(ids, scores):
-            order = np.argsort(-s)
-            if top5_indices:
-                f.write(vid + ";" + ";".join(str(int(i)) for i in order[:5]) + "\n")
-            else:
-                f.write(f"{vid};{class_names[int(order[0])] if class_names else int(order[0])}\n")
 
 
 def main(args, run_fn=None):

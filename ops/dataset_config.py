@@ -12,6 +12,7 @@ import string
 from typing import Optional
 
 from ops.modality import check_modality
+from ops.toy import TOY_CLASSES, ensure_toy_dataset
 
 DATA_FORMATS = ('frames', 'video', 'hdf5')
 
@@ -44,14 +45,16 @@ class Layout:
     val_list: str
 
 
-def _entry(*, layouts, category_file=None, num_class=None, image_tmpl='img_{:05d}.jpg',
+def _entry(*, layouts, category_file=None, num_class=None, categories=None, image_tmpl='img_{:05d}.jpg',
            flow_tmpl='flow_{}_{:05d}.jpg', start_index=1, data_format='frames', flip=True,
            input_size=224, scale_size=256, train_defaults=None, csv_top5=False, flip_pairs=(),
            ila_pair_net='k400'):
     # layouts: data_format -> {'RGB' | 'Flow': Layout}; RGBDiff uses the RGB layout.
+    # categories: class names known without reading a file (the generated toy set, so that parsing a
+    # toy command line reads and writes nothing).
     # flip: horizontal flip in training when --flip auto; flip_pairs: classes swapped by a flip
     # (used whenever flipping is on); ila_pair_net: ILA's pair network for --ila_pair_net auto.
-    return dict(layouts=layouts, category_file=category_file, num_class=num_class,
+    return dict(layouts=layouts, category_file=category_file, num_class=num_class, categories=categories,
                 image_tmpl=image_tmpl, flow_tmpl=flow_tmpl, start_index=start_index,
                 data_format=data_format, flip=flip, input_size=input_size, scale_size=scale_size,
                 train_defaults=dict(train_defaults or {}), csv_top5=csv_top5, flip_pairs=tuple(flip_pairs),
@@ -106,7 +109,7 @@ DATASETS = {
         layouts={'frames': {
             'RGB': _split_lists('kinetics/images', 'kinetics/labels/{split}_videofolder.txt')}}),
     'toy': _entry(
-        category_file='toy/category.txt', flip=False, input_size=64, scale_size=64,
+        categories=TOY_CLASSES, flip=False, input_size=64, scale_size=64,
         # Short quickstart command: main.py's defaults for this dataset (any flag overrides them).
         train_defaults=dict(arch='resnet18', num_segments=8, batch_size=16, lr=2e-3, optimizer='adamw',
                             weight_decay=1e-4, epochs=3, lr_type='cos', warmup_epochs=0, dropout=0.5,
@@ -160,8 +163,9 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
 
     A root_path containing '{split}' is formatted with 'train' and 'val' (per-split HDF5 files); '{modality}'
     in root_path and the lists becomes the modality's folder name (see modality_folder). `categories`
-    (class names, e.g. recorded in a checkpoint) stands in for a category file. `splits`: the lists the
-    caller needs (evaluation needs only 'val'; a missing train list is then None).
+    (class names, e.g. recorded in a checkpoint) stands in for a category file, as do the class names of
+    a registry entry that has them (toy). `splits`: the lists the caller needs (evaluation needs only
+    'val'; a missing train list is then None).
     """
     check_modality(modality)
     entry = DATASETS.get(name)
@@ -179,6 +183,8 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
     train = train_list if train_list is not None else from_registry(layout and layout.train_list)
     val = val_list if val_list is not None else from_registry(layout and layout.val_list)
     root, train, val = (fill_modality(p, modality) for p in (root, train, val))
+    if categories is None and category_file is None and num_class is None and entry['categories']:
+        categories = list(entry['categories'])
     if categories is not None and category_file is None and num_class is None:
         num_class = len(categories)
     else:
@@ -216,6 +222,14 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         input_size=entry['input_size'], scale_size=entry['scale_size'],
         train_defaults=dict(entry['train_defaults']), val_root_path=root.replace('{split}', 'val'),
         csv_top5=entry['csv_top5'], flip_pairs=entry['flip_pairs'], ila_pair_net=entry['ila_pair_net'])
+
+
+def ensure_builtin_data(name: str, data_root: str, root_path: Optional[str] = None) -> None:
+    """Generate the built-in toy dataset under data_root on first use (not when root_path points at the
+    data). Called when a run starts, never while parsing: the registry knows the toy classes and defaults
+    without its files. Atomic, and safe when several ranks race (ops.toy.ensure_toy_dataset)."""
+    if name == 'toy' and root_path is None:
+        ensure_toy_dataset(data_root)
 
 
 def data_record(info: DatasetInfo) -> dict:

@@ -97,17 +97,8 @@ def shift_uni(x, n_segment, fold_div=8):
     previous frame's first fold (ops/online.py).
     """
     if torch.jit.is_tracing() or torch.compiler.is_exporting():
-        return _shift_uni_traceable(x, n_segment, fold_div)
+        return shift_for_export(x, n_segment, fold_div, direction='uni')
     return _Shift.apply(x, n_segment, fold_div, _shift_uni)
-
-
-def _shift_uni_traceable(x, n_segment, fold_div):
-    # The same values from slices and torch.cat: the legacy ONNX tracer drops slice writes into an
-    # empty_like buffer (the exported graph then ignores x), and autograd Functions do not export.
-    x5 = _split_time(x, n_segment)  # (N, T, C, H, W)
-    fold = x5.shape[2] // fold_div
-    past = torch.cat((torch.zeros_like(x5[:, :1, :fold]), x5[:, :-1, :fold]), dim=1)  # (N, T, fold, H, W)
-    return torch.cat((past, x5[:, :, fold:]), dim=2).reshape(x.shape)
 
 
 def shift_fn(direction):
@@ -119,22 +110,30 @@ def shift_fn(direction):
     raise ValueError(f'unknown shift direction {direction!r}; allowed: {SHIFT_DIRECTIONS}')
 
 
-def shift_for_export(x, n_segment, fold_div=8):
-    """``shift`` as slices and concatenations with zeros: what exporters can record.
+def shift_for_export(x, n_segment, fold_div=8, direction='bi'):
+    """``shift`` (direction 'bi') or ``shift_uni`` ('uni') as slices and concatenations with zeros: what
+    exporters can record.
 
     The training path (``_Shift``) writes slices into a fresh tensor through a view of it. The legacy
     TorchScript-based ONNX exporter does not carry writes made through a view back to the viewed
     tensor, so the traced graph returns the untouched ``empty_like`` buffer, folds it into a constant
-    and drops x's path (no Slice/Concat left): the exported model silently runs without the shift.
-    Same values as ``shift`` (exactly: only copies and zeros), but about twice its memory traffic, so
-    training keeps ``_Shift``.
+    and drops x's path (no Slice/Concat left): the exported model silently runs without the shift; and
+    autograd Functions do not export at all. Same values as ``shift`` / ``shift_uni`` (exactly: only
+    copies and zeros), but about twice their memory traffic, so training keeps ``_Shift``.
     """
     x5 = _split_time(x, n_segment)  # (N, T, C, H, W)
     fold = x5.shape[2] // fold_div
     zero = torch.zeros_like(x5[:, :1, :fold])                               # (N, 1, fold, H, W)
-    back = torch.cat([x5[:, 1:, :fold], zero], dim=1)                       # t <- t+1, zero at T-1
-    fwd = torch.cat([zero, x5[:, :-1, fold:2 * fold]], dim=1)               # t <- t-1, zero at 0
-    return torch.cat([back, fwd, x5[:, :, 2 * fold:]], dim=2).reshape(x.shape)
+    if direction == 'bi':
+        back = torch.cat([x5[:, 1:, :fold], zero], dim=1)                   # t <- t+1, zero at T-1
+        fwd = torch.cat([zero, x5[:, :-1, fold:2 * fold]], dim=1)           # t <- t-1, zero at 0
+        parts = [back, fwd, x5[:, :, 2 * fold:]]
+    elif direction == 'uni':
+        past = torch.cat([zero, x5[:, :-1, :fold]], dim=1)                  # t <- t-1, zero at 0
+        parts = [past, x5[:, :, fold:]]
+    else:
+        raise ValueError(f'unknown shift direction {direction!r}; allowed: {SHIFT_DIRECTIONS}')
+    return torch.cat(parts, dim=2).reshape(x.shape)
 
 
 def temporal_pool(x, n_segment):

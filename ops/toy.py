@@ -10,7 +10,7 @@ temporal modelling (TSM) can reach high accuracy.
 
 On-disk layout under ``<data_root>/toy`` (the dataset registry relies on it)::
 
-    category.txt                          one class name per line, line i = label i
+    category.txt                          one class name per line, line i = label i (TOY_CLASSES)
     frames/<vid>/img_{:05d}.jpg           RGB frames, 1-based
     flow/<vid>/flow_{x,y}_{:05d}.jpg      n - 1 grayscale flow frames (TSN quantisation, 128 = 0),
                                           the exact flow of the rendered motion (``analytic_flow``)

@@ -23,6 +23,9 @@ from PIL import Image
 from ops.dataset_config import template_fields
 
 VIDEO_BACKENDS = ('decord', 'pyav', 'torchcodec')
+# Extensions of the video files that folder inputs are searched for (predict.py, extract_frames.py,
+# build_file_list.py): containers that FFmpeg, under every backend, decodes.
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.webm', '.mkv', '.mov', '.m4v', '.mpg', '.mpeg', '.flv', '.wmv', '.3gp')
 # Backends with random access by a frame index: used where the file's index is reliable and it has no
 # rotation; PyAV (decode forward, frame-exact by construction) reads every other file.
 INDEXED_BACKENDS = ('decord', 'torchcodec')

@@ -40,7 +40,8 @@ import random  # noqa: E402
 import re  # noqa: E402
 
 from ops.dataset_config import list_lines, template_fields  # noqa: E402
-from scripts.extract_frames import VIDEO_EXTENSIONS, numbered_files, video_id, write_list  # noqa: E402
+from ops.video_io import VIDEO_EXTENSIONS  # noqa: E402
+from scripts.extract_frames import numbered_files, video_id, write_list  # noqa: E402
 
 FORMATS = ('somethingv2', 'something', 'kinetics', 'ucf101', 'hmdb51', 'folders')
 LIST_FORMATS = ('frames', 'video')

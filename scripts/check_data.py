@@ -26,7 +26,7 @@ import argparse  # noqa: E402
 import collections  # noqa: E402
 
 from ops.dataset import parse_list  # noqa: E402
-from ops.dataset_config import DATA_FORMATS, resolve_dataset, template_fields  # noqa: E402
+from ops.dataset_config import DATA_FORMATS, ensure_builtin_data, resolve_dataset, template_fields  # noqa: E402
 from ops.modality import MODALITIES  # noqa: E402
 from ops.video_io import (VIDEO_BACKENDS, FrameReadError, VideoFile, count_decoded_frames,  # noqa: E402
                           count_shorter, flow_paths, load_image, probe_video)
@@ -310,10 +310,8 @@ def get_args_parser():
 def main(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if args.dataset == 'toy' and args.root_path is None:
-        from ops.toy import ensure_toy_dataset
-        ensure_toy_dataset(args.data_root)
     try:
+        ensure_builtin_data(args.dataset, args.data_root, args.root_path)
         info = resolve_dataset(args.dataset, args.modality, data_root=args.data_root,
                                root_path=args.root_path, train_list=args.train_list,
                                val_list=args.val_list, category_file=args.category_file,

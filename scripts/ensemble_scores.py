@@ -1,7 +1,7 @@
 """Fuse score files saved by `test_models.py --save_scores` and print the same metrics, without re-running
 any model (RGB + Flow + RGBDiff models, or 8- and 16-frame models of one modality).
 
-    python scripts/ensemble_scores.py rgb.npz flow.npz --coeff 1,1.5 [--softmax] [--num_class N]
+    python scripts/ensemble_scores.py rgb.npz flow.npz --coeff 1,1.5 [--softmax | --view_softmax] [--num_class N]
 """
 import argparse
 import os
@@ -19,6 +19,9 @@ def get_parser():
     p.add_argument("scores", nargs="+", help="npz files from test_models.py --save_scores")
     p.add_argument("--coeff", default=None, help="comma floats, one per file (default all 1)")
     p.add_argument("--softmax", action="store_true", help="softmax each model's view-averaged logits first")
+    p.add_argument("--view_softmax", action="store_true",
+                   help="softmax of every view, then the average (as test_models.py --view_softmax); "
+                        "exclusive with --softmax")
     p.add_argument("--num_class", type=int, default=None, help="default: the score files' class count")
     return p
 
@@ -26,6 +29,8 @@ def get_parser():
 def main(argv=None):
     parser = get_parser()
     args = parser.parse_args(argv)
+    if args.softmax and args.view_softmax:
+        parser.error("--softmax (after averaging logits) and --view_softmax (before averaging) are exclusive")
     try:
         coeffs = [1.0] * len(args.scores) if args.coeff is None else [float(c) for c in args.coeff.split(",")]
     except ValueError:
@@ -44,8 +49,8 @@ def main(argv=None):
             parser.error(f"{path} has {f['scores'].shape[2]} classes, {args.scores[0]} has {num_class}")
         try:
             labels = align_to(ref["video_ids"], f["video_ids"], f["labels"], path)
-            per_model.append(align_to(ref["video_ids"], f["video_ids"], video_scores(f["scores"], args.softmax),
-                                      path))
+            scores = video_scores(f["scores"], args.softmax, args.view_softmax)
+            per_model.append(align_to(ref["video_ids"], f["video_ids"], scores, path))
         except ValueError as exc:
             parser.error(str(exc))
         if not np.array_equal(labels, ref["labels"]):

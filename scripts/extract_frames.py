@@ -35,11 +35,11 @@ import signal  # noqa: E402
 import string  # noqa: E402
 
 from ops.dataset_config import list_lines  # noqa: E402
-from ops.video_io import FrameReadError, iter_video_frames, probe_video, scaled_size  # noqa: E402,F401
+from ops.video_io import (VIDEO_EXTENSIONS, FrameReadError, iter_video_frames, probe_video,  # noqa: E402,F401
+                          scaled_size)
 
 logger = logging.getLogger('extract_frames')
 
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.webm', '.mkv', '.mov', '.m4v', '.mpg', '.mpeg', '.flv')
 DONE_MARKER = '.done'
 
 

@@ -10,7 +10,8 @@
 One dataset per video, named by its video id (the list path; a video's path without its extension);
 element n holds the encoded JPEG bytes of frame n + 1, frames in NUMERIC order (ops/hdf5_store.py
 defines the format; Flow x/y pairs are interleaved). JPEG files are copied byte for byte; video frames
-are decoded with PyAV and encoded with OpenCV at --quality. Re-running skips videos already stored
+are decoded with PyAV (the display matrix applied unless --no_autorotate, as scripts/extract_frames.py)
+and encoded with OpenCV at --quality. Re-running skips videos already stored
 completely, so an interrupted run resumes. Frame folders with gaps in their numbering are refused
 (the element index would no longer be the frame number).
 """
@@ -52,12 +53,12 @@ def _read_numbered(folder, tmpl, fixed, start_index):
 def load_one(job):
     """Read (frames) or decode+encode (video) one video. Returns (vid, payload, error or None);
     payload is a list of JPEG bytes, or (x list, y list) for two-file flow."""
-    src, vid, source, modality, tmpl, start_index, quality, short_side = job
+    src, vid, source, modality, tmpl, start_index, quality, short_side, autorotate = job
     try:
         if source == 'video':
             import cv2
             blobs = []
-            for frame in iter_video_frames(src, short_side):
+            for frame in iter_video_frames(src, short_side, autorotate=autorotate):
                 ok, buf = cv2.imencode('.jpg', frame[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
                 if not ok:
                     raise ValueError('JPEG encoding failed')
@@ -104,6 +105,9 @@ def get_args_parser():
     p.add_argument('--start_index', type=int, default=1, help='number of the first frame file')
     p.add_argument('--quality', type=int, default=95, help='JPEG quality for video sources')
     p.add_argument('--short_side', type=int, default=0, help='video sources: resize the shorter side')
+    p.add_argument('--no_autorotate', dest='autorotate', action='store_false',
+                   help='video sources: keep the stored pixels; by default the display matrix (phone videos) '
+                        'is applied')
     p.add_argument('--workers', type=int, default=1, help='reader/decoder processes (one writer)')
     return p
 
@@ -135,7 +139,7 @@ def main(argv=None):
             vid = video_id(path) if args.source == 'video' else path
             if not has_video(h5, vid):
                 todo.append(((os.path.join(args.root, path), vid, args.source, args.modality, tmpl,
-                              args.start_index, args.quality, args.short_side), n))
+                              args.start_index, args.quality, args.short_side, args.autorotate), n))
         expected = {job[1]: n for job, n in todo}
         print(f'{len(items) - len(todo)} of {len(items)} videos already in {args.output}')
         for vid, payload, error in run_parallel(load_one, [job for job, _ in todo], args.workers, 'pack'):

@@ -267,6 +267,15 @@ def test_extract_frames(tmp_path, capsys):
     assert os.path.getmtime(out / 'clip2' / 'img_00001.jpg') == stamp
 
 
+def test_one_video_extension_list_for_every_tool(tmp_path):
+    from ops.video_io import VIDEO_EXTENSIONS
+    assert extract_frames.VIDEO_EXTENSIONS is build_file_list.VIDEO_EXTENSIONS is VIDEO_EXTENSIONS
+    for name in ('a.wmv', 'b.3gp', 'c.MKV', 'notes.txt', 'd/e.mp4'):
+        os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)
+        (tmp_path / name).write_bytes(b'')
+    assert extract_frames.find_videos(str(tmp_path)) == ['a.wmv', 'b.3gp', 'c.MKV', os.path.join('d', 'e.mp4')]
+
+
 def test_extract_frames_from_list_with_labels(tmp_path):
     videos = tmp_path / 'videos'
     videos.mkdir()

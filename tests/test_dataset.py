@@ -13,6 +13,7 @@ from ops.dataset_config import DATASETS, resolve_dataset
 from ops.modality import frames_per_segment
 from ops.hdf5_store import write_flow_frames, write_video_frames
 from ops.sampling import sample_indices
+from ops.toy import TOY_CLASSES
 from ops.transforms import build_transform
 
 RAW = dict(mean=(0.0,), std=(1.0,), div=False)
@@ -285,10 +286,13 @@ def test_registry_and_resolve(tmp_path):
     info = resolve_dataset('hmdb51', 'Flow', data_root='/d')
     assert (info.num_class, info.image_tmpl, info.flip) == (51, 'flow_{}_{:05d}.jpg', True)
     assert info.train_list == '/d/HMDB51/splits/hmdb51_flow_train_split_1.txt'
-    (tmp_path / 'toy').mkdir()
-    (tmp_path / 'toy' / 'category.txt').write_text('left\nright\n\n')
+    # toy: class names from the registry, so that an empty data root resolves (nothing is read)
     toy = resolve_dataset('toy', 'RGBDiff', data_root=str(tmp_path), data_format='hdf5')
-    assert toy.categories == ['left', 'right'] and not toy.flip and toy.input_size == 64
+    assert toy.categories == list(TOY_CLASSES) and not toy.flip and toy.input_size == 64
+    assert os.listdir(tmp_path) == []
+    (tmp_path / 'cats.txt').write_text('left\nright\n\n')
+    assert resolve_dataset('toy', 'RGB', data_root=str(tmp_path),
+                           category_file=str(tmp_path / 'cats.txt')).categories == ['left', 'right']
     assert toy.root_path.endswith('toy/hdf5/train_rgb.h5') and toy.val_root_path.endswith('toy/hdf5/val_rgb.h5')
     video = resolve_dataset('toy', 'RGB', data_root=str(tmp_path), data_format='video')
     assert video.val_list.endswith('val_video.txt') and video.root_path.endswith('toy/videos')

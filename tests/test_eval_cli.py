@@ -288,6 +288,30 @@ def test_two_process_evaluation_equals_one_process(ckpts, evaluate, tiny_toy, tm
     assert f"Overall Prec@1 {single['top1']:.2f}%" in outs[0]
 
 
+def test_ensemble_scores_view_softmax_equals_test_models_fusion(tmp_path, capsys):
+    # Saved score files of two models with 2 and 3 views, the second in another video order: the script
+    # fuses them as test_models.py does (test_models.fused_scores) under each aggregation flag.
+    import argparse
+    from ops.scores import metrics, save_scores
+    rng = np.random.default_rng(0)
+    ids, labels = [f"v{i}" for i in range(40)], rng.integers(0, 5, 40)
+    a, b = 4 * rng.standard_normal((40, 2, 5)), 4 * rng.standard_normal((40, 3, 5))
+    save_scores(str(tmp_path / "a.npz"), ids, labels, a, "a")
+    save_scores(str(tmp_path / "b.npz"), ids[::-1], labels[::-1], b[::-1], "b")
+    script = _load_script("ensemble_scores", "scripts/ensemble_scores.py")
+    results = {}
+    for flag in ([], ["--softmax"], ["--view_softmax"]):
+        got = script.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--coeff", "1,0.5", *flag])
+        options = argparse.Namespace(softmax=flag == ["--softmax"], view_softmax=flag == ["--view_softmax"])
+        want, _ = metrics(test_models.fused_scores(options, [a, b], [1.0, 0.5]), labels, 5)
+        assert got == pytest.approx(want)
+        results[tuple(flag)] = got
+    assert results[("--view_softmax",)] != results[()]      # the flag reaches the fusion
+    with pytest.raises(SystemExit) as exc:
+        script.main([str(tmp_path / "a.npz"), "--softmax", "--view_softmax"])
+    assert exc.value.code == 2 and "exclusive" in capsys.readouterr().err
+
+
 def test_ensemble_scores_script_rejects_mismatched_files(tmp_path, capsys):
     from ops.scores import save_scores
     logits = np.zeros((2, 1, 3), dtype=np.float32)

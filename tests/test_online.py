@@ -364,11 +364,11 @@ def test_offline_uni_model_exports_to_onnx_with_its_shift(tmp_path):
     """The offline uni TSN (not the stream) through the legacy ONNX exporter: tracing takes the cat-based
     shift, which computes the same values (before it, the exported graph ignored the shifted input)."""
     import onnxruntime as ort
-    from ops.temporal_shift import _shift_uni_traceable
+    from ops.temporal_shift import shift_for_export
     x = _arange_clip(n=2, t=4, c=16)
-    assert torch.equal(_shift_uni_traceable(x, 4, 8), shift_uni(x, 4, 8))
+    assert torch.equal(shift_for_export(x, 4, 8, direction='uni'), shift_uni(x, 4, 8))
     xc = torch.randn(8, 16, 3, 5).contiguous(memory_format=torch.channels_last)
-    assert torch.equal(_shift_uni_traceable(xc, 4, 8), shift_uni(xc, 4, 8))
+    assert torch.equal(shift_for_export(xc, 4, 8, direction='uni'), shift_uni(xc, 4, 8))
     model = _uni_model('resnet18', num_segments=4)
     clip = torch.randn(1, 12, 32, 32)
     path = str(tmp_path / 'offline.onnx')

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from ops.video_io import available_video_backends, FrameReadError, VideoFile, load_image, probe_video
-from scripts import check_data, extract_flow, extract_frames
+from scripts import check_data, extract_flow, extract_frames, pack_hdf5
 from conftest import REPO
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -217,6 +217,18 @@ def test_rotation_policy_in_extract_frames_flow_and_check_data(clips, tmp_path):
     args = _check_args(tmp_path, videos, 'cls/rot90.mp4')
     assert check_data.main(args) == 0
     assert check_data.main(args + ['--no_autorotate', '--video_backend', 'pyav']) == 0
+
+
+def test_rotation_policy_in_pack_hdf5(clips, tmp_path):
+    from ops.hdf5_store import HDF5FrameStore
+    videos = _video_dir(tmp_path, clips, 'rot90.mp4')
+    for flag, shape, corner in (([], (W, H), 'bl'), (['--no_autorotate'], (H, W), 'tl')):
+        out = str(tmp_path / f'rot{len(flag)}.h5')
+        assert pack_hdf5.main(['--source', 'video', '--root', videos, '--output', out, *flag]) == 0
+        store = HDF5FrameStore(out)
+        frame = store.read_rgb('cls/rot90', [1])[0]
+        store.close()
+        assert frame.shape == shape + (3,) and _red_corner(frame) == corner
 
 
 # ------------------------------------------------------------------------- 3. AVI header counts

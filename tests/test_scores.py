@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from ops.scores import align_to, fuse, load_scores, metrics, save_scores, video_scores
+from ops.scores import (align_to, fuse, load_scores, metrics, save_scores, video_scores, write_confusion_png,
+                        write_per_class, write_tsm_csv)
 
 
 def test_video_scores_average_logits_then_softmax():
@@ -91,3 +92,24 @@ def test_align_to_reorders_and_rejects_other_sets():
         align_to(["a", "a", "b"], ["a", "b", "b"], values, "x")
     with pytest.raises(ValueError, match="repeated"):
         align_to(["a", "a"], ["a", "b"], values[:2], "x")
+
+
+def test_writers_per_class_csv_tsm_csv_and_confusion_png(tmp_path):
+    cm = np.array([[2, 1, 0], [0, 0, 0], [1, 0, 3]])          # rows: true class, columns: predicted
+    write_per_class(cm, tmp_path / "per_class.csv", ["a", "b", "c"])
+    assert (tmp_path / "per_class.csv").read_text().splitlines() == [
+        "class,name,count,top1", "0,a,3,66.67", "1,b,0,", "2,c,4,75.00"]
+    write_per_class(cm, tmp_path / "unnamed.csv", None)
+    assert (tmp_path / "unnamed.csv").read_text().splitlines()[1] == "0,0,3,66.67"
+    scores = np.array([[0.1, 0.2, 0.9, 0.0, 0.3, 0.4], [0.8, 0.1, 0.0, 0.5, 0.6, 0.7]])
+    names = list("abcdef")
+    write_tsm_csv(tmp_path / "pred.csv", ["v0", "v1"], scores, names, top5_indices=False)
+    assert (tmp_path / "pred.csv").read_text().splitlines() == ["v0;c", "v1;a"]
+    write_tsm_csv(tmp_path / "pred.csv", ["v0", "v1"], scores, None, top5_indices=False)
+    assert (tmp_path / "pred.csv").read_text().splitlines() == ["v0;2", "v1;0"]
+    write_tsm_csv(tmp_path / "top5.csv", ["v0", "v1"], scores, names, top5_indices=True)
+    assert (tmp_path / "top5.csv").read_text().splitlines() == ["v0;2;5;4;1;0", "v1;0;5;4;3;1"]
+    from PIL import Image
+    write_confusion_png(cm, tmp_path / "confusion.png", ["a", "b", "c"])
+    with Image.open(tmp_path / "confusion.png") as img:
+        assert img.size[0] > 3 * 24 and img.size[1] > 3 * 24     # three 24-pixel cells plus the labels

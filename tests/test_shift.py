@@ -6,7 +6,7 @@ import torchvision
 
 from ops.non_local import NL3DWrapper, NonLocalBlock3D, make_non_local
 from ops.temporal_modules import make_temporal_pool, make_temporal_shift
-from ops.temporal_shift import (TemporalPool, TemporalShift, shift,
+from ops.temporal_shift import (TemporalPool, TemporalShift, shift, shift_fn, shift_for_export,
                                 temporal_pool)
 
 
@@ -24,6 +24,19 @@ def test_shift_matches_hand_computed_example():
         [0, 17, 26, 27, 28, 29, 30, 31],  # c0 zero at the last step
     ], dtype=torch.float32)
     assert torch.equal(out[:, :, 0, 0], expected)
+
+
+@pytest.mark.parametrize('direction,first_rows', [
+    ('bi', [[8, 0, 2, 3, 4, 5, 6, 7], [16, 1, 10, 11, 12, 13, 14, 15]]),
+    ('uni', [[0, 1, 2, 3, 4, 5, 6, 7], [0, 9, 10, 11, 12, 13, 14, 15]])])
+def test_export_shift_is_the_shift_of_its_direction(direction, first_rows):
+    x = _arange_clip(n=2, t=4, c=8)
+    out = shift_for_export(x, 4, 8, direction=direction)
+    assert torch.equal(out[:2, :, 0, 0], torch.tensor(first_rows, dtype=torch.float32))
+    for fold_div in (2, 4, 8):
+        assert torch.equal(shift_for_export(x, 4, fold_div, direction), shift_fn(direction)(x, 4, fold_div))
+    with pytest.raises(ValueError, match="unknown shift direction 'both'"):
+        shift_for_export(x, 4, 8, direction='both')
 
 
 def test_shift_keeps_videos_separate_and_fold_sizes():

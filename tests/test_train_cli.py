@@ -69,6 +69,37 @@ def test_unknown_modality_and_multi_modality_without_launcher(tiny_toy, run_cli,
     assert proc.returncode == 2 and "one process per modality" in proc.stderr
 
 
+def test_parsing_the_toy_quickstart_writes_nothing(tmp_path, monkeypatch):
+    # The toy set is generated when the run starts (main.run), never while parsing: the registry knows its
+    # classes and training defaults without its files.
+    monkeypatch.chdir(tmp_path)
+    args = parse_args(["toy", "RGB", "--shift"])                     # default --data_root data
+    assert (args.arch, args.epochs, args.optimizer, args.input_size) == ("resnet18", 3, "adamw", 64)
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "empty").mkdir()
+    assert parse_args(["toy", "RGB", "--data_root", str(tmp_path / "empty")]).num_segments == 8
+    assert os.listdir(tmp_path) == ["empty"] and os.listdir(tmp_path / "empty") == []
+
+
+# `python main.py ARGS` with a smaller default toy set, generated in this process.
+SMALL_TOY_MAIN = ("import runpy, sys; import ops.toy as t; "
+                  "t.TOY_DEFAULTS.update(num_train=8, num_val=8, num_frames=6, size=16); "
+                  "t._default_workers = lambda: 1; sys.argv[0] = sys.argv[1]; del sys.argv[1]; "
+                  "runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+@pytest.mark.slow
+def test_the_run_generates_the_toy_set_in_an_empty_data_root(tmp_path):
+    argv = train_argv("data", tmp_path, "--shift", "--epochs", "1", "--batch-size", "4")
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", SMALL_TOY_MAIN, os.path.join(REPO, "main.py"), *argv[1:]],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((tmp_path / "data" / "toy" / "toy_meta.json").read_text())
+    assert (meta["num_train"], meta["size"]) == (8, 16)
+    assert load_checkpoint(str(run_dir(tmp_path) / "ckpt.pth.tar"))["epoch"] == 1
+
+
 @pytest.mark.slow
 def test_tiny_training_run_writes_checkpoints_logs_and_tensorboard(tiny_toy, run_cli, tmp_path):
     run_cli(train_argv(tiny_toy, tmp_path, "--shift", "--epochs", "2"), cwd=tmp_path)
