@@ -30,7 +30,7 @@ LR_TYPES = ("step", "cos", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", *AMP_DTYPES)
 FC_LR5_MODES = ("auto", "on", "off")
-ARCHS = tuple(archs.BACKBONES)
+ARCHS = tuple(archs.BACKBONES)         # --arch choices, in registry order
 
 # Options whose default depends on the dataset (registry `train_defaults`, e.g. the toy quickstart), with
 # the TSM-style fallback used when the registry says nothing.
@@ -40,7 +40,7 @@ DATASET_DEFAULTS = {
     "pretrain": "imagenet", "workers": 8, "eval_freq": 5, "clip_gradient": 20.0, "warmup_epochs": 0.0,
     "lr_type": "step", "no_partialbn": False, "amp": "auto", "channels_last": None,
 }
-
+# A backbone's recipe (archs.BACKBONES entry, e.g. ILA's) overrides these and yields to the dataset's.
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

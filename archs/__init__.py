@@ -184,8 +184,8 @@ class Backbone:
     kwargs: tuple = ()                # keywords of TSN's backbone_kwargs it takes
     weight_kwargs: tuple = ()         # those naming weight files (not read when a checkpoint has the weights)
     recipe: tuple = ()                # ((option, value), ...): training defaults over the generic ones (opts.py)
-    recipe_over_dataset: tuple = ()   # recipe options the model needs: a dataset's train_defaults do not override them
-    own_input_size: bool = False      # the dataset's generic 224 crop is not imposed (only --input_size is)
+    recipe_over_dataset: tuple = ()   # recipe options the model needs: a dataset's train_defaults keep off them
+    own_input_size: bool = False      # a dataset's default 224 crop is not imposed (--input_size or TSN's default)
     norm: Normalization = Normalization()
 
     @property
@@ -213,14 +213,14 @@ def _motion_entry(variant, depth):
 
 # The ILA recipe: CLIP weights come from --clip_weights, BatchNorm of the alignment modules must train,
 # AdamW with per-group learning rates; the dataset may still set the weight decay.
-ILA_RECIPE = (('pretrain', 'none'), ('no_partialbn', True), ('optimizer', 'adamw'), ('weight_decay', 3e-3))
+_ILA_RECIPE = (('pretrain', 'none'), ('no_partialbn', True), ('optimizer', 'adamw'), ('weight_decay', 3e-3))
 
 
 def _ila_entry(name):
     # The published recipe normalises with ImageNet statistics (not CLIP's), as TSN does by default.
     return Backbone(_ila(name), 'ila', video=True,
                     kwargs=('clip_weights', 'trust_jit_checkpoint', 'finetune_backbone', 'pair_net'),
-                    weight_kwargs=('clip_weights',), recipe=ILA_RECIPE,
+                    weight_kwargs=('clip_weights',), recipe=_ILA_RECIPE,
                     recipe_over_dataset=('pretrain', 'no_partialbn', 'optimizer'), own_input_size=True)
 
 

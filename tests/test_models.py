@@ -307,7 +307,8 @@ def test_is_temporal_from_config_and_model(kw, temporal):
 def test_registry_traits_are_consistent():
     for name, entry in archs.BACKBONES.items():
         assert entry.family in ('resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn', 'ila'), name
-        assert set(entry.shift_places) <= set(SHIFT_PLACES) and set(entry.temporal_modules) <= set(TEMPORAL_MODULES)
+        assert set(entry.shift_places) <= set(SHIFT_PLACES)
+        assert set(entry.temporal_modules) <= set(TEMPORAL_MODULES)
         for module, variant in entry.motion_variants:
             assert archs.BACKBONES[variant].motion_module == module and backbone_entry(name, module) == variant
         assert set(entry.weight_kwargs) <= set(entry.kwargs)
