@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from archs import backbone_traits
 from opts import dataset_spec, get_train_parser, parse_args
 from ops import distributed as D
 from ops.checkpoint import (check_shift_direction, load_checkpoint, load_weights, remove_stale_temp_files,
@@ -93,9 +94,11 @@ def build_model(args, modality, num_class):
         shift_direction=args.shift_direction, motion_init=args.motion_init)
     if args.input_size:
         kwargs["input_size"] = args.input_size
-    if args.arch.startswith("ila_"):
-        kwargs.update(clip_weights=args.clip_weights, trust_jit_checkpoint=args.trust_jit_checkpoint,
-                      finetune_backbone=args.finetune_backbone, ila_pair_net=args.ila_pair_net)
+    # The backbone's own options (ILA's); the registry entry says which this backbone takes.
+    offered = dict(clip_weights=args.clip_weights, trust_jit_checkpoint=args.trust_jit_checkpoint,
+                   finetune_backbone=args.finetune_backbone, pair_net=args.ila_pair_net)
+    takes = backbone_traits(args.arch).kwargs
+    kwargs["backbone_kwargs"] = {k: v for k, v in offered.items() if k in takes}
     return TSN(**kwargs)
 
 
@@ -210,11 +213,7 @@ def make_loader(dataset, sampler, batch_size, workers, device, seed):
 
 
 def build_optimizer(args, model):
-    if getattr(model, "is_video_model", False):
-        from archs.ila import ila_param_groups
-        policies = ila_param_groups(model, args.lr, weight_decay=args.weight_decay)
-    else:
-        policies = model.get_optim_policies()
+    policies = model.get_optim_policies(lr=args.lr, weight_decay=args.weight_decay)
     for group in policies:
         group.setdefault("lr_mult", 1)
         group.setdefault("decay_mult", 1)
@@ -373,7 +372,7 @@ class Trainer:
                                              distill_weight=args.distill_weight, gt_weight=args.gt_weight)
             terms["ce"] = ce_term
             terms["distill"] = kd
-        aux = getattr(self.raw_model, "aux_loss", None)
+        aux = self.raw_model.aux_loss
         if aux is not None and args.align_weight:
             terms["align"] = aux.float()
             loss = loss + args.align_weight * aux.float()
@@ -432,8 +431,7 @@ class Trainer:
         args, ctx, st = self.args, self.ctx, self.state
         self.raw_model.partialBN(not args.no_partialbn)
         self.model.train()
-        if hasattr(self.raw_model.base_model, "set_epoch"):
-            self.raw_model.base_model.set_epoch(epoch)     # ILA: jitter of the alignment points
+        self.raw_model.set_epoch(epoch)     # the backbone's own schedule (ILA: jitter of the alignment points)
         start = st.step_in_epoch
         sampler.set_epoch(epoch, start_batch=start)
         loader.dataset.set_epoch(epoch)

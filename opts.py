@@ -10,6 +10,7 @@ import os
 
 import torch
 
+import archs
 from archs.ila import PAIR_NETS
 from archs.msn import MOTION_INITS
 from ops.checkpoint import load_checkpoint
@@ -29,8 +30,7 @@ RESNET_MODULES = tuple(m for m in TEMPORAL_MODULES if m != "tsm")
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", *AMP_DTYPES)
 FC_LR5_MODES = ("auto", "on", "off")
-# Architectures with a temporal-shift insertion rule (see ops/temporal_modules.make_temporal_shift).
-SHIFTABLE_ARCH_PREFIXES = ("resnet", "mobilenetv2")
+ARCHS = tuple(archs.BACKBONES)         # --arch choices, in registry order
 
 # Options whose default depends on the dataset (registry `train_defaults`, e.g. the toy quickstart), with
 # the TSM-style fallback used when the registry says nothing.
@@ -40,11 +40,7 @@ DATASET_DEFAULTS = {
     "pretrain": "imagenet", "workers": 8, "eval_freq": 5, "clip_gradient": 20.0, "warmup_epochs": 0.0,
     "lr_type": "step", "no_partialbn": False, "amp": "auto", "channels_last": None,
 }
-
-
-# ILA (CLIP ViT) recipe defaults: CLIP weights come from --clip_weights, BatchNorm of the alignment
-# modules must train, AdamW per-group learning rates.
-ARCH_DEFAULTS = {"ila_": {"pretrain": "none", "no_partialbn": True, "optimizer": "adamw", "weight_decay": 3e-3}}
+# A backbone's recipe (archs.BACKBONES entry, e.g. ILA's) overrides these and yields to the dataset's.
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -119,7 +115,8 @@ def get_train_parser():
     g.add_argument("--val_list", default=None, help="validation list file (default: registry)")
 
     g = p.add_argument_group("model")
-    g.add_argument("--arch", default=None, help="backbone [dataset default / resnet50]")
+    g.add_argument("--arch", default=None, choices=ARCHS, metavar="ARCH",
+                   help="backbone: %(choices)s [dataset default / resnet50]")
     g.add_argument("--num_segments", type=int, default=None, help="T [dataset default / 8]")
     g.add_argument("--consensus_type", default="avg", choices=CONSENSUS_TYPES)
     g.add_argument("--dropout", "--do", type=float, default=None, help="dropout before new_fc [/ 0.5]")
@@ -284,17 +281,17 @@ def _derive_train(args):
     args.modalities = _split_modalities(args.modality)
     spec = dataset_spec(args, args.modalities[0])
     arch = args.arch or (spec.train_defaults or {}).get("arch") or DATASET_DEFAULTS["arch"]
-    defaults = dict(DATASET_DEFAULTS)
-    for prefix, values in ARCH_DEFAULTS.items():
-        if arch.startswith(prefix):
-            defaults.update(values)
-    defaults.update({k: v for k, v in (spec.train_defaults or {}).items()
-                     if not (arch.startswith("ila_") and k in ("pretrain", "no_partialbn", "optimizer"))})
+    traits = archs.backbone_traits(arch)
+    # Generic defaults < the backbone's recipe < the dataset's train_defaults (except what the model
+    # needs, recipe_over_dataset) < the command line.
+    defaults = {**DATASET_DEFAULTS, **dict(traits.recipe)}
+    defaults.update({k: v for k, v in (spec.train_defaults or {}).items() if k not in traits.recipe_over_dataset})
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.input_size is None:
-        args.input_size = spec.input_size if not arch.startswith("ila_") or spec.input_size != 224 else None
+        # A backbone with its own input size does not take the dataset's generic 224 crop.
+        args.input_size = None if traits.own_input_size and spec.input_size == 224 else spec.input_size
     if args.scale_size is None and args.input_size == spec.input_size:
         args.scale_size = spec.scale_size
     if args.temporal_module is None and args.shift:
@@ -321,12 +318,18 @@ def _validate_train(parser, args):
         err("--temporal_pool halves the segments and needs --num_segments >= 2")
     if args.temporal_pool and args.temporal_module != "tsm":
         err("--temporal_pool is implemented for TSM (--shift) models only")
-    if args.temporal_module == "tsm" and not args.arch.startswith(SHIFTABLE_ARCH_PREFIXES):
-        err(f"--shift has no insertion rule for --arch {args.arch} (supported: resnet*, mobilenetv2)")
-    if args.temporal_module in RESNET_MODULES and not args.arch.startswith("resnet"):
-        err(f"--temporal_module {args.temporal_module} is built on ResNets, not --arch {args.arch}")
-    if args.non_local and not args.arch.startswith("resnet"):
+    traits = archs.backbone_traits(args.arch)
+    own = "; it models time itself" if traits.temporal else ""
+    if args.temporal_module == "tsm" and args.shift_place not in traits.shift_places:
+        err(f"--shift has no insertion rule for --arch {args.arch} at --shift_place {args.shift_place} "
+            f"(its places: {', '.join(traits.shift_places) or 'none'}{own})")
+    if args.temporal_module not in (None, "tsm") and args.temporal_module not in traits.temporal_modules:
+        err(f"--temporal_module {args.temporal_module} is not defined for --arch {args.arch} "
+            f"(its temporal modules: {', '.join(traits.temporal_modules) or 'none'}{own})")
+    if args.non_local and not traits.non_local:
         err(f"--non_local is defined for ResNets, not --arch {args.arch}")
+    if args.temporal_pool and not traits.temporal_pool:
+        err(f"--temporal_pool is defined for ResNets, not --arch {args.arch}")
     if args.amp == "fp16" and (args.device == "cpu" or not torch.cuda.is_available()):
         err("--amp fp16 needs a CUDA GPU (use --amp bf16 on CPU)")
     if args.amp == "bf16" and not _amp_supported("bf16", args.device):
@@ -374,8 +377,6 @@ def _validate_train(parser, args):
     if args.run_name is not None and (not args.run_name or os.sep in args.run_name
                                       or args.run_name in (".", "..")):
         err(f"--run_name {args.run_name!r} must be a plain folder name")
-    if args.arch.startswith("ila_") and args.temporal_module is not None:
-        err("ILA models do their own temporal modelling; drop --shift/--temporal_module")
     _validate_recipe(parser, args)
     _validate_run_options(parser, args)
 
@@ -472,7 +473,8 @@ def get_test_parser(prog="test_models.py", description=None):
     p.add_argument("--no_progress", action="store_true")
     p.add_argument("--crop_fusion_type", default="avg", choices=("avg",),
                    help="TSM compatibility: segment and view logits are always averaged")
-    p.add_argument("--arch", default=None, help="released TSM files only (no config): override the arch")
+    p.add_argument("--arch", default=None, choices=ARCHS, metavar="ARCH",
+                   help="released TSM files only (no config): override the arch (%(choices)s)")
     p.add_argument("--modality", default=None, choices=MODALITIES,
                    help="released TSM files only: override the modality")
     p.add_argument("--shift", action="store_true", help="released TSM files only: model has TSM shift")

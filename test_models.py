@@ -27,13 +27,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-import archs
 from opts import dataset_spec, parse_test_args
 from ops import distributed as D
 from ops import features as feature_io
 from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, check_list_counts, parse_list, worker_init_fn
-from ops.models import TSN, to_channels_last
+from ops.models import TSN, is_temporal, to_channels_last
 from ops.sampler import ShardSampler
 from ops.scores import (align_to, fuse, metrics, save_scores, video_scores, write_confusion_png, write_per_class,
                         write_tsm_csv)
@@ -70,13 +69,6 @@ def sampling_mode(args):
     return "twice" if args.twice_sample else "uniform"
 
 
-def is_temporal(config):
-    """Whether frames of a clip interact inside the model (else it is evaluated per frame, as TSM does)."""
-    return bool(config.get("is_shift") or config.get("temporal_module") or config.get("non_local")
-                or config.get("temporal_pool")) or \
-        config["base_model"] in archs.ILA_BACKBONES + archs.MSN_BACKBONES + archs.TDN_BACKBONES
-
-
 class ModelUnderTest:
     """One checkpoint with its own modality, segments, data set and loader.
 
@@ -98,12 +90,13 @@ class ModelUnderTest:
             ckpt = load_checkpoint(path, require=("state_dict",))
             refuse_overrides_of_configured(ckpt, overrides, path)
             config = model_config_from_checkpoint(ckpt, path=path, **overrides)
+            temporal = is_temporal(config)
         except (OSError, RuntimeError, ValueError) as exc:
             raise SystemExit(f"--weights {path}: {exc}") from None
         self.path = path
         self.modality = config["modality"]
         self.num_segments = args.test_segments_list[index] or config["num_segments"]
-        self.temporal = is_temporal(config)
+        self.temporal = temporal
         try:
             spec = spec or test_data_spec(args, index, ckpt, self.modality)
             if records is None:
@@ -124,8 +117,6 @@ class ModelUnderTest:
         config = dict(config, pretrain="none", consensus_type="avg")
         # Temporal models see the whole clip; a TSN (per-frame) model is run on single frames as TSM does.
         config["num_segments"] = self.num_segments if self.temporal else 1
-        if "clip_weights" in config:
-            config["clip_weights"] = None   # ILA: the CLIP tower is in the state dict
         try:
             self.model = TSN(**config)
             report = load_weights(self.model, ckpt["state_dict"], strict=True)

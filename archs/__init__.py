@@ -1,6 +1,8 @@
-"""Backbone registry: one dict from name to constructor, and ``create_backbone``.
+"""Backbone registry: one dict from name to entry (constructor and traits), and ``create_backbone``.
 
-Every backbone returned by ``create_backbone`` carries plain attributes that the TSN wrapper reads:
+The traits of an entry (``Backbone``: family, temporal modules it takes, whether it is a video backbone,
+recipe defaults, normalisation) are what callers query (``backbone_traits(name)``) instead of testing
+names. Every backbone returned by ``create_backbone`` carries plain attributes that the TSN wrapper reads:
 ``last_layer_name`` (the classifier attribute TSN replaces), ``input_mean``/``input_std`` (per RGB
 channel, in the backbone's input range), ``flow_mean``, ``input_space`` ('RGB' or 'BGR') and
 ``input_range`` (1 for [0, 1] pixels, 255 for Caffe-style 0-255 pixels).
@@ -10,13 +12,16 @@ Caffe-converted weights for BNInception; taken from the torch hub cache or downl
 (random init) or a path to a local file (a state dict with the backbone's ImageNet keys, as
 ``.pth``/``.pt``/``.tar`` loaded with ``weights_only=True``, or ``.safetensors``). No silent fallback.
 """
+import dataclasses
 import functools
 import logging
 import os
+from typing import Callable, Optional
 
 import torch
 import torchvision
 
+from archs import bn_inception
 from ops.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
@@ -92,21 +97,10 @@ def _check_pretrain(pretrain):
         raise FileNotFoundError(f"--pretrain {pretrain}: no such file (use 'imagenet', 'none' or a weights file)")
 
 
-def _with_defaults(model):
-    """Attributes TSN reads; ImageNet / RGB / [0, 1] defaults unless the backbone defines them."""
-    if not hasattr(model, 'input_mean'):
-        model.input_mean, model.input_std = list(IMAGENET_MEAN), list(IMAGENET_STD)
-    for attr, default in (('flow_mean', 0.5), ('input_space', 'RGB'), ('input_range', 1), ('last_layer_name', 'fc')):
-        if not hasattr(model, attr):
-            setattr(model, attr, default)
-    return model
-
-
 def _resnet(name, pretrain='imagenet', num_classes=1000):
     _check_pretrain(pretrain)
     model = getattr(torchvision.models, name)(weights=None, num_classes=1000)
     model.last_layer_name = 'fc'
-    _with_defaults(model)
     if pretrain != 'none':
         _load_into(model, name, pretrain)
     if num_classes != 1000:
@@ -119,7 +113,6 @@ def _mobilenetv2(pretrain='imagenet', num_classes=1000):
     _check_pretrain(pretrain)
     model = MobileNetV2(num_classes=1000)
     model.last_layer_name = 'classifier'
-    _with_defaults(model)
     if pretrain != 'none':
         _load_into(model, 'mobilenetv2', pretrain)
     if num_classes != 1000:
@@ -128,12 +121,9 @@ def _mobilenetv2(pretrain='imagenet', num_classes=1000):
 
 
 def _bninception(pretrain='imagenet', num_classes=1000):
-    from archs import bn_inception
     _check_pretrain(pretrain)
     model = bn_inception.BNInception(num_classes=1000)
     model.last_layer_name = 'fc'
-    model.input_mean, model.input_std = bn_inception.INPUT_MEAN, bn_inception.INPUT_STD
-    model.flow_mean, model.input_space, model.input_range = bn_inception.FLOW_MEAN, 'BGR', 255
     if pretrain != 'none':
         _load_into(model, 'BNInception', pretrain)
     if num_classes != 1000:
@@ -145,9 +135,7 @@ def _msn(depth, variant='msn'):
     """MSN (or TDN) ResNet (archs/msn.py), imported only when used."""
     def build(pretrain='imagenet', num_segments=8, **kw):
         from archs.msn import msn_resnet
-        return _with_defaults(msn_resnet(depth=depth, num_segments=num_segments, pretrain=pretrain,
-                                         variant=variant, **kw))
-    build.external = 'archs.msn'
+        return msn_resnet(depth=depth, num_segments=num_segments, pretrain=pretrain, variant=variant, **kw)
     return build
 
 
@@ -166,43 +154,122 @@ def _ila(name):
             raise ValueError(f'{name}: both clip_weights={clip_weights!r} and pretrain={pretrain!r} given')
         if clip_weights is None and pretrain != 'none':
             clip_weights = pretrain
-        return _with_defaults(ILA_ARCHS[name](num_segments, clip_weights=clip_weights, **kw))
-    build.external = 'archs.ila'
+        return ILA_ARCHS[name](num_segments, clip_weights=clip_weights, **kw)
     return build
 
 
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """Pixels a backbone expects: per-channel mean/std (RGB order, in its input range), the Flow mean,
+    the channel order ('RGB' or 'BGR') and the range (1: [0, 1] pixels, 255: Caffe-style 0-255)."""
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    flow_mean: float = 0.5
+    space: str = 'RGB'
+    range: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """One registry entry: the constructor and the traits callers would otherwise guess from the name."""
+    build: Callable
+    family: str                       # 'resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn' or 'ila'
+    shift_places: tuple = ()          # where TSN can insert the temporal shift (ops/temporal_modules.py)
+    tin: bool = False                 # TIN can be inserted
+    non_local: bool = False           # non-local blocks can be inserted (ResNet layer2/layer3)
+    temporal_pool: bool = False       # temporal pooling can be inserted (before ResNet layer2)
+    motion_variants: tuple = ()       # ((temporal module, registry name), ...): MSN/TDN built on this ResNet
+    motion_module: Optional[str] = None  # 'msn'/'tdn': the whole-network motion model this backbone is
+    video: bool = False               # takes the whole clip (B, T, 3, H, W) -> (B, feature_dim) (ILA)
+    kwargs: tuple = ()                # keywords of TSN's backbone_kwargs it takes
+    weight_kwargs: tuple = ()         # those naming weight files (not read when a checkpoint has the weights)
+    recipe: tuple = ()                # ((option, value), ...): training defaults over the generic ones (opts.py)
+    recipe_over_dataset: tuple = ()   # recipe options the model needs: a dataset's train_defaults keep off them
+    own_input_size: bool = False      # a dataset's default 224 crop is not imposed (--input_size or TSN's default)
+    norm: Normalization = Normalization()
+
+    @property
+    def temporal_modules(self):
+        """The values of TSN's temporal_module this backbone takes."""
+        return (('tsm',) if self.shift_places else ()) + (('tin',) if self.tin else ()) + \
+            tuple(module for module, _ in self.motion_variants)
+
+    @property
+    def temporal(self):
+        """Frames of a clip interact inside the backbone itself, whatever TSN inserts (MSN, TDN, ILA)."""
+        return self.video or self.motion_module is not None
+
+
+def _resnet_entry(depth, motion=True):
+    name = f'resnet{depth}'
+    variants = (('msn', f'msn_{name}'), ('tdn', f'tdn_{name}')) if motion else ()
+    return Backbone(functools.partial(_resnet, name), 'resnet', shift_places=('blockres', 'block'), tin=True,
+                    non_local=True, temporal_pool=True, motion_variants=variants)
+
+
+def _motion_entry(variant, depth):
+    return Backbone(_msn(depth, variant), variant, motion_module=variant)
+
+
+# The ILA recipe: CLIP weights come from --clip_weights, BatchNorm of the alignment modules must train,
+# AdamW with per-group learning rates; the dataset may still set the weight decay.
+_ILA_RECIPE = (('pretrain', 'none'), ('no_partialbn', True), ('optimizer', 'adamw'), ('weight_decay', 3e-3))
+
+
+def _ila_entry(name):
+    # The published recipe normalises with ImageNet statistics (not CLIP's), as TSN does by default.
+    return Backbone(_ila(name), 'ila', video=True,
+                    kwargs=('clip_weights', 'trust_jit_checkpoint', 'finetune_backbone', 'pair_net'),
+                    weight_kwargs=('clip_weights',), recipe=_ILA_RECIPE,
+                    recipe_over_dataset=('pretrain', 'no_partialbn', 'optimizer'), own_input_size=True)
+
+
 BACKBONES = {
-    'resnet18': functools.partial(_resnet, 'resnet18'),
-    'resnet34': functools.partial(_resnet, 'resnet34'),
-    'resnet50': functools.partial(_resnet, 'resnet50'),
-    'resnet101': functools.partial(_resnet, 'resnet101'),
-    'resnet152': functools.partial(_resnet, 'resnet152'),
-    'mobilenetv2': _mobilenetv2,
-    'BNInception': _bninception,
+    'resnet18': _resnet_entry(18),
+    'resnet34': _resnet_entry(34),
+    'resnet50': _resnet_entry(50),
+    'resnet101': _resnet_entry(101),
+    'resnet152': _resnet_entry(152, motion=False),
+    'mobilenetv2': Backbone(_mobilenetv2, 'mobilenetv2', shift_places=('blockres',)),
+    'BNInception': Backbone(_bninception, 'bninception', shift_places=('block',),
+                            norm=Normalization(bn_inception.INPUT_MEAN, bn_inception.INPUT_STD,
+                                               bn_inception.FLOW_MEAN, 'BGR', 255)),
     # MSN (motion-sensitive network) and TDN (Wang et al., CVPR 2021, which MSN builds on), in archs/msn.py.
-    'msn_resnet18': _msn(18),
-    'msn_resnet34': _msn(34),
-    'msn_resnet50': _msn(50),
-    'msn_resnet101': _msn(101),
-    'tdn_resnet18': _msn(18, 'tdn'),
-    'tdn_resnet34': _msn(34, 'tdn'),
-    'tdn_resnet50': _msn(50, 'tdn'),
-    'tdn_resnet101': _msn(101, 'tdn'),
-    # ILA (Tu et al., 2023) video transformers, in archs/ila.py (flagged is_video_model).
-    'ila_vit_tiny': _ila('ila_vit_tiny'),
-    'ila_vit_b32': _ila('ila_vit_b32'),
-    'ila_vit_b16': _ila('ila_vit_b16'),
-    'ila_vit_l14': _ila('ila_vit_l14'),
-    'ila_vit_l14_336': _ila('ila_vit_l14_336'),
+    'msn_resnet18': _motion_entry('msn', 18),
+    'msn_resnet34': _motion_entry('msn', 34),
+    'msn_resnet50': _motion_entry('msn', 50),
+    'msn_resnet101': _motion_entry('msn', 101),
+    'tdn_resnet18': _motion_entry('tdn', 18),
+    'tdn_resnet34': _motion_entry('tdn', 34),
+    'tdn_resnet50': _motion_entry('tdn', 50),
+    'tdn_resnet101': _motion_entry('tdn', 101),
+    # ILA (Tu et al., 2023) video transformers, in archs/ila.py.
+    'ila_vit_tiny': _ila_entry('ila_vit_tiny'),
+    'ila_vit_b32': _ila_entry('ila_vit_b32'),
+    'ila_vit_b16': _ila_entry('ila_vit_b16'),
+    'ila_vit_l14': _ila_entry('ila_vit_l14'),
+    'ila_vit_l14_336': _ila_entry('ila_vit_l14_336'),
 }
-MSN_BACKBONES = tuple(k for k in BACKBONES if k.startswith('msn_'))
-TDN_BACKBONES = tuple(k for k in BACKBONES if k.startswith('tdn_'))
-ILA_BACKBONES = tuple(k for k in BACKBONES if k.startswith('ila_'))
+
+
+def backbone_traits(name):
+    """The registry entry of backbone ``name``; an unknown name raises ValueError listing the valid ones."""
+    if name not in BACKBONES:
+        raise ValueError(f'unknown backbone {name!r}; choose from {sorted(BACKBONES)}')
+    return BACKBONES[name]
 
 
 def create_backbone(name, pretrain='imagenet', **kwargs):
-    """Build backbone ``name``; keyword arguments that are None are dropped (constructor defaults)."""
-    if name not in BACKBONES:
-        raise ValueError(f'unknown backbone {name!r}; choose from {sorted(BACKBONES)}')
+    """Build backbone ``name``; keyword arguments that are None are dropped (constructor defaults).
+
+    The built module carries the attributes TSN reads (see the module docstring), the normalisation
+    taken from the registry entry."""
+    entry = backbone_traits(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return BACKBONES[name](pretrain=pretrain, **kwargs)
+    model = entry.build(pretrain=pretrain, **kwargs)
+    norm = entry.norm
+    model.input_mean, model.input_std = list(norm.mean), list(norm.std)
+    model.flow_mean, model.input_space, model.input_range = norm.flow_mean, norm.space, norm.range
+    if not hasattr(model, 'last_layer_name'):      # MSN/TDN: the ResNet's fc; ILA: none (TSN adds new_fc)
+        model.last_layer_name = 'fc'
+    return model

@@ -340,11 +340,6 @@ class ILAVideoModel(nn.Module):
     No classifier: the TSN wrapper adds ``new_fc`` (with dropout) on ``feature_dim`` features.
     """
 
-    is_video_model = True
-    # The published recipe normalises with ImageNet statistics (not CLIP's), as TSN does by default.
-    input_mean = (0.485, 0.456, 0.406)
-    input_std = (0.229, 0.224, 0.225)
-
     def __init__(self, num_segments, *, width, layers, heads, patch_size, input_resolution, output_dim,
                  align_dim=256, temporal_layers=1, jitter=0.2, jitter_decay_start=30, grad_checkpoint=False,
                  clip_weights=None, trust_jit_checkpoint=False, finetune_backbone=False, input_size=None,
@@ -383,6 +378,11 @@ class ILAVideoModel(nn.Module):
         for m in self.modules():
             if isinstance(m, ILAAlign):
                 m.jitter = jitter
+
+    def get_optim_policies(self, model, *, lr, weight_decay):
+        """AdamW groups of ``model``, the module holding this backbone (TSN: its head joins 'head'); see
+        ``ila_param_groups``. TSN.get_optim_policies delegates here."""
+        return ila_param_groups(model, lr, weight_decay=weight_decay)
 
     def frame_features(self, x):
         """x: (B, T, 3, S, S) -> per-frame CLIP class features (B, T, D); sets ``aux_loss``."""

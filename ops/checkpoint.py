@@ -14,6 +14,7 @@ import tempfile
 
 import torch
 
+import archs
 from ops.modality import CHANNELS, first_conv_name, mean_expand_kernel
 
 logger = logging.getLogger(__name__)
@@ -396,19 +397,45 @@ def infer_config_from_state_dict(state_dict):
     return cfg
 
 
+# TSN keywords of earlier versions that are now keys of its backbone_kwargs (ILA's options).
+_OLD_BACKBONE_KWARGS = {'clip_weights': 'clip_weights', 'trust_jit_checkpoint': 'trust_jit_checkpoint',
+                        'finetune_backbone': 'finetune_backbone', 'ila_pair_net': 'pair_net'}
+
+
+def upgrade_config(cfg):
+    """A saved TSN config in today's layout: ILA's options, once top-level keywords, go to backbone_kwargs."""
+    old = {new: cfg[key] for key, new in _OLD_BACKBONE_KWARGS.items() if key in cfg}
+    if not old:
+        return dict(cfg)
+    cfg = {k: v for k, v in cfg.items() if k not in _OLD_BACKBONE_KWARGS}
+    cfg['backbone_kwargs'] = {**old, **cfg.get('backbone_kwargs', {})}
+    return cfg
+
+
+def without_pretrained(cfg):
+    """TSN keywords for a model whose weights come from a state dict: ``pretrain`` 'none', and the
+    backbone's weight files (ILA's clip_weights) are not read."""
+    cfg = dict(cfg, pretrain='none')
+    if cfg.get('backbone_kwargs'):
+        files = archs.backbone_traits(cfg['base_model']).weight_kwargs
+        cfg['backbone_kwargs'] = {k: v for k, v in cfg['backbone_kwargs'].items() if k not in files}
+    return cfg
+
+
 def model_config_from_checkpoint(ckpt, path=None, **overrides):
     """TSN keywords to rebuild the model stored in ``ckpt`` (a loaded checkpoint dict or state dict).
 
     Our checkpoints carry ``config``; for released TSM files the settings come from the state dict's
     keys, then TSM's file-name convention (the file name of ``path``), then ``overrides`` (explicit
     flags win; ``arch`` is accepted for ``base_model``; None values are ignored). ``pretrain`` is
-    'none' unless overridden, since the weights come from the checkpoint.
+    'none' (and the backbone's weight files are dropped) unless overridden, since the weights come from
+    the checkpoint. Configs of earlier versions are brought to today's layout (``upgrade_config``).
     """
     if 'arch' in overrides:
         arch = overrides.pop('arch')
         overrides.setdefault('base_model', arch)
     if isinstance(ckpt, dict) and isinstance(ckpt.get('config'), dict):
-        cfg = dict(ckpt['config'])
+        cfg = upgrade_config(ckpt['config'])
     else:
         sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
         cfg = infer_config_from_state_dict(sd)
@@ -427,7 +454,8 @@ def model_config_from_checkpoint(ckpt, path=None, **overrides):
             cfg['modality'] = named['modality']
             if channels is not None:
                 cfg['new_length'] = channels // CHANNELS[named['modality']]
-    cfg['pretrain'] = overrides.pop('pretrain', 'none')
+    pretrain = overrides.pop('pretrain', 'none')
+    cfg['pretrain'] = pretrain
     wanted = overrides.get('shift_direction')
     recorded = cfg.get('shift_direction') if isinstance(ckpt, dict) and isinstance(ckpt.get('config'), dict) else None
     if wanted is not None and recorded is not None and wanted != recorded:
@@ -438,4 +466,4 @@ def model_config_from_checkpoint(ckpt, path=None, **overrides):
     if missing:
         raise ValueError(f'cannot determine {missing} from the checkpoint; pass them explicitly '
                          '(or a TSM-convention file name)')
-    return cfg
+    return without_pretrained(cfg) if pretrain == 'none' else cfg

@@ -230,7 +230,7 @@ def load_teachers(paths, device='cpu', *, config_overrides=None):
     The state dict is loaded strictly: a teacher must match its config exactly.
     Returns the ensemble on ``device``; ``ensemble.configs`` holds the configs used.
     """
-    from ops.checkpoint import load_checkpoint
+    from ops.checkpoint import load_checkpoint, upgrade_config
     from ops.models import TSN
 
     if isinstance(paths, str):
@@ -251,7 +251,7 @@ def load_teachers(paths, device='cpu', *, config_overrides=None):
                              'only checkpoints saved by this project can be teachers')
         if 'state_dict' not in checkpoint:
             raise ValueError(f"teacher checkpoint {path} has no 'state_dict'")
-        config = {**checkpoint['config'], **overrides}
+        config = {**upgrade_config(checkpoint['config']), **overrides}
         if 'modality' not in config:
             raise ValueError(f"teacher checkpoint {path}: config has no 'modality'")
         try:

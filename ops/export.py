@@ -39,8 +39,6 @@ def load_model(path, num_segments=None):
     config = dict(model_config_from_checkpoint(ckpt, path=path), pretrain='none', consensus_type='avg')
     if num_segments:
         config['num_segments'] = num_segments
-    if 'clip_weights' in config:
-        config['clip_weights'] = None     # ILA: the CLIP tower is in the state dict
     model = TSN(**config)
     load_weights(model, ckpt['state_dict'], strict=True)
     return model.eval(), config, ckpt.get('class_names')

@@ -42,16 +42,22 @@ def to_channels_last(module):
 
 def backbone_entry(base_model, temporal_module=None):
     """The archs.BACKBONES entry TSN builds: MSN and TDN replace a ResNet by their own variant of it."""
-    if temporal_module not in MOTION_MODULES:
+    traits = archs.backbone_traits(base_model)
+    if temporal_module not in MOTION_MODULES or traits.motion_module == temporal_module:
         return base_model
-    variants = archs.MSN_BACKBONES if temporal_module == 'msn' else archs.TDN_BACKBONES
-    if base_model in variants:
-        return base_model
-    name = f'{temporal_module}_{base_model}'
-    if name not in variants:
+    name = dict(traits.motion_variants).get(temporal_module)
+    if name is None:
+        variants = tuple(n for n, entry in archs.BACKBONES.items() if entry.motion_module == temporal_module)
         raise ValueError(f'temporal_module="{temporal_module}" needs a ResNet base model; '
                          f'{base_model!r} has no {temporal_module.upper()} variant (available: {variants})')
     return name
+
+
+def is_temporal(config):
+    """Whether frames of a clip interact inside the TSN that ``config`` (its keywords) describes; else it
+    can be evaluated frame by frame, as TSM does."""
+    return bool(config.get('is_shift') or config.get('temporal_module') or config.get('non_local')
+                or config.get('temporal_pool')) or archs.backbone_traits(config['base_model']).temporal
 
 
 class TSN(nn.Module):
@@ -60,16 +66,16 @@ class TSN(nn.Module):
                  partial_bn=True, print_spec=False, pretrain='imagenet', is_shift=False, shift_div=8,
                  shift_place='blockres', fc_lr5=False, temporal_pool=False, non_local=False, *,
                  temporal_module=None, first_conv_lr='tsm', input_size=224, input_mean=None, input_std=None,
-                 tin_shift_div=4, clip_weights=None, trust_jit_checkpoint=False, finetune_backbone=False,
-                 shift_direction='bi', motion_init='reference', ila_pair_net=None):
+                 tin_shift_div=4, shift_direction='bi', motion_init='reference', backbone_kwargs=None):
         super().__init__()
         pretrain = 'none' if pretrain is None else pretrain  # TSM: anything but 'imagenet' is no init
         _check_choice('modality', modality, MODALITIES)
         _check_choice('consensus_type', consensus_type, CONSENSUS_TYPES)
         _check_choice('first_conv_lr', first_conv_lr, FIRST_CONV_LR)
         _check_choice('shift_place', shift_place, SHIFT_PLACES)
-        if temporal_module is None and base_model in archs.MSN_BACKBONES + archs.TDN_BACKBONES:
-            temporal_module = base_model[:3]
+        traits = archs.backbone_traits(base_model)
+        if temporal_module is None:
+            temporal_module = traits.motion_module
         if is_shift:
             if temporal_module not in (None, 'tsm'):
                 raise ValueError(f'is_shift=True means temporal_module="tsm", got {temporal_module!r}')
@@ -113,13 +119,14 @@ class TSN(nn.Module):
         self.non_local = non_local
         self.first_conv_lr = first_conv_lr
         self.input_size = input_size
-        # ILA only: CLIP weights file, TorchScript trust, whether the CLIP tower is trained.
-        self._ila_kwargs = dict(clip_weights=clip_weights, trust_jit_checkpoint=trust_jit_checkpoint,
-                                finetune_backbone=finetune_backbone)
-        self.ila_pair_net = ila_pair_net   # ILA only: 'k400' or 'ssv2' pair network (archs/ila.py)
-        if base_model not in archs.ILA_BACKBONES and (clip_weights or trust_jit_checkpoint or finetune_backbone):
-            raise ValueError('clip_weights / trust_jit_checkpoint / finetune_backbone apply to ILA backbones '
-                             f'{archs.ILA_BACKBONES} only, not {base_model!r}')
+        # Keywords of the backbone's own constructor (ILA: clip_weights, trust_jit_checkpoint,
+        # finetune_backbone, pair_net); the registry entry lists the ones it takes.
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        unknown = sorted(set(self.backbone_kwargs) - set(traits.kwargs))
+        if unknown:
+            raise ValueError(f'backbone_kwargs {unknown} do not apply to {base_model!r} '
+                             f'(it takes {list(traits.kwargs)})')
+        self.is_video_model = traits.video
         if new_length is None:
             new_length = 5 if temporal_module in MOTION_MODULES else default_new_length(modality)
         self.new_length = new_length
@@ -150,15 +157,12 @@ class TSN(nn.Module):
     def _prepare_base_model(self, base_model, pretrain):
         T = self.num_segments
         name = backbone_entry(base_model, self.temporal_module)
-        kwargs = {}
+        kwargs = dict(self.backbone_kwargs)
         if self.temporal_module in MOTION_MODULES:
             kwargs.update(num_segments=T, init=self.motion_init)
-        elif base_model in archs.ILA_BACKBONES:
-            kwargs.update(num_segments=T, input_size=self.input_size, **self._ila_kwargs)
-            if self.ila_pair_net is not None:
-                kwargs['pair_net'] = self.ila_pair_net
+        elif self.is_video_model:                    # sees the whole clip: T frames of input_size
+            kwargs.update(num_segments=T, input_size=self.input_size)
         net = archs.create_backbone(name, pretrain=pretrain, **kwargs)
-        self.is_video_model = bool(getattr(net, 'is_video_model', False))
         # Inserts in this order: the shift (or TIN) first, then non-local blocks and pooling around it.
         options = {'tsm': dict(n_div=self.shift_div, place=self.shift_place, temporal_pool=self.temporal_pool,
                                direction=self.shift_direction),
@@ -271,11 +275,14 @@ class TSN(nn.Module):
             'input_mean': list(self._input_mean), 'input_std': list(self._input_std),
             'tin_shift_div': self.tin_shift_div, 'shift_direction': self.shift_direction,
         }
-        if self.arch in archs.ILA_BACKBONES:
-            cfg.update(self._ila_kwargs)
-            if self.ila_pair_net is not None:
-                cfg['ila_pair_net'] = self.ila_pair_net
+        if self.backbone_kwargs:
+            cfg['backbone_kwargs'] = dict(self.backbone_kwargs)
         return cfg
+
+    @property
+    def is_temporal(self):
+        """Frames of a clip interact inside the model (else it can be evaluated frame by frame)."""
+        return is_temporal(self.config())
 
     # ------------------------------------------------------------------ forward
     def _get_diff(self, x):
@@ -314,10 +321,17 @@ class TSN(nn.Module):
             self._pixel_inv_std = self._pixel_inv_std.to(x.device)
         return normalize_uint8(x, self._pixel_mean, self._pixel_inv_std, self._pixel_roll)
 
+    # ------------------------------------------------------------------ backbone protocol
+    # A backbone may define aux_loss, set_epoch and get_optim_policies; TSN is the one place that asks.
     @property
     def aux_loss(self):
         """Auxiliary loss of a video backbone (ILA alignment loss) from the last forward, else None."""
         return getattr(self.base_model, 'aux_loss', None)
+
+    def set_epoch(self, epoch):
+        """Tell a backbone whose training depends on the epoch (ILA: jitter of the alignment points)."""
+        if hasattr(self.base_model, 'set_epoch'):
+            self.base_model.set_epoch(epoch)
 
     # ------------------------------------------------------------------ partial BN
     def _frozen_bns(self):
@@ -349,14 +363,20 @@ class TSN(nn.Module):
             return self.new_fc
         return getattr(self.base_model, self.base_model.last_layer_name)
 
-    def get_optim_policies(self):
-        """TSM's parameter groups with lr_mult / decay_mult.
+    def get_optim_policies(self, lr=None, weight_decay=None):
+        """TSM's parameter groups with lr_mult / decay_mult, or the backbone's own groups where it defines
+        them (ILA's AdamW groups carry absolute lr and weight decay, so they need ``lr`` and
+        ``weight_decay``; TSM's groups carry multipliers only and ignore both).
 
         Differences from TSM: non-local BatchNorm3d is always in the BN group (TSM left it out under
         partial BN, so the blocks stayed identities); 'fc_lr5' applies to the head only (TSM: every
         Linear, which is the same for its backbones); parameters of other module types go to
         'custom_ops'. Every parameter is either in a group or frozen by partial BN, else ValueError.
         """
+        if hasattr(self.base_model, 'get_optim_policies'):
+            if lr is None or weight_decay is None:
+                raise ValueError(f'the optimiser groups of {self.arch} need lr and weight_decay')
+            return self.base_model.get_optim_policies(self, lr=lr, weight_decay=weight_decay)
         flow_first = self.modality == 'Flow' and self.first_conv_lr == 'tsm'
         groups = {
             'first_conv_weight': (5 if flow_first else 1, 1), 'first_conv_bias': (10 if flow_first else 2, 0),

@@ -203,11 +203,11 @@ def offline_frame_logits(model, clip):
     identity consensus, with the same weights). Because the uni shift is causal, frame t's logits
     depend on frames 0..t only.
     """
+    from ops.checkpoint import without_pretrained
     from ops.models import TSN
     b, t, c, h, w = clip.shape
     p = next(model.parameters())
-    cfg = dict(model.config(), num_segments=t, consensus_type='identity', pretrain='none')
-    cfg.pop('clip_weights', None)
+    cfg = dict(without_pretrained(model.config()), num_segments=t, consensus_type='identity')
     ref = TSN(**cfg)
     ref.load_state_dict(model.state_dict())
     ref.to(device=p.device, dtype=p.dtype).eval()
@@ -307,7 +307,6 @@ def load_uni_model(path, shift_direction=None):
     ckpt = load_checkpoint(path)
     try:
         config = model_config_from_checkpoint(ckpt, path=path, shift_direction=shift_direction)
-        config.pop('clip_weights', None)
         model = TSN(**config)
         load_weights(model, ckpt, strict=True)
         _check_streamable(model)

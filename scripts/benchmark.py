@@ -327,7 +327,7 @@ def training_step(args, device):
     ctx = setup_distributed(device=device.type, env={})
     if args.plain:
         model, make_input = build_model(args)
-        model.num_class = args.num_class
+        model.num_class, model.aux_loss = args.num_class, None      # what the step reads of a TSN
         model.to(device)
         if args.channels_last:
             to_channels_last(model)
@@ -842,7 +842,7 @@ def cmd_mml(args):
 # ---------------------------------------------------------------------------------------------------
 # online (streaming TSM, ops/online.py)
 
-ONLINE_ARCHS = ('mobilenetv2', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'BNInception')
+ONLINE_ARCHS = tuple(name for name, entry in BACKBONES.items() if entry.shift_places)   # the shiftable ones
 
 
 def _percentile(values, q):
@@ -966,7 +966,7 @@ def get_args_parser():
 
     p = sub.add_parser('shift', help='temporal shift / TIN interlace time vs the wrapped conv1, per ResNet stage')
     add_common(p, warmup=2, repeats=5)
-    p.add_argument('--arch', default='resnet50', choices=('resnet18', 'resnet34', 'resnet50', 'resnet101'))
+    p.add_argument('--arch', default='resnet50', choices=[n for n, e in BACKBONES.items() if e.family == 'resnet'])
     p.add_argument('--num_segments', type=int, default=8)
     p.add_argument('--shift_div', type=int, default=8)
     p.add_argument('--batch_size', type=int, default=2)

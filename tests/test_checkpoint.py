@@ -44,6 +44,26 @@ def test_golden_keys(arch, golden):
     assert _keys_with_shapes(model) == _golden(golden)
 
 
+def test_ila_config_of_earlier_versions_still_loads(tmp_path, caplog):
+    """Before backbone_kwargs, ILA's options were top-level TSN keywords of the saved config."""
+    caplog.set_level('ERROR', logger='archs.ila')
+    model = _make(base_model='ila_vit_tiny', input_size=H, dropout=0.5,
+                  backbone_kwargs=dict(pair_net='ssv2')).eval()
+    old = {k: v for k, v in model.config().items() if k != 'backbone_kwargs'}
+    old.update(clip_weights=str(tmp_path / 'gone' / 'clip.pt'), trust_jit_checkpoint=False,
+               finetune_backbone=True, ila_pair_net='ssv2')
+    path = tmp_path / 'ila.pth.tar'
+    save_checkpoint({'epoch': 1, 'arch': 'ila_vit_tiny', 'state_dict': model.state_dict(), 'config': old}, path)
+    cfg = model_config_from_checkpoint(load_checkpoint(path))
+    # The CLIP file is not read again (the weights are in the state dict); the rest moved into backbone_kwargs.
+    assert cfg['backbone_kwargs'] == dict(trust_jit_checkpoint=False, finetune_backbone=True, pair_net='ssv2')
+    assert not {'clip_weights', 'trust_jit_checkpoint', 'finetune_backbone', 'ila_pair_net'} & set(cfg)
+    rebuilt = TSN(**cfg).eval()
+    load_weights(rebuilt, load_checkpoint(path)['state_dict'], strict=True)
+    x = _x(model)
+    assert torch.equal(rebuilt(x), model(x))
+
+
 def test_save_load_round_trip_identical_outputs(tmp_path):
     model = _make(is_shift=True, non_local=True).eval()
     with torch.no_grad():  # make the NL blocks non-trivial so they are really tested

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
+from archs import BACKBONES
 from archs.ila import (CLIP_CONFIGS, ILA_ARCHS, CLIPVisionTransformer, ILAAlign, ILAVideoModel,
                        cosine_alignment_loss, ila_param_groups, jittered_mask, merge_pairs, point_mask,
                        read_clip_state_dict, tent_profile)
@@ -60,7 +61,7 @@ def test_registry_names_and_published_clip_sizes():
         for name, count in expected.items():
             assert sum(p.numel() for p in CLIPVisionTransformer(**CLIP_CONFIGS[name]).parameters()) == count
         model = ILA_ARCHS['ila_vit_b16'](8)
-    assert model.is_video_model and model.feature_dim == 512 and model.visual.grid_size == 14
+    assert BACKBONES['ila_vit_b16'].video and model.feature_dim == 512 and model.visual.grid_size == 14
     keys = set(model.state_dict())
     assert {'visual.conv1.weight', 'visual.transformer.resblocks.11.attn.in_proj_weight',
             'visual.transformer.resblocks.11.mlp.c_fc.weight', 'visual.ln_post.bias', 'visual.proj',
@@ -299,6 +300,21 @@ def test_param_groups():
         ila_param_groups(nn.Linear(2, 2), 1e-5)
 
 
+def test_tsn_delegates_optimiser_groups_and_epoch_to_the_backbone():
+    from ops.models import TSN
+    model = TSN(5, 3, 'RGB', base_model='ila_vit_tiny', dropout=0.5, input_size=32, pretrain='none',
+                backbone_kwargs=dict(finetune_backbone=True))
+    ours = model.get_optim_policies(lr=8e-6, weight_decay=3e-3)
+    reference = ila_param_groups(model, 8e-6, weight_decay=3e-3)
+    assert [{k: v for k, v in g.items() if k != 'params'} for g in ours] == \
+        [{k: v for k, v in g.items() if k != 'params'} for g in reference]
+    assert [[id(p) for p in g['params']] for g in ours] == [[id(p) for p in g['params']] for g in reference]
+    with pytest.raises(ValueError, match='lr and weight_decay'):
+        model.get_optim_policies()
+    model.set_epoch(31)      # jitter halved twice from epoch 30 on
+    assert {m.jitter for m in model.modules() if isinstance(m, ILAAlign)} == {0.2 * 0.25}
+
+
 def test_eval_uses_single_point_mask():
     align = ILAAlign(width=8, grid_size=5, align_dim=8).eval()
     points = torch.tensor([[0.1, -0.3]])
@@ -351,7 +367,7 @@ def test_ssv2_pair_network_is_two_full_3x3_convs():
 def test_ssv2_pair_network_reaches_the_model_and_its_config():
     from ops.models import TSN
     model = TSN(5, 3, 'RGB', base_model='ila_vit_tiny', dropout=0.5, input_size=32, pretrain='none',
-                ila_pair_net='ssv2')
+                backbone_kwargs=dict(pair_net='ssv2'))
     block = model.base_model.visual.transformer.resblocks[0].ila
     assert block.pair_net == 'ssv2'
     rebuilt = TSN(**model.config())

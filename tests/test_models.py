@@ -7,7 +7,8 @@ import torchvision
 
 import archs
 from ops.modality import mean_expand_kernel, replace_first_conv
-from ops.models import TSN, backbone_entry
+from ops.models import TEMPORAL_MODULES, TSN, backbone_entry, is_temporal
+from ops.temporal_shift import SHIFT_PLACES
 
 H = 32  # tiny frames keep every forward/backward fast on CPU
 
@@ -66,10 +67,7 @@ def test_forward_backward(name, modality, size, kw):
 
 
 def _family(name):
-    """The constructor behind a registry entry: entries that share one (resnet18..152, the MSN and the TDN
-    ResNets, the ILA towers) are one family."""
-    entry = archs.BACKBONES[name]
-    return getattr(entry, 'func', entry).__code__
+    return archs.BACKBONES[name].family
 
 
 def test_every_backbone_family_has_a_forward_backward_variant():
@@ -283,8 +281,42 @@ def test_pretrain_imagenet_reads_torchvision_cache(tmp_path, monkeypatch):
 def test_ila_backbone_options():
     with pytest.raises(ValueError, match='clip_weights'):
         TSN(5, T, 'RGB', base_model='ila_vit_tiny', input_size=H)  # pretrain='imagenet' has no meaning
-    with pytest.raises(ValueError, match='ILA'):
-        TSN(5, T, 'RGB', base_model='resnet18', pretrain='none', clip_weights='clip.pt')
-    model = _make('RGB', base_model='ila_vit_tiny', input_size=H, pretrain=None)
+    with pytest.raises(ValueError, match='clip_weights'):
+        TSN(5, T, 'RGB', base_model='resnet18', pretrain='none', backbone_kwargs=dict(clip_weights='clip.pt'))
+    model = _make('RGB', base_model='ila_vit_tiny', input_size=H, pretrain=None,
+                  backbone_kwargs=dict(clip_weights=None, pair_net='ssv2'))
     cfg = model.config()
-    assert cfg['clip_weights'] is None and TSN(**cfg).config() == cfg
+    assert cfg['backbone_kwargs'] == dict(clip_weights=None, pair_net='ssv2') and TSN(**cfg).config() == cfg
+    assert 'backbone_kwargs' not in _make('RGB', base_model='resnet18').config()   # configs of 2-D models unchanged
+
+
+@pytest.mark.parametrize('kw, temporal', [
+    (dict(base_model='resnet18'), False), (dict(base_model='BNInception'), False),
+    (dict(base_model='resnet18', is_shift=True), True), (dict(base_model='resnet18', non_local=True), True),
+    (dict(base_model='resnet18', temporal_module='tin'), True),
+    (dict(base_model='resnet18', temporal_module='msn'), True), (dict(base_model='tdn_resnet18'), True),
+    (dict(base_model='ila_vit_tiny', input_size=H), True),
+])
+def test_is_temporal_from_config_and_model(kw, temporal):
+    model = _make('RGB', **kw)
+    assert model.is_temporal == is_temporal(model.config()) == temporal
+    given = {k: v for k, v in kw.items() if k != 'input_size'}
+    assert is_temporal(given) == temporal     # decided before building (test_models.py: per-frame models)
+
+
+def test_registry_traits_are_consistent():
+    for name, entry in archs.BACKBONES.items():
+        assert entry.family in ('resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn', 'ila'), name
+        assert set(entry.shift_places) <= set(SHIFT_PLACES)
+        assert set(entry.temporal_modules) <= set(TEMPORAL_MODULES)
+        for module, variant in entry.motion_variants:
+            assert archs.BACKBONES[variant].motion_module == module and backbone_entry(name, module) == variant
+        assert set(entry.weight_kwargs) <= set(entry.kwargs)
+        assert set(entry.recipe_over_dataset) <= {k for k, _ in entry.recipe}
+    net = archs.create_backbone('BNInception', pretrain='none')
+    assert (net.input_mean, net.input_std, net.flow_mean, net.input_space, net.input_range) == (
+        [104, 117, 128], [1, 1, 1], 128, 'BGR', 255)
+    with pytest.raises(ValueError, match='resnet18'):
+        archs.backbone_traits('resnet5')
+    with pytest.raises(ValueError, match='no MSN variant'):
+        backbone_entry('resnet152', 'msn')

@@ -53,6 +53,10 @@ def test_help_of_every_entry_point(script, run_cli, tmp_path):
     (["--world_size", "2"], "--rank"),
     (["-ef", "0"], "--eval-freq must be >= 1"),
     (["--twice_sample", "--dense_sample"], "--twice_sample adds a shifted uniform clip"),
+    (["--shift", "--arch", "mobilenetv2", "--shift_place", "block"], "insertion rule"),
+    (["--shift", "--arch", "ila_vit_tiny"], "it models time itself"),
+    (["--shift", "--temporal_pool", "--arch", "mobilenetv2"], "--temporal_pool is defined for ResNets"),
+    (["--temporal_module", "msn", "--arch", "resnet152"], "its temporal modules: tsm, tin"),
 ])
 def test_bad_argument_combinations_are_rejected(extra, message, tiny_toy, tmp_path, capsys):
     # In-process: parse_args is where main.py validates (the --help test above runs the real entry point).
@@ -60,6 +64,20 @@ def test_bad_argument_combinations_are_rejected(extra, message, tiny_toy, tmp_pa
         parse_args(train_argv(tiny_toy, tmp_path, *extra)[1:])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_unknown_arch_is_a_parser_error_before_any_run_directory(tiny_toy, run_cli, tmp_path):
+    proc = run_cli(train_argv(tiny_toy, tmp_path, "--arch", "resnet5"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "invalid choice: 'resnet5'" in proc.stderr and "ila_vit_b16" in proc.stderr
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "log").exists()
+
+
+def test_backbone_traits_decide_shift_and_recipe(tiny_toy, tmp_path):
+    args = parse_args(train_argv(tiny_toy, tmp_path, "--shift", "--shift_place", "block", "--arch", "BNInception")[1:])
+    assert args.temporal_module == "tsm"          # BNInception has a 'block' shift rule (README: online TSM)
+    ila = parse_args(train_argv(tiny_toy, tmp_path, "--arch", "ila_vit_tiny")[1:])
+    # The ILA recipe beats the toy registry's pretrain / partial BN / optimiser, not its weight decay.
+    assert (ila.pretrain, ila.no_partialbn, ila.optimizer, ila.weight_decay) == ("none", True, "adamw", 1e-4)
 
 
 def test_unknown_modality_and_multi_modality_without_launcher(tiny_toy, run_cli, tmp_path):
