@@ -290,8 +290,10 @@ def _derive_train(args):
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.input_size is None:
-        # A backbone with its own input size does not take the dataset's generic 224 crop.
-        args.input_size = None if traits.own_input_size and spec.input_size == 224 else spec.input_size
+        # A backbone with its own resolution (ILA: the CLIP tower's; L/14@336 at 336) takes it over the
+        # dataset's generic 224 crop; a dataset with another crop (the toy set's 64) keeps that.
+        own = traits.input_size is not None and spec.input_size == 224
+        args.input_size = traits.input_size if own else spec.input_size
     if args.scale_size is None and args.input_size == spec.input_size:
         args.scale_size = spec.scale_size
     if args.temporal_module is None and args.shift:

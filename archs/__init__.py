@@ -22,6 +22,7 @@ import torch
 import torchvision
 
 from archs import bn_inception
+from archs.ila import CLIP_CONFIGS
 from ops.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class Backbone:
     weight_kwargs: tuple = ()         # those naming weight files (not read when a checkpoint has the weights)
     recipe: tuple = ()                # ((option, value), ...): training defaults over the generic ones (opts.py)
     recipe_over_dataset: tuple = ()   # recipe options the model needs: a dataset's train_defaults keep off them
-    own_input_size: bool = False      # a dataset's default 224 crop is not imposed (--input_size or TSN's default)
+    input_size: Optional[int] = None  # its own resolution (ILA: the CLIP tower's), used over a dataset's generic 224
     norm: Normalization = Normalization()
 
     @property
@@ -221,7 +222,8 @@ def _ila_entry(name):
     return Backbone(_ila(name), 'ila', video=True,
                     kwargs=('clip_weights', 'trust_jit_checkpoint', 'finetune_backbone', 'pair_net'),
                     weight_kwargs=('clip_weights',), recipe=_ILA_RECIPE,
-                    recipe_over_dataset=('pretrain', 'no_partialbn', 'optimizer'), own_input_size=True)
+                    recipe_over_dataset=('pretrain', 'no_partialbn', 'optimizer'),
+                    input_size=CLIP_CONFIGS[name[len('ila_'):]]['input_resolution'])
 
 
 BACKBONES = {

@@ -78,6 +78,14 @@ def test_backbone_traits_decide_shift_and_recipe(tiny_toy, tmp_path):
     ila = parse_args(train_argv(tiny_toy, tmp_path, "--arch", "ila_vit_tiny")[1:])
     # The ILA recipe beats the toy registry's pretrain / partial BN / optimiser, not its weight decay.
     assert (ila.pretrain, ila.no_partialbn, ila.optimizer, ila.weight_decay) == ("none", True, "adamw", 1e-4)
+    # A backbone's own resolution wins over a dataset's generic 224 crop (L/14@336 trains at 336, not at a
+    # silently resized 224), but not over a dataset's other crop (the toy set's 64) or --input_size.
+    custom = ["kinetics", "RGB", "--root_path", "r", "--train_list", "t", "--val_list", "v", "--num_class", "5"]
+    sizes = {arch: parse_args(custom + ["--arch", arch]).input_size
+             for arch in ("ila_vit_l14_336", "ila_vit_b16", "ila_vit_tiny", "resnet50")}
+    assert sizes == {"ila_vit_l14_336": 336, "ila_vit_b16": 224, "ila_vit_tiny": 32, "resnet50": 224}
+    assert parse_args(["toy", "RGB", "--arch", "ila_vit_l14_336", "--data_root", tiny_toy]).input_size == 64
+    assert parse_args(custom + ["--arch", "ila_vit_l14_336", "--input_size", "224"]).input_size == 224
 
 
 def test_unknown_modality_and_multi_modality_without_launcher(tiny_toy, run_cli, tmp_path):
