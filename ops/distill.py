@@ -226,11 +226,11 @@ def load_teachers(paths, device='cpu', *, config_overrides=None):
     paths: sequence of checkpoint files (or one comma-separated string, as given to --distill_from).
     config_overrides: dict merged into every teacher's config before TSN(**config); defaults to
     {'pretrain': None, 'print_spec': False}: building a teacher must not fetch ImageNet weights it is
-    about to overwrite, nor print.
+    about to overwrite (nor read an ILA teacher's CLIP file recorded at training), nor print.
     The state dict is loaded strictly: a teacher must match its config exactly.
     Returns the ensemble on ``device``; ``ensemble.configs`` holds the configs used.
     """
-    from ops.checkpoint import load_checkpoint, upgrade_config
+    from ops.checkpoint import load_checkpoint, upgrade_config, without_pretrained
     from ops.models import TSN
 
     if isinstance(paths, str):
@@ -251,7 +251,7 @@ def load_teachers(paths, device='cpu', *, config_overrides=None):
                              'only checkpoints saved by this project can be teachers')
         if 'state_dict' not in checkpoint:
             raise ValueError(f"teacher checkpoint {path} has no 'state_dict'")
-        config = {**upgrade_config(checkpoint['config']), **overrides}
+        config = {**without_pretrained(upgrade_config(checkpoint['config'])), **overrides}
         if 'modality' not in config:
             raise ValueError(f"teacher checkpoint {path}: config has no 'modality'")
         try:

@@ -9,6 +9,7 @@ import torch
 
 from ops.checkpoint import (config_from_tsm_filename, load_checkpoint, load_weights, model_config_from_checkpoint,
                             save_checkpoint)
+from ops.distill import load_teachers
 from ops.models import TSN
 
 GOLDEN = Path(__file__).parent / 'golden'
@@ -62,6 +63,8 @@ def test_ila_config_of_earlier_versions_still_loads(tmp_path, caplog):
     load_weights(rebuilt, load_checkpoint(path)['state_dict'], strict=True)
     x = _x(model)
     assert torch.equal(rebuilt(x), model(x))
+    (teacher,) = load_teachers([str(path)]).teachers       # distillation builds it the same way
+    assert torch.equal(teacher.eval()(x), model(x))
 
 
 def test_save_load_round_trip_identical_outputs(tmp_path):
