@@ -12,6 +12,7 @@ iter_video_frames (the extraction tools) and count_decoded_frames agree on them.
 import functools
 import io
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -160,9 +161,6 @@ def backend_info(backend: Optional[str] = 'decord') -> str:
     return f'pyav {av.__version__} (libavcodec {".".join(map(str, av.library_versions["libavcodec"]))})'
 
 
-ROTATIONS = (0, 90, 180, 270)
-
-
 @dataclass(frozen=True)
 class VideoProbe:
     """What the container says about a video's first video stream, read without decoding it: its per-frame
@@ -171,14 +169,16 @@ class VideoProbe:
 
     header_frames: the container's frame count (0 when it keeps none, e.g. WebM); packets: packets with
     data that the edit list presents; discarded: packets the edit list hides (decoded only as references);
-    rotation: display-matrix rotation in degrees counter-clockwise (0, 90, 180, 270), the angle players
-    apply and `ffmpeg` applies by default; truncated: the index points past the end of the file.
+    rotation, mirror: what `ffmpeg` (and players) do with the display matrix by default: rotate the stored
+    picture by `rotation` degrees counter-clockwise (0, 90, 180, 270), then flip it horizontally when
+    `mirror` (see display_orientation); truncated: the index points past the end of the file.
     """
     header_frames: int
     packets: int
     discarded: int
     rotation: int
     truncated: bool = False
+    mirror: bool = False
 
     @property
     def stream_frames(self) -> int:
@@ -192,15 +192,45 @@ class VideoProbe:
         return self.discarded == 0 and self.header_frames in (0, self.packets) and not self.truncated
 
 
-def _rotation_of(frame) -> int:
-    if not hasattr(frame, 'rotation'):
-        raise RuntimeError('PyAV >= 14 is needed to read display matrices (VideoFrame.rotation)')
-    angle = float(frame.rotation or 0) % 360
-    quarter = int(round(angle / 90)) % 4
-    if abs(angle - 90 * round(angle / 90)) > 1:   # as ffmpeg: only multiples of 90 degrees are applied
-        logger.warning('display matrix rotates by %.1f degrees, not a multiple of 90: not applied', angle)
-        return 0
-    return ROTATIONS[quarter]
+def display_orientation(matrix) -> tuple:
+    """(rotation, mirror) that reproduce ffmpeg's autorotate for a display matrix (9 int32, 16.16 fixed
+    point, as stored in MP4/MOV): rotate by `rotation` degrees counter-clockwise, then flip horizontally
+    when `mirror`. None (no matrix) -> (0, False).
+
+    ffmpeg (fftools, autorotate) takes theta = the clockwise angle of av_display_rotation_get rounded and
+    brought to [-0.9, 359.1), then inserts transpose=cclock_flip / clock (theta 90, by the sign of m[3]),
+    hflip and/or vflip (theta 180, by the signs of m[0], m[4]), transpose=clock_flip / cclock (theta 270),
+    vflip (theta 0, m[4] < 0); any other angle is not applied. Each of those is one rotation + mirror pair.
+    """
+    if matrix is None:
+        return 0, False
+    m = [float(v) / 65536 for v in matrix]
+    scale0, scale1 = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if scale0 == 0 or scale1 == 0:   # a degenerate matrix: av_display_rotation_get is NaN, nothing is applied
+        return 0, False
+    theta = -round(-math.degrees(math.atan2(m[1] / scale1, m[0] / scale0)))
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        return (270, True) if m[3] > 0 else (270, False)      # transpose | rotate clockwise
+    if abs(theta - 180) < 1:
+        hflip, vflip = m[0] < 0, m[4] < 0
+        if hflip and vflip:
+            return 180, False
+        return (0, True) if hflip else ((180, True) if vflip else (0, False))   # vflip = 180 + hflip
+    if abs(theta - 270) < 1:
+        return (90, True) if m[3] < 0 else (90, False)        # anti-transpose | rotate counter-clockwise
+    if abs(theta) > 1:
+        logger.warning('display matrix rotates by %.1f degrees, not a multiple of 90: not applied', theta)
+        return 0, False
+    return (180, True) if m[4] < 0 else (0, False)            # vflip | nothing
+
+
+def _orientation_of(frame) -> tuple:
+    """(rotation, mirror) of a decoded PyAV frame's display matrix (display_orientation)."""
+    for side_data in frame.side_data:
+        if side_data.type.name == 'DISPLAYMATRIX':
+            return display_orientation(np.frombuffer(bytes(side_data), dtype='<i4')[:9].tolist())
+    return 0, False
 
 
 def probe_video(path: str) -> VideoProbe:
@@ -218,7 +248,7 @@ def probe_video(path: str) -> VideoProbe:
                 discarded = sum(1 for e in entries if e.size > 0 and e.is_discard)
                 truncated = max(e.pos + e.size for e in entries) > os.path.getsize(path)
             packets_seen = discarded_seen = 0
-            rotation = None
+            orientation = None
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
@@ -226,22 +256,27 @@ def probe_video(path: str) -> VideoProbe:
                     discarded_seen += 1
                 else:
                     packets_seen += 1
-                if rotation is None:
+                if orientation is None:
                     for frame in packet.decode():
-                        rotation = _rotation_of(frame)
+                        orientation = _orientation_of(frame)
                         break
-                if rotation is not None and counted:
+                if orientation is not None and counted:
                     break
     except (av.FFmpegError, IndexError, UnicodeDecodeError) as err:
         raise FrameReadError(f'cannot open video {path}: {err}') from err
+    rotation, mirror = orientation or (0, False)
     if counted:
-        return VideoProbe(header, packets, discarded, rotation or 0, truncated)
-    return VideoProbe(header, packets_seen, discarded_seen, rotation or 0)
+        return VideoProbe(header, packets, discarded, rotation, truncated, mirror)
+    return VideoProbe(header, packets_seen, discarded_seen, rotation, mirror=mirror)
 
 
-def _rotate(array: np.ndarray, rotation: int) -> np.ndarray:
-    """Apply a display rotation (degrees counter-clockwise) to (H, W[, C]); np.rot90 turns the same way."""
-    return np.ascontiguousarray(np.rot90(array, rotation // 90)) if rotation else array
+def _orient(array: np.ndarray, rotation: int, mirror: bool = False) -> np.ndarray:
+    """Apply a display orientation to (H, W[, C]): rotate `rotation` degrees counter-clockwise (np.rot90
+    turns the same way), then flip horizontally when `mirror`."""
+    if not rotation and not mirror:
+        return array
+    array = np.rot90(array, rotation // 90)
+    return np.ascontiguousarray(array[:, ::-1] if mirror else array)
 
 
 def iter_video_frames(path: str, short_side: int = 0, fmt: str = 'rgb24', *, autorotate: bool = True,
@@ -259,7 +294,7 @@ def iter_video_frames(path: str, short_side: int = 0, fmt: str = 'rgb24', *, aut
             if fps:
                 frames = _resample(stream, frames, fps)
             for frame in frames:
-                rotation = _rotation_of(frame) if autorotate else 0
+                rotation, mirror = _orientation_of(frame) if autorotate else (0, False)
                 shown_w, shown_h = ((frame.height, frame.width) if rotation in (90, 270)
                                     else (frame.width, frame.height))
                 width, height = scaled_size(shown_w, shown_h, short_side)
@@ -268,7 +303,7 @@ def iter_video_frames(path: str, short_side: int = 0, fmt: str = 'rgb24', *, aut
                 array = frame.to_ndarray(width=width, height=height, format=fmt,
                                          interpolation='AREA' if width < frame.width else 'BICUBIC')
                 # PyAV returns a view of padded lines for some widths; OpenCV (DIS flow) needs contiguous data.
-                yield np.ascontiguousarray(_rotate(array, rotation))
+                yield np.ascontiguousarray(_orient(array, rotation, mirror))
                 done += 1
     except av.FFmpegError as err:
         raise FrameReadError(f'decoding {path} failed after {done} frames: {err}') from err
@@ -323,6 +358,7 @@ class VideoInfo:
     num_frames: int       # frames ffmpeg decodes (presentation order, after the edit list)
     rotation: int         # display rotation, degrees counter-clockwise
     index_reliable: bool  # random access by index (decord) is safe for this file
+    mirror: bool = False  # display matrix flips the picture (after the rotation), as VideoProbe
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -331,12 +367,12 @@ def _video_info(path: str, size: int, mtime_ns: int) -> VideoInfo:
     # decoded in full) once, not at every epoch, and its warning is logged once.
     probe = probe_video(path)
     if probe.index_reliable:
-        return VideoInfo(probe.packets, probe.rotation, True)
+        return VideoInfo(probe.packets, probe.rotation, True, probe.mirror)
     decoded = count_decoded_frames(path)
     logger.warning('%s: the container index is unreliable (header %d frames, %d packets, %d hidden by the '
                    'edit list); using the %d frames ffmpeg decodes, read with PyAV', path, probe.header_frames,
                    probe.packets, probe.discarded, decoded)
-    return VideoInfo(decoded, probe.rotation, False)
+    return VideoInfo(decoded, probe.rotation, False, probe.mirror)
 
 
 def video_info(path: str) -> VideoInfo:
@@ -406,12 +442,12 @@ class _TorchCodecVideo:
 class _PyAVVideo:
     # PyAV has no frame-accurate seek; clips are short, so decode forward from the start up to the last
     # needed frame and keep only the needed ones. Frame i is the i-th frame ffmpeg decodes.
-    def __init__(self, path, num_threads, rotation):
+    def __init__(self, path, num_threads, rotation, mirror):
         import av
         self._container = av.open(path)
         self._stream = self._container.streams.video[0]
         self._stream.codec_context.thread_count = num_threads
-        self._rotation = rotation
+        self._orientation = (rotation, mirror)
 
     def get(self, zero_based):
         wanted = set(zero_based)
@@ -419,7 +455,7 @@ class _PyAVVideo:
         self._container.seek(0)
         for decoded, frame in enumerate(self._container.decode(self._stream), 1):
             if decoded - 1 in wanted:
-                found[decoded - 1] = _rotate(frame.to_ndarray(format='rgb24'), self._rotation)
+                found[decoded - 1] = _orient(frame.to_ndarray(format='rgb24'), *self._orientation)
                 if len(found) == len(wanted):
                     break
         if len(found) < len(wanted):
@@ -459,12 +495,13 @@ class VideoFile:
         self.num_frames = info.num_frames
         if self.num_frames < 1:
             raise FrameReadError(f'video {path} has no frames')
-        self._rotation = info.rotation if autorotate else 0
+        self._orientation = (info.rotation, info.mirror) if autorotate else (0, False)
         if backend in INDEXED_BACKENDS and not info.index_reliable:
             self.backend = 'pyav'   # _video_info logged why
-        elif backend in INDEXED_BACKENDS and info.rotation:
+        elif backend in INDEXED_BACKENDS and (info.rotation or info.mirror):
             self.backend = 'pyav'
-            _log_once(path, '%s: display matrix rotates by %d degrees; read with PyAV', path, info.rotation)
+            _log_once(path, '%s: display matrix rotates by %d degrees%s; read with PyAV', path, info.rotation,
+                      ' and mirrors' if info.mirror else '')
         try:
             self._impl = self._open(self.backend)
             if self.backend in INDEXED_BACKENDS and self._impl.num_frames != self.num_frames:
@@ -481,7 +518,7 @@ class VideoFile:
             return _DecordVideo(self.path, self._num_threads)
         if backend == 'torchcodec':
             return _TorchCodecVideo(self.path, self._num_threads)
-        return _PyAVVideo(self.path, self._num_threads, self._rotation)
+        return _PyAVVideo(self.path, self._num_threads, *self._orientation)
 
     def read(self, numbers: Sequence[int]) -> np.ndarray:
         """1-based frame numbers -> uint8 (F, H, W, 3)."""

@@ -18,7 +18,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from ops.video_io import available_video_backends, FrameReadError, VideoFile, load_image, probe_video
+from ops.video_io import (available_video_backends, display_orientation, FrameReadError, iter_video_frames, VideoFile,
+                          load_image, probe_video)
 from scripts import check_data, extract_flow, extract_frames, pack_hdf5
 from conftest import REPO
 
@@ -189,6 +190,51 @@ def test_rotation_applied_like_ffmpeg_by_both_backends(clips, backend):
     with VideoFile(clips['rot90.mp4'], backend, autorotate=False) as video:
         raw = video.read([1])[0]
     assert raw.shape == (H, W, 3) and _red_corner(raw) == 'tl'
+
+
+# Display matrices (16.16 fixed point, as MP4 stores them) of every rotation / flip, the ffmpeg option that
+# writes each, and what ffmpeg's autorotate makes of it as (rotation ccw, then horizontal flip): by hand from
+# fftools' filter choice (theta = clockwise angle; 90: transpose=cclock_flip if m[3] > 0 else clock; 180:
+# hflip if m[0] < 0, vflip if m[4] < 0; 270: transpose=clock_flip if m[3] < 0 else cclock; 0: vflip if m[4]
+# < 0). transpose = rot 270 + flip, anti-transpose (clock_flip) = rot 90 + flip, vflip = rot 180 + flip.
+ONE = 65536
+ORIENTATIONS = [
+    (['-display_rotation', '90'], [0, -ONE, 0, ONE, 0], (90, False)),
+    (['-display_rotation', '180'], [-ONE, 0, 0, 0, -ONE], (180, False)),
+    (['-display_rotation', '270'], [0, ONE, 0, -ONE, 0], (270, False)),
+    (['-display_hflip'], [-ONE, 0, 0, 0, ONE], (0, True)),
+    (['-display_vflip'], [ONE, 0, 0, 0, -ONE], (180, True)),
+    (['-display_rotation', '90', '-display_hflip'], [0, -ONE, 0, -ONE, 0], (90, True)),
+    (['-display_rotation', '90', '-display_vflip'], [0, ONE, 0, ONE, 0], (270, True)),
+    ([], [ONE, 0, 0, 0, ONE], (0, False)),
+]
+ORIENTATION_IDS = ['rot90', 'rot180', 'rot270', 'hflip', 'vflip', 'rot90_hflip', 'rot90_vflip', 'none']
+
+
+@pytest.mark.parametrize('flags,matrix,expected', ORIENTATIONS, ids=ORIENTATION_IDS)
+def test_display_orientation_of_every_matrix_by_hand(flags, matrix, expected):
+    assert display_orientation(matrix + [0, 0, 1 << 30]) == expected
+    assert display_orientation(None) == (0, False)
+
+
+@pytest.mark.parametrize('flags,matrix,expected', ORIENTATIONS[:-1], ids=ORIENTATION_IDS[:-1])
+def test_flips_and_rotations_read_as_ffmpeg_shows_them(clips, tmp_path, flags, matrix, expected):
+    # Before: a mirrored matrix was read as its rotation angle alone (hflip as 180 degrees, vflip as none).
+    path = str(tmp_path / 'oriented.mp4')
+    _ffmpeg(*flags, '-i', clips['src.mp4'], '-frames:v', '3', '-c', 'copy', path)
+    probe = probe_video(path)
+    assert (probe.rotation, probe.mirror) == expected
+    raw = subprocess.run([FFMPEG, '-loglevel', 'error', '-i', path, '-frames:v', '1', '-f', 'rawvideo',
+                          '-pix_fmt', 'rgb24', '-'], capture_output=True, check=True, timeout=60).stdout
+    shape = (W, H, 3) if expected[0] in (90, 270) else (H, W, 3)
+    shown = np.frombuffer(raw, np.uint8).reshape(shape)
+    frames = {'iter_video_frames': next(iter_video_frames(path))}
+    for backend in available_video_backends():
+        with VideoFile(path, backend) as video:
+            frames[backend] = video.read([1])[0]
+    for name, frame in frames.items():
+        assert frame.shape == shape and _red_corner(frame) == _red_corner(shown), name
+        assert np.abs(frame.astype(int) - shown.astype(int)).max() <= 3, name
 
 
 @pytest.mark.parametrize('autorotate,size', [(True, (W, H)), (False, (H, W))])
