@@ -22,38 +22,44 @@ def _split_time(x, n_segment):
     return x.view(nt // n_segment, n_segment, c, h, w)
 
 
-def _shift(x, n_segment, fold_div, adjoint=False):
-    """The shift (adjoint=False) or its adjoint, the shift in the opposite direction (adjoint=True).
+def _shift(x, n_segment, fold_div, direction='bi', adjoint=False):
+    """The shift of `direction` (adjoint=False) or its adjoint, the shift in the opposite direction
+    (adjoint=True): 'bi' moves channels [0, fold) from t+1 and [fold, 2*fold) from t-1, 'uni' moves
+    [0, fold) from t-1; the other channels stay.
 
-    One output allocation (same memory format as x), three slice copies, two border zero fills.
+    One output allocation (same memory format as x), a slice copy and a border zero fill per moved fold,
+    one copy of the kept channels.
     """
     x5 = _split_time(x, n_segment)  # (N, T, C, H, W)
     fold = x5.shape[2] // fold_div
-    back, fwd = slice(0, fold), slice(fold, 2 * fold)   # channels taken from t+1 / from t-1
-    if adjoint:
-        back, fwd = fwd, back
+    # (channels, +1: taken from t+1 / -1: taken from t-1)
+    moves = [(slice(0, fold), 1), (slice(fold, 2 * fold), -1)] if direction == 'bi' else [(slice(0, fold), -1)]
     out = torch.empty_like(x)
     o5 = out.view(x5.shape)
-    o5[:, :-1, back] = x5[:, 1:, back]
-    o5[:, -1:, back] = 0
-    o5[:, 1:, fwd] = x5[:, :-1, fwd]
-    o5[:, :1, fwd] = 0
-    o5[:, :, 2 * fold:] = x5[:, :, 2 * fold:]
+    for channels, step in moves:
+        if (step > 0) != adjoint:
+            o5[:, :-1, channels] = x5[:, 1:, channels]
+            o5[:, -1:, channels] = 0
+        else:
+            o5[:, 1:, channels] = x5[:, :-1, channels]
+            o5[:, :1, channels] = 0
+    kept = len(moves) * fold
+    o5[:, :, kept:] = x5[:, :, kept:]
     return out
 
 
 class _Shift(torch.autograd.Function):
     # Autograd through _shift's slice assignments would build a zero-filled full-size gradient per
     # slice and sum them (about 8x the forward's time on CPU); the adjoint of a shift is the opposite
-    # shift, which costs what the forward costs. fn: _shift or _shift_uni.
+    # shift, which costs what the forward costs.
     @staticmethod
-    def forward(ctx, x, n_segment, fold_div, fn):
-        ctx.n_segment, ctx.fold_div, ctx.fn = n_segment, fold_div, fn
-        return fn(x, n_segment, fold_div)
+    def forward(ctx, x, n_segment, fold_div, direction):
+        ctx.n_segment, ctx.fold_div, ctx.direction = n_segment, fold_div, direction
+        return _shift(x, n_segment, fold_div, direction)
 
     @staticmethod
     def backward(ctx, grad):
-        return ctx.fn(grad, ctx.n_segment, ctx.fold_div, adjoint=True), None, None, None
+        return _shift(grad, ctx.n_segment, ctx.fold_div, ctx.direction, adjoint=True), None, None, None
 
 
 def shift(x, n_segment, fold_div=8):
@@ -68,23 +74,7 @@ def shift(x, n_segment, fold_div=8):
     """
     if torch.jit.is_tracing() or torch.compiler.is_exporting():
         return shift_for_export(x, n_segment, fold_div)
-    return _Shift.apply(x, n_segment, fold_div, _shift)
-
-
-def _shift_uni(x, n_segment, fold_div, adjoint=False):
-    """The uni-directional shift (adjoint=False: fold <- t-1) or its adjoint (fold <- t+1)."""
-    x5 = _split_time(x, n_segment)  # (N, T, C, H, W)
-    fold = x5.shape[2] // fold_div
-    out = torch.empty_like(x)
-    o5 = out.view(x5.shape)
-    if adjoint:
-        o5[:, :-1, :fold] = x5[:, 1:, :fold]
-        o5[:, -1:, :fold] = 0
-    else:
-        o5[:, 1:, :fold] = x5[:, :-1, :fold]
-        o5[:, :1, :fold] = 0
-    o5[:, :, fold:] = x5[:, :, fold:]
-    return out
+    return _Shift.apply(x, n_segment, fold_div, 'bi')
 
 
 def shift_uni(x, n_segment, fold_div=8):
@@ -98,7 +88,7 @@ def shift_uni(x, n_segment, fold_div=8):
     """
     if torch.jit.is_tracing() or torch.compiler.is_exporting():
         return shift_for_export(x, n_segment, fold_div, direction='uni')
-    return _Shift.apply(x, n_segment, fold_div, _shift_uni)
+    return _Shift.apply(x, n_segment, fold_div, 'uni')
 
 
 def shift_fn(direction):
