@@ -38,7 +38,7 @@ from ops.rundir import RunDirError, check_run_config, lock_run_dir, release_run_
 from ops.sampler import ShardSampler
 from ops.transforms import RGB_SCALES, build_transform, parse_flip_pairs
 from ops.utils import (AMP_DTYPES, AverageMeter, progress_bar, rng_state, seed_everything, set_rng_state,
-                       topk_correct)
+                       to_device, topk_correct)
 from ops.video_io import backend_info
 
 logger = logging.getLogger("main")
@@ -611,15 +611,6 @@ def write_json_atomic(path, obj):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def to_device(clips, device, channels_last):
-    if isinstance(clips, dict):
-        return {k: to_device(v, device, channels_last) for k, v in clips.items()}
-    clips = clips.to(device, non_blocking=True)
-    if channels_last and clips.dim() == 4:
-        clips = clips.contiguous(memory_format=torch.channels_last)
-    return clips
 
 
 def plain_args(args):

@@ -374,8 +374,8 @@ def _validate_train(parser, args):
     if args.teacher_weights and args.distill_from and \
             len(args.teacher_weights.split(",")) != len(args.distill_from.split(",")):
         err("--teacher_weights needs one weight per --distill_from checkpoint")
-    if args.mutual_temperature <= 0 or args.distill_temperature <= 0:
-        err("temperatures must be > 0")
+    if args.mutual_temperature <= 0 or args.distill_temperature <= 0 or args.teacher_weight_temperature <= 0:
+        err("temperatures must be > 0 (--mutual_temperature, --distill_temperature, --teacher_weight_temperature)")
     if args.run_name is not None and (not args.run_name or os.sep in args.run_name
                                       or args.run_name in (".", "..")):
         err(f"--run_name {args.run_name!r} must be a plain folder name")

@@ -37,7 +37,7 @@ from ops.sampler import ShardSampler
 from ops.scores import (align_to, fuse, metrics, save_scores, video_scores, write_confusion_png, write_per_class,
                         write_tsm_csv)
 from ops.transforms import build_transform
-from ops.utils import AMP_DTYPES, progress_bar
+from ops.utils import AMP_DTYPES, progress_bar, to_device
 from ops.video_io import count_shorter
 
 logger = logging.getLogger("test_models")
@@ -162,9 +162,7 @@ class ModelUnderTest:
             flat = flat.reshape(B * V * T, flat.shape[1] // T, *flat.shape[2:])
         outs = []
         for start in range(0, flat.shape[0], max_views):
-            chunk = flat[start:start + max_views].to(device, non_blocking=True)
-            if channels_last:
-                chunk = chunk.contiguous(memory_format=torch.channels_last)
+            chunk = to_device(flat[start:start + max_views], device, channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 outs.append(self.forward(chunk).float().cpu())
         logits = torch.cat(outs)

@@ -99,3 +99,14 @@ def set_rng_state(state):
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def to_device(clips, device, channels_last=False):
+    """A batch (a tensor or a {modality: tensor} dict) on `device`; 4-D tensors channels_last when the model
+    is (its convolutions then run in that format without a conversion per layer)."""
+    if isinstance(clips, dict):
+        return {k: to_device(v, device, channels_last) for k, v in clips.items()}
+    clips = clips.to(device, non_blocking=True)
+    if channels_last and clips.dim() == 4:
+        clips = clips.contiguous(memory_format=torch.channels_last)
+    return clips

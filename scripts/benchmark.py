@@ -46,7 +46,7 @@ from ops.flops import forward_flops  # noqa: E402
 from ops.modality import MODALITIES  # noqa: E402
 from ops.models import TEMPORAL_MODULES, TSN, to_channels_last  # noqa: E402
 from ops.temporal_shift import SHIFT_PLACES  # noqa: E402
-from ops.utils import AMP_DTYPES  # noqa: E402
+from ops.utils import AMP_DTYPES, to_device  # noqa: E402
 
 AMP_MODES = tuple(AMP_DTYPES)
 PEAK_KEYS = {'off': 'fp32', 'bf16': 'bf16', 'fp16': 'fp16'}
@@ -273,14 +273,6 @@ def build_model(args):
     return model, make_input
 
 
-def to_device_input(x, device, channels_last):
-    """As main.py's to_device: the batch is made channels_last when the model is."""
-    x = x.to(device, non_blocking=True)
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
 def model_label(args):
     if args.plain:
         return f'torchvision {args.arch} ({args.num_segments} frames/clip)'
@@ -341,11 +333,11 @@ def training_step(args, device):
         def make_input(clips):
             return torch.randn(clips, model.input_channels, args.input_size, args.input_size)
     model.train()
-    flops_clip = forward_flops(model, to_device_input(make_input(1), device, args.channels_last))  # T frames
+    flops_clip = forward_flops(model, to_device(make_input(1), device, args.channels_last))  # T frames
     step_model = torch.compile(model) if args.compile else model
     trainer = train_main.Trainer(opts, ctx, args.modality, step_model, optimizer, None, raw_model=model,
                                  schedule=train_main.lr_schedule(opts))
-    x = to_device_input(make_input(args.batch_size), device, args.channels_last)
+    x = to_device(make_input(args.batch_size), device, args.channels_last)
     n_labels = x.shape[0] if args.plain else args.batch_size
     labels = torch.randint(0, args.num_class, (n_labels,), device=device)
     return trainer, flops_clip, x, labels
@@ -470,7 +462,7 @@ def cmd_infer(args):
         to_channels_last(model)
     run_model = torch.compile(model) if args.compile else model
     # test_models.py feeds (videos * views, T*F*C, H, W): every view is a clip for the model.
-    x = to_device_input(make_input(args.batch_size * views), device, args.channels_last)
+    x = to_device(make_input(args.batch_size * views), device, args.channels_last)
 
     def forward():
         with torch.inference_mode(), autocast(device, args.amp):

@@ -57,6 +57,7 @@ def test_help_of_every_entry_point(script, run_cli, tmp_path):
     (["--shift", "--arch", "ila_vit_tiny"], "it models time itself"),
     (["--shift", "--temporal_pool", "--arch", "mobilenetv2"], "--temporal_pool is defined for ResNets"),
     (["--temporal_module", "msn", "--arch", "resnet152"], "its temporal modules: tsm, tin"),
+    (["--teacher_weight_temperature", "0"], "--teacher_weight_temperature"),
 ])
 def test_bad_argument_combinations_are_rejected(extra, message, tiny_toy, tmp_path, capsys):
     # In-process: parse_args is where main.py validates (the --help test above runs the real entry point).
