@@ -37,8 +37,8 @@ from ops.mutual import aligned_keep_mask, peer_mean_logits, video_id_hash
 from ops.rundir import RunDirError, check_run_config, lock_run_dir, release_run_dirs
 from ops.sampler import ShardSampler
 from ops.transforms import RGB_SCALES, build_transform, parse_flip_pairs
-from ops.utils import (AMP_DTYPES, AverageMeter, progress_bar, rng_state, seed_everything, set_rng_state,
-                       to_device, topk_correct)
+from ops.utils import (AMP_DTYPES, AverageMeter, atomic_open, progress_bar, rng_state, seed_everything,
+                       set_rng_state, to_device, topk_correct)
 from ops.video_io import backend_info
 
 logger = logging.getLogger("main")
@@ -605,12 +605,8 @@ def agree_on_errors(ctx, errors, what, hint):
 
 
 def write_json_atomic(path, obj):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:
         json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def plain_args(args):
@@ -759,10 +755,8 @@ def drop_metrics_after(path, completed_epochs, val_pending):
     if len(kept) != len(rows):
         logger.info("metrics.jsonl: dropped %d row(s) written after the resumed checkpoint",
                     len(rows) - len(kept))
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_open(path) as f:
             f.writelines(kept)
-        os.replace(tmp, path)
 
 
 def install_signal_handlers(state):

@@ -35,7 +35,7 @@ from ops import features as feature_io
 from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, VideoRecord
 from ops.dataset_config import resolve_dataset
-from ops.utils import AMP_DTYPES
+from ops.utils import AMP_DTYPES, atomic_open
 from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, VideoFile, flow_paths, frame_path
 from opts import get_test_parser, parse_test_args
 from test_models import (ModelUnderTest, evaluate_model, fused_scores, protocol_text, sampling_mode,
@@ -445,8 +445,7 @@ def print_report(report):
 
 def write_output(path, report, protocols, args, class_source):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
+    with atomic_open(path, newline='') as f:
         if path.endswith('.json'):
             json.dump({'weights': args.weights_list, 'coeff': args.coeff_list, 'protocol': protocols,
                        'softmax': args.softmax, 'class_names_from': class_source, 'videos': report}, f, indent=2)
@@ -459,7 +458,6 @@ def write_output(path, report, protocols, args, class_source):
                     for rank, t in enumerate(row['top'], 1):
                         w.writerow([entry['video'], row['start_frame'], row['end_frame'], row.get('start_s', ''),
                                     row.get('end_s', ''), rank, t['class'], t['name'], f"{t['prob']:.6f}"])
-    os.replace(tmp, path)
 
 
 PLOT_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))

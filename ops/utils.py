@@ -1,4 +1,7 @@
-"""Small shared helpers: AMP dtypes, progress bars, meters, top-k accuracy, seeding, JSON-safe values."""
+"""Small shared helpers: AMP dtypes, progress bars, meters, top-k accuracy, seeding, JSON-safe values,
+batches to the device, atomic file writes."""
+import contextlib
+import os
 import random
 
 import numpy as np
@@ -110,3 +113,20 @@ def to_device(clips, device, channels_last=False):
     if channels_last and clips.dim() == 4:
         clips = clips.contiguous(memory_format=torch.channels_last)
     return clips
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w", **kwargs):
+    """open() for writing `path` whole or not at all: the data go to a temporary file next to it, which
+    replaces `path` (flushed to disk first) only when the block ends without an error; after an error or
+    a kill, readers still see the previous file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

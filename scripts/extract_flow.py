@@ -27,10 +27,10 @@ import logging  # noqa: E402
 
 from ops.dataset_config import list_lines  # noqa: E402
 from ops.toy import FLOW_BOUND, quantize_flow  # noqa: E402
+from ops.video_io import iter_video_frames, scaled_size  # noqa: E402
 from scripts.extract_frames import (check_inputs, collect_inputs, finish_extraction,  # noqa: E402
-                                    fresh_folder, iter_video_frames, numbered_files, read_done, refuse,
-                                    run_parallel, scaled_size, settings_conflicts, sorted_frame_files,
-                                    template_regex, video_id, write_done)
+                                    fresh_folder, numbered_files, read_done, refuse, run_parallel,
+                                    settings_conflicts, sorted_frame_files, template_regex, video_id, write_done)
 
 ALGORITHMS = ('tvl1', 'farneback', 'dis')
 FLOW_DONE = '.flow_done'

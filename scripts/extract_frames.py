@@ -35,8 +35,8 @@ import signal  # noqa: E402
 import string  # noqa: E402
 
 from ops.dataset_config import list_lines  # noqa: E402
-from ops.video_io import (VIDEO_EXTENSIONS, FrameReadError, iter_video_frames, probe_video,  # noqa: E402,F401
-                          scaled_size)
+from ops.utils import atomic_open  # noqa: E402
+from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, iter_video_frames, probe_video  # noqa: E402
 
 logger = logging.getLogger('extract_frames')
 
@@ -122,10 +122,8 @@ def read_done(folder, marker=DONE_MARKER):
 
 
 def write_done(folder, info, marker=DONE_MARKER):
-    tmp = os.path.join(folder, marker + '.tmp')
-    with open(tmp, 'w') as f:
+    with atomic_open(os.path.join(folder, marker)) as f:
         json.dump(info, f)
-    os.replace(tmp, os.path.join(folder, marker))
 
 
 def check_inputs(jobs):

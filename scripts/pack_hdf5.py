@@ -25,8 +25,8 @@ import logging  # noqa: E402
 
 from ops.dataset_config import list_lines, template_fields  # noqa: E402
 from ops.hdf5_store import has_video, write_flow_frames, write_video_frames  # noqa: E402
-from scripts.extract_frames import (find_videos, iter_video_frames, numbered_files, run_parallel,  # noqa: E402
-                                    video_id)
+from ops.video_io import iter_video_frames  # noqa: E402
+from scripts.extract_frames import find_videos, numbered_files, run_parallel, video_id  # noqa: E402
 
 SOURCES = ('frames', 'video')
 PACK_MODALITIES = ('RGB', 'Flow')

@@ -151,3 +151,16 @@ def test_check_data_reports_empty_and_unpaired_lists(tmp_path, write_list, frame
                                          "Flow": (flow, parse_list(flow, "frames"))}, "train")
     assert [p[1].split(" has ")[0] for p in problems if p[0] == "unpaired_count"] == ["train: video v1",
                                                                                     "train: video v2"]
+
+
+def test_atomic_open_replaces_whole_files_or_nothing(tmp_path):
+    from ops.utils import atomic_open
+    path = tmp_path / "commit.json"
+    with atomic_open(path) as f:
+        f.write('{"save_seq": 1}')
+    with pytest.raises(RuntimeError):
+        with atomic_open(path) as f:
+            f.write('{"save_seq": 2, "trunc')
+            raise RuntimeError("killed mid-write")
+    assert path.read_text() == '{"save_seq": 1}'
+    assert os.listdir(tmp_path) == ["commit.json"]          # no temporary file left behind
