@@ -22,7 +22,7 @@ import torch
 import torchvision
 
 from archs import bn_inception
-from archs.ila import CLIP_CONFIGS
+from archs.ila import CLIP_CONFIGS, ILA_ARCHS
 from ops.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
@@ -141,13 +141,12 @@ def _msn(depth, variant='msn'):
 
 
 def _ila(name):
-    """ILA video transformer (archs/ila.py, ILA_ARCHS), imported only when used.
+    """ILA video transformer (archs/ila.py, ILA_ARCHS).
 
     CLIP weights come from ``clip_weights`` or, when that is None, from ``pretrain`` if it is a path;
     'imagenet' does not apply to CLIP towers and raises unless ``clip_weights`` is given.
     """
     def build(pretrain='none', num_segments=8, clip_weights=None, **kw):
-        from archs.ila import ILA_ARCHS
         if clip_weights is None and pretrain == 'imagenet':
             raise ValueError(f"{name} starts from CLIP weights, not ImageNet: pass --clip_weights "
                              "/path/to/clip.pt (a local CLIP checkpoint) or --pretrain none")

@@ -262,7 +262,9 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
         raise RuntimeError(f'shape mismatch loading weights: {bad[:10]}')
 
     head_dropped = report['head'] is not None and report['head'].startswith('dropped')
-    missing = [k for k in own if k not in mapped]
+    # Loaded first, so that modules can fill keys of their earlier layouts (MSN's DCN bias: zeros) before
+    # what is missing is judged; a fatal miss below still raises (the caller discards the model).
+    missing = list(model.load_state_dict(mapped, strict=False).missing_keys)
     fatal = []
     for k in missing:
         if k.endswith('num_batches_tracked'):
@@ -280,7 +282,6 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
     if fatal:
         raise RuntimeError(f'weights missing from the checkpoint: {fatal[:10]} ({len(fatal)} in total); '
                            f'unexpected in the file: {report["unexpected"][:10]}')
-    model.load_state_dict(mapped, strict=False)
     report['loaded'] = len(mapped)
     report['changed'] = bool(report['renamed'] or report['first_conv'] or report['head'] or missing
                              or report['unexpected'] or report['shift_direction'])

@@ -16,6 +16,7 @@ import datetime
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -305,3 +306,10 @@ def gather_by_index(index, rows, expected, *, world=1, group=None, what="evaluat
         raise RuntimeError(f"{what}: {len(index)} results for {expected} videos (a shard is missing or "
                            f"duplicated)")
     return rows
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port free on `host` now, for a rendezvous on one machine (tests, benchmarks, local launches)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -75,7 +75,7 @@ def apply_mix(x: torch.Tensor, params: MixParams) -> torch.Tensor:
         return params.lam * x + (1.0 - params.lam) * x[perm]
     x1, y1, x2, y2 = params.box
     out = x.clone()
-    out[..., y1:y2, x1:x2] = x[perm][..., y1:y2, x1:x2]
+    out[..., y1:y2, x1:x2] = x[..., y1:y2, x1:x2][perm]     # gathers the box only, not the whole batch
     return out
 
 

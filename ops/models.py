@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import archs
-from ops.modality import CHANNELS, MODALITIES, default_new_length, replace_first_conv
+from ops.modality import CHANNELS, MODALITIES, default_new_length, frames_per_segment, replace_first_conv
 from ops.transforms import normalization_constants, normalize_uint8
 from ops.temporal_modules import TEMPORAL_INSERTS
 from ops.temporal_shift import SHIFT_DIRECTIONS, SHIFT_PLACES
@@ -254,7 +254,7 @@ class TSN(nn.Module):
     @property
     def frames_per_segment(self):
         """Frames the dataset must load per segment (RGBDiff: new_length differences need one more)."""
-        return self.new_length + 1 if self.modality == 'RGBDiff' else self.new_length
+        return frames_per_segment(self.modality, self.new_length)
 
     @property
     def input_channels(self):
@@ -275,6 +275,8 @@ class TSN(nn.Module):
             'input_mean': list(self._input_mean), 'input_std': list(self._input_std),
             'tin_shift_div': self.tin_shift_div, 'shift_direction': self.shift_direction,
         }
+        if self.temporal_module in MOTION_MODULES:
+            cfg['motion_init'] = self.motion_init     # initialisation of the new modules (archs/msn.py)
         if self.backbone_kwargs:
             cfg['backbone_kwargs'] = dict(self.backbone_kwargs)
         return cfg

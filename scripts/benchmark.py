@@ -22,12 +22,10 @@ channels_last 1.35 s/step (1.48 clips/s, 290 GFLOP/s = 72 % of the measured 404 
 plain torchvision ResNet-50 on the same 16 frames 1.46 s. FLOPs here are 2 x MACs for model and matmul alike.
 """
 import argparse
-import contextlib
 import datetime
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from archs import BACKBONES  # noqa: E402
+from ops.distributed import free_port  # noqa: E402
 from ops.flops import forward_flops  # noqa: E402
 from ops.modality import MODALITIES  # noqa: E402
 from ops.models import TEMPORAL_MODULES, TSN, to_channels_last  # noqa: E402
@@ -140,9 +139,9 @@ def reuse_freed_memory():
 
 
 def autocast(device, amp):
-    if amp == 'off':
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+    """As main.py: autocast to AMP_DTYPES[amp], disabled for 'off' (fp32)."""
+    dtype = AMP_DTYPES[amp]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def print_table(rows, columns, title=None):
@@ -747,12 +746,6 @@ def cmd_shift(args):
 # ---------------------------------------------------------------------------------------------------
 # mml
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _mml_rank(rank, world_size, port, opts, out_file):
     import torch.distributed as dist
     from ops.distributed import cleanup, setup_distributed
@@ -809,7 +802,7 @@ def cmd_mml(args):
                     repeats=args.repeats, threads=max(1, threads_total // world_size))
         with tempfile.TemporaryDirectory(prefix='tsm_bench_mml_') as tmp:
             out_file = os.path.join(tmp, 'stats.json')
-            mp.spawn(_mml_rank, args=(world_size, _free_port(), opts, out_file), nprocs=world_size, join=True)
+            mp.spawn(_mml_rank, args=(world_size, free_port(), opts, out_file), nprocs=world_size, join=True)
             with open(out_file) as f:
                 per_rank = json.load(f)
         exchange = max(r[0] for r in per_rank)
@@ -846,7 +839,7 @@ def cmd_online(args):
     from ops.online import state_nbytes, to_streaming
     device = setup(args)
     env = environment(device)
-    dtype = AMP_DTYPES[args.dtype]
+    dtype = AMP_DTYPES[args.dtype] or torch.float32     # the model and input dtype itself ('off': fp32)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     place = args.shift_place or ('block' if args.arch == 'BNInception' else 'blockres')
     size, T = args.input_size, args.num_segments

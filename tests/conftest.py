@@ -1,7 +1,6 @@
 """Shared fixtures: tiny real data files (JPEG frames, flow, mp4, lists) written into tmp_path; the repository
 root, free ports and a multi-rank launcher for the tests that start real processes."""
 import os
-import socket
 import subprocess
 import sys
 
@@ -9,14 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ops.distributed import free_port  # noqa: F401  (tests import it from here)
+
 FRAME_W, FRAME_H = 32, 24
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch_ranks(argv, world, cwd, mode="env", port=None, env=None):

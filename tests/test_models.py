@@ -8,6 +8,7 @@ import torchvision
 import archs
 from ops.modality import mean_expand_kernel, replace_first_conv
 from ops.models import TEMPORAL_MODULES, TSN, backbone_entry, is_temporal
+from ops.temporal_modules import TEMPORAL_INSERTS
 from ops.temporal_shift import SHIFT_PLACES
 
 H = 32  # tiny frames keep every forward/backward fast on CPU
@@ -320,3 +321,17 @@ def test_registry_traits_are_consistent():
         archs.backbone_traits('resnet5')
     with pytest.raises(ValueError, match='no MSN variant'):
         backbone_entry('resnet152', 'msn')
+
+
+@pytest.mark.parametrize('name', ['resnet18', 'mobilenetv2', 'BNInception'])
+def test_registry_shift_places_are_the_places_the_insertion_accepts(name):
+    # The registry declares the places for the parser; make_temporal_shift guards its own contract on any
+    # module. They must agree.
+    for place in SHIFT_PLACES:
+        net = archs.create_backbone(name, pretrain='none')
+        try:
+            TEMPORAL_INSERTS['tsm'](net, 4, place=place)
+            accepted = True
+        except ValueError:
+            accepted = False
+        assert accepted == (place in archs.BACKBONES[name].shift_places), (name, place)

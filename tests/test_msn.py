@@ -9,6 +9,8 @@ import torchvision
 from archs.msn import (DeformableConv2d, LearnableShift,
                        LongTermDifference, MotionBlock, MotionExcitation, ShortTermDifference,
                        ShortTermPyramid, msn_resnet, stem_fusion_weights)
+from ops.checkpoint import load_weights
+from ops.models import TSN
 from ops.temporal_shift import shift
 
 # Module types whose parameters a TSM-style get_optim_policies already sorts into groups.
@@ -422,3 +424,10 @@ def test_checkpoints_without_dcn_bias_still_load_as_zero_bias():
     fresh = msn_resnet(18, num_segments=2)
     fresh.load_state_dict(old)                                    # strict
     assert not fresh.layer3[1].excite.dcn5.conv.bias.any()
+    # Through the project's loader too (evaluation, fine-tuning, export, conversion), strict as they use it.
+    tsn = TSN(5, 2, 'RGB', base_model='resnet18', temporal_module='msn', pretrain='none', input_size=32,
+              motion_init='zero_offset')
+    old = {k: v for k, v in tsn.state_dict().items() if not k.endswith(('dcn3.conv.bias', 'dcn5.conv.bias'))}
+    rebuilt = TSN(**tsn.config())
+    report = load_weights(rebuilt, old, strict=True)
+    assert report['missing'] == [] and not rebuilt.base_model.layer3[1].excite.dcn5.conv.bias.any()
