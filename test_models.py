@@ -96,7 +96,9 @@ class ModelUnderTest:
         self.path = path
         self.modality = config["modality"]
         self.num_segments = args.test_segments_list[index] or config["num_segments"]
-        self.temporal = temporal
+        # Whole clips for temporal models, and for per-segment features (ops/features.py), which need the
+        # clip in one call: a TSN's frames do not interact, so its logits are the same either way.
+        self.temporal = temporal or bool(args.save_features and args.per_segment)
         try:
             spec = spec or test_data_spec(args, index, ckpt, self.modality)
             if records is None:

@@ -53,21 +53,13 @@ class FeatureOutputs:
 
 
 def attach(mt, per_segment=False):
-    """Make a test_models.ModelUnderTest return features with its logits.
-
-    Per-segment features of a per-frame model (TSN, evaluated frame by frame and averaged) need the
-    clip in one call: the model is rebuilt with all segments (same weights; a TSN's frames do not
-    interact, so the logits are the same).
-    """
-    forward = mt.forward          # the model, or its torch.compile wrapper
+    """Make a test_models.ModelUnderTest return features with its logits (mt.forward: the model, or its
+    torch.compile wrapper). Per-segment features need whole clips: ModelUnderTest builds even a per-frame
+    model (TSN) for the whole clip when they are asked for."""
     if per_segment and not mt.temporal:
-        from ops.models import TSN
-        old = mt.model
-        whole = TSN(**dict(old.config(), num_segments=mt.num_segments))
-        whole.load_state_dict(old.state_dict())
-        mt.model = forward = whole.eval().to(next(old.parameters()).device)
-        mt.temporal = True
-    mt.forward = FeatureOutputs(mt.model, forward, per_segment)
+        raise ValueError('per-segment features need a model evaluated on whole clips (ModelUnderTest with '
+                         '--per_segment)')
+    mt.forward = FeatureOutputs(mt.model, mt.forward, per_segment)
     return mt
 
 

@@ -220,7 +220,7 @@ def test_test_models_features_per_view_and_segment(tmp_path, ckpts, write_mp4, s
                     f'{lst},{lst}', '--data_format', 'video', '--num_class', str(NUM_CLASS),
                     '--test_crops', '3', '--twice_sample', '--save_scores', str(tmp_path / 's.npz'),
                     '--save_features', out, '--per_view', '--per_segment')
-    for i in (0, 1):       # 0: per-frame TSN (rebuilt for whole clips), 1: TSM
+    for i in (0, 1):       # 0: per-frame TSN (built for whole clips with --per_segment), 1: TSM
         f = feature_io.load(str(tmp_path / f'feat.{i}{suffix}'))
         s = load_scores(str(tmp_path / f's.{i}.npz'))
         assert f['video_ids'] == s['video_ids'] and list(f['labels']) == [0, 1, 2]
