@@ -32,7 +32,7 @@ import sys
 import numpy as np
 
 from ops import features as feature_io
-from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
+from ops.checkpoint import checkpoint_class_names, load_checkpoint, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, VideoRecord
 from ops.dataset_config import resolve_dataset
 from ops.utils import AMP_DTYPES, atomic_open
@@ -260,11 +260,7 @@ def probe(item, modality, args, spec):
 def checkpoint_config(path):
     """(model config, class names or None) of a checkpoint, read once."""
     ckpt = load_checkpoint(path)
-    names = ckpt.get('class_names') if isinstance(ckpt, dict) else None
-    data = ckpt.get('data') if isinstance(ckpt, dict) else None
-    if not names and isinstance(data, dict):
-        names = data.get('categories')   # main.py records the training set's class names there
-    return model_config_from_checkpoint(ckpt, path=path), names
+    return model_config_from_checkpoint(ckpt, path=path), checkpoint_class_names(ckpt)
 
 
 def checkpoint_classes(path, category_names):

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import torch
 
-from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
+from ops.checkpoint import checkpoint_class_names, load_checkpoint, load_weights, model_config_from_checkpoint
 from ops.models import TSN
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def load_model(path, num_segments=None):
         config['num_segments'] = num_segments
     model = TSN(**config)
     load_weights(model, ckpt['state_dict'], strict=True)
-    return model.eval(), config, ckpt.get('class_names')
+    return model.eval(), config, checkpoint_class_names(ckpt)
 
 
 def metadata(model, config, class_names, input_size, checkpoint):

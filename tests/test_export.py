@@ -129,6 +129,25 @@ def test_export_cli_checks_real_clips_and_exit_code(tmp_path, tiny_checkpoint, w
     assert bad.returncode == 2 and 'must end in .pt2' in bad.stderr
 
 
+def test_export_metadata_carries_the_class_names_main_py_records(tmp_path, tiny_checkpoint):
+    # main.py stores the training set's class names as data.categories (ops.dataset_config.data_record),
+    # converted files as class_names: both reach the exported file's metadata.
+    from ops.checkpoint import load_checkpoint, save_checkpoint
+    from ops.export import load_model, metadata
+    path = tiny_checkpoint(tmp_path / 'tsm.pth.tar', 'RGB', 0)
+    state = load_checkpoint(path)
+    categories = [f'class {i}' for i in range(8)]
+    save_checkpoint(dict(state, data={'dataset': 'toy', 'categories': categories}), path)
+    model, config, names = load_model(path)
+    assert names == categories
+    onnx_path = str(tmp_path / 'tsm.onnx')
+    export_onnx(model, clips(model)[:1], onnx_path, meta=metadata(model, config, names, 32, path))
+    meta = {p.key: p.value for p in onnx.load(onnx_path).metadata_props}
+    assert json.loads(meta['class_names']) == categories
+    save_checkpoint(dict(state, data={'categories': categories}, class_names=list('abcdefgh')), path)
+    assert load_model(path)[2] == list('abcdefgh')
+
+
 def test_export_script_help_and_bad_options(capsys):
     import importlib.util
     import os
