@@ -1,5 +1,6 @@
 """Shared fixtures: tiny real data files (JPEG frames, flow, mp4, lists) written into tmp_path; the repository
 root, free ports and a multi-rank launcher for the tests that start real processes."""
+import importlib.util
 import os
 import socket
 import subprocess
@@ -17,6 +18,15 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def load_script(relpath, name):
+    """The module of an entry point loaded by its path under the repository (scripts are no package, and
+    `import test_models` under pytest finds tests/test_models.py first)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def launch_ranks(argv, world, cwd, mode="env", port=None, env=None):

@@ -9,6 +9,7 @@ import torch
 from ops.export import ExportError, compare, export_onnx, export_pt2, load_exported
 from ops.models import TSN
 from ops.temporal_shift import shift, shift_for_export
+from conftest import load_script
 
 MODELS = {
     'tsm_r18': dict(base_model='resnet18', is_shift=True),
@@ -181,3 +182,21 @@ def test_check_clips_are_normalised_like_the_float_transform(tmp_path, tiny_chec
     assert clips.dtype == torch.float32
     # ImageNet-normalised pixels lie in [-2.2, 2.7]; raw 0-255 values would not
     assert clips.min() >= -2.2 and clips.max() <= 2.7 and clips.std() > 0.05
+
+
+def test_check_clips_stop_at_max_clips(tmp_path, tiny_checkpoint, write_mp4, capsys):
+    # One view per video: with --max_clips 1 the frame folder after the video is never probed.
+    import types
+    from ops.export import load_model
+    script = load_script('scripts/export.py', 'export_script_max_clips')
+    ckpt = tiny_checkpoint(tmp_path / 'tsm.pth.tar', 'RGB', 0)
+    video = write_mp4(str(tmp_path / 'clip.mp4'), 12)
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    (frames / 'not_the_template.jpg').write_bytes(b'')     # a frame folder whose probe reports an error
+    model = load_model(ckpt)[0]
+    for max_clips, probed in ((1, False), (2, True)):
+        clips = script.real_clips(types.SimpleNamespace(weights=ckpt, check=[video, str(frames)],
+                                                        max_clips=max_clips), model)
+        assert len(clips) == 1
+        assert (str(frames) in capsys.readouterr().err) == probed
