@@ -34,7 +34,7 @@ import numpy as np
 from ops import features as feature_io
 from ops.checkpoint import checkpoint_class_names, load_checkpoint, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, VideoRecord
-from ops.dataset_config import resolve_dataset
+from ops.dataset_config import list_lines, resolve_dataset
 from ops.utils import AMP_DTYPES, atomic_open
 from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, VideoFile, flow_paths, frame_path
 from opts import get_test_parser, parse_test_args
@@ -160,16 +160,13 @@ def collect_inputs(inputs, root_path=None):
         if os.path.isfile(given) and not is_video(given):
             base = root_path if root_path is not None else os.path.dirname(given)
             try:
-                with open(given) as f:
-                    lines = f.read().splitlines()
+                lines = list(list_lines(given))   # whole, so that a binary file fails before any add_path
             except UnicodeDecodeError:
                 errors.append((given, f'not a list file (binary); videos need one of the extensions '
                                       f'{", ".join(VIDEO_EXTENSIONS)}'))
                 continue
-            for lineno, line in enumerate(lines, 1):
-                text = line.strip()
-                if text and not text.startswith('#'):
-                    add_path(os.path.join(base, text.split()[0]), f'{given}:{lineno}')
+            for lineno, _, fields in lines:
+                add_path(os.path.join(base, fields[0]), f'{given}:{lineno}')
         else:
             add_path(given, 'input')
     return unique(items), errors
