@@ -36,7 +36,7 @@ from ops.checkpoint import checkpoint_class_names, load_checkpoint, model_config
 from ops.dataset import VideoDataSet, VideoRecord
 from ops.dataset_config import list_lines, resolve_dataset
 from ops.utils import AMP_DTYPES, atomic_open
-from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, VideoFile, flow_paths, frame_path
+from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, flow_paths, frame_path, video_num_frames
 from opts import get_test_parser, parse_test_args
 from test_models import (ModelUnderTest, evaluate_model, fused_scores, protocol_text, sampling_mode,
                          split_feature_outputs, write_feature_files)
@@ -240,8 +240,7 @@ def probe(item, modality, args, spec):
     if item.kind == 'video':
         if modality == 'Flow':
             raise ValueError(f'{item.path}: a Flow checkpoint needs frame folders of flow images, not a video')
-        with VideoFile(item.path, args.video_backend) as video:
-            num_frames = video.num_frames
+        num_frames = video_num_frames(item.path, args.video_backend)
         return num_frames, args.fps or (video_fps(item.path) if args.window_spec else None)
     # spec.image_tmpl is the template of this modality (the flow template for Flow)
     num_frames = count_frames(item.path, modality, spec.image_tmpl, spec.start_index)

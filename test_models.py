@@ -113,8 +113,9 @@ class ModelUnderTest:
             records = records[:args.max_num]
         check_modality_matches(self.modality, spec, records, path)
 
-        # Test-time model: weights come from the file; scores are always averaged over segments and views.
-        config = dict(config, pretrain="none", consensus_type="avg")
+        # Test-time model: weights come from the file (the config's pretrain is 'none'); scores are always
+        # averaged over segments and views.
+        config = dict(config, consensus_type="avg")
         # Temporal models see the whole clip; a TSN (per-frame) model is run on single frames as TSM does.
         config["num_segments"] = self.num_segments if self.temporal else 1
         try:

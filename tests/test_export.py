@@ -169,15 +169,14 @@ def test_check_clips_are_normalised_like_the_float_transform(tmp_path, tiny_chec
     import os
     import types
     import torch
-    from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
-    from ops.models import TSN
+    from ops.export import load_model
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'export.py')
     spec = importlib.util.spec_from_file_location('export_script_clips', path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     ckpt = tiny_checkpoint(tmp_path / 'tsm.pth.tar', 'RGB', 0)
     video = write_mp4(str(tmp_path / 'clip.mp4'), 12)
-    model = TSN(**dict(model_config_from_checkpoint(load_checkpoint(ckpt), path=ckpt), pretrain='none'))
+    model = load_model(ckpt)[0]
     clips = script.real_clips(types.SimpleNamespace(weights=ckpt, check=[video], max_clips=2), model)
     assert clips.dtype == torch.float32
     # ImageNet-normalised pixels lie in [-2.2, 2.7]; raw 0-255 values would not
