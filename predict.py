@@ -6,7 +6,7 @@
     python predict.py --weights ckpt.pth.tar videos/ --save_features feats.h5 --per_view
 
 Each checkpoint's model is rebuilt from its file and run by test_models.py's own code (ModelUnderTest,
-evaluate_model, fused_scores), so every view-protocol option of test_models.py applies here too
+evaluate_model; ops.scores.fused_scores), so every view-protocol option of test_models.py applies here too
 (--test_crops, --twice_sample, --dense_sample, --full_res, --random_clips, --softmax, --scale_size, ...),
 and the top-1 class equals test_models.py's prediction for the same video and protocol.
 
@@ -35,11 +35,12 @@ from ops import features as feature_io
 from ops.checkpoint import checkpoint_class_names, load_checkpoint, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, VideoRecord
 from ops.dataset_config import list_lines, resolve_dataset
+from ops.scores import fused_scores
 from ops.utils import AMP_DTYPES, atomic_open
 from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, flow_paths, frame_path, video_num_frames
 from opts import get_test_parser, parse_test_args
-from test_models import (ModelUnderTest, evaluate_model, fused_scores, protocol_text, sampling_mode,
-                         split_feature_outputs, write_feature_files)
+from test_models import (ModelUnderTest, evaluate_model, protocol_text, sampling_mode, split_feature_outputs,
+                         write_feature_files)
 from test_models import main as test_models_main
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -305,7 +306,7 @@ def build_records(items, modality, args, spec, failed):
 def probabilities(args, scores, coeffs):
     """Fused video scores -> probabilities (softmax of fused logits; with --softmax the weighted mean)."""
     scores = np.asarray(scores, dtype=np.float64)
-    if args.softmax or getattr(args, 'view_softmax', False):
+    if args.softmax or args.view_softmax:
         return scores / sum(coeffs)
     e = np.exp(scores - scores.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
@@ -372,7 +373,9 @@ def run(args, ctx):
     if args.save_features:
         results, features = split_feature_outputs(results, first_models, args.per_segment)
     coeffs = [m.coeff for m in first_models]
-    probs = probabilities(args, fused_scores(args, [lg for _, _, lg in results], coeffs), coeffs)
+    fused = fused_scores([lg for _, _, lg in results], coeffs, softmax=args.softmax,
+                         view_softmax=args.view_softmax)
+    probs = probabilities(args, fused, coeffs)
     if not ctx.is_main:
         return 0
     protocols = [f'{os.path.basename(m.path)} [{m.modality}]: ' + protocol_text(

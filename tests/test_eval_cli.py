@@ -290,9 +290,8 @@ def test_two_process_evaluation_equals_one_process(ckpts, evaluate, tiny_toy, tm
 
 def test_ensemble_scores_view_softmax_equals_test_models_fusion(tmp_path, capsys):
     # Saved score files of two models with 2 and 3 views, the second in another video order: the script
-    # fuses them as test_models.py does (test_models.fused_scores) under each aggregation flag.
-    import argparse
-    from ops.scores import metrics, save_scores
+    # fuses them as test_models.py does (ops.scores.fused_scores) under each aggregation flag.
+    from ops.scores import fused_scores, metrics, save_scores
     rng = np.random.default_rng(0)
     ids, labels = [f"v{i}" for i in range(40)], rng.integers(0, 5, 40)
     a, b = 4 * rng.standard_normal((40, 2, 5)), 4 * rng.standard_normal((40, 3, 5))
@@ -302,8 +301,9 @@ def test_ensemble_scores_view_softmax_equals_test_models_fusion(tmp_path, capsys
     results = {}
     for flag in ([], ["--softmax"], ["--view_softmax"]):
         got = script.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--coeff", "1,0.5", *flag])
-        options = argparse.Namespace(softmax=flag == ["--softmax"], view_softmax=flag == ["--view_softmax"])
-        want, _ = metrics(test_models.fused_scores(options, [a, b], [1.0, 0.5]), labels, 5)
+        fused = fused_scores([a, b], [1.0, 0.5], softmax=flag == ["--softmax"],
+                             view_softmax=flag == ["--view_softmax"])
+        want, _ = metrics(fused, labels, 5)
         assert got == pytest.approx(want)
         results[tuple(flag)] = got
     assert results[("--view_softmax",)] != results[()]      # the flag reaches the fusion
