@@ -1,5 +1,6 @@
 """Export: the shift's traceable form, ONNX (onnxruntime) and torch.export (.pt2) parity, refusals, CLI."""
 import json
+import types
 
 import numpy as np
 import onnx
@@ -150,30 +151,18 @@ def test_export_metadata_carries_the_class_names_main_py_records(tmp_path, tiny_
 
 
 def test_export_script_help_and_bad_options(capsys):
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'export.py')
-    spec = importlib.util.spec_from_file_location('export_script', path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script('scripts/export.py', 'export_script')
     with pytest.raises(SystemExit) as exit_info:
         script.parse_args(['--help'])
     assert exit_info.value.code == 0 and '--check' in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        script.parse_args(['--weights', path, '--format', 'onnx', '--batch', 'many'])
+        script.parse_args(['--weights', script.__file__, '--format', 'onnx', '--batch', 'many'])
     assert "--batch 'many'" in capsys.readouterr().err
 
 
 def test_check_clips_are_normalised_like_the_float_transform(tmp_path, tiny_checkpoint, write_mp4):
-    import importlib.util
-    import os
-    import types
-    import torch
     from ops.export import load_model
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'export.py')
-    spec = importlib.util.spec_from_file_location('export_script_clips', path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script('scripts/export.py', 'export_script_clips')
     ckpt = tiny_checkpoint(tmp_path / 'tsm.pth.tar', 'RGB', 0)
     video = write_mp4(str(tmp_path / 'clip.mp4'), 12)
     model = load_model(ckpt)[0]
@@ -185,7 +174,6 @@ def test_check_clips_are_normalised_like_the_float_transform(tmp_path, tiny_chec
 
 def test_check_clips_stop_at_max_clips(tmp_path, tiny_checkpoint, write_mp4, capsys):
     # One view per video: with --max_clips 1 the frame folder after the video is never probed.
-    import types
     from ops.export import load_model
     script = load_script('scripts/export.py', 'export_script_max_clips')
     ckpt = tiny_checkpoint(tmp_path / 'tsm.pth.tar', 'RGB', 0)
