@@ -6,7 +6,7 @@
     python predict.py --weights ckpt.pth.tar videos/ --save_features feats.h5 --per_view
 
 Each checkpoint's model is rebuilt from its file and run by test_models.py's own code (ModelUnderTest,
-evaluate_model, fused_scores), so every view-protocol option of test_models.py applies here too
+evaluate_model; ops.scores.fused_scores), so every view-protocol option of test_models.py applies here too
 (--test_crops, --twice_sample, --dense_sample, --full_res, --random_clips, --softmax, --scale_size, ...),
 and the top-1 class equals test_models.py's prediction for the same video and protocol.
 
@@ -32,14 +32,15 @@ import sys
 import numpy as np
 
 from ops import features as feature_io
-from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
+from ops.checkpoint import checkpoint_class_names, load_checkpoint, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, VideoRecord
-from ops.dataset_config import resolve_dataset
+from ops.dataset_config import list_lines, resolve_dataset
+from ops.scores import fused_scores
 from ops.utils import AMP_DTYPES, atomic_open
-from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, VideoFile, flow_paths, frame_path
+from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, flow_paths, frame_path, video_num_frames
 from opts import get_test_parser, parse_test_args
-from test_models import (ModelUnderTest, evaluate_model, fused_scores, protocol_text, sampling_mode,
-                         split_feature_outputs, write_feature_files)
+from test_models import (ModelUnderTest, evaluate_model, protocol_text, sampling_mode, split_feature_outputs,
+                         write_feature_files)
 from test_models import main as test_models_main
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -160,16 +161,13 @@ def collect_inputs(inputs, root_path=None):
         if os.path.isfile(given) and not is_video(given):
             base = root_path if root_path is not None else os.path.dirname(given)
             try:
-                with open(given) as f:
-                    lines = f.read().splitlines()
+                lines = list(list_lines(given))   # whole, so that a binary file fails before any add_path
             except UnicodeDecodeError:
                 errors.append((given, f'not a list file (binary); videos need one of the extensions '
                                       f'{", ".join(VIDEO_EXTENSIONS)}'))
                 continue
-            for lineno, line in enumerate(lines, 1):
-                text = line.strip()
-                if text and not text.startswith('#'):
-                    add_path(os.path.join(base, text.split()[0]), f'{given}:{lineno}')
+            for lineno, _, fields in lines:
+                add_path(os.path.join(base, fields[0]), f'{given}:{lineno}')
         else:
             add_path(given, 'input')
     return unique(items), errors
@@ -243,8 +241,7 @@ def probe(item, modality, args, spec):
     if item.kind == 'video':
         if modality == 'Flow':
             raise ValueError(f'{item.path}: a Flow checkpoint needs frame folders of flow images, not a video')
-        with VideoFile(item.path, args.video_backend) as video:
-            num_frames = video.num_frames
+        num_frames = video_num_frames(item.path, args.video_backend)
         return num_frames, args.fps or (video_fps(item.path) if args.window_spec else None)
     # spec.image_tmpl is the template of this modality (the flow template for Flow)
     num_frames = count_frames(item.path, modality, spec.image_tmpl, spec.start_index)
@@ -260,11 +257,7 @@ def probe(item, modality, args, spec):
 def checkpoint_config(path):
     """(model config, class names or None) of a checkpoint, read once."""
     ckpt = load_checkpoint(path)
-    names = ckpt.get('class_names') if isinstance(ckpt, dict) else None
-    data = ckpt.get('data') if isinstance(ckpt, dict) else None
-    if not names and isinstance(data, dict):
-        names = data.get('categories')   # main.py records the training set's class names there
-    return model_config_from_checkpoint(ckpt, path=path), names
+    return model_config_from_checkpoint(ckpt, path=path), checkpoint_class_names(ckpt)
 
 
 def checkpoint_classes(path, category_names):
@@ -313,7 +306,7 @@ def build_records(items, modality, args, spec, failed):
 def probabilities(args, scores, coeffs):
     """Fused video scores -> probabilities (softmax of fused logits; with --softmax the weighted mean)."""
     scores = np.asarray(scores, dtype=np.float64)
-    if args.softmax or getattr(args, 'view_softmax', False):
+    if args.softmax or args.view_softmax:
         return scores / sum(coeffs)
     e = np.exp(scores - scores.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
@@ -380,7 +373,9 @@ def run(args, ctx):
     if args.save_features:
         results, features = split_feature_outputs(results, first_models, args.per_segment)
     coeffs = [m.coeff for m in first_models]
-    probs = probabilities(args, fused_scores(args, [lg for _, _, lg in results], coeffs), coeffs)
+    fused = fused_scores([lg for _, _, lg in results], coeffs, softmax=args.softmax,
+                         view_softmax=args.view_softmax)
+    probs = probabilities(args, fused, coeffs)
     if not ctx.is_main:
         return 0
     protocols = [f'{os.path.basename(m.path)} [{m.modality}]: ' + protocol_text(

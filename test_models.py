@@ -34,7 +34,7 @@ from ops.checkpoint import load_checkpoint, load_weights, model_config_from_chec
 from ops.dataset import VideoDataSet, check_list_counts, parse_list, worker_init_fn
 from ops.models import TSN, is_temporal, to_channels_last
 from ops.sampler import ShardSampler
-from ops.scores import (align_to, fuse, metrics, save_scores, video_scores, write_confusion_png, write_per_class,
+from ops.scores import (align_to, fused_scores, metrics, save_scores, write_confusion_png, write_per_class,
                         write_tsm_csv)
 from ops.transforms import build_transform
 from ops.utils import AMP_DTYPES, progress_bar, to_device
@@ -115,8 +115,9 @@ class ModelUnderTest:
             records = records[:args.max_num]
         check_modality_matches(self.modality, spec, records, path)
 
-        # Test-time model: weights come from the file; scores are always averaged over segments and views.
-        config = dict(config, pretrain="none", consensus_type="avg")
+        # Test-time model: weights come from the file (the config's pretrain is 'none'); scores are always
+        # averaged over segments and views.
+        config = dict(config, consensus_type="avg")
         # Temporal models see the whole clip; a TSN (per-frame) model is run on single frames as TSM does.
         config["num_segments"] = self.num_segments if self.temporal else 1
         try:
@@ -324,7 +325,8 @@ def run(args, ctx):
         if not np.array_equal(align_to(ids0, ids, lab, m.path), labels):
             raise SystemExit(f"{m.path}: labels differ from {models[0].path} for the same videos")
         per_model.append(align_to(ids0, ids, logits, m.path))
-    scores = fused_scores(args, per_model, [m.coeff for m in models])
+    scores = fused_scores(per_model, [m.coeff for m in models], softmax=args.softmax,
+                          view_softmax=args.view_softmax)
     num_class = models[0].spec.num_class
     res, cm = metrics(scores, labels, num_class)
     if not ctx.is_main:
@@ -360,13 +362,6 @@ def run(args, ctx):
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return res
-
-
-def fused_scores(args, per_model, coeffs):
-    """Per-model per-view logits (N, V_m, C) aligned to one video order -> video scores (N, C).
-
-    The one aggregation of test_models.py and predict.py."""
-    return fuse([video_scores(lg, args.softmax, args.view_softmax) for lg in per_model], coeffs)
 
 
 def split_feature_outputs(results, models, per_segment):

@@ -468,3 +468,15 @@ def model_config_from_checkpoint(ckpt, path=None, **overrides):
         raise ValueError(f'cannot determine {missing} from the checkpoint; pass them explicitly '
                          '(or a TSM-convention file name)')
     return without_pretrained(cfg) if pretrain == 'none' else cfg
+
+
+def checkpoint_class_names(ckpt):
+    """Class names a loaded checkpoint carries, or None: its `class_names` (converted files), else the
+    training set's categories that main.py records in `data` (ops.dataset_config.data_record)."""
+    if not isinstance(ckpt, dict):
+        return None
+    names = ckpt.get('class_names')
+    data = ckpt.get('data')
+    if not names and isinstance(data, dict):
+        names = data.get('categories')
+    return names or None

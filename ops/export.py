@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import torch
 
-from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
+from ops.checkpoint import checkpoint_class_names, load_checkpoint, load_weights, model_config_from_checkpoint
 from ops.models import TSN
 
 logger = logging.getLogger(__name__)
@@ -36,12 +36,12 @@ class ExportError(RuntimeError):
 def load_model(path, num_segments=None):
     """(eval TSN rebuilt from the checkpoint with all segments in one call, its config, class names)."""
     ckpt = load_checkpoint(path)
-    config = dict(model_config_from_checkpoint(ckpt, path=path), pretrain='none', consensus_type='avg')
+    config = dict(model_config_from_checkpoint(ckpt, path=path), consensus_type='avg')
     if num_segments:
         config['num_segments'] = num_segments
     model = TSN(**config)
     load_weights(model, ckpt['state_dict'], strict=True)
-    return model.eval(), config, ckpt.get('class_names')
+    return model.eval(), config, checkpoint_class_names(ckpt)
 
 
 def metadata(model, config, class_names, input_size, checkpoint):

@@ -35,6 +35,13 @@ def fuse(score_list, coeffs):
     return sum(float(c) * np.asarray(s, dtype=np.float64) for c, s in zip(coeffs, score_list))
 
 
+def fused_scores(per_model, coeffs, *, softmax=False, view_softmax=False):
+    """Per-model per-view logits (N, V_m, C), aligned to one video order -> fused video scores (N, C).
+
+    The one aggregation of test_models.py, predict.py and scripts/ensemble_scores.py."""
+    return fuse([video_scores(lg, softmax, view_softmax) for lg in per_model], coeffs)
+
+
 def metrics(scores, labels, num_class):
     """top-1 / top-5 / mean class accuracy (percent) and the confusion matrix."""
     scores_t = torch.from_numpy(np.asarray(scores, dtype=np.float32))

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from ops.scores import align_to, fuse, load_scores, metrics, video_scores  # noqa: E402
+from ops.scores import align_to, fused_scores, load_scores, metrics  # noqa: E402
 
 
 def get_parser():
@@ -49,8 +49,7 @@ def main(argv=None):
             parser.error(f"{path} has {f['scores'].shape[2]} classes, {args.scores[0]} has {num_class}")
         try:
             labels = align_to(ref["video_ids"], f["video_ids"], f["labels"], path)
-            scores = video_scores(f["scores"], args.softmax, args.view_softmax)
-            per_model.append(align_to(ref["video_ids"], f["video_ids"], scores, path))
+            per_model.append(align_to(ref["video_ids"], f["video_ids"], f["scores"], path))
         except ValueError as exc:
             parser.error(str(exc))
         if not np.array_equal(labels, ref["labels"]):
@@ -58,7 +57,8 @@ def main(argv=None):
         print(f"{os.path.basename(path)} (coeff {c:g}): {f['protocol']}")
     if args.num_class is not None and args.num_class < num_class:
         parser.error(f"--num_class {args.num_class} is smaller than the score files' {num_class} classes")
-    res, _ = metrics(fuse(per_model, coeffs), ref["labels"], args.num_class or num_class)
+    fused = fused_scores(per_model, coeffs, softmax=args.softmax, view_softmax=args.view_softmax)
+    res, _ = metrics(fused, ref["labels"], args.num_class or num_class)
     print(f"Overall Prec@1 {res['top1']:.2f}%  Prec@5 {res['top5']:.2f}%  "
           f"mean class accuracy {res['mean_class_acc']:.2f}%  ({res['num_videos']:,} videos)")
     return res

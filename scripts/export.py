@@ -13,6 +13,7 @@ Measured on a shared 2-core CPU machine: a ResNet-18 TSM (T=4, 32 px) exports to
 clip in about 15 s wall, most of it start-up and imports; torch.export (.pt2) takes about twice as long.
 """
 import argparse
+import itertools
 import os
 import sys
 import types
@@ -77,19 +78,21 @@ def real_clips(args, model):
     failed = dict(errors)
     modality = [model.modality]
     ctx = types.SimpleNamespace(device=torch.device("cpu"))
-    clips = []
-    for kind in ("video", "frames"):
-        group = [it for it in items if it.kind == kind]
-        for m in predict.group_models(pargs, ctx, group, modality, failed) if group else []:
-            for i in range(len(m.dataset)):
-                clips.extend(m.dataset[i][0])
-                if len(clips) >= args.max_clips:
-                    break
+
+    def views():
+        # lazy: no further group is probed and no further video decoded once --max_clips views are read
+        for kind in ("video", "frames"):
+            group = [it for it in items if it.kind == kind]
+            for m in predict.group_models(pargs, ctx, group, modality, failed) if group else []:
+                for i in range(len(m.dataset)):
+                    yield from m.dataset[i][0]
+
+    clips = list(itertools.islice(views(), args.max_clips))
     for path, message in failed.items():
         print(f"export: --check {path}: {message}", file=sys.stderr)
     if not clips:
         raise SystemExit("export: no readable clip in --check")
-    clips = torch.stack(clips[:args.max_clips])
+    clips = torch.stack(clips)
     # the loaders hand uint8 pixels to the model; the exported graph takes normalised float clips
     return model.normalize_input(clips) if clips.dtype == torch.uint8 else clips
 

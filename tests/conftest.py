@@ -1,5 +1,6 @@
 """Shared fixtures: tiny real data files (JPEG frames, flow, mp4, lists) written into tmp_path; the repository
 root, free ports and a multi-rank launcher for the tests that start real processes."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -12,6 +13,15 @@ from ops.distributed import free_port  # noqa: F401  (tests import it from here)
 
 FRAME_W, FRAME_H = 32, 24
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(relpath, name):
+    """The module of an entry point loaded by its path under the repository (scripts are no package, and
+    `import test_models` under pytest finds tests/test_models.py first)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def launch_ranks(argv, world, cwd, mode="env", port=None, env=None):

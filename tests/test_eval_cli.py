@@ -5,7 +5,6 @@ exits, the score-file script and distributed evaluation also run as real process
 """
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -17,21 +16,13 @@ import torch
 from ops.dataset import VideoDataSet
 from ops.scores import load_scores
 from opts import parse_test_args
-from conftest import REPO, launch_ranks, wait_ranks
+from conftest import REPO, launch_ranks, load_script, wait_ranks
 
 NUM_CLASS = 8
 T = 4
 
 
-def _load_script(name, relpath):
-    # By path: `import test_models` would find tests/test_models.py (the model tests) first.
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-test_models = _load_script("eval_entry_point", "test_models.py")
+test_models = load_script("test_models.py", "eval_entry_point")
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +149,7 @@ def test_ensemble_equals_weighted_sum_of_single_model_scores(ckpts, evaluate, tm
 
     # the same score files through scripts/ensemble_scores.py give the same metrics
     capsys.readouterr()
-    script = _load_script("ensemble_scores", "scripts/ensemble_scores.py")
+    script = load_script("scripts/ensemble_scores.py", "ensemble_scores")
     again = script.main([str(tmp_path / "rgb.npz"), str(tmp_path / "flow.npz"), "--coeff", "1,0.5", "--softmax"])
     assert again["top1"] == pytest.approx(res["top1"])
     assert again["top5"] == pytest.approx(res["top5"])
@@ -290,20 +281,20 @@ def test_two_process_evaluation_equals_one_process(ckpts, evaluate, tiny_toy, tm
 
 def test_ensemble_scores_view_softmax_equals_test_models_fusion(tmp_path, capsys):
     # Saved score files of two models with 2 and 3 views, the second in another video order: the script
-    # fuses them as test_models.py does (test_models.fused_scores) under each aggregation flag.
-    import argparse
-    from ops.scores import metrics, save_scores
+    # fuses them as test_models.py does (ops.scores.fused_scores) under each aggregation flag.
+    from ops.scores import fused_scores, metrics, save_scores
     rng = np.random.default_rng(0)
     ids, labels = [f"v{i}" for i in range(40)], rng.integers(0, 5, 40)
     a, b = 4 * rng.standard_normal((40, 2, 5)), 4 * rng.standard_normal((40, 3, 5))
     save_scores(str(tmp_path / "a.npz"), ids, labels, a, "a")
     save_scores(str(tmp_path / "b.npz"), ids[::-1], labels[::-1], b[::-1], "b")
-    script = _load_script("ensemble_scores", "scripts/ensemble_scores.py")
+    script = load_script("scripts/ensemble_scores.py", "ensemble_scores")
     results = {}
     for flag in ([], ["--softmax"], ["--view_softmax"]):
         got = script.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--coeff", "1,0.5", *flag])
-        options = argparse.Namespace(softmax=flag == ["--softmax"], view_softmax=flag == ["--view_softmax"])
-        want, _ = metrics(test_models.fused_scores(options, [a, b], [1.0, 0.5]), labels, 5)
+        fused = fused_scores([a, b], [1.0, 0.5], softmax=flag == ["--softmax"],
+                             view_softmax=flag == ["--view_softmax"])
+        want, _ = metrics(fused, labels, 5)
         assert got == pytest.approx(want)
         results[tuple(flag)] = got
     assert results[("--view_softmax",)] != results[()]      # the flag reaches the fusion
@@ -318,7 +309,7 @@ def test_ensemble_scores_script_rejects_mismatched_files(tmp_path, capsys):
     save_scores(str(tmp_path / "a.npz"), ["v1", "v2"], [0, 1], logits, "p")
     save_scores(str(tmp_path / "b.npz"), ["v1", "v3"], [0, 1], logits, "p")
     save_scores(str(tmp_path / "c.npz"), ["v1", "v2"], [0, 1], np.zeros((2, 1, 4), np.float32), "p")
-    script = _load_script("ensemble_scores", "scripts/ensemble_scores.py")
+    script = load_script("scripts/ensemble_scores.py", "ensemble_scores")
     for argv, message in ([["a.npz", "a.npz", "--coeff", "1"], "--coeff has 1 values for 2 score files"],
                           [["a.npz", "b.npz"], "b.npz: video ids differ"],
                           [["a.npz", "c.npz"], "c.npz has 4 classes"],

@@ -1,5 +1,6 @@
 """Export: the shift's traceable form, ONNX (onnxruntime) and torch.export (.pt2) parity, refusals, CLI."""
 import json
+import types
 
 import numpy as np
 import onnx
@@ -9,6 +10,7 @@ import torch
 from ops.export import ExportError, compare, export_onnx, export_pt2, load_exported
 from ops.models import TSN
 from ops.temporal_shift import shift, shift_for_export
+from conftest import load_script
 
 MODELS = {
     'tsm_r18': dict(base_model='resnet18', is_shift=True),
@@ -129,36 +131,59 @@ def test_export_cli_checks_real_clips_and_exit_code(tmp_path, tiny_checkpoint, w
     assert bad.returncode == 2 and 'must end in .pt2' in bad.stderr
 
 
+def test_export_metadata_carries_the_class_names_main_py_records(tmp_path, tiny_checkpoint):
+    # main.py stores the training set's class names as data.categories (ops.dataset_config.data_record),
+    # converted files as class_names: both reach the exported file's metadata.
+    from ops.checkpoint import load_checkpoint, save_checkpoint
+    from ops.export import load_model, metadata
+    path = tiny_checkpoint(tmp_path / 'tsm.pth.tar', 'RGB', 0)
+    state = load_checkpoint(path)
+    categories = [f'class {i}' for i in range(8)]
+    save_checkpoint(dict(state, data={'dataset': 'toy', 'categories': categories}), path)
+    model, config, names = load_model(path)
+    assert names == categories
+    onnx_path = str(tmp_path / 'tsm.onnx')
+    export_onnx(model, clips(model)[:1], onnx_path, meta=metadata(model, config, names, 32, path))
+    meta = {p.key: p.value for p in onnx.load(onnx_path).metadata_props}
+    assert json.loads(meta['class_names']) == categories
+    save_checkpoint(dict(state, data={'categories': categories}, class_names=list('abcdefgh')), path)
+    assert load_model(path)[2] == list('abcdefgh')
+
+
 def test_export_script_help_and_bad_options(capsys):
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'export.py')
-    spec = importlib.util.spec_from_file_location('export_script', path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script('scripts/export.py', 'export_script')
     with pytest.raises(SystemExit) as exit_info:
         script.parse_args(['--help'])
     assert exit_info.value.code == 0 and '--check' in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        script.parse_args(['--weights', path, '--format', 'onnx', '--batch', 'many'])
+        script.parse_args(['--weights', script.__file__, '--format', 'onnx', '--batch', 'many'])
     assert "--batch 'many'" in capsys.readouterr().err
 
 
 def test_check_clips_are_normalised_like_the_float_transform(tmp_path, tiny_checkpoint, write_mp4):
-    import importlib.util
-    import os
-    import types
-    import torch
-    from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
-    from ops.models import TSN
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'export.py')
-    spec = importlib.util.spec_from_file_location('export_script_clips', path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from ops.export import load_model
+    script = load_script('scripts/export.py', 'export_script_clips')
     ckpt = tiny_checkpoint(tmp_path / 'tsm.pth.tar', 'RGB', 0)
     video = write_mp4(str(tmp_path / 'clip.mp4'), 12)
-    model = TSN(**dict(model_config_from_checkpoint(load_checkpoint(ckpt), path=ckpt), pretrain='none'))
+    model = load_model(ckpt)[0]
     clips = script.real_clips(types.SimpleNamespace(weights=ckpt, check=[video], max_clips=2), model)
     assert clips.dtype == torch.float32
     # ImageNet-normalised pixels lie in [-2.2, 2.7]; raw 0-255 values would not
     assert clips.min() >= -2.2 and clips.max() <= 2.7 and clips.std() > 0.05
+
+
+def test_check_clips_stop_at_max_clips(tmp_path, tiny_checkpoint, write_mp4, capsys):
+    # One view per video: with --max_clips 1 the frame folder after the video is never probed.
+    from ops.export import load_model
+    script = load_script('scripts/export.py', 'export_script_max_clips')
+    ckpt = tiny_checkpoint(tmp_path / 'tsm.pth.tar', 'RGB', 0)
+    video = write_mp4(str(tmp_path / 'clip.mp4'), 12)
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    (frames / 'not_the_template.jpg').write_bytes(b'')     # a frame folder whose probe reports an error
+    model = load_model(ckpt)[0]
+    for max_clips, probed in ((1, False), (2, True)):
+        clips = script.real_clips(types.SimpleNamespace(weights=ckpt, check=[video, str(frames)],
+                                                        max_clips=max_clips), model)
+        assert len(clips) == 1
+        assert (str(frames) in capsys.readouterr().err) == probed

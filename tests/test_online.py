@@ -13,17 +13,7 @@ from ops.online import (export_parity, export_step, offline_frame_logits, state_
                         to_streaming)
 from ops.temporal_modules import make_temporal_shift
 from ops.temporal_shift import TemporalShiftUni, shift_uni
-from conftest import REPO
-
-
-
-def _load_script(relpath, name):
-    # Entry points are scripts, not packages (and tests/test_models.py shadows test_models.py).
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def _arange_clip(n=1, t=4, c=8):
@@ -242,7 +232,7 @@ def test_checkpoint_direction_checks(tmp_path, tiny_checkpoint):
 
 def test_cli_options_are_validated(tmp_path, tiny_toy, tiny_checkpoint, capsys):
     from opts import parse_args, parse_test_args
-    ModelUnderTest = _load_script('test_models.py', 'test_models_cli').ModelUnderTest
+    ModelUnderTest = load_script('test_models.py', 'test_models_cli').ModelUnderTest
     base = ['toy', 'RGB', '--data_root', tiny_toy]
     args = parse_args(base + ['--shift', '--shift_direction', 'uni'])
     assert args.shift_direction == 'uni' and args.store_names[0].endswith('_uni')
@@ -316,7 +306,7 @@ def test_demo_on_a_video_file_matches_offline(tmp_path, tiny_checkpoint, run_cli
 
 
 def test_demo_reports_what_it_cannot_open(tmp_path, tiny_checkpoint):
-    demo = _load_script('scripts/online_demo.py', 'online_demo')
+    demo = load_script('scripts/online_demo.py', 'online_demo')
     uni = tiny_checkpoint(tmp_path / 'uni.pth.tar', 'RGB', 0, shift_direction='uni')
     with pytest.raises(SystemExit, match='cannot open camera 57'):
         demo.main(demo.parse_args(['--weights', uni, '--camera', '57']))
@@ -333,8 +323,8 @@ def test_demo_reports_what_it_cannot_open(tmp_path, tiny_checkpoint):
 @pytest.mark.slow
 def test_streaming_evaluation_agrees_with_test_models(tmp_path, tiny_toy, tiny_checkpoint, capsys):
     """scripts/online_eval.py (frame by frame) gives test_models.py's per-video scores on the same views."""
-    tm = _load_script('test_models.py', 'test_models_cli')
-    online_eval = _load_script('scripts/online_eval.py', 'online_eval')
+    tm = load_script('test_models.py', 'test_models_cli')
+    online_eval = load_script('scripts/online_eval.py', 'online_eval')
     ckpt = tiny_checkpoint(tmp_path / 'uni.pth.tar', 'RGB', 0, random_bn_stats=True, shift_direction='uni')
     scores = str(tmp_path / 'offline.npz')
     common = ['toy', '--data_root', tiny_toy, '--weights', ckpt, '--test_crops', '3', '--workers', '0']
@@ -347,7 +337,7 @@ def test_streaming_evaluation_agrees_with_test_models(tmp_path, tiny_toy, tiny_c
 
 
 def test_benchmark_online_reports_latencies_and_state(capsys):
-    bench = _load_script('scripts/benchmark.py', 'benchmark_online')
+    bench = load_script('scripts/benchmark.py', 'benchmark_online')
     args = bench.get_args_parser().parse_args(['online', '--arch', 'mobilenetv2', '--input_size', '32', '--warmup',
                                                '0', '--repeats', '2', '--threads', '1', '--device', 'cpu', '--json'])
     bench.main(args)
@@ -407,7 +397,7 @@ def test_train_uni_then_resume_or_fine_tune_across_directions(tmp_path, tiny_toy
     ('scripts/online_eval.py', ('--weights', '--compare', '--test_crops', '--shift_direction')),
 ])
 def test_help_of_the_online_entry_points(script, options, capsys):
-    module = _load_script(script, os.path.basename(script)[:-3])
+    module = load_script(script, os.path.basename(script)[:-3])
     with pytest.raises(SystemExit) as exc:
         module.parse_args(['--help'])
     out = capsys.readouterr().out

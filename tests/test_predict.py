@@ -209,7 +209,7 @@ def test_ensemble_probabilities_and_features_are_the_fused_logits(tmp_path, ckpt
 
 
 @pytest.mark.parametrize('suffix', ['.h5', '.npz'])
-def test_test_models_features_per_view_and_segment(tmp_path, ckpts, write_mp4, suffix):
+def test_test_models_features_per_view_and_segment(tmp_path, ckpts, suffix):
     root = tmp_path / 'v'
     for i in range(3):
         noise_mp4(str(root / f'{i}.mp4'), 10 + i, 10 + i)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from ops.scores import (align_to, fuse, load_scores, metrics, save_scores, video_scores, write_confusion_png,
-                        write_per_class, write_tsm_csv)
+from ops.scores import (align_to, fuse, fused_scores, load_scores, metrics, save_scores, video_scores,
+                        write_confusion_png, write_per_class, write_tsm_csv)
 
 
 def test_video_scores_average_logits_then_softmax():
@@ -25,6 +25,18 @@ def test_fuse_is_the_coefficient_weighted_sum():
         fuse([a, b], [1.0])
     with pytest.raises(ValueError):
         fuse([], [])
+
+
+def test_fused_scores_aggregate_each_model_then_weight():
+    # Models with 2 and 3 views of the same 2 videos: per-model video scores, then the weighted sum.
+    views_a = np.array([[[4.0, 0.0], [0.0, 2.0]], [[1.0, 1.0], [3.0, 0.0]]])
+    views_b = np.array([[[0.0, 1.0], [2.0, 2.0], [1.0, 0.0]], [[0.0, 0.0], [1.0, 3.0], [2.0, 1.0]]])
+    for flags in ({}, {'softmax': True}, {'view_softmax': True}):
+        want = 1.0 * video_scores(views_a, **flags) + 0.5 * video_scores(views_b, **flags)
+        np.testing.assert_allclose(fused_scores([views_a, views_b], [1.0, 0.5], **flags), want)
+    np.testing.assert_allclose(fused_scores([views_a], [1.0]), [[2.0, 1.0], [2.0, 0.5]])
+    with pytest.raises(ValueError, match='exclusive'):
+        fused_scores([views_a], [1.0], softmax=True, view_softmax=True)
 
 
 def test_metrics_by_hand():
