@@ -358,7 +358,8 @@ class VideoInfo:
     num_frames: int       # frames ffmpeg decodes (presentation order, after the edit list)
     rotation: int         # display rotation, degrees counter-clockwise
     index_reliable: bool  # random access by index (decord) is safe for this file
-    mirror: bool = False  # display matrix flips the picture (after the rotation), as VideoProbe
+    mirror: bool          # display matrix flips the picture (after the rotation), as VideoProbe
+    probe: 'VideoProbe'   # what the container announces (stream_frames, header_frames, discarded)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -367,12 +368,12 @@ def _video_info(path: str, size: int, mtime_ns: int) -> VideoInfo:
     # decoded in full) once, not at every epoch, and its warning is logged once.
     probe = probe_video(path)
     if probe.index_reliable:
-        return VideoInfo(probe.packets, probe.rotation, True, probe.mirror)
+        return VideoInfo(probe.packets, probe.rotation, True, probe.mirror, probe)
     decoded = count_decoded_frames(path)
     logger.warning('%s: the container index is unreliable (header %d frames, %d packets, %d hidden by the '
                    'edit list); using the %d frames ffmpeg decodes, read with PyAV', path, probe.header_frames,
                    probe.packets, probe.discarded, decoded)
-    return VideoInfo(decoded, probe.rotation, False, probe.mirror)
+    return VideoInfo(decoded, probe.rotation, False, probe.mirror, probe)
 
 
 def video_info(path: str) -> VideoInfo:
@@ -491,7 +492,7 @@ class VideoFile:
         self.path = path
         self.backend = backend
         self._num_threads = num_threads
-        info = video_info(path)
+        self.info = info = video_info(path)
         self.num_frames = info.num_frames
         if self.num_frames < 1:
             raise FrameReadError(f'video {path} has no frames')
