@@ -44,11 +44,22 @@ def available_video_backends() -> tuple:
         if name != 'torchcodec':
             return True
         try:
-            from torchcodec.decoders import VideoDecoder  # noqa: F401
-        except (ImportError, RuntimeError, OSError):
+            _torchcodec_decoder_class()
+        except RuntimeError:
             return False
         return True
     return tuple(b for b in VIDEO_BACKENDS if usable(b))
+
+
+def _torchcodec_decoder_class():
+    """torchcodec's VideoDecoder, or RuntimeError with the install hint (it needs FFmpeg's shared libraries)."""
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except (ImportError, RuntimeError, OSError) as err:
+        raise RuntimeError('--video_backend torchcodec: torchcodec is not usable here (pip install torchcodec; '
+                           'it also needs FFmpeg 4-7 shared libraries, e.g. apt-get install libavcodec59 '
+                           f'libavformat59 libavutil57 libswscale6 libavdevice59 libavfilter8): {err}') from err
+    return VideoDecoder
 
 
 def check_video_backend(backend: str) -> None:
@@ -421,13 +432,7 @@ class _TorchCodecVideo:
     # torchcodec (PyTorch's decoder, optional: it needs FFmpeg's shared libraries, see README) in exact seek
     # mode: it scans the file once and then decodes the requested indices directly.
     def __init__(self, path, num_threads):
-        try:
-            from torchcodec.decoders import VideoDecoder
-        except (ImportError, RuntimeError, OSError) as err:
-            raise RuntimeError('--video_backend torchcodec: torchcodec is not usable here (pip install torchcodec; '
-                               'it also needs FFmpeg 4-7 shared libraries, e.g. apt-get install libavcodec59 '
-                               f'libavformat59 libavutil57 libswscale6 libavdevice59 libavfilter8): {err}') from err
-        self._decoder = VideoDecoder(path, dimension_order='NHWC', num_ffmpeg_threads=num_threads,
+        self._decoder = _torchcodec_decoder_class()(path, dimension_order='NHWC', num_ffmpeg_threads=num_threads,
                                      seek_mode='exact')
         self.num_frames = int(self._decoder.metadata.num_frames)
 
@@ -551,6 +556,7 @@ class VideoFile:
         self.close()
 
 
-def video_num_frames(path: str, backend: str = 'decord', *, autorotate: bool = True) -> int:
-    with VideoFile(path, backend, autorotate=autorotate) as video:
+def video_num_frames(path: str, backend: str = 'decord') -> int:
+    """Frames of a video as VideoFile reads it (the display matrix does not change the count)."""
+    with VideoFile(path, backend) as video:
         return video.num_frames
