@@ -30,7 +30,7 @@ from ops.dataset_config import DATA_FORMATS, ensure_builtin_data, resolve_datase
 from ops.modality import MODALITIES  # noqa: E402
 from ops.video_io import (VIDEO_BACKENDS, FrameReadError, VideoFile, count_decoded_frames,  # noqa: E402
                           count_shorter, flow_paths, iter_video_frames, load_image)
-from scripts.extract_frames import numbered_files, run_parallel  # noqa: E402
+from scripts.extract_frames import numbered_files, run_parallel, shortened  # noqa: E402
 
 PROBLEMS = ('missing_list', 'malformed_list', 'duplicate_video', 'bad_label', 'zero_frames',
             'missing_folder', 'count_mismatch', 'missing_frame', 'unreadable_image', 'missing_video',
@@ -47,11 +47,6 @@ def _numbers_to_check(first, count, sample_frames):
         return []
     last = first + count - 1
     return sorted({first, last}) if sample_frames else list(range(first, last + 1))
-
-
-def _short(numbers, limit=5):
-    text = ', '.join(str(k) for k in numbers[:limit])
-    return text + (f', ... ({len(numbers)} in all)' if len(numbers) > limit else '')
 
 
 def _check_frames(cfg, path, num_frames):
@@ -80,7 +75,7 @@ def _check_frames(cfg, path, num_frames):
                              f'{len(files)} files matching {which}'))
         missing = [k for k in needed if k not in files]
         if missing:
-            problems.append(('missing_frame', f'{directory}: no file for frame(s) {_short(missing)} '
+            problems.append(('missing_frame', f'{directory}: no file for frame(s) {shortened(missing)} '
                              f'of {which}'))
         for k in _numbers_to_check(start, num_frames, sample_frames):
             if k in files:
@@ -232,7 +227,7 @@ def check_pairing(lists, split):
         missing = [v for v in all_ids if v not in by_mod[m]]
         if missing:
             problems.append(('unpaired_video', f'{split}: {len(missing)} of {len(all_ids)} videos are missing '
-                             f'from the {m} list {path}: {_short(missing)}'))
+                             f'from the {m} list {path}: {shortened(missing)}'))
     for v in all_ids:
         labels = {m: by_mod[m][v].label for m in by_mod if v in by_mod[m]}
         if len(set(labels.values())) > 1:

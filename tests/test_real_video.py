@@ -469,7 +469,8 @@ def test_check_data_dense_count_of_a_list_with_duplicates(clips, tmp_path, capsy
 
 # Expected full-check result of every clip: (problem kinds, frame count); gap.avi decodes 40 of 60 frames.
 FULL_CHECK = {'src.mp4': ([], 60), 'edit.mp4': ([], 20), 'rot90.mp4': ([], 20), 'vfr.mp4': ([], 40),
-              'f50.mp4': ([], 120), 'gap.avi': (['stream_count_mismatch'], 40), 'trunc.mp4': (['undecodable_video'], None)}
+              'f50.mp4': ([], 120), 'gap.avi': (['stream_count_mismatch'], 40),
+              'trunc.mp4': (['undecodable_video'], None)}
 
 
 @pytest.mark.parametrize('backend', available_video_backends())
