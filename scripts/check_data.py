@@ -315,6 +315,8 @@ def get_args_parser():
 def main(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    if args.dense_length < 1:
+        parser.error(f'--dense_length must be at least 1 frame, got {args.dense_length}')
     try:
         ensure_builtin_data(args.dataset, args.data_root, args.root_path)
         info = resolve_dataset(args.dataset, args.modality, data_root=args.data_root,

@@ -455,6 +455,10 @@ def test_check_data_counts_videos_shorter_than_the_dense_window(clips, tmp_path,
     assert 'train: 2 of 3 videos shorter than the 64-frame dense window' in capsys.readouterr().out
     assert check_data.main(args + ['--dense_length', '16']) == 0
     assert 'train: 0 of 3 videos shorter than the 16-frame dense window' in capsys.readouterr().out
+    for bad in ('0', '-4'):
+        with pytest.raises(SystemExit):
+            check_data.main(args + ['--dense_length', bad])
+        assert '--dense_length must be at least 1 frame' in capsys.readouterr().err
 
 
 def test_check_data_dense_count_of_a_list_with_duplicates(clips, tmp_path, capsys):
