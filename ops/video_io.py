@@ -44,11 +44,22 @@ def available_video_backends() -> tuple:
         if name != 'torchcodec':
             return True
         try:
-            from torchcodec.decoders import VideoDecoder  # noqa: F401
-        except (ImportError, RuntimeError, OSError):
+            _torchcodec_decoder_class()
+        except RuntimeError:
             return False
         return True
     return tuple(b for b in VIDEO_BACKENDS if usable(b))
+
+
+def _torchcodec_decoder_class():
+    """torchcodec's VideoDecoder, or RuntimeError with the install hint (it needs FFmpeg's shared libraries)."""
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except (ImportError, RuntimeError, OSError) as err:
+        raise RuntimeError('--video_backend torchcodec: torchcodec is not usable here (pip install torchcodec; '
+                           'it also needs FFmpeg 4-7 shared libraries, e.g. apt-get install libavcodec59 '
+                           f'libavformat59 libavutil57 libswscale6 libavdevice59 libavfilter8): {err}') from err
+    return VideoDecoder
 
 
 def check_video_backend(backend: str) -> None:
@@ -358,7 +369,8 @@ class VideoInfo:
     num_frames: int       # frames ffmpeg decodes (presentation order, after the edit list)
     rotation: int         # display rotation, degrees counter-clockwise
     index_reliable: bool  # random access by index (decord) is safe for this file
-    mirror: bool = False  # display matrix flips the picture (after the rotation), as VideoProbe
+    mirror: bool          # display matrix flips the picture (after the rotation), as VideoProbe
+    probe: 'VideoProbe'   # what the container announces (stream_frames, header_frames, discarded)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -367,12 +379,12 @@ def _video_info(path: str, size: int, mtime_ns: int) -> VideoInfo:
     # decoded in full) once, not at every epoch, and its warning is logged once.
     probe = probe_video(path)
     if probe.index_reliable:
-        return VideoInfo(probe.packets, probe.rotation, True, probe.mirror)
+        return VideoInfo(probe.packets, probe.rotation, True, probe.mirror, probe)
     decoded = count_decoded_frames(path)
     logger.warning('%s: the container index is unreliable (header %d frames, %d packets, %d hidden by the '
                    'edit list); using the %d frames ffmpeg decodes, read with PyAV', path, probe.header_frames,
                    probe.packets, probe.discarded, decoded)
-    return VideoInfo(decoded, probe.rotation, False, probe.mirror)
+    return VideoInfo(decoded, probe.rotation, False, probe.mirror, probe)
 
 
 def video_info(path: str) -> VideoInfo:
@@ -420,13 +432,7 @@ class _TorchCodecVideo:
     # torchcodec (PyTorch's decoder, optional: it needs FFmpeg's shared libraries, see README) in exact seek
     # mode: it scans the file once and then decodes the requested indices directly.
     def __init__(self, path, num_threads):
-        try:
-            from torchcodec.decoders import VideoDecoder
-        except (ImportError, RuntimeError, OSError) as err:
-            raise RuntimeError('--video_backend torchcodec: torchcodec is not usable here (pip install torchcodec; '
-                               'it also needs FFmpeg 4-7 shared libraries, e.g. apt-get install libavcodec59 '
-                               f'libavformat59 libavutil57 libswscale6 libavdevice59 libavfilter8): {err}') from err
-        self._decoder = VideoDecoder(path, dimension_order='NHWC', num_ffmpeg_threads=num_threads,
+        self._decoder = _torchcodec_decoder_class()(path, dimension_order='NHWC', num_ffmpeg_threads=num_threads,
                                      seek_mode='exact')
         self.num_frames = int(self._decoder.metadata.num_frames)
 
@@ -491,7 +497,7 @@ class VideoFile:
         self.path = path
         self.backend = backend
         self._num_threads = num_threads
-        info = video_info(path)
+        self.info = info = video_info(path)
         self.num_frames = info.num_frames
         if self.num_frames < 1:
             raise FrameReadError(f'video {path} has no frames')
@@ -550,6 +556,7 @@ class VideoFile:
         self.close()
 
 
-def video_num_frames(path: str, backend: str = 'decord', *, autorotate: bool = True) -> int:
-    with VideoFile(path, backend, autorotate=autorotate) as video:
+def video_num_frames(path: str, backend: str = 'decord') -> int:
+    """Frames of a video as VideoFile reads it (the display matrix does not change the count)."""
+    with VideoFile(path, backend) as video:
         return video.num_frames

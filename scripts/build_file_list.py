@@ -41,7 +41,7 @@ import re  # noqa: E402
 
 from ops.dataset_config import list_lines, template_fields  # noqa: E402
 from ops.video_io import VIDEO_EXTENSIONS  # noqa: E402
-from scripts.extract_frames import numbered_files, video_id, write_list  # noqa: E402
+from scripts.extract_frames import id_has_whitespace, numbered_files, shortened, video_id, write_list  # noqa: E402
 
 FORMATS = ('somethingv2', 'something', 'kinetics', 'ucf101', 'hmdb51', 'folders')
 LIST_FORMATS = ('frames', 'video')
@@ -231,11 +231,6 @@ def build_rows(rows, args, tmpl, counts):
 # ---------------------------------------------------------------------------------------------------
 # Class folders (your own data)
 
-def _shown(items, limit=5):
-    items = list(items)
-    return ', '.join(items[:limit]) + (f', ... ({len(items)} in all)' if len(items) > limit else '')
-
-
 def scan_class_folders(root, what='--root'):
     """{class name: {video id: relative video path or None (a frame folder)}} of a class-folder tree.
 
@@ -269,10 +264,10 @@ def scan_class_folders(root, what='--root'):
             kind = 'video files' if has_videos else 'frame folders'
             raise ValueError(f'{what} {root}: class folder {cls!r} holds no {kind}; add some or remove it')
         tree[cls] = items
-    spaced = [v for items in tree.values() for v in items if any(ch.isspace() for ch in v)]
+    spaced = [v for items in tree.values() for v in items if id_has_whitespace(v)]
     if spaced:
         raise ValueError(f'{what} {root}: names with white space cannot go into a list (its columns are '
-                         f'white-space separated); rename: {_shown(spaced)}')
+                         f'white-space separated); rename: {shortened(spaced)}')
     return tree
 
 
@@ -309,7 +304,7 @@ def _counts(rows, frames_root, tmpl, what):
     missing = [vid for vid, n in counts.items() if n == 0]
     if missing:
         raise ValueError(f'{len(missing)} videos have no files matching {tmpl!r} under {what} {frames_root}: '
-                         f'{_shown(missing)} (extract them first, or remove the videos)')
+                         f'{shortened(missing)} (extract them first, or remove the videos)')
     return counts
 
 
@@ -322,11 +317,11 @@ def build_from_folders(args):
         val_tree = scan_class_folders(args.val_dir, '--val_dir')
         unknown = sorted(set(val_tree) - set(tree))
         if unknown:
-            raise ValueError(f'--val_dir {args.val_dir}: classes not in --root: {_shown(unknown)}')
+            raise ValueError(f'--val_dir {args.val_dir}: classes not in --root: {shortened(unknown)}')
         both = sorted({v for items in tree.values() for v in items} &
                       {v for items in val_tree.values() for v in items})
         if both:
-            raise ValueError(f'videos in both --root and --val_dir (train/val leak): {_shown(both)}')
+            raise ValueError(f'videos in both --root and --val_dir (train/val leak): {shortened(both)}')
         splits = {'train': [(c, v, r) for c, items in tree.items() for v, r in sorted(items.items())],
                   'val': [(c, v, r if r is None else os.path.relpath(os.path.join(args.val_dir, r), args.root))
                           for c, items in val_tree.items() for v, r in sorted(items.items())]}
@@ -335,7 +330,7 @@ def build_from_folders(args):
     repeated = repeated_videos(args.root, tree)
     if repeated:
         print(f'warning: the same video in several classes (same name and size; its label is ambiguous): '
-              f'{_shown(repeated)}', file=sys.stderr)
+              f'{shortened(repeated)}', file=sys.stderr)
     is_video_tree = any(r is not None for items in tree.values() for r in items.values())
     if args.val_dir and not is_video_tree and not args.frames_root:
         raise ValueError('--val_dir with frame folders: give --frames_root, the one folder holding the '

@@ -29,8 +29,8 @@ from ops.dataset import parse_list  # noqa: E402
 from ops.dataset_config import DATA_FORMATS, ensure_builtin_data, resolve_dataset, template_fields  # noqa: E402
 from ops.modality import MODALITIES  # noqa: E402
 from ops.video_io import (VIDEO_BACKENDS, FrameReadError, VideoFile, count_decoded_frames,  # noqa: E402
-                          count_shorter, flow_paths, load_image, probe_video)
-from scripts.extract_frames import numbered_files, run_parallel  # noqa: E402
+                          count_shorter, flow_paths, iter_video_frames, load_image)
+from scripts.extract_frames import numbered_files, run_parallel, shortened  # noqa: E402
 
 PROBLEMS = ('missing_list', 'malformed_list', 'duplicate_video', 'bad_label', 'zero_frames',
             'missing_folder', 'count_mismatch', 'missing_frame', 'unreadable_image', 'missing_video',
@@ -47,11 +47,6 @@ def _numbers_to_check(first, count, sample_frames):
         return []
     last = first + count - 1
     return sorted({first, last}) if sample_frames else list(range(first, last + 1))
-
-
-def _short(numbers, limit=5):
-    text = ', '.join(str(k) for k in numbers[:limit])
-    return text + (f', ... ({len(numbers)} in all)' if len(numbers) > limit else '')
 
 
 def _check_frames(cfg, path, num_frames):
@@ -80,7 +75,7 @@ def _check_frames(cfg, path, num_frames):
                              f'{len(files)} files matching {which}'))
         missing = [k for k in needed if k not in files]
         if missing:
-            problems.append(('missing_frame', f'{directory}: no file for frame(s) {_short(missing)} '
+            problems.append(('missing_frame', f'{directory}: no file for frame(s) {shortened(missing)} '
                              f'of {which}'))
         for k in _numbers_to_check(start, num_frames, sample_frames):
             if k in files:
@@ -97,40 +92,44 @@ def _check_video(cfg, path):
         return [('missing_video', full)], None
     try:
         with VideoFile(full, cfg['video_backend'], autorotate=cfg.get('autorotate', True)) as video:
-            n = video.num_frames
-            numbers = _numbers_to_check(1, n, cfg['sample_frames'])
-            for i in range(0, len(numbers), VIDEO_CHUNK):
-                video.read(numbers[i:i + VIDEO_CHUNK])
-        problems = _video_count_problems(full, n, cfg['sample_frames'])
+            n, info = video.num_frames, video.info
+            if video.backend == 'pyav' and not cfg['sample_frames']:
+                # One forward pass: PyAV reads of 64-frame chunks would each decode from the start again.
+                decoded = sum(1 for _ in iter_video_frames(full, autorotate=cfg.get('autorotate', True)))
+                if decoded < n:   # as VideoFile.read of the last frame reports it
+                    return [('undecodable_video', f'cannot decode frames of {full}: frame {n} requested, the '
+                             f'stream ended after {decoded} frames')], None
+            else:
+                numbers = _numbers_to_check(1, n, cfg['sample_frames'])
+                for i in range(0, len(numbers), VIDEO_CHUNK):
+                    video.read(numbers[i:i + VIDEO_CHUNK])
+                decoded = None if cfg['sample_frames'] else count_decoded_frames(full)   # an indexed backend read it
     except FrameReadError as err:
         return [('undecodable_video', str(err))], None
-    return problems, n
+    return _video_count_problems(full, n, info, decoded), n
 
 
-def _video_count_problems(full, loader_frames, sample_frames):
-    """The loader's frame count against the stream's announced count (header less edit-list hidden packets)
-    and, unless sample_frames, against a full decode: catches truncated files, AVI/MP4 headers that promise
-    frames the decoder never yields, and index/decoder disagreements."""
-    probe = probe_video(full)
-    counts = f'header {probe.header_frames}, {probe.discarded} hidden by the edit list'
-    if not sample_frames:
-        decoded = count_decoded_frames(full)
-        if decoded != loader_frames:
-            return [('stream_count_mismatch', f'{full}: the loader reports {loader_frames} frames, ffmpeg '
-                     f'decodes {decoded}')]
-    if loader_frames != probe.stream_frames:
+def _video_count_problems(full, loader_frames, info, decoded):
+    """The loader's frame count against a full decode (decoded; None: not decoded in full) and, where the
+    index is unreliable (the loader's count is then ffmpeg's decoded count), against the stream's announced
+    count (header less edit-list hidden packets): catches truncated files, AVI/MP4 headers that promise
+    frames the decoder never yields, and index/decoder disagreements. A reliable index announces exactly the
+    loader's count (VideoProbe.index_reliable)."""
+    if decoded is not None and decoded != loader_frames:
+        return [('stream_count_mismatch', f'{full}: the loader reports {loader_frames} frames, ffmpeg '
+                 f'decodes {decoded}')]
+    probe = info.probe
+    if not info.index_reliable and loader_frames != probe.stream_frames:
+        counts = f'header {probe.header_frames}, {probe.discarded} hidden by the edit list'
         return [('stream_count_mismatch', f'{full}: the decoder yields {loader_frames} frames, the stream '
                  f'announces {probe.stream_frames} ({counts})')]
     return []
 
 
-def count_short_for_dense(cfg, dense_length):
-    """(videos shorter than the dense window, videos) of a split's list: their dense clips wrap (TSM's formula)
-    and all dense test clips are the same clip. Video lists are counted with the decoder's frame count."""
-    try:
-        records = parse_list(cfg['list'], cfg['data_format'], cfg['option'])
-    except (OSError, ValueError):
-        return 0, 0   # reported by check_split
+def count_short_for_dense(cfg, records, dense_length):
+    """(videos shorter than the dense window, videos) of a split's parsed list (check_split's records): their
+    dense clips wrap (TSM's formula) and all dense test clips are the same clip. Video lists are counted with
+    the decoder's frame count."""
     return count_shorter(cfg['root'], records, cfg['data_format'], dense_length), len(records)
 
 
@@ -188,26 +187,27 @@ def check_records(job):
 
 
 def check_split(cfg, workers, chunk=16):
-    """All problems of one split: list-level ones, then per-video ones (in list order)."""
+    """(problems, records) of one split: list-level problems, then per-video ones (in list order), and the
+    parsed list (duplicates kept; None when the list is missing or malformed)."""
     list_file = cfg['list']
     if not list_file or not os.path.isfile(list_file):
-        return [('missing_list', f'{list_file} (given by {cfg["option"]})')], 0
+        return [('missing_list', f'{list_file} (given by {cfg["option"]})')], None
     try:
         records = parse_list(list_file, cfg['data_format'], cfg['option'], allow_duplicates=True)
     except ValueError as err:
-        return [('malformed_list', str(err))], 0
+        return [('malformed_list', str(err))], None
     problems = check_not_empty(cfg, records)
     seen = collections.Counter(r.path for r in records)
     problems += [('duplicate_video', f'{list_file}: {path} listed {k} times')
                  for path, k in seen.items() if k > 1]
     if cfg['data_format'] == 'hdf5' and not os.path.isfile(cfg['root']):
         message = f'{cfg["root"]} (HDF5 store of the {cfg["split"]} split; build it with scripts/pack_hdf5.py)'
-        return problems + [('missing_store', message)], len(records)
+        return problems + [('missing_store', message)], records
     rows = [(r.path, r.num_frames, r.label) for r in records]
     jobs = [(cfg, rows[i:i + chunk]) for i in range(0, len(rows), chunk)]
     for result in run_parallel(check_records, jobs, workers, f'check {cfg["split"]}'):
         problems += result
-    return problems, len(records)
+    return problems, records
 
 
 def check_not_empty(cfg, records):
@@ -227,7 +227,7 @@ def check_pairing(lists, split):
         missing = [v for v in all_ids if v not in by_mod[m]]
         if missing:
             problems.append(('unpaired_video', f'{split}: {len(missing)} of {len(all_ids)} videos are missing '
-                             f'from the {m} list {path}: {_short(missing)}'))
+                             f'from the {m} list {path}: {shortened(missing)}'))
     for v in all_ids:
         labels = {m: by_mod[m][v].label for m in by_mod if v in by_mod[m]}
         if len(set(labels.values())) > 1:
@@ -250,12 +250,17 @@ def _count_pairing(video, counts, lists, split):
     return []
 
 
-def pairing_problems(args, splits, modalities):
-    """check_pairing for every split over the lists that resolve_dataset gives each modality."""
+def pairing_problems(args, splits, modalities, parsed):
+    """check_pairing for every split over the lists that resolve_dataset gives each modality. parsed: split ->
+    (list file, records) already parsed by check_split (of modalities[0]); other lists are parsed here."""
     problems = []
     for split in splits:
         lists = {}
         for m in modalities:
+            if m == modalities[0]:
+                if parsed[split][1] is not None:
+                    lists[m] = parsed[split]
+                continue          # a missing or malformed list is reported by check_split
             info = resolve_dataset(args.dataset, m, data_root=args.data_root, root_path=args.root_path,
                                    train_list=args.train_list, val_list=args.val_list,
                                    category_file=args.category_file, num_class=args.num_class,
@@ -310,6 +315,8 @@ def get_args_parser():
 def main(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    if args.dense_length < 1:
+        parser.error(f'--dense_length must be at least 1 frame, got {args.dense_length}')
     try:
         ensure_builtin_data(args.dataset, args.data_root, args.root_path)
         info = resolve_dataset(args.dataset, args.modality, data_root=args.data_root,
@@ -320,7 +327,7 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     splits = ('train', 'val') if args.split == 'both' else (args.split,)
-    problems, counts = [], {}
+    problems, counts, parsed = [], {}, {}
     for split in splits:
         cfg = {'split': split, 'list': info.train_list if split == 'train' else info.val_list,
                'option': f'--{split}_list',
@@ -329,14 +336,15 @@ def main(argv=None):
                'start_index': info.start_index, 'num_class': info.num_class,
                'sample_frames': args.sample_frames, 'video_backend': args.video_backend,
                'autorotate': args.autorotate}
-        found, counts[split] = check_split(cfg, args.workers)
+        found, records = check_split(cfg, args.workers)
         problems += found
+        counts[split], parsed[split] = len(records or ()), (cfg['list'], records)
         if args.dense_sample:
-            short, total = count_short_for_dense(cfg, args.dense_length)
+            short, total = count_short_for_dense(cfg, records or [], args.dense_length)
             print(f'{split}: {short} of {total} videos shorter than the {args.dense_length}-frame dense window '
                   '(their dense clips wrap; all dense test clips of such a video are identical)')
     if args.pair_with:
-        problems += pairing_problems(args, splits, [args.modality, *args.pair_with])
+        problems += pairing_problems(args, splits, [args.modality, *args.pair_with], parsed)
     by_type = collections.defaultdict(list)
     for kind, message in problems:
         by_type[kind].append(message)

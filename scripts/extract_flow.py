@@ -81,9 +81,9 @@ FLOW_SETTINGS = ('algorithm', 'bound', 'short_side', 'quality', 'flow_tmpl', 'au
 def flow_one(job):
     """Compute and write the flow of one video. Returns (vid, num_flow_frames, error or None).
 
-    job: dict with source, kind ('frames' or 'video'), folder, vid, image_tmpl and the FLOW_SETTINGS."""
+    job: dict with src, kind ('frames' or 'video'), folder, vid, image_tmpl and the FLOW_SETTINGS."""
     import cv2
-    source, kind, folder, vid, flow_tmpl = job['source'], job['kind'], job['folder'], job['vid'], job['flow_tmpl']
+    source, kind, folder, vid, flow_tmpl = job['src'], job['kind'], job['folder'], job['vid'], job['flow_tmpl']
     settings = {key: job[key] for key in FLOW_SETTINGS}
     info = read_done(folder, FLOW_DONE)
     if info is not None and 'num_flow_frames' in info and not settings_conflicts([folder], settings, FLOW_DONE):
@@ -194,14 +194,14 @@ def main(argv=None):
                     quality=args.quality, flow_tmpl=args.flow_tmpl, autorotate=args.autorotate and not from_frames)
     if from_frames:
         items = _frames_inputs(args.frames_root, args.list, args.image_tmpl)
-        jobs = [dict(source=os.path.join(args.frames_root, vid), kind='frames', vid=vid,
+        jobs = [dict(src=os.path.join(args.frames_root, vid), kind='frames', vid=vid,
                      folder=os.path.join(args.out_dir, vid)) for vid, _ in items]
     else:
         videos = collect_inputs(args.video_dir, args.video_list)
         items = [(video_id(rel), label) for rel, label in videos]
-        jobs = [dict(source=os.path.join(args.video_dir or '', rel), kind='video', vid=vid,
+        jobs = [dict(src=os.path.join(args.video_dir or '', rel), kind='video', vid=vid,
                      folder=os.path.join(args.out_dir, vid)) for (rel, _), (vid, _) in zip(videos, items)]
-    errors = check_inputs([dict(job, src=job['source']) for job in jobs])
+    errors = check_inputs(jobs)
     if errors:
         refuse(errors, 'inputs that cannot be extracted as given')
     jobs = [dict(job, image_tmpl=args.image_tmpl, **settings) for job in jobs]

@@ -126,12 +126,23 @@ def write_done(folder, info, marker=DONE_MARKER):
         json.dump(info, f)
 
 
+def shortened(items, limit=5):
+    """'a, b, c, d, e, ... (N in all)': the first `limit` items (any type) of a list for a message."""
+    items = list(items)
+    return ', '.join(str(k) for k in items[:limit]) + (f', ... ({len(items)} in all)' if len(items) > limit else '')
+
+
+def id_has_whitespace(vid):
+    """List files split their lines on white space: such an id cannot go into one."""
+    return any(ch.isspace() for ch in vid)
+
+
 def check_inputs(jobs):
     """Refuse, before any work, videos whose id holds whitespace (list lines are split on it) and videos that
     map to one output folder (same stem, two extensions). jobs: dicts with src, vid, folder.
     Returns error lines naming the files."""
     errors = [f'{job["src"]}: its video id {job["vid"]!r} contains whitespace, which list files cannot hold; '
-              'rename the file' for job in jobs if re.search(r'\s', job['vid'])]
+              'rename the file' for job in jobs if id_has_whitespace(job['vid'])]
     owners = {}
     for job in jobs:
         owners.setdefault(os.path.normcase(os.path.abspath(job['folder'])), []).append(job['src'])

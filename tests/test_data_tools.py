@@ -119,6 +119,23 @@ def test_check_data_missing_frame_and_folder(toy_copy, capsys):
     assert 'FAILED: 3 problems: missing_folder 1, count_mismatch 1, missing_frame 1' in out
 
 
+def test_check_data_pair_with_reports_unpaired_lists(toy_copy, capsys):
+    assert _check(toy_copy, '--pair_with', 'Flow', '--pair_with', 'RGBDiff', '--sample_frames') == 0
+    for modality, name in (('Flow', 'train_flow.txt'), ('RGB', 'train_rgb.txt')):   # RGB: check_split's records
+        path = os.path.join(toy_copy, 'toy', name)
+        with open(path) as f:
+            lines = f.readlines()
+        with open(path, 'w') as f:
+            f.writelines(lines[1:])
+        capsys.readouterr()
+        assert _check(toy_copy, '--pair_with', 'Flow', '--split', 'train', '--sample_frames') == 1
+        vid = lines[0].split()[0]
+        assert (f'unpaired_video: train: 1 of {len(lines)} videos are missing from the {modality} list {path}: {vid}'
+                in capsys.readouterr().out)
+        with open(path, 'w') as f:
+            f.writelines(lines)
+
+
 def test_check_data_corrupt_jpeg(toy_copy, capsys):
     vid, _, _ = _first_record(toy_copy, 'train_flow.txt')
     path = os.path.join(toy_copy, 'toy', 'flow', vid, 'flow_y_00003.jpg')

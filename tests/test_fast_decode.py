@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ops import video_io
 from ops.video_io import FrameReadError, decode_image_bytes, load_image
 
 
@@ -21,6 +22,14 @@ def _natural(h, w, seed=0):
 def _pil_reference(data, mode):
     with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert(mode))
+
+
+def _assert_opencv_decoded(data, mode, got):
+    """The fast path took these bytes: a complete JPEG, and the pixels are OpenCV's own decode of them (a colour
+    JPEG read as 'L' goes to PIL by design)."""
+    assert video_io._complete_jpeg(data)
+    flags = (cv2.IMREAD_COLOR_RGB if mode == 'RGB' else cv2.IMREAD_UNCHANGED) | cv2.IMREAD_IGNORE_ORIENTATION
+    np.testing.assert_array_equal(got, cv2.imdecode(np.frombuffer(data, np.uint8), flags))
 
 
 def _jpeg_pil(arr, **kw):
@@ -42,12 +51,14 @@ def test_colour_jpeg_pixels_equal_pil(size, writer):
     for mode in ('RGB', 'L'):
         got = decode_image_bytes(data, mode=mode)
         np.testing.assert_array_equal(got, _pil_reference(data, mode))
+    _assert_opencv_decoded(data, 'RGB', decode_image_bytes(data))
 
 
 def test_greyscale_jpeg_as_flow_and_as_rgb_equal_pil():
     data = _jpeg_pil(_natural(64, 80)[..., 0], quality=90)
     for mode in ('L', 'RGB'):
         np.testing.assert_array_equal(decode_image_bytes(data, mode=mode), _pil_reference(data, mode))
+        _assert_opencv_decoded(data, mode, decode_image_bytes(data, mode=mode))
 
 
 def test_exif_orientation_is_ignored_like_pil(tmp_path):
@@ -60,12 +71,14 @@ def test_exif_orientation_is_ignored_like_pil(tmp_path):
     got = load_image(str(path))
     assert got.shape == (40, 60, 3)
     np.testing.assert_array_equal(got, _pil_reference(data, 'RGB'))
+    _assert_opencv_decoded(data, 'RGB', got)
 
 
 def test_truncated_jpeg_raises_naming_the_file(tmp_path):
     data = _jpeg_pil(_natural(64, 80), quality=90)
     path = tmp_path / 'cut.jpg'
     path.write_bytes(data[:len(data) // 2])
+    assert not video_io._complete_jpeg(data[:len(data) // 2])   # no EOI: PIL decodes it, and raises
     with pytest.raises(FrameReadError, match='cut.jpg'):
         load_image(str(path))
     with pytest.raises(FrameReadError, match='missing.jpg'):
@@ -76,6 +89,7 @@ def test_zero_padded_jpeg_and_png_decode(tmp_path):
     arr = _natural(32, 48)
     data = _jpeg_pil(arr, quality=90) + b'\x00' * 16
     np.testing.assert_array_equal(decode_image_bytes(data), _pil_reference(data, 'RGB'))
+    _assert_opencv_decoded(data, 'RGB', decode_image_bytes(data))
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, 'PNG')
     np.testing.assert_array_equal(decode_image_bytes(buf.getvalue()), arr)

@@ -455,6 +455,41 @@ def test_check_data_counts_videos_shorter_than_the_dense_window(clips, tmp_path,
     assert 'train: 2 of 3 videos shorter than the 64-frame dense window' in capsys.readouterr().out
     assert check_data.main(args + ['--dense_length', '16']) == 0
     assert 'train: 0 of 3 videos shorter than the 16-frame dense window' in capsys.readouterr().out
+    for bad in ('0', '-4'):
+        with pytest.raises(SystemExit):
+            check_data.main(args + ['--dense_length', bad])
+        assert '--dense_length must be at least 1 frame' in capsys.readouterr().err
+
+
+def test_check_data_dense_count_of_a_list_with_duplicates(clips, tmp_path, capsys):
+    videos = _video_dir(tmp_path, clips, 'src.mp4', 'edit.mp4')
+    args = _check_args(tmp_path, videos, 'cls/src.mp4', 'cls/edit.mp4', 'cls/src.mp4') + [
+        '--sample_frames', '--dense_sample', '--dense_length', '30']
+    assert check_data.main(args) == 1   # the duplicate is a problem, the dense count still covers the list
+    out = capsys.readouterr().out
+    assert 'train: 1 of 3 videos shorter than the 30-frame dense window' in out
+    assert re.search(r'duplicate_video: .*cls/src\.mp4 listed 2 times', out)
+
+
+# Expected full-check result of every clip: (problem kinds, frame count); gap.avi decodes 40 of 60 frames.
+FULL_CHECK = {'src.mp4': ([], 60), 'edit.mp4': ([], 20), 'rot90.mp4': ([], 20), 'vfr.mp4': ([], 40),
+              'f50.mp4': ([], 120), 'gap.avi': (['stream_count_mismatch'], 40),
+              'trunc.mp4': (['undecodable_video'], None)}
+
+
+@pytest.mark.parametrize('backend', available_video_backends())
+def test_check_data_full_video_check_per_backend(clips, tmp_path, backend):
+    """PyAV-read videos are checked in one forward pass, indexed ones by chunked reads: same problems."""
+    videos = _video_dir(tmp_path, clips, *FULL_CHECK)
+    for name, (kinds, frames) in FULL_CHECK.items():
+        for autorotate in (True, False):
+            cfg = {'root': videos, 'video_backend': backend, 'sample_frames': False, 'autorotate': autorotate}
+            problems, n = check_data._check_video(cfg, f'cls/{name}')
+            assert ([k for k, _ in problems], n) == (kinds, frames), (name, problems)
+    cfg = {'root': videos, 'video_backend': backend, 'sample_frames': False, 'autorotate': True}
+    message = check_data._check_video(cfg, 'cls/gap.avi')[0][0][1]
+    assert message.endswith('gap.avi: the decoder yields 40 frames, the stream announces 60 (header 60, 0 hidden by '
+                            'the edit list)')
 
 
 def test_test_models_protocol_line_counts_short_videos(tiny_toy, tiny_checkpoint, tmp_path, capsys):

@@ -103,3 +103,13 @@ def test_frame_count_cache_follows_file_changes(tmp_path, write_mp4):
     write_mp4(path, 9)
     os.utime(path, ns=(1, 1))   # a different mtime even on coarse-clock file systems
     assert video_num_frames(path, 'pyav') == 9
+
+
+def test_torchcodec_listed_exactly_when_its_decoder_imports():
+    from ops.video_io import _torchcodec_decoder_class
+    try:
+        usable = _torchcodec_decoder_class().__name__ == 'VideoDecoder'
+    except RuntimeError as err:
+        assert 'pip install torchcodec' in str(err)
+        usable = False
+    assert ('torchcodec' in available_video_backends()) == usable
