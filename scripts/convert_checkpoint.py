@@ -201,7 +201,11 @@ def get_parser():
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    for name in ("num_segments", "shift_div", "tin_shift_div"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1")
     try:
         names = read_categories(args.category_file) if args.category_file else None
         report, config = convert(args.source, args.input, args.output, args.num_segments, args.shift_div,

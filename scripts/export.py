@@ -65,6 +65,8 @@ def parse_args(argv=None):
     for name in ("num_segments", "input_size", "max_clips"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
+    if args.opset is not None and args.opset < 7:
+        parser.error(f"--opset {args.opset}: ONNX opsets below 7 cannot express these models (default 17)")
     return args
 
 

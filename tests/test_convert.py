@@ -220,5 +220,8 @@ def test_missing_tensor_and_bad_files_are_errors(tmp_path, capsys):
         cc.main(['caffe', str(tmp_path / 'empty.pth'), str(tmp_path / 'o.pth.tar')])
     assert "invalid choice: 'caffe'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
+        cc.main(['tdn', str(tmp_path / 'empty.pth'), str(tmp_path / 'o.pth.tar'), '--num_segments', '0'])
+    assert exit_info.value.code == 2 and '--num_segments must be >= 1' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
         cc.main(['--help'])
     assert exit_info.value.code == 0 and 'folded into the BatchNorm that follows' in capsys.readouterr().out

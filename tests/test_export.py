@@ -158,6 +158,9 @@ def test_export_script_help_and_bad_options(capsys):
     with pytest.raises(SystemExit):
         script.parse_args(['--weights', script.__file__, '--format', 'onnx', '--batch', 'many'])
     assert "--batch 'many'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(['--weights', script.__file__, '--format', 'onnx', '--opset', '5'])
+    assert exit_info.value.code == 2 and '--opset 5' in capsys.readouterr().err
 
 
 def test_check_clips_are_normalised_like_the_float_transform(tmp_path, tiny_checkpoint, write_mp4):
