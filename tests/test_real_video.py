@@ -20,7 +20,7 @@ import pytest
 
 from ops.video_io import (available_video_backends, display_orientation, FrameReadError, iter_video_frames, VideoFile,
                           load_image, probe_video)
-from scripts import check_data, extract_flow, extract_frames, pack_hdf5
+from scripts import check_data, pack_hdf5
 from conftest import REPO
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -440,7 +440,7 @@ def test_ctrl_c_exits_cleanly_with_a_summary(clips, tmp_path):
     assert proc.returncode == 130, err
     assert 'Traceback' not in err
     done = len(list(out.glob('cls/*/.done')))
-    assert re.search(rf'interrupted: \d+ of 40 videos finished and kept; rerun the same command to resume', err)
+    assert re.search(r'interrupted: \d+ of 40 videos finished and kept; rerun the same command to resume', err)
     assert 1 <= done < 40
     assert not (out / 'frames_list.txt').exists()
 
