@@ -284,9 +284,8 @@ def reliability_figure(cal, title=None):
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.tick_params(labelbottom=False)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.text(0.97, 0.04, f"ECE {cal['ece']:.2f}%  ({n} bins)", transform=ax.transAxes, ha="right", va="bottom",
-            fontsize=10, bbox={"facecolor": "white", "edgecolor": "grey"})
+    # upper left: low-confidence bins rarely have tall bars
+    ax.legend(loc="upper left", fontsize=8, title=f"ECE {cal['ece']:.2f}%  ({n} bins)", title_fontsize=10)
     counts.bar(centres, cal["count"], bar, color="#8c8c8c", edgecolor="black", linewidth=0.6)
     for x, c in zip(centres[filled], cal["count"][filled]):
         counts.text(x, c, str(int(c)), ha="center", va="bottom", fontsize=7)

@@ -1,5 +1,6 @@
-"""Fuse score files saved by `test_models.py --save_scores` and print the same metrics, without re-running
-any model (RGB + Flow + RGBDiff models, or 8- and 16-frame models of one modality).
+"""Fuse score files saved by `test_models.py --save_scores` and print the same metrics (top-1, top-5 with
+more than 5 classes, mean class accuracy, ECE), without re-running any model (RGB + Flow + RGBDiff models,
+or 8- and 16-frame models of one modality).
 
     python scripts/ensemble_scores.py rgb.npz flow.npz --coeff 1,1.5 [--softmax | --view_softmax] [--num_class N]
 """

@@ -264,7 +264,7 @@ def test_reliability_figure_and_report_files(tmp_path):
     np.testing.assert_allclose([b.get_height() for b in bars], [0.0, 0.5, 1.0, 1.0, 0.0])
     np.testing.assert_allclose([b.get_x() + b.get_width() / 2 for b in bars], (np.array([4, 7, 8, 13, 14]) + 0.5) / 15)
     assert [t.get_text() for t in counts.texts] == ["1", "2", "1", "1", "1"]
-    assert any(t.get_text() == f"ECE {cal['ece']:.2f}%  (15 bins)" for t in ax.texts)
+    assert ax.get_legend().get_title().get_text() == f"ECE {cal['ece']:.2f}%  (15 bins)"
     assert fig._suptitle.get_text() == "toy: rgb.pth.tar"
     write_reliability_png(cal, tmp_path / "r.png")
     with Image.open(tmp_path / "r.png") as img:
