@@ -141,8 +141,8 @@ def calibration(probs, labels, n_bins=ECE_BINS):
     if len(probs) and (probs.min() < 0 or not np.allclose(probs.sum(1), 1.0, atol=1e-4)):
         raise ValueError("calibration needs class probabilities (non-negative rows that sum to 1), "
                          "not logits (see score_probabilities)")
-    confidence = probs.max(1) if len(probs) else np.zeros(0)
-    correct = (probs.argmax(1) == labels) if len(probs) else np.zeros(0, dtype=bool)
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == labels
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     # side='left' puts c in bin b when edges[b] < c <= edges[b+1]; a confidence of exactly 0 (never a
     # softmax's maximum) falls in no bin, as in the reference; a rounding excess over 1 stays in the last.
