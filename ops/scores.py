@@ -196,10 +196,10 @@ def _wrapped(title, width_in, fontsize):
     return "\n".join(textwrap.fill(line, chars) for line in title.splitlines())
 
 
-def _save_png(fig, path):
-    # the margins are estimated generously from the label lengths; the tight box trims what is unused
+def _save_png(fig, path, tight=False):
+    """Atomic PNG; tight: trim the unused part of margins that were estimated generously (one more draw)."""
     with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", bbox_inches="tight", pad_inches=0.15)
+        fig.savefig(f, format="png", bbox_inches="tight" if tight else None, pad_inches=0.15)
 
 
 CM_MAX_SIDE = 16.0   # inches (100 dpi): the matrix stops growing at ~36 classes x 0.45 in; 400 classes: 4-px cells
@@ -254,7 +254,7 @@ def confusion_figure(cm, class_names=None, title=None):
 
 def write_confusion_png(cm, path, class_names=None, title=None):
     """confusion_figure() as a PNG, written atomically."""
-    _save_png(confusion_figure(cm, class_names, title), path)
+    _save_png(confusion_figure(cm, class_names, title), path, tight=True)
 
 
 def reliability_figure(cal, title=None):
@@ -270,7 +270,7 @@ def reliability_figure(cal, title=None):
     text = _wrapped(title, 6.0, TITLE_PT) if title else ""
     top_in = 0.3 + (text.count("\n") + 1) * TITLE_PT * 1.4 / 72 if text else 0.3
     fig = Figure(figsize=(6.0, 6.6 + top_in), dpi=100)
-    grid = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08, left=0.12, right=0.97, bottom=0.08,
+    grid = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08, left=0.12, right=0.96, bottom=0.08,
                             top=1 - top_in / (6.6 + top_in))
     ax = fig.add_subplot(grid[0])
     counts = fig.add_subplot(grid[1], sharex=ax)
