@@ -35,7 +35,7 @@ from ops import features as feature_io
 from ops.checkpoint import checkpoint_class_names, load_checkpoint, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, VideoRecord
 from ops.dataset_config import list_lines, resolve_dataset
-from ops.scores import fused_scores
+from ops.scores import fused_scores, score_probabilities
 from ops.utils import AMP_DTYPES, atomic_open
 from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, flow_paths, frame_path, video_num_frames
 from opts import get_test_parser, parse_test_args
@@ -303,15 +303,6 @@ def build_records(items, modality, args, spec, failed):
 
 
 # ---------------------------------------------------------------------------------------------- outputs
-def probabilities(args, scores, coeffs):
-    """Fused video scores -> probabilities (softmax of fused logits; with --softmax the weighted mean)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if args.softmax or args.view_softmax:
-        return scores / sum(coeffs)
-    e = np.exp(scores - scores.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
 def top_classes(probs, k, names):
     order = np.argsort(-probs, kind='stable')[:k]
     return [{'class': int(c), 'name': names[c] if names else str(int(c)), 'prob': float(probs[c])} for c in order]
@@ -375,7 +366,7 @@ def run(args, ctx):
     coeffs = [m.coeff for m in first_models]
     fused = fused_scores([lg for _, _, lg in results], coeffs, softmax=args.softmax,
                          view_softmax=args.view_softmax)
-    probs = probabilities(args, fused, coeffs)
+    probs = score_probabilities(fused, coeffs, args.softmax or args.view_softmax)
     if not ctx.is_main:
         return 0
     protocols = [f'{os.path.basename(m.path)} [{m.modality}]: ' + protocol_text(

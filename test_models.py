@@ -12,10 +12,12 @@ checkpoint's own configuration; flags only change the test protocol. Videos are 
 SLURM / per-rank processes and gathered back; results do not depend on --batch_size,
 --max_views_per_batch or the number of processes.
 
-Outputs (main process): the protocol line and metrics on stdout; confusion.npy, confusion.png,
-per_class.csv and summary.json in --output_dir (default: next to --save_scores, else eval_DATASET next to
-the first checkpoint); --save_scores PATH.npz (one file per model of an ensemble: PATH.0.npz, ...), which
-scripts/ensemble_scores.py fuses without re-running models; --csv_file in TSM's formats.
+Outputs (main process): the protocol line and metrics on stdout (top-5 only with more than 5 classes;
+ECE: expected calibration error, 15 bins, of the fused scores' probabilities); confusion.npy,
+confusion.png, per_class.csv, reliability.png and summary.json in --output_dir (default: next to
+--save_scores, else eval_DATASET next to the first checkpoint); --save_scores PATH.npz (one file per model
+of an ensemble: PATH.0.npz, ...), which scripts/ensemble_scores.py fuses without re-running models;
+--csv_file in TSM's formats. The last lines name every file written.
 """
 import json
 import logging
@@ -34,10 +36,10 @@ from ops.checkpoint import load_checkpoint, load_weights, model_config_from_chec
 from ops.dataset import VideoDataSet, check_list_counts, parse_list, worker_init_fn
 from ops.models import TSN, is_temporal, to_channels_last
 from ops.sampler import ShardSampler
-from ops.scores import (align_to, fused_scores, metrics, save_scores, write_confusion_png, write_per_class,
-                        write_tsm_csv)
+from ops.scores import (align_to, calibration, format_metrics, fused_scores, metrics, save_scores,
+                        score_probabilities, write_report, write_tsm_csv)
 from ops.transforms import build_transform
-from ops.utils import AMP_DTYPES, progress_bar, to_device
+from ops.utils import AMP_DTYPES, atomic_open, progress_bar, to_device
 from ops.video_io import count_shorter
 
 logger = logging.getLogger("test_models")
@@ -329,39 +331,58 @@ def run(args, ctx):
                           view_softmax=args.view_softmax)
     num_class = models[0].spec.num_class
     res, cm = metrics(scores, labels, num_class)
+    coeffs = [m.coeff for m in models]
+    cal = None
+    if min(coeffs) > 0:
+        cal = calibration(score_probabilities(scores, coeffs, args.softmax or args.view_softmax), labels)
+        res["ece"] = cal["ece"]
+    else:
+        logger.info("no ECE: --coeff %s has a coefficient <= 0, so the fused scores are not probabilities",
+                    args.coeff)
     if not ctx.is_main:
         return res
     protocols = [protocol_text(m.num_segments, args.test_crops, m.num_clips, m.crop_size, args.full_res,
                                len(ids0), sampling_mode(args)) + note for m, note in zip(models, dense_notes)]
     for m, p in zip(models, protocols):
         print(f"{os.path.basename(m.path)} [{m.modality}, coeff {m.coeff:g}]: {p}")
-    print(f"Overall Prec@1 {res['top1']:.2f}%  Prec@5 {res['top5']:.2f}%  "
-          f"mean class accuracy {res['mean_class_acc']:.2f}%  "
-          f"({1000.0 * elapsed / max(len(ids0), 1):.1f} ms per video)")
+    print(f"Overall {format_metrics(res)}  ({1000.0 * elapsed / max(len(ids0), 1):.1f} ms per video)")
     out_dir = args.output_dir or (os.path.dirname(os.path.abspath(args.save_scores)) if args.save_scores
                                   else os.path.join(os.path.dirname(os.path.abspath(models[0].path)),
                                                     f"eval_{args.dataset}"))
     os.makedirs(out_dir, exist_ok=True)
-    np.save(os.path.join(out_dir, "confusion.npy"), cm)
     names = models[0].spec.categories
-    write_confusion_png(cm, os.path.join(out_dir, "confusion.png"), names)
-    write_per_class(cm, os.path.join(out_dir, "per_class.csv"), names)
+    written = write_report(out_dir, cm, names, report_title(args.dataset, models, protocols, res), cal)
     if args.save_scores:
         for path, lg, p in zip(score_paths(args.save_scores, len(models)), per_model, protocols):
             save_scores(path, ids0, labels, lg, p)
+            written.append(path)
     if args.save_features and sinks:
         for m, p in zip(models, protocols):
             print(feature_io.summary(m.feature_sink.finish(video_ids=ids0, labels=labels, protocol=p,
                                                             checkpoint=m.path, class_names=names)))
     elif args.save_features:
         write_feature_files(args, models, ids0, labels, results, features, protocols, names)
+    if args.save_features:
+        written += score_paths(args.save_features, len(models))
     if args.csv_file:
         write_tsm_csv(args.csv_file, ids0, scores, names, models[0].spec.csv_top5)
-    summary = dict(res, protocol=protocols, weights=args.weights_list, coeff=[m.coeff for m in models],
+        written.append(args.csv_file)
+    summary = dict(res, protocol=protocols, weights=args.weights_list, coeff=coeffs,
                    softmax=args.softmax, view_softmax=args.view_softmax, seconds=elapsed)
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+    if cal is not None:
+        summary["ece_bins"] = cal["bins"]
+    written.append(os.path.join(out_dir, "summary.json"))
+    with atomic_open(written[-1]) as f:
         json.dump(summary, f, indent=2)
+    print("Wrote:\n" + "\n".join(f"  {os.path.abspath(p)}" for p in written))
     return res
+
+
+def report_title(dataset, models, protocols, res):
+    """Title of the report figures: dataset and checkpoint(s), each protocol, the result line."""
+    weights = " + ".join(f"{os.path.basename(m.path)}" + (f" x{m.coeff:g}" if len(models) > 1 else "")
+                         for m in models)
+    return "\n".join([f"{dataset}: {weights}", *dict.fromkeys(protocols), format_metrics(res)])
 
 
 def split_feature_outputs(results, models, per_segment):

@@ -1,5 +1,6 @@
-"""Fuse score files saved by `test_models.py --save_scores` and print the same metrics, without re-running
-any model (RGB + Flow + RGBDiff models, or 8- and 16-frame models of one modality).
+"""Fuse score files saved by `test_models.py --save_scores` and print the same metrics (top-1, top-5 with
+more than 5 classes, mean class accuracy, ECE), without re-running any model (RGB + Flow + RGBDiff models,
+or 8- and 16-frame models of one modality).
 
     python scripts/ensemble_scores.py rgb.npz flow.npz --coeff 1,1.5 [--softmax | --view_softmax] [--num_class N]
 """
@@ -11,7 +12,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from ops.scores import align_to, fused_scores, load_scores, metrics  # noqa: E402
+from ops.scores import align_to, calibration, format_metrics, fused_scores, load_scores  # noqa: E402
+from ops.scores import metrics, score_probabilities  # noqa: E402
 
 
 def get_parser():
@@ -59,8 +61,10 @@ def main(argv=None):
         parser.error(f"--num_class {args.num_class} is smaller than the score files' {num_class} classes")
     fused = fused_scores(per_model, coeffs, softmax=args.softmax, view_softmax=args.view_softmax)
     res, _ = metrics(fused, ref["labels"], args.num_class or num_class)
-    print(f"Overall Prec@1 {res['top1']:.2f}%  Prec@5 {res['top5']:.2f}%  "
-          f"mean class accuracy {res['mean_class_acc']:.2f}%  ({res['num_videos']:,} videos)")
+    if min(coeffs) > 0:
+        probs = score_probabilities(fused, coeffs, args.softmax or args.view_softmax)
+        res["ece"] = calibration(probs, ref["labels"])["ece"]
+    print(f"Overall {format_metrics(res)}  ({res['num_videos']:,} videos)")
     return res
 
 

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from opts import get_test_parser, parse_test_args  # noqa: E402
 from ops import distributed as D  # noqa: E402
 from ops.online import stream_clip, to_streaming  # noqa: E402
-from ops.scores import align_to, load_scores, metrics, video_scores  # noqa: E402
+from ops.scores import align_to, format_metrics, load_scores, metrics, video_scores  # noqa: E402
 
 
 def _load_test_models():
@@ -67,7 +67,7 @@ def main(args):
         scores = video_scores(logits, args.softmax)
         res, _ = metrics(scores, labels, mt.spec.num_class)
         print(f'streaming {mt.path}: {len(labels)} videos, {T} frames x {mt.num_views} views, '
-              f'top-1 {res["top1"]:.2f} top-5 {res["top5"]:.2f}', flush=True)
+              f'{format_metrics(res)}', flush=True)
         if args.compare:
             ref = load_scores(args.compare)
             ref_scores = video_scores(align_to(mt.dataset.video_ids, ref['video_ids'], ref['scores'], args.compare),

@@ -260,7 +260,12 @@ def test_train_and_evaluate_unregistered_dataset(fmt, mydata, run_cli, evaluate,
     # evaluation from another folder, without any data flag: the checkpoint's recorded data is used
     plain = evaluate(tmp_path, '--weights', weights, '--csv_file', str(tmp_path / 'pred.csv'), '--output_dir',
                      str(tmp_path / 'eval'))
-    assert f'{len(CLASSES)} videos' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f'{len(CLASSES)} videos' in out
+    # 3 classes: top-5 would be 100 % by construction, so it is left out; every output file is named
+    assert 'Prec@5' not in out and 'top5' not in plain
+    assert 'top5' not in json.loads((tmp_path / 'eval' / 'summary.json').read_text())
+    assert f"\n  {tmp_path / 'eval' / 'confusion.png'}\n" in out and f"  {tmp_path / 'pred.csv'}\n" in out
     flags = data_flags(fmt)
     flags[flags.index('--val_list')] = '--test_list'
     flags.remove('--train_list')

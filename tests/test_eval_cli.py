@@ -182,9 +182,27 @@ def test_ensemble_with_max_num_takes_the_first_models_videos(ckpts, evaluate, ti
 
 
 # ---------------------------------------------------------------------- outputs
-def test_confusion_matrix_per_class_csv_png_and_tsm_csv(ckpts, evaluate, tmp_path, tiny_toy):
+def test_confusion_matrix_per_class_csv_png_and_tsm_csv(ckpts, evaluate, tmp_path, tiny_toy, capsys):
     csv_file = tmp_path / "pred.csv"
     res, s = evaluate(ckpts["rgb"], "--csv_file", str(csv_file))
+    # every file written is named, with its absolute path
+    out = capsys.readouterr().out
+    listed = out[out.index("Wrote:\n") + 7:].split()
+    assert listed == [str(tmp_path / n) for n in ("confusion.npy", "confusion.png", "per_class.csv",
+                                                   "reliability.png", "s.npz", "pred.csv", "summary.json")]
+    assert all(os.path.getsize(p) > 0 for p in listed)
+    # ECE (15 bins) of the softmax of the view-averaged logits, as multimodal-distillation computes it
+    logits = s["scores"].mean(1).astype(np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    conf, right = probs.max(1), probs.argmax(1) == s["labels"]
+    bins = np.ceil(conf * 15).astype(int)                        # bin b holds ((b-1)/15, b/15]
+    ece = sum(abs(conf[bins == b].mean() - right[bins == b].mean()) * np.mean(bins == b) for b in set(bins))
+    assert res["ece"] == pytest.approx(100 * ece)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["ece"] == pytest.approx(res["ece"]) and summary["ece_bins"] == 15
+    assert summary["top5"] == pytest.approx(res["top5"])          # 8 classes: top-5 is reported
+    assert f"ECE {res['ece']:.2f}%" in out
     cm = np.load(tmp_path / "confusion.npy")
     assert cm.shape == (NUM_CLASS, NUM_CLASS) and cm.sum() == 16
     assert np.trace(cm) == round(res["top1"] * 16 / 100)
@@ -282,7 +300,7 @@ def test_two_process_evaluation_equals_one_process(ckpts, evaluate, tiny_toy, tm
 def test_ensemble_scores_view_softmax_equals_test_models_fusion(tmp_path, capsys):
     # Saved score files of two models with 2 and 3 views, the second in another video order: the script
     # fuses them as test_models.py does (ops.scores.fused_scores) under each aggregation flag.
-    from ops.scores import fused_scores, metrics, save_scores
+    from ops.scores import calibration, fused_scores, metrics, save_scores, score_probabilities
     rng = np.random.default_rng(0)
     ids, labels = [f"v{i}" for i in range(40)], rng.integers(0, 5, 40)
     a, b = 4 * rng.standard_normal((40, 2, 5)), 4 * rng.standard_normal((40, 3, 5))
@@ -295,9 +313,13 @@ def test_ensemble_scores_view_softmax_equals_test_models_fusion(tmp_path, capsys
         fused = fused_scores([a, b], [1.0, 0.5], softmax=flag == ["--softmax"],
                              view_softmax=flag == ["--view_softmax"])
         want, _ = metrics(fused, labels, 5)
+        want["ece"] = calibration(score_probabilities(fused, [1.0, 0.5], bool(flag)), labels)["ece"]
         assert got == pytest.approx(want)
         results[tuple(flag)] = got
     assert results[("--view_softmax",)] != results[()]      # the flag reaches the fusion
+    out = capsys.readouterr().out
+    assert "Prec@5" not in out and "top5" not in got         # 5 classes: top-5 is 100 % by construction
+    assert f"ECE {got['ece']:.2f}%" in out
     with pytest.raises(SystemExit) as exc:
         script.main([str(tmp_path / "a.npz"), "--softmax", "--view_softmax"])
     assert exc.value.code == 2 and "exclusive" in capsys.readouterr().err

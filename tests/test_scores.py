@@ -1,9 +1,13 @@
-"""ops/scores.py: per-video scores, fusion, metrics and score files."""
+"""ops/scores.py: per-video scores, fusion, metrics, calibration, score files and report figures."""
+import os
+
 import numpy as np
 import pytest
 
-from ops.scores import (align_to, fuse, fused_scores, load_scores, metrics, save_scores, video_scores,
-                        write_confusion_png, write_per_class, write_tsm_csv)
+from ops.scores import (ECE_BINS, align_to, calibration, confusion_figure, format_metrics, fuse, fused_scores,
+                        load_scores, metrics, reliability_figure, report_path, save_scores, score_probabilities,
+                        video_scores, write_confusion_png, write_per_class, write_reliability_png, write_report,
+                        write_tsm_csv)
 
 
 def test_video_scores_average_logits_then_softmax():
@@ -121,7 +125,155 @@ def test_writers_per_class_csv_tsm_csv_and_confusion_png(tmp_path):
     assert (tmp_path / "pred.csv").read_text().splitlines() == ["v0;2", "v1;0"]
     write_tsm_csv(tmp_path / "top5.csv", ["v0", "v1"], scores, names, top5_indices=True)
     assert (tmp_path / "top5.csv").read_text().splitlines() == ["v0;2;5;4;1;0", "v1;0;5;4;3;1"]
+
+
+def test_top5_is_left_out_with_five_classes_or_fewer():
+    # 3 classes: every label is among the 5 best, so top-5 would be 100 % whatever the scores
+    scores = np.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])
+    res, _ = metrics(scores, np.array([0, 0]), 3)
+    assert "top5" not in res and res["top1"] == pytest.approx(50.0)
+    assert format_metrics(res) == "Prec@1 50.00%  mean class accuracy 50.00%"
+    res5, _ = metrics(np.eye(5), np.arange(5), 5)
+    assert "top5" not in res5
+    res6, _ = metrics(np.eye(6), np.arange(6), 6)
+    assert res6["top5"] == pytest.approx(100.0)
+    assert format_metrics(dict(res6, ece=1.234)) == \
+        "Prec@1 100.00%  Prec@5 100.00%  mean class accuracy 100.00%  ECE 1.23%"
+
+
+# six videos, three classes: confidence (largest probability), correct?, bin of (b/15, (b+1)/15]
+CALIBRATION_CASE = (
+    [[0.9, 0.05, 0.05], [0.95, 0.05, 0.0], [0.2, 0.5, 0.3], [0.1, 0.4, 0.5], [0.6, 0.2, 0.2],
+     [1 / 3, 1 / 3, 1 / 3]],
+    [0, 1, 1, 0, 0, 2])
+# 0.9 right -> bin 13; 0.95 wrong -> 14; 0.5 right and 0.5 wrong -> 7; 0.6 right -> 8 (0.6 = 9/15 is the
+# closed right edge of bin 8); 1/3 with a tie, argmax class 0, wrong -> 4 (1/3 = 5/15, right edge of bin 4)
+
+
+def test_expected_calibration_error_by_hand():
+    probs, labels = CALIBRATION_CASE
+    cal = calibration(probs, labels)
+    assert cal["bins"] == ECE_BINS == 15
+    expected_count = np.zeros(15, dtype=np.int64)
+    expected_count[[4, 7, 8, 13, 14]] = [1, 2, 1, 1, 1]
+    np.testing.assert_array_equal(cal["count"], expected_count)
+    filled = expected_count > 0
+    np.testing.assert_allclose(cal["accuracy"][filled], [0.0, 0.5, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose(cal["confidence"][filled], [1 / 3, 0.5, 0.6, 0.9, 0.95])
+    assert np.isnan(cal["accuracy"][~filled]).all()
+    # sum over bins of |B|/N * |accuracy - confidence|, in percent: the bin of 0.5 has no gap
+    assert cal["ece"] == pytest.approx(100 * (1 / 3 + 0.4 + 0.1 + 0.95) / 6)
+    perfect = calibration([[1.0, 0.0], [0.0, 1.0]], [0, 1])
+    assert perfect["ece"] == 0.0 and perfect["count"][-1] == 2
+    assert calibration(np.zeros((0, 4)), np.zeros(0))["ece"] == 0.0
+
+
+def test_ece_matches_the_reference_loop_on_random_logits():
+    # multimodal-distillation's src/utils/calibration.py, written out: softmax of the (view-averaged) logits,
+    # a mask conf > lower & conf <= upper per bin, |mean conf - accuracy| * fraction in bin, x 100
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(500, 7)) * rng.uniform(0.2, 4.0, size=(500, 1))
+    labels = rng.integers(0, 7, 500)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    conf, correct = probs.max(1), probs.argmax(1) == labels
+    edges = np.linspace(0, 1, 16)
+    ece = 0.0
+    for lower, upper in zip(edges[:-1], edges[1:]):
+        inside = (conf > lower) & (conf <= upper)
+        if inside.any():
+            ece += abs(conf[inside].mean() - correct[inside].mean()) * inside.mean()
+    assert calibration(probs, labels)["ece"] == pytest.approx(100 * ece, rel=1e-12)
+    assert calibration(score_probabilities(logits, [1.0], False), labels)["ece"] == pytest.approx(100 * ece)
+
+
+def test_calibration_refuses_logits_and_mismatched_labels():
+    with pytest.raises(ValueError, match="not logits"):
+        calibration([[2.0, -1.0]], [0])
+    with pytest.raises(ValueError, match="N labels"):
+        calibration([[0.5, 0.5]], [0, 1])
+
+
+def test_score_probabilities_softmax_of_logits_or_weighted_mean_of_probabilities():
+    fused = np.array([[1.0, 2.0, 0.0]])
+    e = np.exp(fused[0])
+    np.testing.assert_allclose(score_probabilities(fused, [1.0, 0.5], False)[0], e / e.sum())
+    # --softmax / --view_softmax: 1 * p_a + 0.5 * p_b, divided by the coefficients' sum
+    p_a, p_b = np.array([0.2, 0.8]), np.array([0.6, 0.4])
+    np.testing.assert_allclose(score_probabilities([p_a + 0.5 * p_b], [1.0, 0.5], True)[0], [1 / 3, 2 / 3])
+
+
+def test_report_paths_per_label_head():
+    assert report_path("out", "confusion.png") == os.path.join("out", "confusion.png")
+    assert report_path("out", "reliability.png", "verb") == os.path.join("out", "reliability_verb.png")
+    assert report_path("out", "per_class.csv", "noun") == os.path.join("out", "per_class_noun.csv")
+
+
+def _tick_texts(labels):
+    return [t.get_text() for t in labels]
+
+
+def test_confusion_figure_has_names_counts_colour_bar_and_title():
+    cm = np.array([[2, 1, 0], [0, 0, 0], [1, 0, 13]])
+    names = ["Pushing something from left to right", "Pushing something from right to left", "open"]
+    fig = confusion_figure(cm, names, "toy: rgb.pth.tar\n8 frames x 1 crop x 1 clip (uniform), 224 px, 17 videos")
+    ax, bar = fig.axes
+    shown = _tick_texts(ax.get_xticklabels())
+    assert shown == _tick_texts(ax.get_yticklabels())
+    # long names are cut in the middle to 28 characters, so names that differ at the end stay distinct
+    assert shown == ["Pushing somet\u2026 left to right", "Pushing somet\u2026 right to left", "open"]
+    assert len(shown[0]) == 28
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    assert sorted(t.get_text() for t in ax.texts) == ["1", "1", "13", "2"]     # non-empty cells only
+    assert bar.get_ylabel() == "fraction of the true class's videos"
+    np.testing.assert_allclose(ax.images[0].get_array(), [[2 / 3, 1 / 3, 0], [0, 0, 0], [1 / 14, 0, 13 / 14]])
+    title = fig._suptitle.get_text()
+    assert "toy: rgb.pth.tar" in title and "(uniform), 224 px, 17 videos" in title
+    unnamed = confusion_figure(cm)
+    assert _tick_texts(unnamed.axes[0].get_xticklabels()) == ["0", "1", "2"] and unnamed._suptitle is None
+
+
+def test_confusion_figure_scales_and_thins_labels_for_many_classes(tmp_path):
     from PIL import Image
-    write_confusion_png(cm, tmp_path / "confusion.png", ["a", "b", "c"])
-    with Image.open(tmp_path / "confusion.png") as img:
-        assert img.size[0] > 3 * 24 and img.size[1] > 3 * 24     # three 24-pixel cells plus the labels
+    rng = np.random.default_rng(0)
+    names = [f"class number {i}" for i in range(400)]
+    big = rng.integers(0, 3, size=(400, 400))
+    fig = confusion_figure(big, names, "k400-like")
+    ax = fig.axes[0]
+    shown = _tick_texts(ax.get_xticklabels())
+    assert len(shown) == 80 and shown[:2] == ["0 class number 0", "5 class number 5"]   # every 5th, indexed
+    assert not ax.texts                                        # 4-pixel cells: no counts
+    forty = confusion_figure(rng.integers(0, 3, size=(40, 40)), names[:40]).axes[0]
+    assert len(forty.get_xticklabels()) == 40 and len(forty.texts) == np.count_nonzero(forty.images[0].get_array())
+    sizes = {}
+    for c in (3, 400):
+        write_confusion_png(big[:c, :c], tmp_path / f"cm{c}.png", names[:c], "title")
+        with Image.open(tmp_path / f"cm{c}.png") as img:
+            sizes[c] = img.size
+    assert 300 < sizes[3][0] < 1000 and 300 < sizes[3][1] < 1000
+    assert 1500 < sizes[400][0] <= 2200 and 1500 < sizes[400][1] <= 2200   # grows with the classes, capped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cm3.png", "cm400.png"]   # no temp files left
+
+
+def test_reliability_figure_and_report_files(tmp_path):
+    from PIL import Image
+    probs, labels = CALIBRATION_CASE
+    cal = calibration(probs, labels)
+    fig = reliability_figure(cal, "toy: rgb.pth.tar")
+    ax, counts = fig.axes
+    bars = ax.containers[0]                                    # accuracy per non-empty bin
+    np.testing.assert_allclose([b.get_height() for b in bars], [0.0, 0.5, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose([b.get_x() + b.get_width() / 2 for b in bars], (np.array([4, 7, 8, 13, 14]) + 0.5) / 15)
+    assert [t.get_text() for t in counts.texts] == ["1", "2", "1", "1", "1"]
+    assert ax.get_legend().get_title().get_text() == f"ECE {cal['ece']:.2f}%  (15 bins)"
+    assert fig._suptitle.get_text() == "toy: rgb.pth.tar"
+    write_reliability_png(cal, tmp_path / "r.png")
+    with Image.open(tmp_path / "r.png") as img:
+        assert img.size[0] > 400 and img.size[1] > 400
+    cm = np.array([[1, 1], [0, 2]])
+    paths = write_report(str(tmp_path), cm, ["a", "b"], "title", head="verb")
+    assert [os.path.basename(p) for p in paths] == ["confusion_verb.npy", "confusion_verb.png", "per_class_verb.csv"]
+    paths = write_report(str(tmp_path), cm, ["a", "b"], "title", cal=cal)
+    assert [os.path.basename(p) for p in paths] == ["confusion.npy", "confusion.png", "per_class.csv",
+                                                     "reliability.png"]
+    np.testing.assert_array_equal(np.load(paths[0]), cm)
+    assert all(os.path.getsize(p) > 0 for p in paths)
