@@ -28,6 +28,7 @@ import collections  # noqa: E402
 from ops.dataset import parse_list  # noqa: E402
 from ops.dataset_config import DATA_FORMATS, ensure_builtin_data, resolve_dataset, template_fields  # noqa: E402
 from ops.modality import MODALITIES  # noqa: E402
+from ops.utils import HelpFormatter  # noqa: E402
 from ops.video_io import (VIDEO_BACKENDS, FrameReadError, VideoFile, count_decoded_frames,  # noqa: E402
                           count_shorter, flow_paths, iter_video_frames, load_image)
 from scripts.extract_frames import numbered_files, run_parallel, shortened  # noqa: E402
@@ -275,7 +276,7 @@ def get_args_parser():
     p = argparse.ArgumentParser(
         description='Pre-flight check of a dataset list: missing folders/videos, frame-count mismatches, '
                     'undecodable images/videos/HDF5 elements, bad labels. Exits 1 when anything is wrong.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument('dataset', help='registered dataset name, or any name with the overrides below')
     p.add_argument('--modality', choices=MODALITIES, default='RGB')
     p.add_argument('--pair_with', choices=MODALITIES, action='append', default=[],
@@ -298,7 +299,8 @@ def get_args_parser():
     p.add_argument('--max_print', type=int, default=20,
                    help='problems printed per type (all are counted)')
     p.add_argument('--no_autorotate', dest='autorotate', action='store_false',
-                   help='videos: keep the stored pixels (as main.py/test_models.py --no_autorotate)')
+                   help='videos: keep the stored pixels (as main.py/test_models.py --no_autorotate); by default '
+                        'the display matrix (phone videos) is applied, as the loader applies it')
     p.add_argument('--dense_sample', action='store_true',
                    help='report how many videos are shorter than the dense window (--dense_length)')
     p.add_argument('--dense_length', type=int, default=64, help='dense window in frames')

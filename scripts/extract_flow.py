@@ -28,6 +28,7 @@ import logging  # noqa: E402
 
 from ops.dataset_config import list_lines  # noqa: E402
 from ops.toy import FLOW_BOUND, quantize_flow  # noqa: E402
+from ops.utils import HelpFormatter  # noqa: E402
 from ops.video_io import checked_video_frames, scaled_size  # noqa: E402
 from scripts.extract_frames import (ALLOW_PARTIAL_HELP, check_inputs, collect_inputs, failure,  # noqa: E402
                                     finish_extraction, fresh_folder, numbered_files, read_done, refuse, run_parallel,
@@ -157,7 +158,7 @@ def get_args_parser():
     p = argparse.ArgumentParser(
         description='Compute TSN-format optical flow (flow_x/flow_y grayscale JPEGs) from frame folders '
                     'or videos; resumable, parallel; writes a flow list.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     src = p.add_argument_group('input (frame folders or videos)')
     src.add_argument('--frames_root', help='root of RGB frame folders')
     src.add_argument('--list', help='frames list "vid num_frames [label]" under --frames_root '

@@ -36,7 +36,7 @@ import signal  # noqa: E402
 import string  # noqa: E402
 
 from ops.dataset_config import list_lines  # noqa: E402
-from ops.utils import atomic_open  # noqa: E402
+from ops.utils import HelpFormatter, atomic_open  # noqa: E402
 from ops.video_io import VIDEO_EXTENSIONS, TruncatedVideoError, checked_video_frames  # noqa: E402
 
 logger = logging.getLogger('extract_frames')
@@ -314,7 +314,7 @@ ALLOW_PARTIAL_HELP = ('keep the decoded frames of a truncated video (the file en
 def get_args_parser():
     p = argparse.ArgumentParser(
         description='Decode videos into JPEG frame folders (resumable, parallel) and write a frames list.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument('--video_dir', help='folder of videos (searched recursively); the root of '
                    '--video_list paths when a list is given')
     p.add_argument('--video_list', help='list of videos, lines "path [label]" relative to --video_dir')

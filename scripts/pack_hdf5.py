@@ -25,6 +25,7 @@ import logging  # noqa: E402
 
 from ops.dataset_config import list_lines, template_fields  # noqa: E402
 from ops.hdf5_store import has_video, write_flow_frames, write_video_frames  # noqa: E402
+from ops.utils import HelpFormatter  # noqa: E402
 from ops.video_io import checked_video_frames  # noqa: E402
 from scripts.extract_frames import find_videos, numbered_files, run_parallel, video_id  # noqa: E402
 
@@ -93,7 +94,7 @@ def get_args_parser():
     p = argparse.ArgumentParser(
         description='Pack frame folders or videos into an HDF5 frame store (one dataset per video, '
                     'element n = JPEG bytes of frame n + 1); resumable.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument('--root', required=True, help='frames root (frame folders) or videos root')
     p.add_argument('--list', help='list file (frames "vid n label" or video "path label"); default: every '
                    'folder / video under --root')
