@@ -537,10 +537,10 @@ class _PyAVVideo:
 _logged = set()
 
 
-def _log_once(path: str, message: str, *args) -> None:
+def _log_once(path: str, message: str, *args, level: int = logging.WARNING) -> None:
     if path not in _logged:
         _logged.add(path)
-        logger.warning(message, *args)
+        logger.log(level, message, *args)
 
 
 class VideoFile:
@@ -569,7 +569,7 @@ class VideoFile:
         elif backend in INDEXED_BACKENDS and (info.rotation or info.mirror):
             self.backend = 'pyav'
             _log_once(path, '%s: display matrix rotates by %d degrees%s; read with PyAV', path, info.rotation,
-                      ' and mirrors' if info.mirror else '')
+                      ' and mirrors' if info.mirror else '', level=logging.INFO)   # phone videos: ordinary
         try:
             self._impl = self._open(self.backend)
             if self.backend in INDEXED_BACKENDS and self._impl.num_frames != self.num_frames:

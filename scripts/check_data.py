@@ -13,9 +13,10 @@ truncated file included: ops.video_io.truncation, the policy of the loader and o
 header frame count above the packets is not truncation), videos whose loader frame count differs from a
 full decode (stream_count_mismatch; not checked with --sample_frames), and for HDF5 stores a missing
 file, missing or interrupted per-video datasets, count mismatches and undecodable elements. Every needed
-file is opened and decoded (--sample_frames: only the first and the last frame of each video). Videos are decoded as the loader decodes them (display matrix applied unless
---no_autorotate). --dense_sample prints, per split, how many videos are shorter than --dense_length
-(information, not a problem). Exit status 0 when nothing is wrong, 1 otherwise.
+file is opened and decoded (--sample_frames: only the first and the last frame of each video). Videos are
+decoded as the loader decodes them (display matrix applied unless --no_autorotate). --dense_sample prints, per
+split, how many videos are shorter than --dense_length (information, not a problem). Exit status 0 when
+nothing is wrong, 1 otherwise.
 """
 import os
 import sys

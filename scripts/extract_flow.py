@@ -14,8 +14,9 @@ quality or rotation refuses unless --overwrite. <out_dir>/extraction.json record
 OpenCV version. --frames_root is searched recursively for folders holding --image_tmpl frames (the
 <class>/<video> layout extract_frames.py writes). Videos are decoded as extract_frames.py decodes them
 (display matrix applied unless --no_autorotate), under its truncation policy (a truncated video fails unless
---allow_partial; a header frame count above the packets is not truncation). The list has `<vid> <num_flow_frames> <label>` lines
-when labels are known (a frames list or video list with labels), else `<vid> <num_flow_frames>`.
+--allow_partial; a header frame count above the packets is not truncation). The list has
+`<vid> <num_flow_frames> <label>` lines when labels are known (a frames list or video list with labels),
+else `<vid> <num_flow_frames>`.
 """
 import os
 import sys
