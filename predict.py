@@ -354,7 +354,7 @@ def group_models(args, ctx, items, modalities, failed):
 def run(args, ctx):
     dtype = AMP_DTYPES[args.amp]
     items, errors, notes = collect_inputs(args.inputs, args.root_path)
-    for note in notes:
+    for note in notes if ctx.is_main else ():
         print(f'predict: {note}', file=sys.stderr)
     failed = {}   # each failure is printed once, when it is found
     for path, message in errors:
