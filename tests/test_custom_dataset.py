@@ -245,11 +245,16 @@ def test_predict_on_the_class_folder_trees(mydata, tiny_checkpoint, capsys, monk
     monkeypatch.chdir(mydata)
     n = len(CLASSES) * VIDEOS_PER_CLASS
     assert predict.main(predict.parse_args(['--weights', weights, '--device', 'cpu', '-j', '0', 'data/mydata/videos',
-                                            'data/mydata/RGB', '--output', str(tmp_path / 'p.json')])) == 0
+                                            'data/mydata/RGB', '--batch_size', '4',
+                                            '--output', str(tmp_path / 'p.json')])) == 0
     err = capsys.readouterr().err
     assert f'data/mydata/videos: {n} videos and 0 frame folders (searched recursively)' in err
     assert f'data/mydata/RGB: 0 videos and {n} frame folders (searched recursively)' in err
-    assert len(re.findall(rf'\b{n}/{n} \[[^\]\r\n]*video', err)) == 2, err   # the videos, then the frame folders
+    # two bars (the videos, then the frame folders) of n videos, in steps of the batch: 0/9, 4/9, 8/9 (9/9 is
+    # cleared at once); before, they counted batches: 0/3, 1/3, ...
+    shown = re.findall(r'\b(\d+)/(\d+) \[[^\]\r\n]*video', err)
+    assert {total for _, total in shown} == {str(n)} and [done for done, _ in shown].count('0') == 2, err
+    assert {int(done) % 4 for done, _ in shown if int(done) < n} == {0}
     videos = [entry['video'] for entry in json.load(open(tmp_path / 'p.json'))['videos']]
     assert videos == [f'data/mydata/videos/{c}/{c}_{k}.mp4' for c in CLASSES for k in range(VIDEOS_PER_CLASS)] + \
         [f'data/mydata/RGB/{c}/{c}_{k}' for c in CLASSES for k in range(VIDEOS_PER_CLASS)]
