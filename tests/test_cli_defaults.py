@@ -2,16 +2,14 @@
 small machine."""
 import argparse
 import importlib
-import json
 import os
-import subprocess
-import sys
+import warnings
 
 import pytest
+from torch.utils.data import DataLoader
 
-from conftest import REPO
-from opts import get_test_parser, get_train_parser
-from tests.test_predict import predict   # the entry point, imported past tests/test_models.py
+from opts import get_test_parser, get_train_parser, parse_args, parse_test_args
+from test_predict import predict   # the entry point, imported past tests/test_models.py (pytest names it so)
 
 SCRIPTS = ('extract_frames', 'extract_flow', 'check_data', 'pack_hdf5', 'show_sampling', 'build_file_list')
 
@@ -41,40 +39,31 @@ def test_help_adds_no_default_to_on_off_flags(name, parser):
         assert 'keep the stored pixels' in help_text and 'default' in help_text and 'appl' in help_text, name
 
 
-def _resolved_workers(cases, cpus):
-    """Parse each (kind, argv) of `cases` ('train': main.py, 'test': test_models.py) in one process pinned to
-    `cpus` CPUs and iterate a DataLoader with the resolved -j; -> [(workers, PyTorch's warnings)] per case."""
-    code = f'''
-import json, sys, warnings
-sys.path.insert(0, {REPO!r})
-from torch.utils.data import DataLoader
-from opts import parse_args, parse_test_args
-out = []
-for kind, argv in {cases!r}:
-    args = (parse_args if kind == 'train' else parse_test_args)(argv)
+def _resolved_workers(parse, argv):
+    """-j of `parse(argv)` and PyTorch's warnings when a DataLoader starts that many workers."""
+    args = parse(argv)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         list(DataLoader(list(range(4)), num_workers=args.workers))
-    out.append([args.workers, [str(w.message) for w in caught]])
-print(json.dumps(out))
-'''
-    first = sorted(os.sched_getaffinity(0))[:cpus]
-    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, OMP_NUM_THREADS='1'), preexec_fn=lambda: os.sched_setaffinity(0, first))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return args.workers, [str(w.message) for w in caught]
 
 
 @pytest.mark.skipif(not hasattr(os, 'sched_setaffinity'), reason='needs CPU affinity masks (Linux)')
 def test_default_workers_fit_the_cpus_this_process_may_use(tmp_path, tiny_checkpoint):
-    # Before: 8 training workers on a 2-core machine, and PyTorch warned about them at every loader.
+    # Before: 8 training workers on a 2-core machine, and PyTorch warned about them at every loader. This
+    # process is pinned to one CPU for the test (as taskset or a container limits it), then given its CPUs back.
     (tmp_path / 'l.txt').write_text('v 3 0\n')
     data = ['--root_path', str(tmp_path), '--num_class', '3']
     lists = ['--train_list', str(tmp_path / 'l.txt'), '--val_list', str(tmp_path / 'l.txt')]
     weights = tiny_checkpoint(tmp_path / 'w.pth.tar', 'RGB', 0)
-    cases = [('train', ['mine', 'RGB', *data, *lists]),                          # default 8
-             ('train', ['mine', 'RGB', *data, *lists, '-j', '2']),               # given: used as given
-             ('test', ['mine', '--weights', weights, *data, '--test_list', str(tmp_path / 'l.txt')])]   # default 2
-    (train, explicit, test) = _resolved_workers(cases, 1)
-    assert train == [1, []] and test == [1, []]
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        train = _resolved_workers(parse_args, ['mine', 'RGB', *data, *lists])                 # default 8
+        explicit = _resolved_workers(parse_args, ['mine', 'RGB', *data, *lists, '-j', '2'])   # used as given
+        test = _resolved_workers(parse_test_args, ['mine', '--weights', weights, *data, '--test_list',
+                                                   str(tmp_path / 'l.txt')])                    # default 2
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert train == (1, []) and test == (1, [])
     assert explicit[0] == 2 and any('worker' in w for w in explicit[1])   # PyTorch's warning, as before

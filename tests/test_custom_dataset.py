@@ -240,7 +240,7 @@ def test_predict_on_the_class_folder_trees(mydata, tiny_checkpoint, capsys, monk
     # Issue 29: `predict.py FOLDER` on the tree this section builds said "folder holds no videos, frame folders
     # or frames" twice and exited 2. Now it searches the tree, says what it found, and the progress bar counts
     # the videos.
-    from tests.test_predict import predict
+    from test_predict import predict   # the module pytest collects (imported once)
     weights = tiny_checkpoint(tmp_path / 'w.pth.tar', 'RGB', 0)
     monkeypatch.chdir(mydata)
     n = len(CLASSES) * VIDEOS_PER_CLASS
