@@ -1,5 +1,5 @@
-"""Real-world video files (issue 14): edit lists, display matrices, AVI header counts, truncated downloads,
-VFR and 50 fps clips, made in tmp_path with imageio-ffmpeg's ffmpeg binary. One definition of a video's
+"""Real-world video files (issues 14 and 29): edit lists, display matrices, AVI headers that overcount their
+packets (not truncation), truncated downloads (MP4, AVI), VFR and 50 fps clips, made in tmp_path with imageio-ffmpeg's ffmpeg binary. One definition of a video's
 frames: what ffmpeg decodes in presentation order after the edit list (PyAV's decode order is the
 reference), whichever backend or tool reads it.
 """
