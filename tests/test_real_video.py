@@ -1,7 +1,7 @@
 """Real-world video files (issues 14 and 29): edit lists, display matrices, AVI headers that overcount their
-packets (not truncation), truncated downloads (MP4, AVI), VFR and 50 fps clips, made in tmp_path with imageio-ffmpeg's ffmpeg binary. One definition of a video's
-frames: what ffmpeg decodes in presentation order after the edit list (PyAV's decode order is the
-reference), whichever backend or tool reads it.
+packets (not truncation), truncated downloads (MP4, AVI), VFR and 50 fps clips, made in tmp_path with
+imageio-ffmpeg's ffmpeg binary. One definition of a video's frames: what ffmpeg decodes in presentation order
+after the edit list (PyAV's decode order is the reference), whichever backend or tool reads it.
 """
 import importlib.util
 import json
