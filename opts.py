@@ -22,7 +22,7 @@ from ops.modality import MODALITIES
 from ops.models import CONSENSUS_TYPES, FIRST_CONV_LR, SHIFT_PLACES, TEMPORAL_MODULES
 from ops.temporal_shift import SHIFT_DIRECTIONS
 from ops.transforms import TEST_CROPS
-from ops.utils import AMP_DTYPES
+from ops.utils import AMP_DTYPES, HelpFormatter, available_cpus
 from ops.video_io import VIDEO_BACKENDS
 
 # Temporal modules built on ResNets only (TSM also has a MobileNetV2 rule).
@@ -43,7 +43,7 @@ DATASET_DEFAULTS = {
 # A backbone's recipe (archs.BACKBONES entry, e.g. ILA's) overrides these and yields to the dataset's.
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
 
 
@@ -73,7 +73,9 @@ def _add_data_options(p):
     g.add_argument("--scale_size", type=int, default=None, help="test shorter side (default 256/224*crop)")
     g.add_argument("--new_length", type=int, default=None,
                    help="frames per segment (default RGB 1, Flow 5, RGBDiff 5 differences = 6 frames)")
-    g.add_argument("-j", "--workers", type=int, default=None, help="DataLoader workers [dataset default / 8]")
+    g.add_argument("-j", "--workers", type=int, default=None,
+                   help="DataLoader workers [dataset default / 8 (training), 2 (evaluation); at most the CPUs "
+                        "this process may use]")
     return g
 
 
@@ -286,6 +288,8 @@ def _derive_train(args):
     # needs, recipe_over_dataset) < the command line.
     defaults = {**DATASET_DEFAULTS, **dict(traits.recipe)}
     defaults.update({k: v for k, v in (spec.train_defaults or {}).items() if k not in traits.recipe_over_dataset})
+    # No more DataLoader workers by default than the CPUs this process may use (PyTorch warns otherwise).
+    defaults["workers"] = min(defaults["workers"], available_cpus())
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -544,7 +548,7 @@ def parse_test_args(argv=None, parser=None):
         if not os.path.isfile(w):
             parser.error(f"--weights: no such file {w!r}")
     if args.workers is None:
-        args.workers = 2
+        args.workers = min(2, available_cpus())
     if (args.per_view or args.per_segment) and not args.save_features:
         parser.error("--per_view / --per_segment need --save_features PATH")
     if args.save_features and not args.save_features.endswith((".npz", ".h5")):

@@ -11,9 +11,10 @@ evaluate_model; ops.scores.fused_scores), so every view-protocol option of test_
 and the top-1 class equals test_models.py's prediction for the same video and protocol.
 
 INPUT: a video file; a folder of frames (img_00001.jpg ..., --image_tmpl); a folder holding videos and/or
-frame folders; or a list file whose lines start with a video or frame-folder path (relative to
---root_path, else to the list's folder; further columns are ignored). RGB and RGBDiff checkpoints read
-videos and frame folders, Flow checkpoints read frame folders of flow images (--flow_tmpl).
+frame folders, searched recursively (e.g. <class>/<video>.mp4 trees; it says how many it found); or a list
+file whose lines start with a video or frame-folder path (relative to --root_path, else to the list's folder;
+further columns are ignored). RGB and RGBDiff checkpoints read videos and frame folders, Flow checkpoints
+read frame folders of flow images (--flow_tmpl).
 
 Class names: --category_file, else the checkpoint's `class_names` or recorded `data.categories`, else class
 indices (said so on stderr).
@@ -118,8 +119,10 @@ def has_images(folder):
 
 
 def collect_inputs(inputs, root_path=None):
-    """Command-line inputs -> (items in order, each once; errors [(path, message)])."""
-    items, errors = [], []
+    """Command-line inputs -> (items in order, each once; errors [(path, message)]; notes: what each folder
+    input held). A folder is searched recursively (the <class>/<video> trees of README's "Your own dataset"):
+    a sub-folder holding images is one frame folder, videos are taken by their extension."""
+    items, errors, notes = [], [], []
 
     def add_path(path, origin):
         if is_video(path):
@@ -132,21 +135,31 @@ def collect_inputs(inputs, root_path=None):
         else:
             errors.append((path, f'{origin}: no such file or folder'))
 
+    def scan(folder, found, seen):
+        seen.add(os.path.realpath(folder))   # a symbolic link back up the tree is not followed again
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if is_video(path):
+                found.append(Item(path, 'video'))
+            elif os.path.isdir(path) and has_images(path):
+                found.append(Item(path, 'frames'))
+            elif os.path.isdir(path) and os.path.realpath(path) not in seen:
+                scan(path, found, seen)
+
     def add_folder(folder):
         if has_images(folder):
             items.append(Item(folder, 'frames'))
             return
-        found = False
-        for name in sorted(os.listdir(folder)):
-            path = os.path.join(folder, name)
-            if is_video(path):
-                items.append(Item(path, 'video'))
-                found = True
-            elif os.path.isdir(path) and has_images(path):
-                items.append(Item(path, 'frames'))
-                found = True
+        found = []
+        scan(folder, found, set())
         if not found:
-            errors.append((folder, 'folder holds no videos, frame folders or frames'))
+            errors.append((folder, f'no videos ({", ".join(VIDEO_EXTENSIONS)}) and no frame folders (images '
+                                   f'{", ".join(IMAGE_EXTENSIONS)}) in it or its sub-folders; give video files, '
+                                   'frame folders, folders of them, or a list file'))
+            return
+        videos = sum(item.kind == 'video' for item in found)
+        notes.append(f'{folder}: {videos} videos and {len(found) - videos} frame folders (searched recursively)')
+        items.extend(found)
 
     def unique(found):
         seen, out = set(), []
@@ -170,7 +183,7 @@ def collect_inputs(inputs, root_path=None):
                 add_path(os.path.join(base, fields[0]), f'{given}:{lineno}')
         else:
             add_path(given, 'input')
-    return unique(items), errors
+    return unique(items), errors, notes
 
 
 def count_frames(folder, modality, tmpl, start_index=1):
@@ -331,8 +344,10 @@ def group_models(args, ctx, items, modalities, failed):
 
 def run(args, ctx):
     dtype = AMP_DTYPES[args.amp]
-    items, errors = collect_inputs(args.inputs, args.root_path)
-    failed = {}
+    items, errors, notes = collect_inputs(args.inputs, args.root_path)
+    for note in notes if ctx.is_main else ():
+        print(f'predict: {note}', file=sys.stderr)
+    failed = {}   # each failure is printed once, when it is found
     for path, message in errors:
         failed[path] = message
         print(f'predict: cannot read {path}: {message}', file=sys.stderr)
@@ -350,12 +365,11 @@ def run(args, ctx):
             for m in models:
                 feature_io.attach(m, args.per_segment)
         for out, m in zip(outputs, models):
-            out.append(evaluate_model(m, args, ctx, dtype)[2])
+            out.append(evaluate_model(m, args, ctx, dtype, "video" if args.window_spec is None else "window")[2])
         records += models[0].dataset.records
         first_models = first_models or models
     if first_models is None:
-        for path, message in failed.items():
-            print(f'predict: FAILED {path}: {message}', file=sys.stderr)
+        print(f'predict: nothing to predict: {failures_line(failed)}', file=sys.stderr)
         return 2
     # Every group of one checkpoint has the same views per video: concatenate the groups.
     ids = [r.video_id for r in records]
@@ -384,9 +398,14 @@ def run(args, ctx):
         write_output(args.output, report, protocols, args, source)
     if args.plot:
         plot_timeline(args.plot, report, names)
-    for path, message in failed.items():
-        print(f'predict: FAILED {path}: {message}', file=sys.stderr)
+    if failed:
+        print(f'predict: {failures_line(failed)}', file=sys.stderr)
     return 1 if failed else 0
+
+
+def failures_line(failed):
+    """The closing count of the inputs that could not be read (each was named when it failed)."""
+    return f'{len(failed)} input{"s" if len(failed) != 1 else ""} could not be read (named above)'
 
 
 def build_report(args, records, probs, names, order):

@@ -240,14 +240,15 @@ def check_modality_matches(modality, spec, records, path):
         raise SystemExit(f"{path} ({modality} checkpoint): {exc}") from None
 
 
-def evaluate_model(mt, args, ctx, dtype):
-    """-> (video_ids, labels, per-view logits (N, V, C)) over the whole list, on every rank."""
+def evaluate_model(mt, args, ctx, dtype, unit="video"):
+    """-> (video_ids, labels, per-view logits (N, V, C)) over the whole list, on every rank. The progress bar
+    counts this rank's records (`unit`: predict.py's windows are records too)."""
     n = len(mt.dataset)
     sampler = ShardSampler(n, num_replicas=ctx.world_size, rank=ctx.rank, batch_size=args.batch_size,
                            shuffle=False, drop_last=False)
     loader = DataLoader(mt.dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
                         pin_memory=ctx.device.type == "cuda", worker_init_fn=worker_init_fn)
-    bar = progress_bar(len(loader), os.path.basename(mt.path), ctx.is_main and not args.no_progress)
+    bar = progress_bar(len(sampler), os.path.basename(mt.path), ctx.is_main and not args.no_progress, unit=unit)
     idx_parts, logit_parts = [], []
     for clips, labels, index in loader:
         if clips.dim() != 5 or clips.shape[1] != mt.num_views:
@@ -260,7 +261,7 @@ def evaluate_model(mt, args, ctx, dtype):
         idx_parts.append(index)
         logit_parts.append(logits)
         if bar is not None:
-            bar.update(1)
+            bar.update(len(index))
     if bar is not None:
         bar.close()
     C = mt.model.num_class

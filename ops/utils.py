@@ -1,5 +1,6 @@
 """Small shared helpers: AMP dtypes, progress bars, meters, top-k accuracy, seeding, JSON-safe values,
-batches to the device, atomic file writes."""
+batches to the device, atomic file writes, the --help formatter of every entry point, the CPU count."""
+import argparse
 import contextlib
 import os
 import random
@@ -11,12 +12,32 @@ import torch
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def progress_bar(total, desc, enabled, initial=0):
-    """A tqdm bar when `enabled` (main rank, bars wanted), else None."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """ArgumentDefaultsHelpFormatter that adds no "(default: ...)" to on/off flags (store_true, store_false,
+    store_const): a store_false flag such as --no_autorotate (dest autorotate) would read "(default: True)"
+    while rotation is on by default. A flag's help says what it turns on or off."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def available_cpus():
+    """CPUs this process may run on (its affinity mask, as PyTorch's DataLoader counts them; a container's
+    or taskset's limit included), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:   # no affinity masks (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def progress_bar(total, desc, enabled, initial=0, unit="it"):
+    """A tqdm bar counting `total` `unit`s when `enabled` (main rank, bars wanted), else None."""
     if not enabled:
         return None
     from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, unit=unit)
 
 
 class AverageMeter:

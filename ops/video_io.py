@@ -14,6 +14,7 @@ import io
 import logging
 import math
 import os
+import struct
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -36,6 +37,11 @@ logger = logging.getLogger(__name__)
 
 class FrameReadError(OSError):
     """A frame or video could not be read; the message names the file."""
+
+
+class TruncatedVideoError(FrameReadError):
+    """A video is truncated (`truncation`), its frames before the cut decode: the data tools' --allow_partial
+    keeps them."""
 
 
 def available_video_backends() -> tuple:
@@ -182,7 +188,10 @@ class VideoProbe:
     data that the edit list presents; discarded: packets the edit list hides (decoded only as references);
     rotation, mirror: what `ffmpeg` (and players) do with the display matrix by default: rotate the stored
     picture by `rotation` degrees counter-clockwise (0, 90, 180, 270), then flip it horizontally when
-    `mirror` (see display_orientation); truncated: the index points past the end of the file.
+    `mirror` (see display_orientation); truncated: the file ends before the data its container announces (the
+    index points past its end, the demuxer's last packet is cut short, or an AVI's RIFF header declares more
+    bytes than the file holds). A header count above the packets (AVI headers of variable-rate video, a wrong
+    dwTotalFrames) is not truncation: see `truncation`.
     """
     header_frames: int
     packets: int
@@ -192,15 +201,27 @@ class VideoProbe:
     mirror: bool = False
 
     @property
-    def stream_frames(self) -> int:
-        """Frames the stream announces: the header count less the edit list's hidden packets (or the packets
-        when there is no header count)."""
-        return self.header_frames - self.discarded if self.header_frames else self.packets
-
-    @property
     def index_reliable(self) -> bool:
         """True when packet count, header and presented frames agree, so random access by index is safe."""
         return self.discarded == 0 and self.header_frames in (0, self.packets) and not self.truncated
+
+    def counts(self) -> str:
+        """What the container says, for messages: 'header 51 frames, 50 packets, 0 hidden by the edit list'."""
+        return f'header {self.header_frames} frames, {self.packets} packets, {self.discarded} hidden by the edit list'
+
+
+def truncation(probe: VideoProbe, decoded: Optional[int] = None) -> Optional[str]:
+    """Why a video counts as truncated, or None: the one policy of the loader and every data tool (README,
+    "Video files"). Truncation is what the packet index and the decode say: the file ends before the data its
+    container announces (VideoProbe.truncated), or a full decode (`decoded` frames; None: not decoded) yields
+    fewer frames than the packets. A header frame count above the packets is not truncation (an AVI header
+    says 51, the file holds 50 packets and ffmpeg decodes 50: the video has 50 frames). A decoding error
+    mid-stream is one too (FrameReadError of iter_video_frames / count_decoded_frames)."""
+    if probe.truncated:
+        return f'truncated: the file ends before the data its container announces ({probe.counts()})'
+    if decoded is not None and decoded < probe.packets:
+        return f'truncated: ffmpeg decodes {decoded} frames of its {probe.packets} packets'
+    return None
 
 
 def display_orientation(matrix) -> tuple:
@@ -259,10 +280,11 @@ def probe_video(path: str) -> VideoProbe:
                 discarded = sum(1 for e in entries if e.size > 0 and e.is_discard)
                 truncated = max(e.pos + e.size for e in entries) > os.path.getsize(path)
             packets_seen = discarded_seen = 0
-            orientation = None
+            orientation, cut_short = None, False
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
+                cut_short = packet.is_corrupt   # of the last packet: ffmpeg flags a read that hit the end
                 if packet.is_discard:
                     discarded_seen += 1
                 else:
@@ -277,8 +299,19 @@ def probe_video(path: str) -> VideoProbe:
         raise FrameReadError(f'cannot open video {path}: {err}') from err
     rotation, mirror = orientation or (0, False)
     if counted:
-        return VideoProbe(header, packets, discarded, rotation, truncated, mirror)
-    return VideoProbe(header, packets_seen, discarded_seen, rotation, mirror=mirror)
+        return VideoProbe(header, packets, discarded, rotation, truncated or _riff_cut(path), mirror)
+    return VideoProbe(header, packets_seen, discarded_seen, rotation, cut_short or _riff_cut(path), mirror)
+
+
+def _riff_cut(path: str) -> bool:
+    """An AVI shorter than the size its RIFF header declares: cut off, also exactly at a chunk boundary (no
+    packet is then cut short, and the index at the end is simply missing). A recorder that never finished
+    the file leaves the size 0: not a cut."""
+    with open(path, 'rb') as f:
+        head = f.read(12)
+    if len(head) < 12 or head[:4] != b'RIFF' or head[8:] != b'AVI ':
+        return False
+    return 8 + struct.unpack('<I', head[4:8])[0] > os.path.getsize(path)
 
 
 def _orient(array: np.ndarray, rotation: int, mirror: bool = False) -> np.ndarray:
@@ -318,6 +351,28 @@ def iter_video_frames(path: str, short_side: int = 0, fmt: str = 'rgb24', *, aut
                 done += 1
     except av.FFmpegError as err:
         raise FrameReadError(f'decoding {path} failed after {done} frames: {err}') from err
+
+
+def checked_video_frames(path: str, short_side: int = 0, fmt: str = 'rgb24', *, autorotate: bool = True,
+                         fps: float = 0, allow_partial: bool = False, notes: Optional[list] = None):
+    """iter_video_frames under the truncation policy of the data tools (`truncation`): the decoded frames, then
+    FrameReadError naming the file and the reason when the video is truncated, fails to decode mid-stream or
+    yields no frame at all. allow_partial keeps what decodes: the reason goes to `notes` instead. A header
+    count above the packets passes silently (not truncation). With `fps` the decoded count is not compared."""
+    probe = probe_video(path)
+    done, broken = 0, None
+    try:
+        for done, frame in enumerate(iter_video_frames(path, short_side, fmt, autorotate=autorotate, fps=fps), 1):
+            yield frame
+    except FrameReadError as err:   # a decoding error mid-stream
+        broken = str(err)
+    if done == 0:
+        raise FrameReadError(broken or f'{path}: no frames decoded')
+    reason = '; '.join(r for r in (broken, truncation(probe, None if fps else done)) if r)
+    if reason and not allow_partial:
+        raise TruncatedVideoError(f'{path}: {reason}')
+    if reason and notes is not None:
+        notes.append(f'{path}: kept the {done} frames decoded: {reason}')
 
 
 def _resample(stream, frames, fps):
@@ -370,20 +425,27 @@ class VideoInfo:
     rotation: int         # display rotation, degrees counter-clockwise
     index_reliable: bool  # random access by index (decord) is safe for this file
     mirror: bool          # display matrix flips the picture (after the rotation), as VideoProbe
-    probe: 'VideoProbe'   # what the container announces (stream_frames, header_frames, discarded)
+    probe: 'VideoProbe'   # what the container announces (header_frames, packets, discarded)
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def _video_info(path: str, size: int, mtime_ns: int) -> VideoInfo:
     # Cached per (file, size, mtime) and process: a file is probed (and, when its index is unreliable,
-    # decoded in full) once, not at every epoch, and its warning is logged once.
+    # decoded in full) once, not at every epoch, and its note is logged once. A truncated file raises
+    # (not cached): the dataset counts and replaces it, as a decoding error.
     probe = probe_video(path)
+    reason = truncation(probe)
+    if reason:
+        raise FrameReadError(f'video {path} is {reason}')
     if probe.index_reliable:
         return VideoInfo(probe.packets, probe.rotation, True, probe.mirror, probe)
     decoded = count_decoded_frames(path)
-    logger.warning('%s: the container index is unreliable (header %d frames, %d packets, %d hidden by the '
-                   'edit list); using the %d frames ffmpeg decodes, read with PyAV', path, probe.header_frames,
-                   probe.packets, probe.discarded, decoded)
+    reason = truncation(probe, decoded)
+    if reason:
+        raise FrameReadError(f'video {path} is {reason}')
+    # Ordinary files (a stream-copy cut's edit list, an AVI header that overcounts): information, not a warning.
+    logger.info('%s: the container index is not usable for random access (%s); using the %d frames ffmpeg '
+                'decodes, read with PyAV', path, probe.counts(), decoded)
     return VideoInfo(decoded, probe.rotation, False, probe.mirror, probe)
 
 
@@ -475,10 +537,10 @@ class _PyAVVideo:
 _logged = set()
 
 
-def _log_once(path: str, message: str, *args) -> None:
+def _log_once(path: str, message: str, *args, level: int = logging.WARNING) -> None:
     if path not in _logged:
         _logged.add(path)
-        logger.warning(message, *args)
+        logger.log(level, message, *args)
 
 
 class VideoFile:
@@ -507,7 +569,7 @@ class VideoFile:
         elif backend in INDEXED_BACKENDS and (info.rotation or info.mirror):
             self.backend = 'pyav'
             _log_once(path, '%s: display matrix rotates by %d degrees%s; read with PyAV', path, info.rotation,
-                      ' and mirrors' if info.mirror else '')
+                      ' and mirrors' if info.mirror else '', level=logging.INFO)   # phone videos: ordinary
         try:
             self._impl = self._open(self.backend)
             if self.backend in INDEXED_BACKENDS and self._impl.num_frames != self.num_frames:

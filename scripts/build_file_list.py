@@ -40,6 +40,7 @@ import random  # noqa: E402
 import re  # noqa: E402
 
 from ops.dataset_config import list_lines, template_fields  # noqa: E402
+from ops.utils import HelpFormatter  # noqa: E402
 from ops.video_io import VIDEO_EXTENSIONS  # noqa: E402
 from scripts.extract_frames import id_has_whitespace, numbered_files, shortened, video_id, write_list  # noqa: E402
 
@@ -378,7 +379,7 @@ def get_args_parser():
         description='Build category.txt and train/val list files from official annotations.')
     sub = p.add_subparsers(dest='format', required=True, metavar='FORMAT',
                            help='one of ' + ', '.join(FORMATS))
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     s = sub.add_parser('folders', formatter_class=fmt,
                        help='your own data: one sub-folder per class, holding videos or frame folders')
     s.add_argument('--root', required=True, help='<root>/<class>/<video file or frame folder>')

@@ -9,13 +9,14 @@ Reports (one line each, then a count per type): a missing, malformed or empty li
 lists of two modalities that do not pair up (--pair_with Flow: ids missing from one, labels differing), labels
 outside [0, num_class), videos with 0 frames, missing folders, frame-count mismatches between the list
 and the files on disk, missing frames, images that do not decode, missing or undecodable videos (a
-truncated file included), videos whose decoded frame count differs from the count their stream announces
-(stream_count_mismatch: header less the frames an edit list hides; --sample_frames compares the cheap
-probe only), and for HDF5 stores a missing file, missing or interrupted per-video datasets, count
-mismatches and undecodable elements. Every needed file is opened and decoded (--sample_frames: only the first and the
-last frame of each video). Videos are decoded as the loader decodes them (display matrix applied unless
---no_autorotate). --dense_sample prints, per split, how many videos are shorter than --dense_length
-(information, not a problem). Exit status 0 when nothing is wrong, 1 otherwise.
+truncated file included: ops.video_io.truncation, the policy of the loader and of extract_frames.py; a
+header frame count above the packets is not truncation), videos whose loader frame count differs from a
+full decode (stream_count_mismatch; not checked with --sample_frames), and for HDF5 stores a missing
+file, missing or interrupted per-video datasets, count mismatches and undecodable elements. Every needed
+file is opened and decoded (--sample_frames: only the first and the last frame of each video). Videos are
+decoded as the loader decodes them (display matrix applied unless --no_autorotate). --dense_sample prints, per
+split, how many videos are shorter than --dense_length (information, not a problem). Exit status 0 when
+nothing is wrong, 1 otherwise.
 """
 import os
 import sys
@@ -28,6 +29,7 @@ import collections  # noqa: E402
 from ops.dataset import parse_list  # noqa: E402
 from ops.dataset_config import DATA_FORMATS, ensure_builtin_data, resolve_dataset, template_fields  # noqa: E402
 from ops.modality import MODALITIES  # noqa: E402
+from ops.utils import HelpFormatter  # noqa: E402
 from ops.video_io import (VIDEO_BACKENDS, FrameReadError, VideoFile, count_decoded_frames,  # noqa: E402
                           count_shorter, flow_paths, iter_video_frames, load_image)
 from scripts.extract_frames import numbered_files, run_parallel, shortened  # noqa: E402
@@ -35,7 +37,7 @@ from scripts.extract_frames import numbered_files, run_parallel, shortened  # no
 PROBLEMS = ('missing_list', 'malformed_list', 'duplicate_video', 'bad_label', 'zero_frames',
             'missing_folder', 'count_mismatch', 'missing_frame', 'unreadable_image', 'missing_video',
             'undecodable_video', 'missing_store', 'missing_dataset', 'undecodable_element')
-PROBLEMS += ('stream_count_mismatch',)   # video lists: decoder count vs the stream's (see _video_count_problems)
+PROBLEMS += ('stream_count_mismatch',)   # video lists: loader count vs a full decode (_video_count_problems)
 # List-level problems across lists: an empty list, and two modalities' lists that do not pair up.
 PAIR_PROBLEMS = ('empty_list', 'unpaired_video', 'label_mismatch', 'unpaired_count')
 SPLITS = ('train', 'val', 'both')
@@ -92,7 +94,7 @@ def _check_video(cfg, path):
         return [('missing_video', full)], None
     try:
         with VideoFile(full, cfg['video_backend'], autorotate=cfg.get('autorotate', True)) as video:
-            n, info = video.num_frames, video.info
+            n = video.num_frames
             if video.backend == 'pyav' and not cfg['sample_frames']:
                 # One forward pass: PyAV reads of 64-frame chunks would each decode from the start again.
                 decoded = sum(1 for _ in iter_video_frames(full, autorotate=cfg.get('autorotate', True)))
@@ -106,23 +108,16 @@ def _check_video(cfg, path):
                 decoded = None if cfg['sample_frames'] else count_decoded_frames(full)   # an indexed backend read it
     except FrameReadError as err:
         return [('undecodable_video', str(err))], None
-    return _video_count_problems(full, n, info, decoded), n
+    return _video_count_problems(full, n, decoded), n
 
 
-def _video_count_problems(full, loader_frames, info, decoded):
-    """The loader's frame count against a full decode (decoded; None: not decoded in full) and, where the
-    index is unreliable (the loader's count is then ffmpeg's decoded count), against the stream's announced
-    count (header less edit-list hidden packets): catches truncated files, AVI/MP4 headers that promise
-    frames the decoder never yields, and index/decoder disagreements. A reliable index announces exactly the
-    loader's count (VideoProbe.index_reliable)."""
+def _video_count_problems(full, loader_frames, decoded):
+    """The loader's frame count against a full decode (decoded; None: not decoded in full): catches index /
+    decoder disagreements. Truncated files (ops.video_io.truncation) fail in VideoFile already
+    (undecodable_video); a header count above the packets is not a problem (the loader reads the packets)."""
     if decoded is not None and decoded != loader_frames:
         return [('stream_count_mismatch', f'{full}: the loader reports {loader_frames} frames, ffmpeg '
                  f'decodes {decoded}')]
-    probe = info.probe
-    if not info.index_reliable and loader_frames != probe.stream_frames:
-        counts = f'header {probe.header_frames}, {probe.discarded} hidden by the edit list'
-        return [('stream_count_mismatch', f'{full}: the decoder yields {loader_frames} frames, the stream '
-                 f'announces {probe.stream_frames} ({counts})')]
     return []
 
 
@@ -282,7 +277,7 @@ def get_args_parser():
     p = argparse.ArgumentParser(
         description='Pre-flight check of a dataset list: missing folders/videos, frame-count mismatches, '
                     'undecodable images/videos/HDF5 elements, bad labels. Exits 1 when anything is wrong.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument('dataset', help='registered dataset name, or any name with the overrides below')
     p.add_argument('--modality', choices=MODALITIES, default='RGB')
     p.add_argument('--pair_with', choices=MODALITIES, action='append', default=[],
@@ -305,7 +300,8 @@ def get_args_parser():
     p.add_argument('--max_print', type=int, default=20,
                    help='problems printed per type (all are counted)')
     p.add_argument('--no_autorotate', dest='autorotate', action='store_false',
-                   help='videos: keep the stored pixels (as main.py/test_models.py --no_autorotate)')
+                   help='videos: keep the stored pixels (as main.py/test_models.py --no_autorotate); by default '
+                        'the display matrix (phone videos) is applied, as the loader applies it')
     p.add_argument('--dense_sample', action='store_true',
                    help='report how many videos are shorter than the dense window (--dense_length)')
     p.add_argument('--dense_length', type=int, default=64, help='dense window in frames')

@@ -13,8 +13,10 @@ flow with other statistics, so train and test on one kind. Finished videos carry
 quality or rotation refuses unless --overwrite. <out_dir>/extraction.json records the method, bound and
 OpenCV version. --frames_root is searched recursively for folders holding --image_tmpl frames (the
 <class>/<video> layout extract_frames.py writes). Videos are decoded as extract_frames.py decodes them
-(display matrix applied unless --no_autorotate). The list has `<vid> <num_flow_frames> <label>` lines
-when labels are known (a frames list or video list with labels), else `<vid> <num_flow_frames>`.
+(display matrix applied unless --no_autorotate), under its truncation policy (a truncated video fails unless
+--allow_partial; a header frame count above the packets is not truncation). The list has
+`<vid> <num_flow_frames> <label>` lines when labels are known (a frames list or video list with labels),
+else `<vid> <num_flow_frames>`.
 """
 import os
 import sys
@@ -27,9 +29,10 @@ import logging  # noqa: E402
 
 from ops.dataset_config import list_lines  # noqa: E402
 from ops.toy import FLOW_BOUND, quantize_flow  # noqa: E402
-from ops.video_io import iter_video_frames, scaled_size  # noqa: E402
-from scripts.extract_frames import (check_inputs, collect_inputs, finish_extraction,  # noqa: E402
-                                    fresh_folder, numbered_files, read_done, refuse, run_parallel,
+from ops.utils import HelpFormatter  # noqa: E402
+from ops.video_io import checked_video_frames, scaled_size  # noqa: E402
+from scripts.extract_frames import (ALLOW_PARTIAL_HELP, check_inputs, collect_inputs, failure,  # noqa: E402
+                                    finish_extraction, fresh_folder, numbered_files, read_done, refuse, run_parallel,
                                     settings_conflicts, sorted_frame_files, template_regex, video_id, write_done)
 
 ALGORITHMS = ('tvl1', 'farneback', 'dis')
@@ -54,11 +57,13 @@ def make_flow_estimator(algorithm):
     raise ValueError(f'unknown flow algorithm {algorithm!r}; choose one of {ALGORITHMS}')
 
 
-def _gray_frames(source, kind, image_tmpl, short_side, autorotate):
-    """Grayscale uint8 frames (H, W) of a frame folder or a video, in order (contiguous, as OpenCV needs)."""
+def _gray_frames(source, kind, image_tmpl, short_side, autorotate, allow_partial=False, notes=None):
+    """Grayscale uint8 frames (H, W) of a frame folder or a video, in order (contiguous, as OpenCV needs); a
+    truncated video raises after its frames unless allow_partial (extract_frames.py's policy)."""
     import cv2
     if kind == 'video':
-        yield from iter_video_frames(source, short_side, fmt='gray', autorotate=autorotate)
+        yield from checked_video_frames(source, short_side, fmt='gray', autorotate=autorotate,
+                                        allow_partial=allow_partial, notes=notes)
         return
     files = sorted_frame_files(source, image_tmpl)
     if not files:
@@ -79,15 +84,17 @@ FLOW_SETTINGS = ('algorithm', 'bound', 'short_side', 'quality', 'flow_tmpl', 'au
 
 
 def flow_one(job):
-    """Compute and write the flow of one video. Returns (vid, num_flow_frames, error or None).
+    """Compute and write the flow of one video. Returns (vid, num_flow_frames, error or None, warning or None).
 
-    job: dict with src, kind ('frames' or 'video'), folder, vid, image_tmpl and the FLOW_SETTINGS."""
+    job: dict with src, kind ('frames' or 'video'), folder, vid, image_tmpl, allow_partial and the
+    FLOW_SETTINGS."""
     import cv2
     source, kind, folder, vid, flow_tmpl = job['src'], job['kind'], job['folder'], job['vid'], job['flow_tmpl']
     settings = {key: job[key] for key in FLOW_SETTINGS}
     info = read_done(folder, FLOW_DONE)
     if info is not None and 'num_flow_frames' in info and not settings_conflicts([folder], settings, FLOW_DONE):
-        return vid, int(info['num_flow_frames']), None
+        return vid, int(info['num_flow_frames']), None, None
+    notes = []
     try:
         if kind == 'video' and not os.path.isfile(source):
             raise FileNotFoundError(f'no such file: {source}')
@@ -100,7 +107,8 @@ def flow_one(job):
             fresh_folder(folder)
         params = [cv2.IMWRITE_JPEG_QUALITY, job['quality']]
         prev, steps = None, 0
-        for img in _gray_frames(source, kind, job['image_tmpl'], job['short_side'], job['autorotate']):
+        for img in _gray_frames(source, kind, job['image_tmpl'], job['short_side'], job['autorotate'],
+                                job['allow_partial'], notes):
             if prev is not None:
                 steps += 1
                 fx, fy = quantize_flow(calc(prev, img), job['bound'])
@@ -112,9 +120,9 @@ def flow_one(job):
         if steps == 0:
             raise ValueError('fewer than 2 frames: no flow')
     except Exception as err:  # one bad video is reported, not fatal for the run
-        return vid, 0, f'{source}: {type(err).__name__}: {err}'
+        return vid, 0, failure(source, err), None
     write_done(folder, dict(settings, num_flow_frames=steps), FLOW_DONE)
-    return vid, steps, None
+    return vid, steps, None, '; '.join(notes) or None
 
 
 def _remove_flow_files(folder, flow_tmpl):
@@ -151,7 +159,7 @@ def get_args_parser():
     p = argparse.ArgumentParser(
         description='Compute TSN-format optical flow (flow_x/flow_y grayscale JPEGs) from frame folders '
                     'or videos; resumable, parallel; writes a flow list.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     src = p.add_argument_group('input (frame folders or videos)')
     src.add_argument('--frames_root', help='root of RGB frame folders')
     src.add_argument('--list', help='frames list "vid num_frames [label]" under --frames_root '
@@ -171,6 +179,7 @@ def get_args_parser():
     p.add_argument('--list_out', help='flow list to write (default: <out_dir>/flow_list.txt)')
     p.add_argument('--no_autorotate', dest='autorotate', action='store_false',
                    help='videos: keep the stored pixels; by default the display matrix is applied')
+    p.add_argument('--allow_partial', action='store_true', help=f'videos: {ALLOW_PARTIAL_HELP}')
     p.add_argument('--overwrite', action='store_true',
                    help='redo finished flow made with other settings (by default the run refuses)')
     return p
@@ -204,7 +213,7 @@ def main(argv=None):
     errors = check_inputs(jobs)
     if errors:
         refuse(errors, 'inputs that cannot be extracted as given')
-    jobs = [dict(job, image_tmpl=args.image_tmpl, **settings) for job in jobs]
+    jobs = [dict(job, image_tmpl=args.image_tmpl, allow_partial=args.allow_partial, **settings) for job in jobs]
     conflicts = settings_conflicts([job['folder'] for job in jobs], settings, FLOW_DONE)
     if conflicts and not args.overwrite:
         refuse(conflicts, 'finished flow was made with other settings; --overwrite redoes it')

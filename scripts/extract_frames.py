@@ -11,8 +11,9 @@ reads from the same file. A finished folder holds a done-marker (.done, JSON wit
 settings), so an interrupted run (Ctrl-C included) resumes where it stopped; a folder without the marker
 is redone, and a rerun with other settings refuses unless --overwrite. Before any work the run refuses
 videos whose id holds whitespace and two videos that map to one folder (same stem, two extensions). A
-video that fails mid-stream or decodes fewer frames than its stream announces is reported as failed
-(left out of the list) unless --allow_partial. The list has
+truncated video (ops.video_io.truncation: the file ends before the data its container announces, or the
+decode fails or yields fewer frames than the packets; a header count above the packets is not truncation)
+is reported as failed (left out of the list) unless --allow_partial. The list has
 `<vid> <num_frames> <label>` lines when the input is a video list with labels (`path label`), else
 `<vid> <num_frames>` counts (which scripts/build_file_list.py --counts accepts).
 
@@ -35,8 +36,8 @@ import signal  # noqa: E402
 import string  # noqa: E402
 
 from ops.dataset_config import list_lines  # noqa: E402
-from ops.utils import atomic_open  # noqa: E402
-from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, iter_video_frames, probe_video  # noqa: E402
+from ops.utils import HelpFormatter, atomic_open  # noqa: E402
+from ops.video_io import VIDEO_EXTENSIONS, TruncatedVideoError, checked_video_frames  # noqa: E402
 
 logger = logging.getLogger('extract_frames')
 
@@ -278,42 +279,42 @@ def extract_one(job):
     info = read_done(folder)
     if info is not None and not settings_conflicts([folder], settings, legacy=LEGACY_FRAME_SETTINGS):
         return vid, int(info['num_frames']), None, None
-    n, broken, warning = 0, None, None
+    n, notes = 0, []
     try:
         if not os.path.isfile(src):
             raise FileNotFoundError(f'no such file: {src}')
-        probe = probe_video(src)
         fresh_folder(folder)
-        frames = iter_video_frames(src, job['short_side'], autorotate=job['autorotate'], fps=job['fps'])
-        try:
-            for n, frame in enumerate(frames, 1):
-                path = os.path.join(folder, tmpl.format(n))
-                if not cv2.imwrite(path, frame[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, job['quality']]):
-                    raise OSError(f'cannot write {path}')
-        except FrameReadError as err:   # truncated or corrupt mid-stream
-            broken = str(err)
-        if n == 0:
-            raise ValueError(broken or 'no frames decoded')
-        expected = probe.stream_frames
-        short = not job['fps'] and n < expected
-        if (broken or short) and not job['allow_partial']:
-            raise ValueError((broken + '; ' if broken else '') + f'decoded {n} of the {expected} frames the '
-                             'stream announces (--allow_partial keeps the decoded frames)')
-        if broken or (not job['fps'] and n != expected):
-            warning = (f'{src}: decoded {n} frames, the stream announces {expected} (header '
-                       f'{probe.header_frames}, {probe.discarded} hidden by the edit list)'
-                       + (f'; {broken}' if broken else ''))
+        for n, frame in enumerate(checked_video_frames(src, job['short_side'], autorotate=job['autorotate'],
+                                                       fps=job['fps'], allow_partial=job['allow_partial'],
+                                                       notes=notes), 1):
+            path = os.path.join(folder, tmpl.format(n))
+            if not cv2.imwrite(path, frame[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, job['quality']]):
+                raise OSError(f'cannot write {path}')
     except Exception as err:  # any decoder/IO failure of one video is reported, not fatal for the run
         shutil.rmtree(folder, ignore_errors=True)   # no half-written folder is left to be listed
-        return vid, 0, f'{src}: {type(err).__name__}: {err}', None
+        return vid, 0, failure(src, err), None
     write_done(folder, dict(settings, num_frames=n, source=src))
-    return vid, n, None, warning
+    return vid, n, None, '; '.join(notes) or None
+
+
+def failure(src, err):
+    """The FAILED line of one video: a truncated one says how to keep its frames (the one truncation policy,
+    ops.video_io.truncation)."""
+    if isinstance(err, TruncatedVideoError):
+        return f'{err} (--allow_partial keeps the decoded frames)'
+    return f'{src}: {type(err).__name__}: {err}'
+
+
+ALLOW_PARTIAL_HELP = ('keep the decoded frames of a truncated video (the file ends before the data its container '
+                      'announces, or decoding fails or yields fewer frames than its packets; a warning says '
+                      'which); by default it is reported as failed. A header frame count above the packets is '
+                      'not truncation')
 
 
 def get_args_parser():
     p = argparse.ArgumentParser(
         description='Decode videos into JPEG frame folders (resumable, parallel) and write a frames list.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument('--video_dir', help='folder of videos (searched recursively); the root of '
                    '--video_list paths when a list is given')
     p.add_argument('--video_list', help='list of videos, lines "path [label]" relative to --video_dir')
@@ -328,9 +329,7 @@ def get_args_parser():
                    help="resample to this constant frame rate with ffmpeg's fps filter (0: every decoded frame)")
     p.add_argument('--no_autorotate', dest='autorotate', action='store_false',
                    help='keep the stored pixels; by default the display matrix (phone videos) is applied')
-    p.add_argument('--allow_partial', action='store_true',
-                   help='keep the frames of a video that fails mid-stream or decodes fewer frames than its '
-                        'header announces (a warning names both counts); by default it is reported as failed')
+    p.add_argument('--allow_partial', action='store_true', help=ALLOW_PARTIAL_HELP)
     p.add_argument('--overwrite', action='store_true',
                    help='redo finished folders made with other settings (by default the run refuses)')
     return p

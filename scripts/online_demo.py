@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ops.online import export_parity, export_step, load_uni_model, state_nbytes, to_streaming  # noqa: E402
 from ops.temporal_shift import SHIFT_DIRECTIONS  # noqa: E402
 from ops.transforms import build_transform  # noqa: E402
+from ops.utils import HelpFormatter  # noqa: E402
 
 logger = logging.getLogger('online_demo')
 EXPORT_FRAMES = 16
@@ -41,7 +42,7 @@ MIN_OUTPUT_WIDTH = 256
 
 def get_parser():
     p = argparse.ArgumentParser(prog='online_demo.py', description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument('--weights', required=True, help='checkpoint of a uni-directional TSM')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--video', help='video file (PyAV)')

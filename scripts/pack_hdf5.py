@@ -10,8 +10,8 @@
 One dataset per video, named by its video id (the list path; a video's path without its extension);
 element n holds the encoded JPEG bytes of frame n + 1, frames in NUMERIC order (ops/hdf5_store.py
 defines the format; Flow x/y pairs are interleaved). JPEG files are copied byte for byte; video frames
-are decoded with PyAV (the display matrix applied unless --no_autorotate, as scripts/extract_frames.py)
-and encoded with OpenCV at --quality. Re-running skips videos already stored
+are decoded with PyAV (the display matrix applied unless --no_autorotate, a truncated video refused, as
+scripts/extract_frames.py) and encoded with OpenCV at --quality. Re-running skips videos already stored
 completely, so an interrupted run resumes. Frame folders with gaps in their numbering are refused
 (the element index would no longer be the frame number).
 """
@@ -25,7 +25,8 @@ import logging  # noqa: E402
 
 from ops.dataset_config import list_lines, template_fields  # noqa: E402
 from ops.hdf5_store import has_video, write_flow_frames, write_video_frames  # noqa: E402
-from ops.video_io import iter_video_frames  # noqa: E402
+from ops.utils import HelpFormatter  # noqa: E402
+from ops.video_io import checked_video_frames  # noqa: E402
 from scripts.extract_frames import find_videos, numbered_files, run_parallel, video_id  # noqa: E402
 
 SOURCES = ('frames', 'video')
@@ -58,7 +59,7 @@ def load_one(job):
         if source == 'video':
             import cv2
             blobs = []
-            for frame in iter_video_frames(src, short_side, autorotate=autorotate):
+            for frame in checked_video_frames(src, short_side, autorotate=autorotate):   # truncated: refused
                 ok, buf = cv2.imencode('.jpg', frame[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
                 if not ok:
                     raise ValueError('JPEG encoding failed')
@@ -93,7 +94,7 @@ def get_args_parser():
     p = argparse.ArgumentParser(
         description='Pack frame folders or videos into an HDF5 frame store (one dataset per video, '
                     'element n = JPEG bytes of frame n + 1); resumable.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument('--root', required=True, help='frames root (frame folders) or videos root')
     p.add_argument('--list', help='list file (frames "vid n label" or video "path label"); default: every '
                    'folder / video under --root')

@@ -20,13 +20,14 @@ import numpy as np  # noqa: E402
 
 from ops.modality import MODALITIES, frames_per_segment  # noqa: E402
 from ops.sampling import SAMPLE_MODES, sample_indices  # noqa: E402
+from ops.utils import HelpFormatter  # noqa: E402
 
 
 def get_args_parser():
     p = argparse.ArgumentParser(
         description='Print the 1-based segment start indices of a sampling protocol as JSON '
                     '{"clips": [[...], ...]}.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument('--num_frames', type=int, required=True, help='frames in the video (n)')
     p.add_argument('--num_segments', type=int, required=True, help='segments per clip (T)')
     p.add_argument('--new_length', type=int, default=None,

@@ -5,6 +5,8 @@ flags, per-modality roots and lists ('{modality}') for mutual learning and ensem
 import csv
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -210,6 +212,52 @@ def test_check_data_resolves_modality(mydata, capsys, monkeypatch):
     bad = [f.replace('train_{modality}', 'train_RGB') for f in data_flags()]
     assert check_data(['mydata', '--modality', 'Flow', *bad]) == 1
     assert 'count_mismatch' in capsys.readouterr().out
+
+
+def _readme_section(title):
+    with open(os.path.join(REPO, 'README.md')) as f:
+        text = f.read()
+    start = text.index(f'\n## {title}\n')
+    return text[start:text.index('\n## ', start + 1)]
+
+
+def test_readme_checks_the_data_before_the_first_training(mydata, capsys, monkeypatch):
+    # Issue 29: the own-dataset walk-through trained before checking anything. Its check_data commands run
+    # here as written (from the work folder, as README runs them), each before the training it prepares.
+    from scripts.check_data import main as check_data
+    lines = [line for line in _readme_section('Your own dataset').splitlines() if line.startswith('python ')]
+    checks = [i for i, line in enumerate(lines) if line.startswith('python scripts/check_data.py')]
+    trainings = [i for i, line in enumerate(lines) if line.startswith('python main.py')]
+    assert len(checks) >= 2 and checks[0] < trainings[0] and checks[1] < trainings[1] and checks[1] > trainings[0]
+    assert '--data_format video' in lines[checks[1]] and '--data_format video' in lines[trainings[1]]
+    monkeypatch.chdir(mydata)
+    for i in checks[:2]:
+        assert check_data(shlex.split(lines[i])[2:]) == 0, lines[i]
+        assert 'OK: no problems found' in capsys.readouterr().out
+
+
+def test_predict_on_the_class_folder_trees(mydata, tiny_checkpoint, capsys, monkeypatch, tmp_path):
+    # Issue 29: `predict.py FOLDER` on the tree this section builds said "folder holds no videos, frame folders
+    # or frames" twice and exited 2. Now it searches the tree, says what it found, and the progress bar counts
+    # the videos.
+    from test_predict import predict   # the module pytest collects (imported once)
+    weights = tiny_checkpoint(tmp_path / 'w.pth.tar', 'RGB', 0)
+    monkeypatch.chdir(mydata)
+    n = len(CLASSES) * VIDEOS_PER_CLASS
+    assert predict.main(predict.parse_args(['--weights', weights, '--device', 'cpu', '-j', '0', 'data/mydata/videos',
+                                            'data/mydata/RGB', '--batch_size', '4',
+                                            '--output', str(tmp_path / 'p.json')])) == 0
+    err = capsys.readouterr().err
+    assert f'data/mydata/videos: {n} videos and 0 frame folders (searched recursively)' in err
+    assert f'data/mydata/RGB: 0 videos and {n} frame folders (searched recursively)' in err
+    # two bars (the videos, then the frame folders) of n videos, in steps of the batch: 0/9, 4/9, 8/9 (9/9 is
+    # cleared at once); before, they counted batches: 0/3, 1/3, ...
+    shown = re.findall(r'\b(\d+)/(\d+) \[[^\]\r\n]*video', err)
+    assert {total for _, total in shown} == {str(n)} and [done for done, _ in shown].count('0') == 2, err
+    assert {int(done) % 4 for done, _ in shown if int(done) < n} == {0}
+    videos = [entry['video'] for entry in json.load(open(tmp_path / 'p.json'))['videos']]
+    assert videos == [f'data/mydata/videos/{c}/{c}_{k}.mp4' for c in CLASSES for k in range(VIDEOS_PER_CLASS)] + \
+        [f'data/mydata/RGB/{c}/{c}_{k}' for c in CLASSES for k in range(VIDEOS_PER_CLASS)]
 
 
 # ----------------------------------------------------------------------------------- run directories

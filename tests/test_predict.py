@@ -275,3 +275,14 @@ def test_h5_feature_sink_writes_rows_in_place_and_is_atomic(tmp_path):
     aborted = feature_io.H5FeatureSink(str(tmp_path / 'g.h5'), rows, head)
     aborted.abort()
     assert os.listdir(tmp_path) == ['f.h5']
+
+
+def test_folder_without_inputs_is_named_once_with_what_to_pass(tmp_path, ckpts, capsys):
+    # Before: "folder holds no videos, frame folders or frames", printed twice (when found and in the summary).
+    (tmp_path / 'tree' / 'cls').mkdir(parents=True)
+    (tmp_path / 'tree' / 'cls' / 'notes.txt').write_text('not a video\n')
+    assert run_predict('--weights', ckpts['tsm'], str(tmp_path / 'tree')) == 2
+    err = capsys.readouterr().err
+    assert err.count(str(tmp_path / 'tree')) == 1, err
+    assert 'no videos (.mp4' in err and 'in it or its sub-folders; give video files, frame folders' in err
+    assert 'nothing to predict: 1 input could not be read (named above)' in err

@@ -1,7 +1,7 @@
-"""Real-world video files (issue 14): edit lists, display matrices, AVI header counts, truncated downloads,
-VFR and 50 fps clips, made in tmp_path with imageio-ffmpeg's ffmpeg binary. One definition of a video's
-frames: what ffmpeg decodes in presentation order after the edit list (PyAV's decode order is the
-reference), whichever backend or tool reads it.
+"""Real-world video files (issues 14 and 29): edit lists, display matrices, AVI headers that overcount their
+packets (not truncation), truncated downloads (MP4, AVI), VFR and 50 fps clips, made in tmp_path with
+imageio-ffmpeg's ffmpeg binary. One definition of a video's frames: what ffmpeg decodes in presentation order
+after the edit list (PyAV's decode order is the reference), whichever backend or tool reads it.
 """
 import importlib.util
 import json
@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -19,8 +20,8 @@ import numpy as np
 import pytest
 
 from ops.video_io import (available_video_backends, display_orientation, FrameReadError, iter_video_frames, VideoFile,
-                          load_image, probe_video)
-from scripts import check_data, pack_hdf5
+                          load_image, probe_video, truncation)
+from scripts import check_data, extract_flow, extract_frames, pack_hdf5
 from conftest import REPO
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -91,8 +92,29 @@ def clips(tmp_path_factory):
     data = open(faststart, 'rb').read()
     with open(p['trunc.mp4'], 'wb') as f:
         f.write(data[:len(data) * 6 // 10])   # a download cut mid-file
+    # An MPEG-4 AVI of 50 frames whose headers say 51 (issue 29's real clip), and the same file cut mid-way.
+    _ffmpeg('-i', src, '-frames:v', '50', '-c:v', 'mpeg4', '-q:v', '2', str(d / 'a50.avi'))
+    p['over.avi'] = overcount_avi_header(str(d / 'a50.avi'), str(d / 'over.avi'))
+    data = open(p['over.avi'], 'rb').read()
+    p['trunc.avi'] = str(d / 'trunc.avi')
+    with open(p['trunc.avi'], 'wb') as f:
+        f.write(data[:len(data) * 6 // 10])
     p['src.mp4'] = src
     return p
+
+
+def overcount_avi_header(src, dst, extra=1):
+    """Copy an AVI with its frame counts raised by `extra` (avih dwTotalFrames, the video strh dwLength, OpenDML
+    dmlh dwTotalFrames), as writers do that count frames they never store. -> dst"""
+    data = bytearray(open(src, 'rb').read())
+    for tag, offset in ((b'avih', 16), (b'strh', 32), (b'dmlh', 0)):
+        at = data.find(tag)   # the first one: the main header, the (only) video stream's header
+        if at >= 0:
+            field = at + 8 + offset
+            struct.pack_into('<I', data, field, struct.unpack_from('<I', data, field)[0] + extra)
+    with open(dst, 'wb') as f:
+        f.write(data)
+    return dst
 
 
 def _run(script, *args, cwd=REPO, timeout=120):
@@ -138,15 +160,17 @@ def test_edit_list_frames_are_what_ffmpeg_decodes(clips, backend):
     assert_pixels_match(frames, reference[[k - 1 for k in numbers]])
 
 
-def test_unreliable_index_logged_once_per_file(clips, tmp_path, caplog):
+def test_unreliable_index_logged_once_per_file_as_information(clips, tmp_path, caplog):
+    # An edit list is what every stream-copy cut has: one INFO line per file and process, no WARNING (issue 29).
     path = str(tmp_path / 'fresh.mp4')   # a path this process has not probed yet
     os.link(clips['edit.mp4'], path)
-    with caplog.at_level(logging.WARNING, logger='ops.video_io'):
+    with caplog.at_level(logging.INFO, logger='ops.video_io'):
         for _ in range(3):
             for backend in available_video_backends():
                 VideoFile(path, backend).close()
-    messages = [r.getMessage() for r in caplog.records if 'fresh.mp4' in r.getMessage()]
-    assert len(messages) == 1 and 'hidden by the edit list' in messages[0]
+    records = [r for r in caplog.records if 'fresh.mp4' in r.getMessage()]
+    assert len(records) == 1 and 'hidden by the edit list' in records[0].getMessage()
+    assert records[0].levelno == logging.INFO
 
 
 def test_edit_list_extracted_frames_equal_video_frames(clips, tmp_path):
@@ -292,22 +316,79 @@ def test_avi_header_count_is_not_trusted(clips, backend):
     assert grey_index(last_two[0]) != grey_index(last_two[1])   # no repeated last frame
 
 
-def test_avi_header_mismatch_fails_extraction_unless_allow_partial(clips, tmp_path, capsys):
-    videos = _video_dir(tmp_path, clips, 'gap.avi', 'src.mp4')
-    out = tmp_path / 'frames'
-    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1')
-    assert proc.returncode == 1
-    assert re.search(r'FAILED .*gap\.avi: .*decoded 40 of the 60 frames', proc.stderr)
-    assert _list(out / 'frames_list.txt') == [['cls/src', '60']] and not (out / 'cls' / 'gap').exists()
-    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1', '--allow_partial')
-    assert proc.returncode == 0
-    assert re.search(r'WARNING .*gap\.avi: decoded 40 frames, the stream announces 60', proc.stderr)
-    assert _list(out / 'frames_list.txt') == [['cls/gap', '40'], ['cls/src', '60']]
-    args = _check_args(tmp_path, videos, 'cls/gap.avi', 'cls/src.mp4')
+def _tools(tmp_path, videos, name, *extra):
+    """Run extract_frames and extract_flow (farneback) in-process on a video folder; -> ({tool: exit status},
+    frames folder, flow folder)."""
+    frames, flow = tmp_path / f'frames{name}', tmp_path / f'flow{name}'
+    status = {'frames': extract_frames.main(['--video_dir', videos, '--out_dir', str(frames), '--workers', '1',
+                                             *extra]),
+              'flow': extract_flow.main(['--video_dir', videos, '--out_dir', str(flow), '--workers', '1',
+                                         '--algorithm', 'farneback', *extra])}
+    return status, frames, flow
+
+
+def test_avi_header_overcount_is_not_truncation_in_any_tool(clips, tmp_path, capsys):
+    # Issue 29: the header says 51, the file holds 50 packets, ffmpeg decodes 50; and gap.avi, whose header
+    # also counts the empty chunks of its variable-rate gaps (60 for 40 packets). Neither is truncated.
+    for name, frames in (('over.avi', 50), ('gap.avi', 40)):
+        probe = probe_video(clips[name])
+        assert probe.header_frames > probe.packets == frames == ffmpeg_count(clips[name]) == len(reference_frames(
+            clips[name]))
+        assert not probe.truncated and truncation(probe) is None and truncation(probe, frames) is None
+    assert probe_video(clips['over.avi']).header_frames == 51
+    videos = _video_dir(tmp_path, clips, 'over.avi', 'gap.avi')
+    status, frames, flow = _tools(tmp_path, videos, '')
+    err = capsys.readouterr().err
+    assert status == {'frames': 0, 'flow': 0} and 'WARNING' not in err and 'FAILED' not in err, err
+    assert _list(frames / 'frames_list.txt') == [['cls/gap', '40'], ['cls/over', '50']]
+    assert _list(flow / 'flow_list.txt') == [['cls/gap', '39'], ['cls/over', '49']]
+    args = _check_args(tmp_path, videos, 'cls/over.avi', 'cls/gap.avi')
+    for extra in ([], ['--sample_frames']):
+        assert check_data.main(args + extra) == 0, capsys.readouterr().out
+    assert pack_hdf5.main(['--source', 'video', '--root', videos, '--output', str(tmp_path / 'v.h5')]) == 0
+
+
+def test_truncated_avi_fails_in_every_tool_unless_allow_partial(clips, tmp_path, capsys):
+    # The same AVI cut mid-file: its header still says 51, the demuxer's last packet is cut short.
+    path = clips['trunc.avi']
+    probe = probe_video(path)
+    assert probe.truncated and 'truncated' in truncation(probe) and probe.packets < 50
+    for backend in available_video_backends():
+        with pytest.raises(FrameReadError, match=r'trunc\.avi is truncated'):
+            VideoFile(path, backend)
+    videos = _video_dir(tmp_path, clips, 'trunc.avi')
+    status, frames, flow = _tools(tmp_path, videos, '')
+    err = capsys.readouterr().err
+    assert status == {'frames': 1, 'flow': 1}
+    assert len(re.findall(r'FAILED .*trunc\.avi: truncated: .*\(--allow_partial keeps the decoded frames\)', err)) == 2
+    assert _list(frames / 'frames_list.txt') == [] and not (frames / 'cls' / 'trunc').exists()
+    status, frames, flow = _tools(tmp_path, videos, '_partial', '--allow_partial')
+    err = capsys.readouterr().err
+    assert status == {'frames': 0, 'flow': 0}
+    assert len(re.findall(rf'WARNING .*trunc\.avi: kept the {probe.packets} frames decoded: truncated', err)) == 2
+    assert _list(frames / 'frames_list.txt') == [['cls/trunc', str(probe.packets)]]
+    assert _list(flow / 'flow_list.txt') == [['cls/trunc', str(probe.packets - 1)]]
+    args = _check_args(tmp_path, videos, 'cls/trunc.avi')
     for extra in ([], ['--sample_frames']):
         assert check_data.main(args + extra) == 1
-        assert re.search(r'stream_count_mismatch: .*gap\.avi: the decoder yields 40 frames, the stream announces 60',
-                         capsys.readouterr().out)
+        assert re.search(r'undecodable_video: .*trunc\.avi is truncated', capsys.readouterr().out)
+    assert pack_hdf5.main(['--source', 'video', '--root', videos, '--output', str(tmp_path / 't.h5')]) == 1
+
+
+def test_avi_cut_at_a_chunk_boundary_is_truncated(clips, tmp_path):
+    # No packet is cut short there: the RIFF size the header declares says the file is incomplete.
+    with av.open(clips['over.avi']) as container:
+        cut = container.streams.video[0].index_entries[30].pos
+    path = str(tmp_path / 'cut.avi')
+    with open(path, 'wb') as f:
+        f.write(open(clips['over.avi'], 'rb').read()[:cut])
+    probe = probe_video(path)
+    assert probe.packets == 30 and probe.truncated
+    unfinished = bytearray(open(clips['over.avi'], 'rb').read()[:cut])
+    unfinished[4:8] = bytes(4)   # a writer that never finished the file: RIFF size 0, nothing announced
+    with open(path, 'wb') as f:
+        f.write(unfinished)
+    assert not probe_video(path).truncated
 
 
 # ------------------------------------------------------------------------- 4. truncated downloads
@@ -322,7 +403,7 @@ def test_truncated_file_fails_everywhere(clips, tmp_path, capsys):
     assert proc.returncode == 1 and re.search(r'FAILED .*trunc\.mp4: .*failed after \d+ frames', proc.stderr)
     assert _list(out / 'frames_list.txt') == [['cls/src', '60']] and not (out / 'cls' / 'trunc').exists()
     proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1', '--allow_partial')
-    assert proc.returncode == 0 and 'trunc.mp4: decoded' in proc.stderr
+    assert proc.returncode == 0 and 'trunc.mp4: kept the' in proc.stderr
     assert check_data.main(_check_args(tmp_path, videos, 'cls/trunc.mp4')) == 1
     assert 'undecodable_video' in capsys.readouterr().out
 
@@ -471,10 +552,11 @@ def test_check_data_dense_count_of_a_list_with_duplicates(clips, tmp_path, capsy
     assert re.search(r'duplicate_video: .*cls/src\.mp4 listed 2 times', out)
 
 
-# Expected full-check result of every clip: (problem kinds, frame count); gap.avi decodes 40 of 60 frames.
+# Expected full-check result of every clip: (problem kinds, frame count); gap.avi's header says 60 for its 40
+# packets, over.avi's 51 for 50: not truncation.
 FULL_CHECK = {'src.mp4': ([], 60), 'edit.mp4': ([], 20), 'rot90.mp4': ([], 20), 'vfr.mp4': ([], 40),
-              'f50.mp4': ([], 120), 'gap.avi': (['stream_count_mismatch'], 40),
-              'trunc.mp4': (['undecodable_video'], None)}
+              'f50.mp4': ([], 120), 'gap.avi': ([], 40), 'over.avi': ([], 50),
+              'trunc.mp4': (['undecodable_video'], None), 'trunc.avi': (['undecodable_video'], None)}
 
 
 @pytest.mark.parametrize('backend', available_video_backends())
@@ -486,10 +568,6 @@ def test_check_data_full_video_check_per_backend(clips, tmp_path, backend):
             cfg = {'root': videos, 'video_backend': backend, 'sample_frames': False, 'autorotate': autorotate}
             problems, n = check_data._check_video(cfg, f'cls/{name}')
             assert ([k for k, _ in problems], n) == (kinds, frames), (name, problems)
-    cfg = {'root': videos, 'video_backend': backend, 'sample_frames': False, 'autorotate': True}
-    message = check_data._check_video(cfg, 'cls/gap.avi')[0][0][1]
-    assert message.endswith('gap.avi: the decoder yields 40 frames, the stream announces 60 (header 60, 0 hidden by '
-                            'the edit list)')
 
 
 def test_test_models_protocol_line_counts_short_videos(tiny_toy, tiny_checkpoint, tmp_path, capsys):
