@@ -72,6 +72,9 @@ def load_checkpoint(path, map_location='cpu', require=()):
                                 'inside it, e.g. ckpt.pth.tar)')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
+    if os.path.getsize(path) == 0:
+        raise ValueError(f'checkpoint {path} is empty (0 bytes): a write that never finished, or a copy or '
+                         'download that failed; use another checkpoint or write it again')
     if str(path).endswith('.safetensors'):
         from safetensors.torch import load_file
         try:
@@ -81,25 +84,67 @@ def load_checkpoint(path, map_location='cpu', require=()):
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, IndexError, KeyError, ValueError) as e:
-        # Random bytes read as a legacy pickle fail in the unpickler with any of these.
-        text = str(e)
-        if not isinstance(e, pickle.UnpicklingError) or 'Unsupported global' not in text:
+        # Random bytes read as a legacy pickle fail in the unpickler with any of these; so does a pickle
+        # that names Python objects weights_only does not allow (torch's text then depends on the pickle).
+        refused = pickled_globals(path) if isinstance(e, pickle.UnpicklingError) else []
+        if not refused:
             raise ValueError(f'{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a '
                              f'readable legacy pickle; size {os.path.getsize(path)} bytes): is it the right '
                              'file, or was it truncated or overwritten?') from e
-        detail = next((ln.strip() for ln in text.splitlines() if 'Unsupported global' in ln), '')
-        raise ValueError(f'refusing to load {path}: it contains pickled Python objects that '
-                         f'weights_only loading does not allow (nothing was executed). Re-save it with only '
-                         f'tensors and plain types. Detail: {detail}') from e
+        raise ValueError(f'refusing to load {path}: it contains pickled Python objects that weights_only '
+                         f'loading does not allow: {", ".join(refused[:8])}'
+                         f'{f" and {len(refused) - 8} more" if len(refused) > 8 else ""} (nothing was '
+                         'executed). Re-save it with only tensors and plain types, e.g. '
+                         "torch.save({'state_dict': model.state_dict()}, path), where you trust its source") from e
     except (RuntimeError, OSError, EOFError) as e:
-        raise RuntimeError(f'could not read checkpoint {path} (truncated or corrupt?): '
-                           f'{str(e).splitlines()[0]}') from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RuntimeError(f'could not read checkpoint {path} (truncated or corrupt?): {first}') from e
     missing = [k for k in require if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         found = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f'{path} has no {", ".join(repr(k) for k in missing)} entry (top-level keys: {found}); '
                          'it is not a checkpoint written by main.py')
     return ckpt
+
+
+def pickled_globals(path):
+    """Names (``module.name``) of the Python objects a pickled file refers to and ``torch.load(weights_only=
+    True)`` does not allow, found by reading the pickle's opcodes, never by running them; [] when there are
+    none or the file is not a pickle at all."""
+    import pickletools
+    import zipfile
+    if zipfile.is_zipfile(path):
+        try:
+            return sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)))
+        except Exception:  # noqa: BLE001 - an archive torch cannot read: no names to give
+            return []
+    # Legacy torch.save files and bare pickles: a sequence of pickles; GLOBAL carries "module name",
+    # STACK_GLOBAL takes the two strings pushed (or fetched from the memo) just before it.
+    from torch._weights_only_unpickler import _get_allowed_globals
+    allowed = set(_get_allowed_globals()) | {f'{g.__module__}.{g.__qualname__}' for g in
+                                             torch.serialization.get_safe_globals() if hasattr(g, '__qualname__')}
+    found, strings, memo, last = [], [], {}, None
+    try:
+        with open(path, 'rb') as f:
+            while f.peek(1):
+                for op, arg, _ in pickletools.genops(f):
+                    if op.name == 'GLOBAL':
+                        found.append(arg.replace(' ', '.'))
+                    elif op.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                        found.append(f'{strings[-2]}.{strings[-1]}')
+                    elif op.name in ('BINPUT', 'LONG_BINPUT', 'PUT'):
+                        memo[arg] = last
+                    elif op.name == 'MEMOIZE':
+                        memo[len(memo)] = last
+                    elif op.name in ('BINGET', 'LONG_BINGET', 'GET') and isinstance(memo.get(arg), str):
+                        strings.append(memo[arg])
+                    elif isinstance(arg, str) and 'UNICODE' in op.name:
+                        strings.append(arg)
+                    last = arg if isinstance(arg, str) and 'UNICODE' in op.name else (
+                        memo.get(arg) if 'GET' in op.name else None)
+    except Exception:  # noqa: BLE001 - the bytes after the pickles (tensor data) or garbage: stop there
+        pass
+    return sorted({g for g in found if g not in allowed})
 
 
 def remove_stale_temp_files(directory):
