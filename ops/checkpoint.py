@@ -208,6 +208,34 @@ def strip_prefixes(state_dict):
     return out
 
 
+# First-conv keys of state dicts saved from a bare backbone, without TSN's `base_model.` (MobileNetV2 as
+# in TSM's online demo, torchvision-style ResNets, BNInception).
+_BARE_BACKBONE_STEMS = ('features.0.0.weight', 'conv1.weight', 'conv1_7x7_s2.weight')
+# TSM's online demo (online_demo/mobilenet_v2_tsm.py, mobilenetv2_jester_online.pth.tar): a MobileNetV2 whose
+# inverted residuals with an expansion layer and a residual connection take 1/8 of their input channels from
+# the previous frame before conv.0 (this project's uni 'blockres' shift). Its file is the bare backbone's
+# state dict, whose keys show none of that; T is not in it (streaming does not use it; TSM trains with 8).
+TSM_ONLINE_DEMO = {'base_model': 'mobilenetv2', 'modality': 'RGB', 'is_shift': True, 'shift_div': 8,
+                   'shift_place': 'blockres', 'shift_direction': 'uni', 'num_segments': 8}
+
+
+def with_backbone_prefix(state_dict):
+    """``strip_prefixes``, then ``base_model.`` in front of every key of a state dict saved from the bare
+    backbone (no ``base_model.`` / ``new_fc.`` keys, a backbone's first conv at the top level), e.g. TSM's
+    online-demo MobileNetV2; any other state dict is returned with its keys as they are."""
+    sd = strip_prefixes(state_dict)
+    if any(k.startswith(('base_model.', 'new_fc.')) for k in sd) or not any(k in sd for k in _BARE_BACKBONE_STEMS):
+        return sd
+    return {'base_model.' + k: v for k, v in sd.items()}
+
+
+def is_tsm_online_demo_layout(state_dict):
+    """True for a bare MobileNetV2 state dict with its classifier: the layout of TSM's online-demo file."""
+    sd = strip_prefixes(state_dict)
+    return 'features.0.0.weight' in sd and 'classifier.weight' in sd and not any(
+        k.startswith(('base_model.', 'new_fc.')) for k in sd)
+
+
 def canonical_key(key):
     """Key without wrapper components: TSN, TSM blockres/block, tpool and NL keys map to one name."""
     return '.'.join(p for p in key.split('.') if p not in _WRAPPER_PARTS)
@@ -236,7 +264,8 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
                  allow_new_modules=False, strict=True):
     """Load ``state_dict`` into a TSN ``model``, adapting it; returns a report of what changed.
 
-    - strips ``module.`` / ``_orig_mod.`` prefixes;
+    - strips ``module.`` / ``_orig_mod.`` prefixes and adds ``base_model.`` to a bare backbone's state dict
+      (``with_backbone_prefix``: TSM's online-demo MobileNetV2);
     - maps TSN <-> TSM keys (``.net`` shift/pool wrappers, ``.block`` non-local wrappers);
     - converts the first conv between modalities / frame counts by channel mean replicated (source
       modality from ``src_modality``, ``src_config['modality']`` or the channel count);
@@ -253,11 +282,13 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
         state_dict = state_dict['state_dict']
     if src_modality is None and src_config is not None:
         src_modality = src_config.get('modality')
-    src = strip_prefixes(state_dict)
+    stripped = strip_prefixes(state_dict)
+    src = with_backbone_prefix(stripped)
     own = model.state_dict()
     report = {'changed': False, 'loaded': 0, 'renamed': 0, 'first_conv': None, 'head': None, 'missing': [], 'unexpected': [],
               'kept_init': []}
     report['shift_direction'] = shift_direction_change(src_config, model)
+    report['backbone_prefix'] = src.keys() != stripped.keys()     # a bare backbone's keys got base_model.
 
     by_canon = {}
     for k in own:
@@ -328,8 +359,8 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
         raise RuntimeError(f'weights missing from the checkpoint: {fatal[:10]} ({len(fatal)} in total); '
                            f'unexpected in the file: {report["unexpected"][:10]}')
     report['loaded'] = len(mapped)
-    report['changed'] = bool(report['renamed'] or report['first_conv'] or report['head'] or missing
-                             or report['unexpected'] or report['shift_direction'])
+    report['changed'] = bool(report['renamed'] or report['backbone_prefix'] or report['first_conv'] or report['head']
+                             or missing or report['unexpected'] or report['shift_direction'])
     if report['unexpected']:
         logger.warning('load_weights: %d unexpected keys ignored: %s', len(report['unexpected']),
                        report['unexpected'][:10])
@@ -411,8 +442,9 @@ def _resnet_arch(sd):
 
 
 def infer_config_from_state_dict(state_dict):
-    """What a TSM state dict's keys reveal: arch, modality, num_class, dropout, shift, tpool, non-local."""
-    sd = strip_prefixes(state_dict)
+    """What a TSM state dict's keys reveal: arch, modality, num_class, dropout, shift, tpool, non-local.
+    A bare backbone's state dict (TSM's online demo) reads as its TSN with the backbone's own head."""
+    sd = with_backbone_prefix(state_dict)
     cfg = {}
     if any(k.startswith('base_model.inception_') for k in sd):
         cfg['base_model'], conv = 'BNInception', 'base_model.conv1_7x7_s2.weight'
