@@ -344,7 +344,7 @@ def test_benchmark_online_reports_latencies_and_state(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [c['case'] for c in result['cases']] == ['step', 'plain_frame', 'offline_clip', 'state_copies']
     assert all(c['median_ms'] > 0 and c['p95_ms'] >= c['median_ms'] for c in result['cases'])
-    assert 0 < result['state_copies_vs_plain_min'] < 1
+    assert 0 < result['state_copies_vs_plain_min'] < 1 and result['step_vs_plain_paired'] > 0
     assert result['step_vs_plain'] > 0 and result['state_tensors'] == 10
     # MobileNetV2 at 32 px caches 1/8 of the inputs of its 10 shifted blocks (TSM's online demo at 224:
     # 3@56, 4@28 x2, 8@14 x3, 12@14 x2, 20@7 x2), here 3@8, 4@4 x2, 8@2 x3, 12@2 x2, 20@1 x2 floats.
