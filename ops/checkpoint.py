@@ -120,9 +120,13 @@ def pickled_globals(path):
             return []
     # Legacy torch.save files and bare pickles: a sequence of pickles; GLOBAL carries "module name",
     # STACK_GLOBAL takes the two strings pushed (or fetched from the memo) just before it.
-    from torch._weights_only_unpickler import _get_allowed_globals
-    allowed = set(_get_allowed_globals()) | {f'{g.__module__}.{g.__qualname__}' for g in
-                                             torch.serialization.get_safe_globals() if hasattr(g, '__qualname__')}
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+        allowed = set(_get_allowed_globals())
+    except ImportError:  # private to torch: without it, torch's own rebuild functions are named too
+        allowed = set()
+    allowed |= {f'{g.__module__}.{g.__qualname__}' for g in torch.serialization.get_safe_globals()
+                if hasattr(g, '__qualname__')}
     found, strings, memo, last = [], [], {}, None
     try:
         with open(path, 'rb') as f:
