@@ -921,7 +921,8 @@ def cmd_online(args):
               'step_vs_plain': by['step'] / by['plain_frame'], 'step_vs_plain_min': best['step'] / best['plain_frame'],
               'step_vs_plain_paired': rows[0]['paired_vs_plain'],
               'step_vs_offline_per_frame': by['step'] / by['offline_clip'],
-              'state_copies_vs_plain_min': best['state_copies'] / best['plain_frame'] if 'state_copies' in best else None,
+              'state_copies_vs_plain_min': (best['state_copies'] / best['plain_frame']
+                                            if 'state_copies' in best else None),
               'state_tensors': len(state[0]), 'state_kib': state_nbytes(state[0]) / 1024}
     title = (f"online TSM {args.arch} ({place}, 1/{args.shift_div} cached), batch 1, {size}x{size}, "
              f"{PEAK_KEYS[args.dtype]}{', channels_last' if args.channels_last else ''}, median and p95 of "

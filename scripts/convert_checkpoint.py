@@ -10,7 +10,12 @@ mmaction2 (TSN / TSM / TIN ResNets, 0.x and 1.x): `backbone.*` -> `base_model.*`
 `convK.conv` / `convK.bn` -> `convK` / `bnK` (the stem's `conv1.bn` -> `bn1`), `downsample.conv|bn` ->
 `downsample.0|1`, TSM's `conv1.conv.net` -> `conv1.net`, TIN's `conv1.conv.net1.{offset,weight}_net` ->
 `conv1.{offset,weight}_net` and `conv1.conv.net2` -> `conv1.net`, `cls_head.fc_cls` -> `new_fc`. The
-temporal module is read from the keys (`.net1.offset_net.`: TIN; `.conv.net.`: TSM; neither: TSN).
+temporal module is read from the keys (`.net1.offset_net.`: TIN; `.conv.net.`: TSM; neither: TSN), and so
+are temporal pooling (`layer2.net.*`) and non-local blocks (NL3DWrapper `layerK.i.block.*` and mmcv
+NonLocal3d `non_local_block.{g.0,theta,phi.0}.conv` -> `nl.{g.0,theta,phi.0}`, `conv_out.conv|bn` ->
+`nl.W.0|1`; conv_out has no bias there: ours gets zeros). Non-local files need --non_local_mode
+embedded_gaussian (or a saved config that says so): mmcv's dot_product mode has the same tensors and
+another function, and is refused, as are its gaussian mode and blocks without sub-sampling.
 
 TDN (MCG-NJU/TDN releases): `base_model.conv1_5.0|1` (S-TDM conv, BN) -> `short_term.conv|bn`,
 `resnext_layer1` -> `motion_layer1`, `layerK_bak` -> `layerK`, L-TDM `mse.conv1|bn1|conv2` ->
@@ -156,7 +161,9 @@ def config_non_local_mode(ckpt):
     """The non-local `mode` written in an mmaction2 checkpoint's saved config text (meta.cfg), or None."""
     meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
     text = meta.get('cfg') if isinstance(meta, dict) else None
-    m = re.search(r"non_local_cfg\s*=\s*dict\([^)]*?mode\s*=\s*['\"](\w+)['\"]", text) if isinstance(text, str) else None
+    if not isinstance(text, str):
+        return None
+    m = re.search(r"non_local_cfg\s*=\s*dict\([^)]*?mode\s*=\s*['\"](\w+)['\"]", text)
     return m.group(1) if m else None
 
 

@@ -179,7 +179,8 @@ def _to_mmaction2_layout(own):
         t = re.sub(r'\.(layer\d\.(?:net\.)?\d+(?:\.block)?)\.bn(\d)\.', r'.\1.conv\2.bn.', t)
         # mmcv NonLocal3d (sub-sampled): g/phi = Sequential(ConvModule, pool), conv_out = ConvModule(conv, bn)
         t = re.sub(r'\.nl\.(g\.0|theta|phi\.0)\.', r'.non_local_block.\1.conv.', t)
-        t = t.replace('.nl.W.0.', '.non_local_block.conv_out.conv.').replace('.nl.W.1.', '.non_local_block.conv_out.bn.')
+        t = t.replace('.nl.W.0.', '.non_local_block.conv_out.conv.')
+        t = t.replace('.nl.W.1.', '.non_local_block.conv_out.bn.')
         t = t.replace('.downsample.0.', '.downsample.conv.').replace('.downsample.1.', '.downsample.bn.')
         if not t.endswith('conv_out.conv.bias'):      # mmcv's conv_out has no bias
             out[t] = v.clone()
@@ -243,7 +244,8 @@ def test_mmaction2_non_local_and_temporal_pool_tsm_convert_or_are_refused_with_t
     mm = _to_mmaction2_layout(nl.state_dict())
     # the layout written from mmaction2's NL3DWrapper(block, non_local_block=NonLocal3d) and ResNetTSM
     for key in ('backbone.layer2.0.block.conv1.conv.net.weight', 'backbone.layer2.0.block.conv2.bn.running_var',
-                'backbone.layer3.0.non_local_block.g.0.conv.weight', 'backbone.layer2.0.non_local_block.theta.conv.bias',
+                'backbone.layer3.0.non_local_block.g.0.conv.weight',
+                'backbone.layer2.0.non_local_block.theta.conv.bias',
                 'backbone.layer2.0.non_local_block.phi.0.conv.weight',
                 'backbone.layer2.0.non_local_block.conv_out.conv.weight',
                 'backbone.layer2.0.non_local_block.conv_out.bn.running_mean'):
