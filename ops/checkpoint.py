@@ -99,12 +99,19 @@ def load_checkpoint(path, map_location='cpu', require=()):
     except (RuntimeError, OSError, EOFError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RuntimeError(f'could not read checkpoint {path} (truncated or corrupt?): {first}') from e
+    if require == ('state_dict',) and _is_bare_state_dict(ckpt):
+        ckpt = {'state_dict': ckpt}     # a file that is only a state dict (TSM's online demo ships one)
     missing = [k for k in require if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         found = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f'{path} has no {", ".join(repr(k) for k in missing)} entry (top-level keys: {found}); '
                          'it is not a checkpoint written by main.py')
     return ckpt
+
+
+def _is_bare_state_dict(obj):
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                       for k, v in obj.items())
 
 
 def pickled_globals(path):
@@ -508,7 +515,8 @@ def model_config_from_checkpoint(ckpt, path=None, **overrides):
     """TSN keywords to rebuild the model stored in ``ckpt`` (a loaded checkpoint dict or state dict).
 
     Our checkpoints carry ``config``; for released TSM files the settings come from the state dict's
-    keys, then TSM's file-name convention (the file name of ``path``), then ``overrides`` (explicit
+    keys (a file in the layout of TSM's online demo: ``TSM_ONLINE_DEMO``, which its keys do not show),
+    then TSM's file-name convention (the file name of ``path``), then ``overrides`` (explicit
     flags win; ``arch`` is accepted for ``base_model``; None values are ignored). ``pretrain`` is
     'none' (and the backbone's weight files are dropped) unless overridden, since the weights come from
     the checkpoint. Configs of earlier versions are brought to today's layout (``upgrade_config``).
@@ -521,6 +529,9 @@ def model_config_from_checkpoint(ckpt, path=None, **overrides):
     else:
         sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
         cfg = infer_config_from_state_dict(sd)
+        if is_tsm_online_demo_layout(sd):       # its keys show no shift: the demo's settings
+            logger.info('%s: the layout of TSM\'s online demo (bare MobileNetV2): %s', path, TSM_ONLINE_DEMO)
+            cfg.update(TSM_ONLINE_DEMO)
         named = None
         if path is not None:
             try:

@@ -300,23 +300,16 @@ def load_uni_model(path, shift_direction=None):
     """The TSN stored in a checkpoint (its own config; released TSM files: keys and file name).
 
     A file in the layout of TSM's online demo (the bare MobileNetV2's state dict,
-    ``mobilenetv2_jester_online.pth.tar``) has no settings in its keys: it gets the demo's
+    ``mobilenetv2_jester_online.pth.tar``) gets the demo's settings, which its keys do not show
     (``ops.checkpoint.TSM_ONLINE_DEMO``: uni shift of 1/8 before conv.0 of the residual blocks).
     ``shift_direction`` is for released files without a config; a value contradicting a recorded one
     raises. Raises ValueError naming ``path`` when the model cannot stream (see ``to_streaming``).
     """
-    from ops.checkpoint import (TSM_ONLINE_DEMO, is_tsm_online_demo_layout, load_checkpoint, load_weights,
-                                model_config_from_checkpoint)
+    from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
     from ops.models import TSN
     ckpt = load_checkpoint(path)
-    overrides = {}
-    if isinstance(ckpt, dict) and 'config' not in ckpt and is_tsm_online_demo_layout(ckpt.get('state_dict', ckpt)):
-        overrides = dict(TSM_ONLINE_DEMO)
-        logger.info('%s: the layout of TSM\'s online demo (bare MobileNetV2); its settings: %s', path, overrides)
-    if shift_direction is not None:
-        overrides['shift_direction'] = shift_direction
     try:
-        config = model_config_from_checkpoint(ckpt, path=path, **overrides)
+        config = model_config_from_checkpoint(ckpt, path=path, shift_direction=shift_direction)
         model = TSN(**config)
         load_weights(model, ckpt, strict=True)
         _check_streamable(model)

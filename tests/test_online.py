@@ -515,6 +515,10 @@ def test_tsm_online_demo_checkpoint_loads_and_streams_as_the_demo(tmp_path):
             config['num_class'], config['dropout']) == ('mobilenetv2', 'uni', 8, 'blockres', 27, 0.0)
     for k, v in model.state_dict().items():
         assert torch.equal(v, own[k]), k
+    # test_models.py, predict.py and main.py --tune_from read it the same way (the bare dict is the state dict).
+    from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
+    ckpt = load_checkpoint(str(path), require=('state_dict',))
+    assert list(ckpt) == ['state_dict'] and TSN(**model_config_from_checkpoint(ckpt, path=str(path))).config() == config
 
     # float64 from here: what is compared is the computation, not float32 summation orders.
     model, source = model.double(), source.double()
