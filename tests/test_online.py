@@ -519,6 +519,8 @@ def test_tsm_online_demo_checkpoint_loads_and_streams_as_the_demo(tmp_path):
     from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
     ckpt = load_checkpoint(str(path), require=('state_dict',))
     assert list(ckpt) == ['state_dict'] and TSN(**model_config_from_checkpoint(ckpt, path=str(path))).config() == config
+    from ops.export import load_model
+    assert load_model(str(path))[1]['shift_direction'] == 'uni'      # predict.py / export.py
 
     # float64 from here: what is compared is the computation, not float32 summation orders.
     model, source = model.double(), source.double()
