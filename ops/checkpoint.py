@@ -72,6 +72,9 @@ def load_checkpoint(path, map_location='cpu', require=()):
                                 'inside it, e.g. ckpt.pth.tar)')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
+    if os.path.getsize(path) == 0:
+        raise ValueError(f'checkpoint {path} is empty (0 bytes): a write that never finished, or a copy or '
+                         'download that failed; use another checkpoint or write it again')
     if str(path).endswith('.safetensors'):
         from safetensors.torch import load_file
         try:
@@ -81,25 +84,78 @@ def load_checkpoint(path, map_location='cpu', require=()):
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, IndexError, KeyError, ValueError) as e:
-        # Random bytes read as a legacy pickle fail in the unpickler with any of these.
-        text = str(e)
-        if not isinstance(e, pickle.UnpicklingError) or 'Unsupported global' not in text:
+        # Random bytes read as a legacy pickle fail in the unpickler with any of these; so does a pickle
+        # that names Python objects weights_only does not allow (torch's text then depends on the pickle).
+        refused = pickled_globals(path) if isinstance(e, pickle.UnpicklingError) else []
+        if not refused:
             raise ValueError(f'{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a '
                              f'readable legacy pickle; size {os.path.getsize(path)} bytes): is it the right '
                              'file, or was it truncated or overwritten?') from e
-        detail = next((ln.strip() for ln in text.splitlines() if 'Unsupported global' in ln), '')
-        raise ValueError(f'refusing to load {path}: it contains pickled Python objects that '
-                         f'weights_only loading does not allow (nothing was executed). Re-save it with only '
-                         f'tensors and plain types. Detail: {detail}') from e
+        raise ValueError(f'refusing to load {path}: it contains pickled Python objects that weights_only '
+                         f'loading does not allow: {", ".join(refused[:8])}'
+                         f'{f" and {len(refused) - 8} more" if len(refused) > 8 else ""} (nothing was '
+                         'executed). Re-save it with only tensors and plain types, e.g. '
+                         "torch.save({'state_dict': model.state_dict()}, path), where you trust its source") from e
     except (RuntimeError, OSError, EOFError) as e:
-        raise RuntimeError(f'could not read checkpoint {path} (truncated or corrupt?): '
-                           f'{str(e).splitlines()[0]}') from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RuntimeError(f'could not read checkpoint {path} (truncated or corrupt?): {first}') from e
+    if require == ('state_dict',) and _is_bare_state_dict(ckpt):
+        ckpt = {'state_dict': ckpt}     # a file that is only a state dict (TSM's online demo ships one)
     missing = [k for k in require if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         found = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f'{path} has no {", ".join(repr(k) for k in missing)} entry (top-level keys: {found}); '
                          'it is not a checkpoint written by main.py')
     return ckpt
+
+
+def _is_bare_state_dict(obj):
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                       for k, v in obj.items())
+
+
+def pickled_globals(path):
+    """Names (``module.name``) of the Python objects a pickled file refers to and ``torch.load(weights_only=
+    True)`` does not allow, found by reading the pickle's opcodes, never by running them; [] when there are
+    none or the file is not a pickle at all."""
+    import pickletools
+    import zipfile
+    if zipfile.is_zipfile(path):
+        try:
+            return sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)))
+        except Exception:  # noqa: BLE001 - an archive torch cannot read: no names to give
+            return []
+    # Legacy torch.save files and bare pickles: a sequence of pickles; GLOBAL carries "module name",
+    # STACK_GLOBAL takes the two strings pushed (or fetched from the memo) just before it.
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+        allowed = set(_get_allowed_globals())
+    except ImportError:  # private to torch: without it, torch's own rebuild functions are named too
+        allowed = set()
+    allowed |= {f'{g.__module__}.{g.__qualname__}' for g in torch.serialization.get_safe_globals()
+                if hasattr(g, '__qualname__')}
+    found, strings, memo, last = [], [], {}, None
+    try:
+        with open(path, 'rb') as f:
+            while f.peek(1):
+                for op, arg, _ in pickletools.genops(f):
+                    if op.name == 'GLOBAL':
+                        found.append(arg.replace(' ', '.'))
+                    elif op.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                        found.append(f'{strings[-2]}.{strings[-1]}')
+                    elif op.name in ('BINPUT', 'LONG_BINPUT', 'PUT'):
+                        memo[arg] = last
+                    elif op.name == 'MEMOIZE':
+                        memo[len(memo)] = last
+                    elif op.name in ('BINGET', 'LONG_BINGET', 'GET') and isinstance(memo.get(arg), str):
+                        strings.append(memo[arg])
+                    elif isinstance(arg, str) and 'UNICODE' in op.name:
+                        strings.append(arg)
+                    last = arg if isinstance(arg, str) and 'UNICODE' in op.name else (
+                        memo.get(arg) if 'GET' in op.name else None)
+    except Exception:  # noqa: BLE001 - the bytes after the pickles (tensor data) or garbage: stop there
+        pass
+    return sorted({g for g in found if g not in allowed})
 
 
 def remove_stale_temp_files(directory):
@@ -163,6 +219,34 @@ def strip_prefixes(state_dict):
     return out
 
 
+# First-conv keys of state dicts saved from a bare backbone, without TSN's `base_model.` (MobileNetV2 as
+# in TSM's online demo, torchvision-style ResNets, BNInception).
+_BARE_BACKBONE_STEMS = ('features.0.0.weight', 'conv1.weight', 'conv1_7x7_s2.weight')
+# TSM's online demo (online_demo/mobilenet_v2_tsm.py, mobilenetv2_jester_online.pth.tar): a MobileNetV2 whose
+# inverted residuals with an expansion layer and a residual connection take 1/8 of their input channels from
+# the previous frame before conv.0 (this project's uni 'blockres' shift). Its file is the bare backbone's
+# state dict, whose keys show none of that; T is not in it (streaming does not use it; TSM trains with 8).
+TSM_ONLINE_DEMO = {'base_model': 'mobilenetv2', 'modality': 'RGB', 'is_shift': True, 'shift_div': 8,
+                   'shift_place': 'blockres', 'shift_direction': 'uni', 'num_segments': 8}
+
+
+def with_backbone_prefix(state_dict):
+    """``strip_prefixes``, then ``base_model.`` in front of every key of a state dict saved from the bare
+    backbone (no ``base_model.`` / ``new_fc.`` keys, a backbone's first conv at the top level), e.g. TSM's
+    online-demo MobileNetV2; any other state dict is returned with its keys as they are."""
+    sd = strip_prefixes(state_dict)
+    if any(k.startswith(('base_model.', 'new_fc.')) for k in sd) or not any(k in sd for k in _BARE_BACKBONE_STEMS):
+        return sd
+    return {'base_model.' + k: v for k, v in sd.items()}
+
+
+def is_tsm_online_demo_layout(state_dict):
+    """True for a bare MobileNetV2 state dict with its classifier: the layout of TSM's online-demo file."""
+    sd = strip_prefixes(state_dict)
+    return 'features.0.0.weight' in sd and 'classifier.weight' in sd and not any(
+        k.startswith(('base_model.', 'new_fc.')) for k in sd)
+
+
 def canonical_key(key):
     """Key without wrapper components: TSN, TSM blockres/block, tpool and NL keys map to one name."""
     return '.'.join(p for p in key.split('.') if p not in _WRAPPER_PARTS)
@@ -191,7 +275,8 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
                  allow_new_modules=False, strict=True):
     """Load ``state_dict`` into a TSN ``model``, adapting it; returns a report of what changed.
 
-    - strips ``module.`` / ``_orig_mod.`` prefixes;
+    - strips ``module.`` / ``_orig_mod.`` prefixes and adds ``base_model.`` to a bare backbone's state dict
+      (``with_backbone_prefix``: TSM's online-demo MobileNetV2);
     - maps TSN <-> TSM keys (``.net`` shift/pool wrappers, ``.block`` non-local wrappers);
     - converts the first conv between modalities / frame counts by channel mean replicated (source
       modality from ``src_modality``, ``src_config['modality']`` or the channel count);
@@ -208,11 +293,13 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
         state_dict = state_dict['state_dict']
     if src_modality is None and src_config is not None:
         src_modality = src_config.get('modality')
-    src = strip_prefixes(state_dict)
+    stripped = strip_prefixes(state_dict)
+    src = with_backbone_prefix(stripped)
     own = model.state_dict()
     report = {'changed': False, 'loaded': 0, 'renamed': 0, 'first_conv': None, 'head': None, 'missing': [], 'unexpected': [],
               'kept_init': []}
     report['shift_direction'] = shift_direction_change(src_config, model)
+    report['backbone_prefix'] = src.keys() != stripped.keys()     # a bare backbone's keys got base_model.
 
     by_canon = {}
     for k in own:
@@ -283,8 +370,8 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
         raise RuntimeError(f'weights missing from the checkpoint: {fatal[:10]} ({len(fatal)} in total); '
                            f'unexpected in the file: {report["unexpected"][:10]}')
     report['loaded'] = len(mapped)
-    report['changed'] = bool(report['renamed'] or report['first_conv'] or report['head'] or missing
-                             or report['unexpected'] or report['shift_direction'])
+    report['changed'] = bool(report['renamed'] or report['backbone_prefix'] or report['first_conv'] or report['head']
+                             or missing or report['unexpected'] or report['shift_direction'])
     if report['unexpected']:
         logger.warning('load_weights: %d unexpected keys ignored: %s', len(report['unexpected']),
                        report['unexpected'][:10])
@@ -366,8 +453,9 @@ def _resnet_arch(sd):
 
 
 def infer_config_from_state_dict(state_dict):
-    """What a TSM state dict's keys reveal: arch, modality, num_class, dropout, shift, tpool, non-local."""
-    sd = strip_prefixes(state_dict)
+    """What a TSM state dict's keys reveal: arch, modality, num_class, dropout, shift, tpool, non-local.
+    A bare backbone's state dict (TSM's online demo) reads as its TSN with the backbone's own head."""
+    sd = with_backbone_prefix(state_dict)
     cfg = {}
     if any(k.startswith('base_model.inception_') for k in sd):
         cfg['base_model'], conv = 'BNInception', 'base_model.conv1_7x7_s2.weight'
@@ -427,7 +515,8 @@ def model_config_from_checkpoint(ckpt, path=None, **overrides):
     """TSN keywords to rebuild the model stored in ``ckpt`` (a loaded checkpoint dict or state dict).
 
     Our checkpoints carry ``config``; for released TSM files the settings come from the state dict's
-    keys, then TSM's file-name convention (the file name of ``path``), then ``overrides`` (explicit
+    keys (a file in the layout of TSM's online demo: ``TSM_ONLINE_DEMO``, which its keys do not show),
+    then TSM's file-name convention (the file name of ``path``), then ``overrides`` (explicit
     flags win; ``arch`` is accepted for ``base_model``; None values are ignored). ``pretrain`` is
     'none' (and the backbone's weight files are dropped) unless overridden, since the weights come from
     the checkpoint. Configs of earlier versions are brought to today's layout (``upgrade_config``).
@@ -440,6 +529,9 @@ def model_config_from_checkpoint(ckpt, path=None, **overrides):
     else:
         sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
         cfg = infer_config_from_state_dict(sd)
+        if is_tsm_online_demo_layout(sd):       # its keys show no shift: the demo's settings
+            logger.info('%s: the layout of TSM\'s online demo (bare MobileNetV2): %s', path, TSM_ONLINE_DEMO)
+            cfg.update(TSM_ONLINE_DEMO)
         named = None
         if path is not None:
             try:

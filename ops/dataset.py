@@ -463,6 +463,7 @@ def check_list_counts(records: Sequence[VideoRecord], *, root: str, modality: st
     check_modality(modality)
     if not records:
         return
+    tmpl_option = '--flow_tmpl' if modality == 'Flow' else '--image_tmpl'
     step = max(1, len(records) // sample)
     for record in list(records)[::step][:sample]:
         if not record.num_frames:
@@ -474,15 +475,28 @@ def check_list_counts(records: Sequence[VideoRecord], *, root: str, modality: st
             if modality == 'Flow':
                 return flow_paths(folder, record.video_id, image_tmpl, number)[0]
             return frame_path(folder, image_tmpl, number)
-        problem = None
+        where = (f'{list_file} ({option}) does not match the {modality} files under {root} with {tmpl_option} '
+                 f'{image_tmpl!r}: video {record.video_id} has {record.num_frames} frames in the list but')
+        if not os.path.isfile(file_of(start_index)):
+            try:
+                held = sorted(os.listdir(folder))
+            except OSError:
+                held = None
+            shown = 'the folder does not exist' if held is None else (
+                f'the folder holds e.g. {held[:3]}' if held else 'the folder is empty')
+            raise ValueError(f'{where} its first frame {file_of(start_index)} does not exist ({shown}). Is '
+                             f'{tmpl_option} right (the template tried: {image_tmpl!r}, frames numbered from '
+                             f'{start_index})?')
         if not os.path.isfile(file_of(last)):
-            problem = f'{file_of(last)} (its last listed frame) does not exist'
+            missing = next(n for n in range(start_index, last + 1) if not os.path.isfile(file_of(n)))
+            problem = (f'the first missing file is {file_of(missing)} (frame {missing - start_index + 1} of the '
+                       f'{record.num_frames} listed; {tmpl_option} {image_tmpl!r})')
         elif os.path.isfile(file_of(last + 1)):
             problem = f'{file_of(last + 1)} exists beyond its {record.num_frames} listed frames'
-        if problem:
-            raise ValueError(
-                f'{list_file} ({option}) does not match the {modality} files under {root}: video '
-                f'{record.video_id} has {record.num_frames} frames in the list but {problem}. Is it the list '
-                f'of another modality? Give each modality its own list and root with the {{modality}} placeholder, '
-                f'e.g. {option} "lists/{"train" if option == "--train_list" else "val"}_{{modality}}.txt" '
-                f'--root_path "data/{{modality}}"')
+        else:
+            continue
+        raise ValueError(
+            f'{where} {problem}. Is it the list of another modality, or were the frames extracted again '
+            f'since the list was built? Give each modality its own list and root with the {{modality}} '
+            f'placeholder, e.g. {option} "lists/{"train" if option == "--train_list" else "val"}_{{modality}}.txt" '
+            f'--root_path "data/{{modality}}"')

@@ -35,7 +35,7 @@ class ExportError(RuntimeError):
 
 def load_model(path, num_segments=None):
     """(eval TSN rebuilt from the checkpoint with all segments in one call, its config, class names)."""
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, require=('state_dict',))
     config = dict(model_config_from_checkpoint(ckpt, path=path), consensus_type='avg')
     if num_segments:
         config['num_segments'] = num_segments

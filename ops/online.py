@@ -299,6 +299,9 @@ def _max_diff(ref, out, ref_state, state):
 def load_uni_model(path, shift_direction=None):
     """The TSN stored in a checkpoint (its own config; released TSM files: keys and file name).
 
+    A file in the layout of TSM's online demo (the bare MobileNetV2's state dict,
+    ``mobilenetv2_jester_online.pth.tar``) gets the demo's settings, which its keys do not show
+    (``ops.checkpoint.TSM_ONLINE_DEMO``: uni shift of 1/8 before conv.0 of the residual blocks).
     ``shift_direction`` is for released files without a config; a value contradicting a recorded one
     raises. Raises ValueError naming ``path`` when the model cannot stream (see ``to_streaming``).
     """

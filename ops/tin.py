@@ -127,9 +127,11 @@ class TemporalInterlace(nn.Module):
         if nt % self.n_segment:
             raise ValueError(f"batch dimension {nt} is not a multiple of n_segment="
                              f"{self.n_segment} (TIN's offset net is built for a fixed T)")
-        desc = x[:, :self.fold].float().mean(dim=(2, 3))                     # (N*T, fold)
+        # The tiny nets run in their parameters' dtype, autocast off: under autocast x is bf16/fp16 while
+        # they stay float32 (bf16 would quantise the fractional offsets); a model moved to float64 keeps
+        # float64 throughout.
+        desc = x[:, :self.fold].to(self.offset_net.fc2.weight.dtype).mean(dim=(2, 3))   # (N*T, fold)
         desc = desc.view(nt // self.n_segment, self.n_segment, self.fold).transpose(1, 2)
-        # Tiny nets in float32 even under autocast: bf16 would quantise the fractional offsets.
         with torch.autocast(device_type=x.device.type, enabled=False):
             o = self.offset_net(desc)                                         # (N, 2)
             w = self.weight_net(desc)                                         # (N, T, 2)

@@ -99,6 +99,13 @@ class Workspace:
                 "--no_progress", "--device", "cpu", *extra]
 
 
+class _RunsCode:
+    """Pickles as a call of os.system (never run: the loader must refuse it, naming the global)."""
+
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
 def truncate_frames(folder, keep=120):
     for name in os.listdir(folder):
         with open(os.path.join(folder, name), "r+b") as f:
@@ -113,7 +120,8 @@ def bad_inputs(ws):
     dup = ws.write("dup.txt", "\n".join(lines + [lines[2]]) + "\n")
     cols = ws.write("cols.txt", "\n".join(lines[:3] + ["000004 10"]) + "\n")
     neg = ws.write("neg.txt", "\n".join(lines[:3] + ["000004 10 -1"]) + "\n")
-    big = ws.write("big.txt", "\n".join(lines[:3] + ["000004 10 99"]) + "\n")
+    # a real video with its real frame count: only the label is wrong (the start-up count check passes)
+    big = ws.write("big.txt", "\n".join(lines[:3] + [" ".join(lines[3].split()[:2] + ["99"])]) + "\n")
     text = ws.write("text.txt", "\n".join(lines[:3] + ["000004 ten 1"]) + "\n")
     empty = ws.write("empty.txt", "# no videos\n")
     noise = ws.write("noise.pth", os.urandom(5000))
@@ -125,6 +133,9 @@ def bad_inputs(ws):
     torch.save(state, bare)
     pickled = os.path.join(ws.root, "pickled.pth")
     torch.save({"state_dict": {}, "args": argparse.Namespace(lr=1)}, pickled)
+    code = os.path.join(ws.root, "code.pth")
+    torch.save({"state_dict": {}, "hook": _RunsCode()}, code)
+    zero = ws.write("zero.pth", b"")
     seg8 = ws.checkpoint("seg8.pth", "RGB", 8)
     flow = ws.checkpoint("flow.pth", "Flow", 4)
     r18 = ws.folder()
@@ -163,6 +174,8 @@ def bad_inputs(ws):
         ("main: --resume truncated file", t(f(), "--resume", cut), {1}, ["cut.pth", "truncated or corrupt"]),
         ("main: --resume without state_dict", t(f(), "--resume", bare), {1}, ["bare.pth has no 'state_dict'"]),
         ("main: --resume pickled objects", t(f(), "--resume", pickled), {1}, ["refusing to load", "Namespace"]),
+        ("main: --resume pickled code", t(f(), "--resume", code), {1}, ["refusing to load", "code.pth", ".system"]),
+        ("main: --resume 0-byte file", t(f(), "--resume", zero), {1}, ["zero.pth is empty (0 bytes)"]),
         ("main: --resume absent file", t(f(), "--resume", os.path.join(ws.root, "nope.pth")), {1},
          ["checkpoint not found", "nope.pth"]),
         ("main: --resume another --num_segments", t(f(), "--resume", seg8), {1},

@@ -10,7 +10,12 @@ mmaction2 (TSN / TSM / TIN ResNets, 0.x and 1.x): `backbone.*` -> `base_model.*`
 `convK.conv` / `convK.bn` -> `convK` / `bnK` (the stem's `conv1.bn` -> `bn1`), `downsample.conv|bn` ->
 `downsample.0|1`, TSM's `conv1.conv.net` -> `conv1.net`, TIN's `conv1.conv.net1.{offset,weight}_net` ->
 `conv1.{offset,weight}_net` and `conv1.conv.net2` -> `conv1.net`, `cls_head.fc_cls` -> `new_fc`. The
-temporal module is read from the keys (`.net1.offset_net.`: TIN; `.conv.net.`: TSM; neither: TSN).
+temporal module is read from the keys (`.net1.offset_net.`: TIN; `.conv.net.`: TSM; neither: TSN), and so
+are temporal pooling (`layer2.net.*`) and non-local blocks (NL3DWrapper `layerK.i.block.*` and mmcv
+NonLocal3d `non_local_block.{g.0,theta,phi.0}.conv` -> `nl.{g.0,theta,phi.0}`, `conv_out.conv|bn` ->
+`nl.W.0|1`; conv_out has no bias there: ours gets zeros). Non-local files need --non_local_mode
+embedded_gaussian (or a saved config that says so): mmcv's dot_product mode has the same tensors and
+another function, and is refused, as are its gaussian mode and blocks without sub-sampling.
 
 TDN (MCG-NJU/TDN releases): `base_model.conv1_5.0|1` (S-TDM conv, BN) -> `short_term.conv|bn`,
 `resnext_layer1` -> `motion_layer1`, `layerK_bak` -> `layerK`, L-TDM `mse.conv1|bn1|conv2` ->
@@ -46,6 +51,10 @@ DROPPED = {
 }
 # Source conv -> the BatchNorm after it, for bias folding (TDN's ResNets).
 _BN_AFTER = {'conv1': 'bn1', 'conv2': 'bn2', 'conv3': 'bn3', 'downsample.0': 'downsample.1'}
+# mmcv NonLocal3d's ConvModules (g and phi followed by a max-pool when sub-sampled) -> ops/non_local.py's block.
+_MMCV_NON_LOCAL = {'g.0.conv': 'g.0', 'theta.conv': 'theta', 'phi.0.conv': 'phi.0', 'conv_out.conv': 'W.0',
+                   'conv_out.bn': 'W.1'}
+NON_LOCAL_MODES = ('embedded_gaussian', 'dot_product', 'gaussian')
 _TDN_MSE = {'conv1': 'reduce', 'bn1': 'reduce_bn', 'conv2': 'smooth', 'conv3_smallscale2': 'coarse',
             'bn3_smallscale2': 'coarse_bn', 'conv3_smallscale4': 'fine', 'bn3_smallscale4': 'fine_bn',
             'conv3': 'expand', 'bn3': 'expand_bn'}
@@ -59,6 +68,10 @@ def mmaction2_key(key):
     if not key.startswith('backbone.'):
         return None
     k = 'base_model.' + key[len('backbone.'):]
+    nl = re.match(r'^(.*)\.non_local_block\.(.+)\.(conv|bn)\.([a-z_]+)$', k)
+    if nl:                                                    # mmcv NonLocal3d (embedded Gaussian, sub-sampled)
+        part = _MMCV_NON_LOCAL.get(f'{nl.group(2)}.{nl.group(3)}')
+        return f'{nl.group(1)}.nl.{part}.{nl.group(4)}' if part else None
     k = re.sub(r'^base_model\.conv1\.conv\.', 'base_model.conv1.', k)
     k = re.sub(r'^base_model\.conv1\.bn\.', 'base_model.bn1.', k)
     k = k.replace('.conv1.conv.net1.', '.conv1.')            # TIN offset_net / weight_net
@@ -109,9 +122,10 @@ def _bn_after_conv(key):
 
 def convert_state_dict(source, state_dict):
     """-> (converted state dict, report {'mapped': [(src, dst)], 'folded': [(bias, running_mean)],
-    'dropped': [(src, reason)]}). Conv biases (TDN) are folded into the next BatchNorm's running mean."""
+    'dropped': [(src, reason)], 'zeros': [(dst, reason)]}). Conv biases (TDN) are folded into the next
+    BatchNorm's running mean; the non-local output conv (mmcv: no bias) gets a zero bias."""
     rule = {'mmaction2': mmaction2_key, 'tdn': tdn_key}[source]
-    out, report = {}, {'mapped': [], 'folded': [], 'dropped': []}
+    out, report = {}, {'mapped': [], 'folded': [], 'dropped': [], 'zeros': []}
     biases = {}
     # The report names the file's keys; the rules see them without DDP / compile prefixes.
     for original, (key, value) in zip(state_dict, strip_prefixes(state_dict).items()):
@@ -128,6 +142,11 @@ def convert_state_dict(source, state_dict):
             continue
         out[target] = value
         report['mapped'].append((original, target))
+    for key in [k for k in out if k.endswith('.nl.W.0.weight')]:
+        bias = key[:-len('weight')] + 'bias'
+        if bias not in out:     # mmcv's conv_out is a ConvModule with a norm: its conv has no bias
+            out[bias] = torch.zeros(out[key].shape[0], dtype=out[key].dtype)
+            report['zeros'].append((bias, 'mmcv\'s conv_out has no bias (a BatchNorm follows it)'))
     for key, (target, bias) in biases.items():
         mean_key = _bn_after_conv(target) + '.running_mean'
         if mean_key not in out:
@@ -136,6 +155,51 @@ def convert_state_dict(source, state_dict):
         out[mean_key] = out[mean_key] - bias.to(out[mean_key].dtype)
         report['folded'].append((key, mean_key))
     return out, report
+
+
+def config_non_local_mode(ckpt):
+    """The non-local `mode` written in an mmaction2 checkpoint's saved config text (meta.cfg), or None."""
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    text = meta.get('cfg') if isinstance(meta, dict) else None
+    if not isinstance(text, str):
+        return None
+    m = re.search(r"non_local_cfg\s*=\s*dict\([^)]*?mode\s*=\s*['\"](\w+)['\"]", text)
+    return m.group(1) if m else None
+
+
+def check_mmaction2_non_local(keys, mode, temporal_pool):
+    """Refuse, with the reason, mmaction2 non-local TSMs that ops/non_local.py does not compute.
+
+    Its block is mmcv's NonLocal3d in mode embedded_gaussian with sub_sample=True and use_scale=False
+    (mmaction2's TSM configs); dot_product has the same tensors, so ``mode`` (--non_local_mode or the
+    file's meta.cfg) must say which one the file is."""
+    nl = [k for k in keys if '.non_local_block.' in k]
+    if not nl:
+        return
+    if not any('.non_local_block.theta.' in k for k in nl):
+        raise ValueError("its non-local blocks have no theta/phi convolutions: mmcv's mode 'gaussian', which "
+                         "this project's non-local block (embedded Gaussian, ops/non_local.py) does not compute; "
+                         'not converted')
+    if any('.non_local_block.g.conv.' in k for k in nl):
+        raise ValueError('its non-local blocks have no max-pool after g/phi (sub_sample=False); this project\'s '
+                         'block sub-samples as mmaction2\'s TSM configs do; not converted')
+    if temporal_pool:
+        raise ValueError('it has non-local blocks and temporal pooling: mmaction2 builds those blocks with the '
+                         'unpooled number of segments, which after the pooling groups frames of different clips; '
+                         'this project\'s model uses T/2 there, another function; not converted')
+    if mode is None:
+        raise ValueError("it has non-local blocks, and mmcv's modes embedded_gaussian and dot_product hold the "
+                         'same tensors: pass --non_local_mode (the mode of the non_local_cfg in its mmaction2 '
+                         'config; only embedded_gaussian converts)')
+    if mode != 'embedded_gaussian':
+        raise ValueError(f"its non-local blocks are mmcv's mode {mode!r} (pairwise weights "
+                         f"{'theta.phi / N, no softmax' if mode == 'dot_product' else 'softmax of x.x'}); this "
+                         "project's block computes embedded_gaussian (softmax of theta.phi); not converted")
+
+
+def non_local_places(keys):
+    """Sorted 'layerK.i' of the residual blocks that carry a non-local block."""
+    return sorted({m.group(1) for k in keys for m in [re.search(r'(layer\d\.\d+)\.nl\.', k)] if m})
 
 
 def model_config(source, converted, num_segments, shift_div=None, tin_shift_div=None):
@@ -154,11 +218,13 @@ def model_config(source, converted, num_segments, shift_div=None, tin_shift_div=
     if any('.offset_net.' in k for k in converted):
         keyword.update(temporal_module='tin', tin_shift_div=tin_shift_div or 4)
     elif cfg.get('is_shift'):
-        keyword.update(is_shift=True, shift_div=shift_div or 8, shift_place=cfg['shift_place'])
-    return keyword
+        keyword.update(is_shift=True, shift_div=shift_div or 8, shift_place=cfg['shift_place'],
+                       temporal_pool=cfg['temporal_pool'])
+    return dict(keyword, non_local=cfg['non_local'])
 
 
-def convert(source, in_path, out_path, num_segments=8, shift_div=None, tin_shift_div=None, class_names=None):
+def convert(source, in_path, out_path, num_segments=8, shift_div=None, tin_shift_div=None, class_names=None,
+            non_local_mode=None):
     """Convert a file; returns (report, config). Raises ValueError / RuntimeError naming what is wrong."""
     if source not in SOURCES:
         raise ValueError(f'unknown source {source!r}; allowed: {SOURCES}')
@@ -167,9 +233,16 @@ def convert(source, in_path, out_path, num_segments=8, shift_div=None, tin_shift
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f'{in_path}: no state dict of tensors (top-level keys {list(ckpt)[:8]})')
     converted, report = convert_state_dict(source, sd)
+    if source == 'mmaction2':
+        tpool = any('.layer2.net.' in k for k in sd)
+        check_mmaction2_non_local(list(sd), non_local_mode or config_non_local_mode(ckpt), tpool)
     config = model_config(source, converted, num_segments, shift_div, tin_shift_div)
     model = TSN(**config)
     own = model.state_dict()
+    if non_local_places(converted) != non_local_places(own):
+        raise ValueError(f'{in_path}: non-local blocks at {non_local_places(converted)}; this project places them '
+                         f'at {non_local_places(own)} (every other block of layer2 and layer3, as TSM and '
+                         'mmaction2\'s ResNet-50 configs); not converted')
     missing = [k for k in own if k not in converted and not k.endswith('num_batches_tracked')]
     if missing:
         raise RuntimeError(f'{in_path}: {len(missing)} tensors of the {source} model are not in the file, '
@@ -195,6 +268,9 @@ def get_parser():
     p.add_argument("--num_segments", type=int, default=8, help="T the weights were trained with")
     p.add_argument("--shift_div", type=int, default=None, help="TSM: 1/shift_div channels shifted each way [8]")
     p.add_argument("--tin_shift_div", type=int, default=None, help="TIN: 1/shift_div channels interlaced [4]")
+    p.add_argument("--non_local_mode", default=None, choices=NON_LOCAL_MODES,
+                   help="mmaction2 non-local TSM: the mode of its non_local_cfg (only embedded_gaussian converts; "
+                        "default: the file's saved config, if it has one)")
     p.add_argument("--category_file", default=None, help="class names stored in the checkpoint")
     p.add_argument("--quiet", action="store_true", help="print the counts, not every key")
     return p
@@ -209,7 +285,7 @@ def main(argv=None):
     try:
         names = read_categories(args.category_file) if args.category_file else None
         report, config = convert(args.source, args.input, args.output, args.num_segments, args.shift_div,
-                                 args.tin_shift_div, names)
+                                 args.tin_shift_div, names, args.non_local_mode)
     except (OSError, RuntimeError, ValueError) as exc:
         print(f'convert_checkpoint: {args.input}: {exc}', file=sys.stderr)
         return 1
@@ -218,11 +294,14 @@ def main(argv=None):
             print(f'mapped  {src} -> {dst}')
         for src, dst in report['folded']:
             print(f'folded  {src} -> {dst} (subtracted)')
+        for dst, why in report['zeros']:
+            print(f'zeros   {dst}: {why}')
         for src, why in report['dropped']:
             print(f'dropped {src}: {why}')
         for k in report['kept_init']:
             print(f'init    {k} (a counter; not in the file)')
-    arch = config['base_model'] + (f" + {config['temporal_module']}" if config['temporal_module'] else '')
+    arch = config['base_model'] + (f" + {config['temporal_module']}" if config['temporal_module'] else '') + (
+        ' + temporal pool' if config['temporal_pool'] else '') + (' + non-local' if config['non_local'] else '')
     print(f"{args.output}: {arch}, {config['num_class']} classes, {config['num_segments']} segments, "
           f"{config['modality']}; {len(report['mapped'])} mapped, {len(report['folded'])} biases folded, "
           f"{len(report['dropped'])} dropped")

@@ -2,6 +2,7 @@
 import argparse
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -251,6 +252,53 @@ def test_every_unreadable_checkpoint_names_the_file_and_the_problem(tmp_path):
     with pytest.raises(ValueError, match=r"bare\.pth has no 'state_dict' entry \(top-level keys: \['epoch', "
                                          r"'weights'\]\)"):
         load_checkpoint(bare, require=('state_dict',))
+
+
+
+class _RunsCode:
+    """Pickles as a call of os.system: what a malicious checkpoint carries."""
+
+    def __reduce__(self):
+        return (os.system, ('echo this must never run',))
+
+
+def test_empty_and_code_carrying_checkpoints_are_named_with_the_reason(tmp_path):
+    from ops.checkpoint import read_state_dict
+    from ops.online import load_uni_model
+    empty = tmp_path / 'empty.pth.tar'
+    empty.write_bytes(b'')
+    # Every loader goes through load_checkpoint: the file is named and said to be empty (it used to be a
+    # bare IndexError from the first line of EOFError's empty text).
+    for load in (load_checkpoint, read_state_dict, load_uni_model):
+        with pytest.raises(ValueError, match=r'empty\.pth\.tar is empty \(0 bytes\)'):
+            load(str(empty))
+    # Pickled code and objects: the refused globals are named (found by reading the opcodes, not running
+    # them), for torch's zip format, its legacy format and a bare pickle.
+    zipped, legacy, bare = tmp_path / 'zip.pth', tmp_path / 'legacy.pth', tmp_path / 'bare.pkl'
+    payload = {'state_dict': {'w': torch.zeros(2)}, 'hook': _RunsCode(), 'args': argparse.Namespace(lr=1)}
+    torch.save(payload, zipped)
+    torch.save(payload, legacy, _use_new_zipfile_serialization=False)
+    import pickle
+    bare.write_bytes(pickle.dumps({'hook': _RunsCode(), 'args': argparse.Namespace(lr=1)}, protocol=4))
+    for path in (zipped, legacy, bare):
+        with pytest.raises(ValueError, match=rf'refusing to load .*{path.name}: it contains pickled Python objects '
+                                             r'that weights_only loading does not allow: argparse\.Namespace, '
+                                             r'(posix|nt)\.system \(nothing was executed\)'):
+            load_checkpoint(str(path))
+    # Legacy files of tensors and plain types still load; random bytes are still "not a checkpoint".
+    plain = tmp_path / 'plain_legacy.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}}, plain, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_checkpoint(str(plain))['state_dict']['w'], torch.ones(2))
+
+
+def test_resume_from_an_empty_checkpoint_names_it(tmp_path):
+    import main
+    empty = tmp_path / 'ckpt.pth.tar'
+    empty.write_bytes(b'')
+    # restore() is what --resume PATH runs; checkpoint_position() what --resume auto reads each file with.
+    for call in (lambda: main.restore(None, str(empty), None), lambda: main.checkpoint_position(str(empty))):
+        with pytest.raises(SystemExit, match=rf'checkpoint {re.escape(str(empty))} is empty \(0 bytes\)'):
+            call()
 
 
 _WRITE_FOREVER = """

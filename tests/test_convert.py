@@ -174,10 +174,16 @@ def _to_mmaction2_layout(own):
             t = t.replace('.conv1.net.', '.conv1.conv.net2.')
         else:
             t = t.replace('.conv1.net.', '.conv1.conv.net.')
-        t = re.sub(r'\.(layer\d\.\d+)\.conv(\d)\.weight$', r'.\1.conv\2.conv.weight', t)
-        t = re.sub(r'\.(layer\d\.\d+)\.bn(\d)\.', r'.\1.conv\2.bn.', t)
+        # residual blocks, also inside a temporal pool (layer2.net.i) or a non-local wrapper (layerK.i.block)
+        t = re.sub(r'\.(layer\d\.(?:net\.)?\d+(?:\.block)?)\.conv(\d)\.weight$', r'.\1.conv\2.conv.weight', t)
+        t = re.sub(r'\.(layer\d\.(?:net\.)?\d+(?:\.block)?)\.bn(\d)\.', r'.\1.conv\2.bn.', t)
+        # mmcv NonLocal3d (sub-sampled): g/phi = Sequential(ConvModule, pool), conv_out = ConvModule(conv, bn)
+        t = re.sub(r'\.nl\.(g\.0|theta|phi\.0)\.', r'.non_local_block.\1.conv.', t)
+        t = t.replace('.nl.W.0.', '.non_local_block.conv_out.conv.')
+        t = t.replace('.nl.W.1.', '.non_local_block.conv_out.bn.')
         t = t.replace('.downsample.0.', '.downsample.conv.').replace('.downsample.1.', '.downsample.bn.')
-        out[t] = v.clone()
+        if not t.endswith('conv_out.conv.bias'):      # mmcv's conv_out has no bias
+            out[t] = v.clone()
     return out
 
 
@@ -225,3 +231,70 @@ def test_missing_tensor_and_bad_files_are_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cc.main(['--help'])
     assert exit_info.value.code == 0 and 'folded into the BatchNorm that follows' in capsys.readouterr().out
+
+
+def test_mmaction2_non_local_and_temporal_pool_tsm_convert_or_are_refused_with_the_reason(tmp_path, capsys):
+    torch.manual_seed(0)
+    nl = _randomise(TSN(5, 4, 'RGB', base_model='resnet18', is_shift=True, non_local=True, pretrain='none',
+                        dropout=0.5, input_size=32), 4)
+    with torch.no_grad():
+        for m in nl.modules():
+            if m.__class__.__name__ == 'NonLocalBlock3D':
+                m.W[0].bias.zero_()                       # mmcv's conv_out has none: the same function
+    mm = _to_mmaction2_layout(nl.state_dict())
+    # the layout written from mmaction2's NL3DWrapper(block, non_local_block=NonLocal3d) and ResNetTSM
+    for key in ('backbone.layer2.0.block.conv1.conv.net.weight', 'backbone.layer2.0.block.conv2.bn.running_var',
+                'backbone.layer3.0.non_local_block.g.0.conv.weight',
+                'backbone.layer2.0.non_local_block.theta.conv.bias',
+                'backbone.layer2.0.non_local_block.phi.0.conv.weight',
+                'backbone.layer2.0.non_local_block.conv_out.conv.weight',
+                'backbone.layer2.0.non_local_block.conv_out.bn.running_mean'):
+        assert key in mm, key
+    assert not any(k.endswith('conv_out.conv.bias') for k in mm)
+    src, out = tmp_path / 'nl.pth', tmp_path / 'nl.pth.tar'
+    torch.save({'state_dict': mm}, src)
+    # The tensors of mmcv's embedded_gaussian and dot_product modes are the same: the mode must be said.
+    assert cc.main(['mmaction2', str(src), str(out), '--num_segments', '4']) == 1
+    err = capsys.readouterr().err
+    assert 'pass --non_local_mode' in err and 'not in the file' not in err and not out.exists()
+    assert cc.main(['mmaction2', str(src), str(out), '--num_segments', '4', '--non_local_mode', 'dot_product']) == 1
+    assert "mmcv's mode 'dot_product'" in capsys.readouterr().err and not out.exists()
+    assert cc.main(['mmaction2', str(src), str(out), '--num_segments', '4', '--non_local_mode',
+                    'embedded_gaussian']) == 0
+    text = capsys.readouterr().out
+    assert 'zeros   base_model.layer2.0.nl.W.0.bias' in text and 'resnet18 + tsm + non-local' in text
+    converted = load_checkpoint(str(out))
+    assert converted['config']['non_local'] is True
+    for k, v in nl.state_dict().items():
+        assert torch.equal(converted['state_dict'][k], v), k
+    rebuilt, _, _ = load_model(str(out))
+    x = torch.randn(1, 12, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), nl(x), rtol=0, atol=0)
+    # An mmengine checkpoint that saved its config text needs no flag.
+    cfg = "model = dict(backbone=dict(non_local_cfg=dict(sub_sample=True, mode='embedded_gaussian')))"
+    torch.save({'meta': {'cfg': cfg}, 'state_dict': mm}, src)
+    assert cc.convert('mmaction2', str(src), str(out), num_segments=4)[1]['non_local'] is True
+    # mmcv's 'gaussian' mode has no theta/phi convolutions, and blocks without sub-sampling no pool.
+    gauss = {k: v for k, v in mm.items() if '.theta.' not in k and '.phi.' not in k}
+    torch.save({'state_dict': gauss}, src)
+    with pytest.raises(ValueError, match="no theta/phi convolutions: mmcv's mode 'gaussian'"):
+        cc.convert('mmaction2', str(src), str(out), num_segments=4, non_local_mode='gaussian')
+    flat = {k.replace('.g.0.conv.', '.g.conv.'): v for k, v in mm.items()}
+    torch.save({'state_dict': flat}, src)
+    with pytest.raises(ValueError, match=r'sub_sample=False'):
+        cc.convert('mmaction2', str(src), str(out), num_segments=4, non_local_mode='embedded_gaussian')
+    with pytest.raises(ValueError, match=r'non-local blocks and temporal pooling: .*unpooled number of segments'):
+        cc.check_mmaction2_non_local(list(mm), 'embedded_gaussian', temporal_pool=True)
+
+    # Temporal pooling: mmaction2 wraps layer2 as TemporalPool(net=layer2) -> backbone.layer2.net.i.*
+    tp = _randomise(TSN(5, 4, 'RGB', base_model='resnet18', is_shift=True, temporal_pool=True, pretrain='none',
+                        dropout=0.5, input_size=32), 5)
+    mm = _to_mmaction2_layout(tp.state_dict())
+    assert 'backbone.layer2.net.0.conv1.conv.net.weight' in mm and 'backbone.layer2.net.1.conv2.bn.bias' in mm
+    torch.save({'state_dict': mm}, src)
+    report, config = cc.convert('mmaction2', str(src), str(out), num_segments=4)
+    assert config['temporal_pool'] is True and not report['dropped']
+    rebuilt, _, _ = load_model(str(out))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), tp(x), rtol=0, atol=0)

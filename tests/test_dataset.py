@@ -1,5 +1,6 @@
 import logging
 import os
+import re
 
 import h5py
 import numpy as np
@@ -306,3 +307,38 @@ def test_registry_and_resolve(tmp_path):
         resolve_dataset('kinetics', 'Flow')
     with pytest.raises(ValueError, match='frames, video, hdf5'):
         resolve_dataset('toy', 'RGB', data_format='lmdb')
+
+
+def test_wrong_image_tmpl_or_overlong_list_names_the_template_and_first_missing_file(frames_dataset, write_list,
+                                                                                     tmp_path):
+    import types
+
+    import main
+    from ops.dataset import check_list_counts, parse_list
+    d = frames_dataset
+    records = parse_list(d['rgb_list'], 'frames')
+    common = dict(root=d['root'], modality='RGB', start_index=1, list_file=d['rgb_list'], option='--val_list')
+    check_list_counts(records, image_tmpl='img_{:05d}.jpg', **common)            # the files as listed
+    # A wrong template: nothing under it; the template option, the template and the first file are named.
+    with pytest.raises(ValueError) as exc:
+        check_list_counts(records, image_tmpl='frame_{:06d}.jpg', **common)
+    text = str(exc.value)
+    first = os.path.join(d['root'], 'v0', 'frame_000001.jpg')
+    assert f"with --image_tmpl 'frame_{{:06d}}.jpg': video v0 has 10 frames in the list but its first frame " \
+           f"{first} does not exist (the folder holds e.g. ['img_00001.jpg', 'img_00002.jpg', 'img_00003.jpg'])" \
+           in text and 'another modality' not in text
+    # A list whose counts run past the files: the first missing file, not just the last listed one.
+    os.remove(os.path.join(d['root'], 'v1', 'img_00012.jpg'))
+    longer = write_list(tmp_path / 'long.txt', ['v0 10 0', 'v1 14 1'])
+    with pytest.raises(ValueError, match=re.escape(
+            f"video v1 has 14 frames in the list but the first missing file is "
+            f"{os.path.join(d['root'], 'v1', 'img_00012.jpg')} (frame 12 of the 14 listed; --image_tmpl "
+            f"'img_{{:05d}}.jpg')")):
+        check_list_counts(parse_list(longer, 'frames'), image_tmpl='img_{:05d}.jpg', **dict(common, list_file=longer))
+    # At start-up main.py stops with that message (the Flow side names --flow_tmpl).
+    spec = types.SimpleNamespace(data_format='frames', root_path=d['flow_root'], val_root_path=d['flow_root'],
+                                 modality='Flow', image_tmpl='flow_{}_{:04d}.jpg', start_index=1)
+    with pytest.raises(SystemExit, match=r"error: .*rgb\.txt \(--train_list\) does not match the Flow files under "
+                                         r".* with --flow_tmpl 'flow_\{\}_\{:04d\}\.jpg': .*flow_x_0001\.jpg does not "
+                                         r"exist"):
+        main.check_counts_on_disk(records, spec, 'train', d['rgb_list'], '--train_list')

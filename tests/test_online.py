@@ -342,8 +342,9 @@ def test_benchmark_online_reports_latencies_and_state(capsys):
                                                '0', '--repeats', '2', '--threads', '1', '--device', 'cpu', '--json'])
     bench.main(args)
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [c['case'] for c in result['cases']] == ['step', 'plain_frame', 'offline_clip']
+    assert [c['case'] for c in result['cases']] == ['step', 'plain_frame', 'offline_clip', 'state_copies']
     assert all(c['median_ms'] > 0 and c['p95_ms'] >= c['median_ms'] for c in result['cases'])
+    assert 0 < result['state_copies_vs_plain_min'] < 1 and result['step_vs_plain_paired'] > 0
     assert result['step_vs_plain'] > 0 and result['state_tensors'] == 10
     # MobileNetV2 at 32 px caches 1/8 of the inputs of its 10 shifted blocks (TSM's online demo at 224:
     # 3@56, 4@28 x2, 8@14 x3, 12@14 x2, 20@7 x2), here 3@8, 4@4 x2, 8@2 x3, 12@2 x2, 20@1 x2 floats.
@@ -415,3 +416,130 @@ def test_stream_normalises_uint8_frames_like_the_model():
         as_float = model.normalize_input(clip.reshape(2, 12, 32, 32)).reshape(2, 4, 3, 32, 32)
         from_float, _ = stream_clip(stream, as_float)
     assert torch.equal(from_uint8, from_float)
+
+
+# ------------------------------------------------------------------------------------ TSM's online demo
+# online_demo/mobilenet_v2_tsm.py of TSM: (t, c, n, s) settings, and the blocks (counted from 0 after the stem)
+# built as InvertedResidualWithShift, which return x + conv(cat(buffer, x[:, c//8:])) and x[:, :c//8].
+_DEMO_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                  (6, 320, 1, 1))
+_DEMO_SHIFT_BLOCKS = (2, 4, 5, 7, 8, 9, 11, 12, 14, 15)
+_BN = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
+
+
+def _demo_blocks():
+    """(features index, expand ratio, stride, shifted) of the demo's 17 inverted residuals."""
+    blocks, g = [], 0
+    for t, _, n, s in _DEMO_SETTINGS:
+        for i in range(n):
+            blocks.append((g + 1, t, s if i == 0 else 1, g in _DEMO_SHIFT_BLOCKS))
+            g += 1
+    return blocks
+
+
+def _demo_keys():
+    """The demo's state-dict keys, spelled out from its modules: features.0 = conv_bn (conv, BN, ReLU6),
+    features.1..17 = `.conv` Sequentials (pw, BN, ReLU6, dw, BN, ReLU6, pw-linear, BN; without the first
+    three when t = 1; no wrapper around a shifted block's conv), features.18 = conv_1x1_bn, classifier."""
+    keys = ['features.0.0.weight'] + [f'features.0.1.{b}' for b in _BN]
+    for idx, t, _, _ in _demo_blocks():
+        for conv in ((0, 3, 6) if t != 1 else (0, 3)):
+            keys += [f'features.{idx}.conv.{conv}.weight'] + [f'features.{idx}.conv.{conv + 1}.{b}' for b in _BN]
+    return keys + ['features.18.0.weight'] + [f'features.18.1.{b}' for b in _BN] + ['classifier.weight',
+                                                                                       'classifier.bias']
+
+
+def _demo_forward(sd, x, buffers):
+    """The demo's MobileNetV2.forward(x, *shift_buffer) -> (logits, new buffers), in functional ops on a
+    state dict of its layout (BN in eval mode, eps 1e-5)."""
+    import torch.nn.functional as F
+
+    def layer(key_conv, key_bn, h, stride=1, groups=1, relu=True):
+        w = sd[key_conv + '.weight']
+        h = F.conv2d(h, w, None, stride, w.shape[-1] // 2, 1, groups)
+        h = F.batch_norm(h, sd[key_bn + '.running_mean'], sd[key_bn + '.running_var'], sd[key_bn + '.weight'],
+                         sd[key_bn + '.bias'], False, 0.0, 1e-5)
+        return F.relu6(h) if relu else h
+
+    x = layer('features.0.0', 'features.0.1', x, stride=2)
+    out = []
+    for idx, t, stride, shifted in _demo_blocks():
+        p = f'features.{idx}.conv.'
+        h = x
+        if shifted:
+            fold = x.shape[1] // 8
+            h = torch.cat((buffers[len(out)], x[:, fold:]), 1)
+            out.append(x[:, :fold])
+        if t != 1:
+            h = layer(p + '0', p + '1', h)
+        h = layer(p + ('3' if t != 1 else '0'), p + ('4' if t != 1 else '1'), h, stride, groups=h.shape[1])
+        h = layer(p + ('6' if t != 1 else '3'), p + ('7' if t != 1 else '4'), h, relu=False)
+        x = x + h if stride == 1 and x.shape[1] == h.shape[1] else h
+    x = layer('features.18.0', 'features.18.1', x)
+    return F.linear(x.mean(3).mean(2), sd['classifier.weight'], sd['classifier.bias']), out
+
+
+def test_tsm_online_demo_checkpoint_loads_and_streams_as_the_demo(tmp_path):
+    from ops.checkpoint import infer_config_from_state_dict
+    from ops.online import load_uni_model
+    torch.manual_seed(0)
+    # The model the weights "came from": a uni MobileNetV2 TSM with the demo's head (a Linear, no dropout).
+    source = TSN(27, 8, 'RGB', base_model='mobilenetv2', pretrain='none', is_shift=True, shift_direction='uni',
+                 dropout=0.0, input_size=32)
+    with torch.no_grad():
+        for m in source.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        source.base_model.classifier.weight.normal_(0, 0.5)
+    source.eval()
+    # Our key of each demo key: base_model. in front, `.net` where our wrapper sits (the shifted blocks' conv.0).
+    shifted = {idx for idx, _, _, s in _demo_blocks() if s}
+
+    def ours(key):
+        idx = int(key.split('.')[1]) if key.startswith('features.') else -1
+        key = 'base_model.' + key
+        return key.replace('.conv.0.', '.conv.0.net.') if idx in shifted else key
+    own = source.state_dict()
+    demo_sd = {k: own[ours(k)].clone() for k in _demo_keys()}
+    assert sorted(map(ours, demo_sd)) == sorted(own)                    # every tensor, nothing else
+    path = tmp_path / 'mobilenetv2_jester_online.pth.tar'
+    torch.save(demo_sd, path)                                           # a bare state dict, as TSM ships it
+
+    assert infer_config_from_state_dict(demo_sd)['num_class'] == 27     # keys alone: arch and head, no shift
+    model = load_uni_model(str(path))
+    config = model.config()
+    assert (config['base_model'], config['shift_direction'], config['shift_div'], config['shift_place'],
+            config['num_class'], config['dropout']) == ('mobilenetv2', 'uni', 8, 'blockres', 27, 0.0)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, own[k]), k
+    # test_models.py, predict.py and main.py --tune_from read it the same way (the bare dict is the state dict).
+    from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
+    ckpt = load_checkpoint(str(path), require=('state_dict',))
+    assert list(ckpt) == ['state_dict'] and TSN(**model_config_from_checkpoint(ckpt, path=str(path))).config() == config
+    from ops.export import load_model
+    assert load_model(str(path))[1]['shift_direction'] == 'uni'      # predict.py / export.py
+
+    # float64 from here: what is compared is the computation, not float32 summation orders.
+    model, source = model.double(), source.double()
+    demo_sd = {k: v.double() if v.is_floating_point() else v for k, v in demo_sd.items()}
+    clip = torch.randn(1, 5, 3, 32, 32, dtype=torch.float64)
+    stream = to_streaming(model)
+    streamed, state = stream_clip(stream, clip)
+    reference, _ = stream_clip(to_streaming(source), clip)
+    assert torch.equal(streamed, reference)                             # the model it came from
+    # TSM's demo computation on its own state dict, buffers starting at zero like our initial state.
+    buffers = [torch.zeros_like(s) for s in state]
+    demo = []
+    for t in range(clip.shape[1]):
+        logits, buffers = _demo_forward(demo_sd, clip[:, t], buffers)
+        demo.append(logits)
+    torch.testing.assert_close(streamed, torch.stack(demo, 1), rtol=0, atol=1e-12)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(state, buffers))
+    with torch.no_grad():                                               # the cached channels matter
+        memoryless = torch.stack([stream(clip[:, t])[0] for t in range(clip.shape[1])], 1)
+    assert (streamed - memoryless)[:, 1:].abs().max() > 1e-6                # >> the 1e-12 above
+    # And the offline uni model on the whole clip (test_models.py's view of the same file).
+    torch.testing.assert_close(offline_frame_logits(model, clip), streamed, rtol=0, atol=1e-12)

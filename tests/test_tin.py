@@ -236,3 +236,28 @@ def test_offsets_stay_float32_under_bf16_autocast():
         y = m(x)
     assert offsets.dtype == weights.dtype == torch.float32
     assert y.dtype == torch.bfloat16
+
+
+def test_a_model_moved_to_float64_runs_in_float64():
+    # TIN's offset and weight nets used to take a float32 descriptor, which a float64 model rejects.
+    t = 4
+    torch.manual_seed(0)
+    m = TemporalInterlace(torch.nn.Conv2d(16, 4, 1), n_segment=t).double()
+    with torch.no_grad():
+        m.weight_net.conv.weight.normal_(0, 0.5)            # per-frame weights != 1
+    x = torch.randn(2 * t, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+    offsets, weights = m.offsets_and_weights(x)
+    assert offsets.dtype == weights.dtype == torch.float64
+    # The descriptor is the spatial mean of the first fold, in float64 (not rounded through float32).
+    desc = x[:, :4].mean(dim=(2, 3)).view(2, t, 4).transpose(1, 2)
+    o = m.offset_net(desc)
+    torch.testing.assert_close(offsets, torch.cat([o, -o], 1), rtol=0, atol=0)
+    y = m(x)
+    assert y.dtype == torch.float64
+    torch.testing.assert_close(y, m.net(temporal_interlace(x, t, offsets, weights)), rtol=0, atol=0)
+    y.square().sum().backward()
+    assert x.grad.dtype == torch.float64 and m.offset_net.fc2.weight.grad.abs().sum() > 0
+    # The whole TIN TSN in float64.
+    model = TSN(3, t, 'RGB', base_model='resnet18', pretrain='none', temporal_module='tin', input_size=32)
+    out = model.double().eval()(torch.randn(1, 3 * t, 32, 32, dtype=torch.float64))
+    assert out.dtype == torch.float64 and out.shape == (1, 3)
