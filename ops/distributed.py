@@ -189,6 +189,13 @@ def _make_store(init_method, rank, world_size, timeout, env):
             store = dist.TCPStore(host, port, world_size, is_master=False,
                                   timeout=datetime.timedelta(seconds=attempt), wait_for_workers=False)
             store.set_timeout(timeout)
+            if agent_hosts:
+                # torchrun's agents keep one store across worker restarts (--max_restarts): the keys of a failed
+                # attempt (join marks, gloo's addresses of dead ranks) must not be read by the next one. The
+                # agents' restart counts differ (only the failed node's counts), so each rank counts its own
+                # starts in the store: the n-th start of every rank meets the n-th start of the others.
+                start = store.add(f"tsm_starts/{rank}", 1)
+                store = dist.PrefixStore(f"tsm_start_{start}", store)
             return store
         except (RuntimeError, OSError) as exc:
             if time.monotonic() + 1.0 < deadline:

@@ -1,7 +1,9 @@
-"""Adversarial pass: bad inputs and faults against main.py, test_models.py and scripts/check_data.py.
+"""Adversarial pass: bad inputs and faults against every entry point (main.py, test_models.py, predict.py and
+scripts/check_data.py, export.py, convert_checkpoint.py, build_file_list.py, online_demo.py, extract_frames.py).
 
-    python scripts/adversarial.py                    # everything (18 min on 2 CPU cores shared by 6 jobs)
+    python scripts/adversarial.py                    # everything
     python scripts/adversarial.py --only inputs      # bad inputs only (or: faults)
+    python scripts/adversarial.py --only predict,extract_frames    # the cases of some tools
     python scripts/adversarial.py --out figures.json
 
 Every case runs the real command line in a fresh folder on a tiny generated toy dataset (16 train / 8
@@ -118,11 +120,11 @@ def bad_inputs(ws):
     import torch
     lines = ws.lines("train")
     dup = ws.write("dup.txt", "\n".join(lines + [lines[2]]) + "\n")
-    cols = ws.write("cols.txt", "\n".join(lines[:3] + ["000004 10"]) + "\n")
-    neg = ws.write("neg.txt", "\n".join(lines[:3] + ["000004 10 -1"]) + "\n")
-    # a real video with its real frame count: only the label is wrong (the start-up count check passes)
-    big = ws.write("big.txt", "\n".join(lines[:3] + [" ".join(lines[3].split()[:2] + ["99"])]) + "\n")
-    text = ws.write("text.txt", "\n".join(lines[:3] + ["000004 ten 1"]) + "\n")
+    vid, frames = lines[3].split()[:2]      # the 4th video with its true frame count, then a bad column
+    cols = ws.write("cols.txt", "\n".join(lines[:3] + [f"{vid} {frames}"]) + "\n")
+    neg = ws.write("neg.txt", "\n".join(lines[:3] + [f"{vid} {frames} -1"]) + "\n")
+    big = ws.write("big.txt", "\n".join(lines[:3] + [f"{vid} {frames} 99"]) + "\n")
+    text = ws.write("text.txt", "\n".join(lines[:3] + [f"{vid} ten 1"]) + "\n")
     empty = ws.write("empty.txt", "# no videos\n")
     noise = ws.write("noise.pth", os.urandom(5000))
     with open(ws.ckpt, "rb") as f:
@@ -230,6 +232,221 @@ def data_inputs(ws):
                                                               "--data_root", d, "-j", "0", "--no_progress"],
                   {1}, [val]))
     return cases
+
+
+def media(ws):
+    """Bad media files made once: a corrupt mp4 (its first 1,500 bytes), a text file named .mp4, an uni-
+    and a bi-directional TSM checkpoint, a 0-byte file, and a real clip whose name has a space."""
+    if getattr(ws, "_media", None):
+        return ws._media
+    import torch
+    from ops.checkpoint import save_checkpoint
+    from ops.models import TSN
+    video = os.path.join(ws.toy, "videos", sorted(os.listdir(os.path.join(ws.toy, "videos")))[0])
+    with open(video, "rb") as f:
+        corrupt = ws.write("corrupt.mp4", f.read()[:1500])
+    fake = ws.write("notes.mp4", "this is not a video\n" * 40)
+    zero = ws.write("zero.pth", b"")
+    spaced = os.path.join(ws.folder(), "my clip.mp4")
+    shutil.copy(video, spaced)
+    pickled_code = os.path.join(ws.root, "parser.pth")
+    torch.save({"state_dict": {}, "hook": argparse.ArgumentParser}, pickled_code)
+    torch.manual_seed(0)
+    uni = TSN(8, 4, "RGB", base_model="resnet18", pretrain="none", input_size=32, is_shift=True,
+              shift_direction="uni")
+    bi = TSN(8, 4, "RGB", base_model="resnet18", pretrain="none", input_size=32, is_shift=True)
+    ckpts = {}
+    for name, model in (("uni", uni), ("bi", bi)):
+        ckpts[name] = save_checkpoint({"epoch": 1, "arch": "resnet18", "state_dict": model.state_dict(),
+                                       "best_prec1": 0.0, "config": model.config()},
+                                      os.path.join(ws.root, f"{name}.pth.tar"))
+    ws._media = dict(video=video, corrupt=corrupt, fake=fake, zero=zero, spaced=spaced, code=pickled_code,
+                     noise=os.path.join(ws.root, "noise.pth"), **ckpts)
+    return ws._media
+
+
+def blocked_path(ws):
+    """An output path that cannot be written: its parent is a regular file."""
+    return os.path.join(ws.write("a_file", "x"), "out", "result")
+
+
+def eval_check_inputs(ws):
+    """More bad inputs for test_models.py and scripts/check_data.py."""
+    m = media(ws)
+    lines = ws.lines("val", "val")
+    v = ws.lines("val", "val", "video")
+    cols = ws.write("val_cols.txt", "\n".join(lines[:3] + [lines[3].split()[0]]) + "\n")
+    big = ws.write("val_big.txt", "\n".join(lines[:3] + [lines[3].rsplit(" ", 1)[0] + " 8"]) + "\n")
+    text = ws.write("val_text.txt", "\n".join(lines[:3] + [lines[3].split()[0] + " ten 1"]) + "\n")
+    long = ws.write("val_long.txt", "\n".join(lines[:3] + [lines[3].split()[0] + " 40 1"]) + "\n")
+    corrupt_list = ws.write("val_corrupt.txt", "\n".join(v[:2] + [f"{m['corrupt']} 1"]) + "\n")
+    fake_list = ws.write("val_fake.txt", "\n".join(v[:2] + [f"{m['fake']} 1"]) + "\n")
+    absent_list = os.path.join(ws.root, "absent_list.txt")
+    e = ws.evaluate
+    videos = ["--data_format", "video", "--root_path", os.path.join(ws.toy, "videos")]
+    cd = ["scripts/check_data.py", "toy", "--data_root", ws.data, "--split", "val"]
+    blocked = blocked_path(ws)
+    return [
+        ("test_models: --test_crops 7", e("--test_crops", "7"), {2}, ["--test_crops"]),
+        ("test_models: --test_segments 0", e("--test_segments", "0"), {2}, ["--test_segments"]),
+        ("test_models: --random_clips 0", e("--random_clips", "0"), {2}, ["--random_clips"]),
+        ("test_models: --batch_size 0", e("--batch_size", "0"), {2}, ["--batch_size"]),
+        ("test_models: --softmax with --view_softmax", e("--softmax", "--view_softmax"), {2}, ["--view_softmax"]),
+        ("test_models: --twice_sample with --random_clips", e("--twice_sample", "--random_clips", "2"), {2},
+         ["--random_clips"]),
+        ("test_models: --data_format bogus", e("--data_format", "avi"), {2}, ["--data_format"]),
+        ("test_models: --device cuda without CUDA", e("--device", "cuda"), {1, 2}, ["CUDA"]),
+        ("test_models: --amp fp16 on CPU", e("--amp", "fp16"), {2}, ["fp16"]),
+        ("test_models: --gpus not integers", e("--gpus", "a,b"), {1, 2}, ["--gpus"]),
+        ("test_models: checkpoint absent", e(weights=os.path.join(ws.root, "nope.pth")), {1, 2}, ["nope.pth"]),
+        ("test_models: 0-byte checkpoint", e(weights=m["zero"]), {1}, ["zero.pth", "empty"]),
+        ("test_models: truncated checkpoint", e(weights=os.path.join(ws.root, "cut.pth")), {1},
+         ["cut.pth", "truncated or corrupt"]),
+        ("test_models: checkpoint with pickled code", e(weights=m["code"]), {1}, ["parser.pth", "ArgumentParser"]),
+        ("test_models: ensemble, second checkpoint absent", e(weights=f"{ws.ckpt},{ws.root}/gone.pth"), {1, 2},
+         ["gone.pth"]),
+        ("test_models: --coeff count differs from --weights", e("--coeff", "1,2"), {1, 2}, ["--coeff"]),
+        ("test_models: --test_list absent", e("--test_list", absent_list), {1, 2}, ["absent_list.txt"]),
+        ("test_models: list line with 1 column", e("--test_list", cols), {1}, [f"{cols}:4", "columns"]),
+        ("test_models: label outside the classes", e("--test_list", big), {1}, ["8"]),
+        ("test_models: non-integer frame count", e("--test_list", text), {1}, [f"{text}:4"]),
+        ("test_models: frame count past the files", e("--test_list", long), {1}, ["--image_tmpl", "40"]),
+        ("test_models: wrong --image_tmpl", e("--image_tmpl", "frame_{:04d}.png"), {1},
+         ["--image_tmpl", "frame_{:04d}.png"]),
+        ("test_models: corrupt mp4 in a video list", e("--test_list", corrupt_list, *videos), {1}, ["corrupt.mp4"]),
+        ("test_models: text file named .mp4", e("--test_list", fake_list, *videos), {1}, ["notes.mp4"]),
+        ("test_models: --save_scores into a file", e("--save_scores", blocked), {1, 2}, [blocked.split("/out")[0]]),
+        ("test_models: --output_dir under a file", e("--output_dir", blocked), {1, 2}, [blocked.split("/out")[0]]),
+        ("test_models: --csv_file under a file", e("--csv_file", blocked), {1, 2}, [blocked.split("/out")[0]]),
+        ("check_data: unregistered dataset without lists", ["scripts/check_data.py", "nosuch"], {1, 2},
+         ["not registered"]),
+        ("check_data: --split bogus", cd + ["--split", "test"], {2}, ["--split"]),
+        ("check_data: --pair_with bogus", cd + ["--pair_with", "Depth"], {2}, ["--pair_with"]),
+        ("check_data: --val_list absent", cd + ["--val_list", absent_list], {1, 2}, ["absent_list.txt"]),
+        ("check_data: list line with 1 column", cd + ["--val_list", cols], {1}, [f"{cols}:4"]),
+        ("check_data: label outside the classes", cd + ["--val_list", big], {1}, ["8"]),
+        ("check_data: non-integer frame count", cd + ["--val_list", text], {1}, [f"{text}:4"]),
+        ("check_data: frame count past the files", cd + ["--val_list", long], {1}, [lines[3].split()[0]]),
+        ("check_data: wrong --image_tmpl", cd + ["--image_tmpl", "frame_{:04d}.png"], {1}, ["frame_"]),
+        ("check_data: corrupt mp4 in a video list", cd + ["--val_list", corrupt_list, *videos], {1},
+         ["corrupt.mp4"]),
+        ("check_data: text file named .mp4", cd + ["--val_list", fake_list, *videos], {1}, ["notes.mp4"]),
+        ("check_data: --workers 0", cd + ["--workers", "0"], {2}, ["--workers"]),
+        ("check_data: --num_class 0", cd + ["--num_class", "0"], {1, 2}, ["--num_class"]),
+    ]
+
+
+def newer_tool_inputs(ws):
+    """Bad inputs for predict.py, export.py, convert_checkpoint.py, build_file_list.py, online_demo.py and
+    extract_frames.py."""
+    m = media(ws)
+    blocked = blocked_path(ws)
+    here = blocked.split("/out")[0]
+    empty_dir = ws.folder()
+    one_class = ws.folder()       # classes a (3 videos) and b (1 video)
+    for cls, n in (("a", 3), ("b", 1)):
+        os.makedirs(os.path.join(one_class, cls))
+        for i in range(n):
+            shutil.copy(m["video"], os.path.join(one_class, cls, f"v{i}.mp4"))
+    stems = ws.folder()           # a/x.mp4 and a/x.avi: the same video id twice
+    os.makedirs(os.path.join(stems, "a"))
+    os.makedirs(os.path.join(stems, "b"))
+    for name in ("a/x.mp4", "a/x.avi", "b/y.mp4", "b/z.mp4"):
+        shutil.copy(m["video"], os.path.join(stems, name))
+    spaces = ws.folder()          # a class folder and a video with spaces in their names
+    os.makedirs(os.path.join(spaces, "open door"))
+    os.makedirs(os.path.join(spaces, "close"))
+    for name in ("open door/take 1.mp4", "open door/t2.mp4", "close/t3.mp4", "close/t4.mp4"):
+        shutil.copy(m["video"], os.path.join(spaces, name))
+    missing_frames = ws.folder()  # a frame folder with frames 1-4 and 7-10
+    src = os.path.join(ws.toy, "frames", ws.lines("val", "val")[0].split()[0])
+    for name in sorted(os.listdir(src)):
+        if name not in ("img_00005.jpg", "img_00006.jpg"):
+            shutil.copy(os.path.join(src, name), os.path.join(missing_frames, name))
+    mixed = ws.folder()           # one good video and one text file named .mp4
+    shutil.copy(m["video"], os.path.join(mixed, "good.mp4"))
+    shutil.copy(m["fake"], os.path.join(mixed, "bad.mp4"))
+    pr = ["predict.py", "--weights", ws.ckpt, "--no_progress", "-j", "0"]
+    ex = ["scripts/export.py", "--weights", ws.ckpt]
+    cv = ["scripts/convert_checkpoint.py"]
+    bf = ["scripts/build_file_list.py", "folders", "--out_dir"]
+    od = ["scripts/online_demo.py", "--max_frames", "8"]
+    xf = ["scripts/extract_frames.py", "--out_dir"]
+    f = ws.folder
+    return [
+        ("predict: input absent", pr + [os.path.join(ws.root, "nothing.mp4")], {1, 2}, ["nothing.mp4"]),
+        ("predict: text file named .mp4", pr + [m["fake"]], {1}, ["notes.mp4"]),
+        ("predict: corrupt mp4", pr + [m["corrupt"]], {1}, ["corrupt.mp4"]),
+        ("predict: empty folder", pr + [empty_dir], {1, 2}, [empty_dir]),
+        ("predict: frame folder with missing frames", pr + [missing_frames], {1}, ["img_00005.jpg"]),
+        ("predict: --window longer than the video", pr + ["--window", "500", m["video"]], {1, 2},
+         ["--window", "500"]),
+        ("predict: --window 0", pr + ["--window", "0", m["video"]], {2}, ["--window"]),
+        ("predict: --stride 0", pr + ["--window", "8", "--stride", "0", m["video"]], {2}, ["--stride"]),
+        ("predict: --top_k 0", pr + ["--top_k", "0", m["video"]], {2}, ["--top_k"]),
+        ("predict: --output under a file", pr + ["--output", blocked, m["video"]], {1, 2}, [here]),
+        ("predict: 0-byte checkpoint", ["predict.py", "--weights", m["zero"], m["video"]], {1},
+         ["zero.pth", "empty"]),
+        ("predict: checkpoint of random bytes", ["predict.py", "--weights", m["noise"], m["video"]], {1},
+         ["noise.pth"]),
+        ("predict: a video name with a space", pr + [m["spaced"]], {0}, ["my clip.mp4"]),
+        ("export: --format bogus", ex + ["--format", "tflite"], {2}, ["--format"]),
+        ("export: checkpoint of random bytes", ["scripts/export.py", "--weights", m["noise"], "--format", "onnx"],
+         {1, 2}, ["noise.pth"]),
+        ("export: 0-byte checkpoint", ["scripts/export.py", "--weights", m["zero"], "--format", "onnx"], {1, 2},
+         ["zero.pth", "empty"]),
+        ("export: --output under a file", ex + ["--format", "onnx", "--output", blocked], {1, 2}, [here]),
+        ("export: --check input absent", ex + ["--format", "onnx", "--output", os.path.join(f(), "m.onnx"),
+                                               "--check", os.path.join(ws.root, "nowhere.mp4")], {1, 2},
+         ["nowhere.mp4"]),
+        ("export: --batch not a number", ex + ["--format", "onnx", "--batch", "many"], {2}, ["--batch"]),
+        ("convert: unknown kind", cv + ["caffe", ws.ckpt, os.path.join(f(), "o.pth")], {2}, ["caffe"]),
+        ("convert: wrong converter kind (ours as mmaction2)", cv + ["mmaction2", ws.ckpt, os.path.join(f(), "o.pth")],
+         {1}, ["mmaction2"]),
+        ("convert: wrong converter kind (ours as tdn)", cv + ["tdn", ws.ckpt, os.path.join(f(), "o.pth")],
+         {1}, ["tdn"]),
+        ("convert: input of random bytes", cv + ["mmaction2", m["noise"], os.path.join(f(), "o.pth")], {1},
+         ["noise.pth"]),
+        ("convert: input absent", cv + ["mmaction2", os.path.join(ws.root, "nope.pth"), os.path.join(f(), "o.pth")],
+         {1, 2}, ["nope.pth"]),
+        ("convert: output under a file", cv + ["mmaction2", ws.ckpt, blocked], {1, 2}, [here]),
+        ("build_file_list: empty tree", bf + [f(), "--root", empty_dir], {1, 2}, [empty_dir]),
+        ("build_file_list: root absent", bf + [f(), "--root", os.path.join(ws.root, "no_tree")], {1, 2},
+         ["no_tree"]),
+        ("build_file_list: a class with one video", bf + [f(), "--root", one_class], {0, 1}, ["b", "1 video"]),
+        ("build_file_list: duplicate video stems", bf + [f(), "--root", stems], {1}, ["x.mp4", "x.avi"]),
+        ("build_file_list: names with spaces", bf + [f(), "--root", spaces], {1}, ["take 1.mp4"]),
+        ("build_file_list: --val_ratio 1.5", bf + [f(), "--root", one_class, "--val_ratio", "1.5"], {2},
+         ["--val_ratio"]),
+        ("build_file_list: somethingv2 annotation file absent",
+         ["scripts/build_file_list.py", "somethingv2", "--out_dir", f(), "--labels", os.path.join(ws.root, "l.json"),
+          "--train", os.path.join(ws.root, "t.json"), "--val", os.path.join(ws.root, "v.json")], {1, 2}, ["l.json"]),
+        ("online_demo: bi-directional checkpoint", od + ["--weights", m["bi"], "--video", m["video"]], {1, 2},
+         ["uni"]),
+        ("online_demo: --video absent", od + ["--weights", m["uni"], "--video", os.path.join(ws.root, "no.mp4")],
+         {1, 2}, ["no.mp4"]),
+        ("online_demo: text file named .mp4", od + ["--weights", m["uni"], "--video", m["fake"]], {1},
+         ["notes.mp4"]),
+        ("online_demo: checkpoint of random bytes", od + ["--weights", m["noise"], "--video", m["video"]], {1},
+         ["noise.pth"]),
+        ("online_demo: --history 0", od + ["--weights", m["uni"], "--video", m["video"], "--history", "0"], {2},
+         ["--history"]),
+        ("online_demo: --output under a file", od + ["--weights", m["uni"], "--video", m["video"], "--output",
+                                                     blocked + ".mp4"], {1, 2}, [here]),
+        ("extract_frames: empty tree", xf + [f(), "--video_dir", empty_dir], {1, 2}, [empty_dir]),
+        ("extract_frames: --video_dir absent", xf + [f(), "--video_dir", os.path.join(ws.root, "nodir")], {1, 2},
+         ["nodir"]),
+        ("extract_frames: a text file named .mp4 among videos", xf + [f(), "--video_dir", mixed], {1},
+         ["bad.mp4"]),
+        ("extract_frames: corrupt mp4", xf + [f(), "--video_dir", os.path.dirname(m["corrupt"]),
+                                              "--video_list", ws.write("xl.txt", "corrupt.mp4 0\n")], {1},
+         ["corrupt.mp4"]),
+        ("extract_frames: --quality 0", xf + [f(), "--video_dir", mixed, "--quality", "0"], {2}, ["--quality"]),
+        ("extract_frames: --out_dir under a file", xf + [blocked, "--video_dir", mixed], {1, 2}, [here]),
+        ("extract_frames: --video_list names an absent video",
+         xf + [f(), "--video_dir", mixed, "--video_list", ws.write("xl2.txt", "good.mp4 0\nghost.mp4 1\n")],
+         {1}, ["ghost.mp4"]),
+    ]
 
 
 def check_input(case, ws):
@@ -419,6 +636,128 @@ def fault_killed_rank(ws):
     return ok, f"exits {codes}"
 
 
+def video_tree(ws, count=24):
+    """A folder of `count` real toy clips in two class folders (extraction takes a few seconds)."""
+    root = ws.folder()
+    names = sorted(os.listdir(os.path.join(ws.toy, "videos")))[:count]
+    for i, name in enumerate(names):
+        os.makedirs(os.path.join(root, f"c{i % 2}"), exist_ok=True)
+        shutil.copy(os.path.join(ws.toy, "videos", name), os.path.join(root, f"c{i % 2}", name))
+    return root
+
+
+def tree_bytes(root):
+    """{relative path: bytes} of every file under root."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
+def fault_extraction_interrupted(ws, sig):
+    """extract_frames stopped by `sig` once some folders are finished, then rerun: the result equals an
+    uninterrupted extraction, file for file (the .done markers' own bytes aside: they record the source)."""
+    videos = video_tree(ws)
+    clean, cut = ws.folder(), ws.folder()
+    rc, out = run(["scripts/extract_frames.py", "--video_dir", videos, "--out_dir", clean], clean)
+    if rc != 0:
+        return False, f"clean run exit {rc}: {out[-600:]!r}"
+    proc = start(["scripts/extract_frames.py", "--video_dir", videos, "--out_dir", cut], cut)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        done = [d for d, _, files in os.walk(cut) if ".done" in files]
+        if len(done) >= 3:
+            break
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        return False, "extraction finished before the signal: nothing was interrupted"
+    proc.send_signal(sig)
+    first = proc.communicate(timeout=60)[0]
+    finished = len([d for d, _, files in os.walk(cut) if ".done" in files])
+    rc, out = run(["scripts/extract_frames.py", "--video_dir", videos, "--out_dir", cut], cut)
+    a = {k: v for k, v in tree_bytes(clean).items() if not k.endswith(".done")}
+    b = {k: v for k, v in tree_bytes(cut).items() if not k.endswith(".done")}
+    same = a == b
+    ok = rc == 0 and same and finished < 24
+    return ok, (f"{finished}/24 finished at the signal (exit {proc.returncode}), rerun exit {rc}, "
+                f"files identical {same}") + ("" if ok else f": {first[-300:]!r} {out[-300:]!r}")
+
+
+def fault_predict_killed_writing_output(ws, kills=6):
+    """SIGKILL of predict.py at increasing delays while it classifies and writes --output: the file is either
+    absent or a complete report of every video, never a torn one; a rerun writes it whole."""
+    videos = video_tree(ws, 12)
+    folder = ws.folder()
+    output = os.path.join(folder, "pred.csv")
+    argv = ["predict.py", "--weights", ws.ckpt, "--no_progress", "-j", "0", "--output", output, videos]
+    rc, out = run(argv, folder)
+    if rc != 0:
+        return False, f"uninterrupted run exit {rc}: {out[-600:]!r}"
+    with open(output) as f:
+        whole = f.read()
+    torn = 0
+    for k in range(kills):
+        os.remove(output)
+        proc = start(argv, folder)
+        time.sleep(2.0 + 0.7 * k)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if os.path.exists(output):
+            with open(output) as f:
+                torn += f.read() != whole
+    rc, out = run(argv, folder)
+    with open(output) as f:
+        again = f.read() == whole
+    left = [n for n in os.listdir(folder) if n.endswith(".tmp")]
+    ok = torn == 0 and rc == 0 and again
+    return ok, f"{kills} kills, torn files {torn}, rerun exit {rc} identical {again}, temp files left {len(left)}"
+
+
+def fault_full_disk_checkpoint(ws):
+    """A run whose checkpoint folder is a small tmpfs that fills up during the run: the write fails naming
+    the path, the previous checkpoint survives and loads, and after space is freed --resume auto finishes."""
+    folder = ws.folder()
+    mnt = os.path.join(folder, "small")
+    os.makedirs(mnt)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", mnt], capture_output=True).returncode:
+        return None, "not tried: cannot mount a tmpfs here (needs root)"
+    try:
+        argv = ["main.py", "toy", "RGB", "--data_root", ws.data, "--root_model", os.path.join(mnt, "ckpt"),
+                "--root_log", os.path.join(folder, "log"), *TINY[:-6], "--epochs", "3", "--max_steps_per_epoch",
+                "2", "--dist_timeout", "20"]
+        proc = start(argv, folder)
+        out = wait_line(proc, "epoch 1: train loss")
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb") as f:          # take every free byte: the next checkpoint write cannot fit
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+            except OSError:
+                pass
+        out += proc.communicate(timeout=180)[0]
+        d = run_dir(mnt)
+        saved = load(os.path.join(d, "ckpt.pth.tar"))
+        named = d in out and ("No space left" in out or "space" in out)
+        os.remove(filler)
+        rc, out2 = run(argv + ["--resume", "auto"], folder)
+        final = load(os.path.join(d, "ckpt.pth.tar"))
+        ok = proc.returncode not in (0, None) and named and saved["epoch"] >= 1 and rc == 0 and final["epoch"] == 3
+        return ok, (f"exit {proc.returncode}, path named {named}, previous checkpoint epoch {saved['epoch']} "
+                    f"loads, resume exit {rc} to epoch {final['epoch']}") + ("" if ok else f": {out[-900:]!r}")
+    finally:
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
+
+
 FAULTS = [
     ("SIGTERM to the process group, -j 2 (checkpoint, exit 75, resume)",
      lambda ws: fault_group_signal(ws, signal.SIGTERM)),
@@ -432,37 +771,74 @@ FAULTS = [
     ("rendezvous: lone rank 0 (peers never start)", lambda ws: fault_lone_rank(ws, 0)),
     ("rendezvous: lone rank 1 (rank 0 never starts)", lambda ws: fault_lone_rank(ws, 1)),
     ("MML: SIGKILL of rank 1 of 3 while training", fault_killed_rank),
+    ("extract_frames: SIGKILL mid-extraction, then rerun (same files as an uninterrupted run)",
+     lambda ws: fault_extraction_interrupted(ws, signal.SIGKILL)),
+    ("extract_frames: Ctrl-C (SIGINT) mid-extraction, then rerun",
+     lambda ws: fault_extraction_interrupted(ws, signal.SIGINT)),
+    ("predict: SIGKILL while writing --output (never a torn file)", fault_predict_killed_writing_output),
+    ("main: disk full during a checkpoint write (tmpfs)", fault_full_disk_checkpoint),
 ]
+
+
+TOOLS = ("main", "test_models", "check_data", "predict", "export", "convert", "build_file_list", "online_demo",
+         "extract_frames")
+
+
+def selected(name, only):
+    """A case runs when --only is empty, names its group, or names the tool its name starts with."""
+    return not only or name.split(":")[0] in only
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", choices=("inputs", "faults"), default=None)
+    p.add_argument("--only", default="", help="comma list of groups (inputs, faults) and tools (" +
+                   ", ".join(TOOLS) + "); default: everything")
     p.add_argument("--out", default=None, help="JSON file for the figures")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     args = p.parse_args(argv)
+    only = {w for w in args.only.split(",") if w}
+    unknown = only - set(TOOLS) - {"inputs", "faults"}
+    if unknown:
+        p.error(f"--only: unknown {sorted(unknown)}; choose from inputs, faults, {', '.join(TOOLS)}")
+    groups = only & {"inputs", "faults"} or {"inputs", "faults"}
+    tools = only & set(TOOLS)
     root = tempfile.mkdtemp(prefix="adversarial_")
     ws = Workspace(root)
     results = {"inputs": [], "faults": []}
-    if args.only in (None, "inputs"):
-        for case in bad_inputs(ws) + data_inputs(ws):
+    if "inputs" in groups:
+        cases = bad_inputs(ws) + eval_check_inputs(ws) + newer_tool_inputs(ws) + data_inputs(ws)
+        for case in cases:
+            if not selected(case[0], tools):
+                continue
             ok, why = check_input(case, ws)
             results["inputs"].append({"case": case[0], "ok": ok, "why": why})
             print(f"{'ok  ' if ok else 'FAIL'} input  {case[0]}" + (f"\n     {why}" if why else ""), flush=True)
-    if args.only in (None, "faults"):
+    if "faults" in groups:
         for name, fn in FAULTS:
+            if not selected(name, tools):
+                continue
             try:
                 ok, why = fn(ws)
             except Exception as exc:   # a crash of the harness itself counts as not survived
                 ok, why = False, f"{type(exc).__name__}: {exc}"
             results["faults"].append({"case": name, "ok": ok, "why": why})
-            print(f"{'ok  ' if ok else 'FAIL'} fault  {name}" + (f" ({why})" if why else ""), flush=True)
-    inputs, faults = results["inputs"], results["faults"]
-    summary = {"inputs_tried": len(inputs), "inputs_handled": sum(r["ok"] for r in inputs),
-               "faults_tried": len(faults), "faults_survived": sum(r["ok"] for r in faults)}
+            mark = {True: "ok  ", False: "FAIL", None: "skip"}[ok]
+            print(f"{mark} fault  {name}" + (f" ({why})" if why else ""), flush=True)
+    inputs, faults = results["inputs"], [r for r in results["faults"] if r["ok"] is not None]
+    per_tool = {}
+    for r in inputs:
+        tool = r["case"].split(":")[0]
+        tried, handled = per_tool.get(tool, (0, 0))
+        per_tool[tool] = (tried + 1, handled + bool(r["ok"]))
+    summary = {"inputs_tried": len(inputs), "inputs_handled": sum(bool(r["ok"]) for r in inputs),
+               "faults_tried": len(faults), "faults_survived": sum(bool(r["ok"]) for r in faults),
+               "faults_not_tried": len(results["faults"]) - len(faults),
+               "inputs_per_tool": {t: {"tried": a, "handled": b} for t, (a, b) in per_tool.items()}}
+    print("bad inputs per tool: " + ", ".join(f"{t} {b}/{a}" for t, (a, b) in per_tool.items()))
     print(f"bad inputs: {summary['inputs_handled']}/{summary['inputs_tried']} handled; "
-          f"faults: {summary['faults_survived']}/{summary['faults_tried']} survived")
+          f"faults: {summary['faults_survived']}/{summary['faults_tried']} survived"
+          + (f" ({summary['faults_not_tried']} not tried here)" if summary["faults_not_tried"] else ""))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(dict(summary, **results), f, indent=2)
