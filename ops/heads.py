@@ -1,0 +1,164 @@
+"""Multi-head labels (EPIC-Kitchens verb/noun): several labels per video, one classifier per head.
+
+A head layout is a tuple of (name, num_class) pairs, e.g. (('verb', 97), ('noun', 300)), from
+``--heads verb:97,noun:300`` or a dataset registry entry. A multi-head model returns the heads' logits
+side by side, (B, sum of num_class) in head order, so everything that averages, gathers or stores logits
+(consensus, views, processes, score files) carries them unchanged; what depends on the class
+distribution (softmax, cross-entropy, distillation, top-k) splits them with split_heads first.
+Labels of a multi-head batch are (B, H) integers, column h for head h. Single-head code paths do not
+come here (heads None).
+
+The action of a video (EPIC-Kitchens: verb and noun) is right when every head is right.
+"""
+import re
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ops.utils import topk_correct
+
+Heads = Tuple[Tuple[str, int], ...]
+_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+
+
+def check_heads(heads, what: str = 'heads') -> Heads:
+    """Normalise [(name, size), ...] (or [[name, size]], as a checkpoint config stores it) to a tuple;
+    at least two heads, unique identifier names, sizes >= 1."""
+    out = tuple((str(n), int(s)) for n, s in heads)
+    names = [n for n, _ in out]
+    bad = [n for n in names if not _NAME.match(n)]
+    if bad:
+        raise ValueError(f'{what}: head names must be identifiers (letters, digits, _), got {bad}')
+    if len(set(names)) != len(names):
+        raise ValueError(f'{what}: repeated head names in {heads_text(out)}')
+    if len(out) < 2:
+        raise ValueError(f'{what}: a multi-head layout needs at least two heads, got {heads_text(out)!r} '
+                         '(one head is the ordinary single-label list)')
+    small = [n for n, s in out if s < 1]
+    if small:
+        raise ValueError(f'{what}: every head needs >= 1 class ({", ".join(small)})')
+    return out
+
+
+def parse_heads(text: str, option: str = '--heads') -> Heads:
+    """'verb:97,noun:300' -> (('verb', 97), ('noun', 300))."""
+    pairs = []
+    for part in (p.strip() for p in text.split(',') if p.strip()):
+        name, sep, size = part.partition(':')
+        if not sep or not size.strip().isdigit():
+            raise ValueError(f'{option}: expected name:classes pairs such as verb:97,noun:300, got {part!r}')
+        pairs.append((name.strip(), int(size)))
+    return check_heads(pairs, option)
+
+
+def heads_text(heads: Optional[Sequence]) -> str:
+    """(('verb', 97), ('noun', 300)) -> 'verb:97,noun:300'; None -> 'one head' (single-label)."""
+    return 'one head' if not heads else ','.join(f'{n}:{s}' for n, s in heads)
+
+
+def same_heads(a, b) -> bool:
+    """Whether two layouts (None for single-head) are the same, as stored or as tuples."""
+    norm = (lambda h: None if not h else tuple((str(n), int(s)) for n, s in h))
+    return norm(a) == norm(b)
+
+
+def check_same_heads(student, teacher, student_what: str, teacher_what: str) -> None:
+    """Distillation, mutual learning and ensembles need one head layout; else ValueError naming both."""
+    if not same_heads(student, teacher):
+        raise ValueError(f'{teacher_what} has heads {heads_text(teacher)} but {student_what} has '
+                         f'{heads_text(student)}: they must have the same heads')
+
+
+def parse_head_weights(text: Optional[str], heads: Heads, option: str = '--head_weights') -> Tuple[float, ...]:
+    """Comma floats, one per head (None: all 1); each >= 0, not all 0."""
+    if text is None:
+        return (1.0,) * len(heads)
+    try:
+        weights = tuple(float(w) for w in text.split(','))
+    except ValueError:
+        raise ValueError(f'{option}: cannot parse {text!r} (comma floats, one per head)') from None
+    if len(weights) != len(heads):
+        raise ValueError(f'{option}: {len(weights)} weights for the {len(heads)} heads {heads_text(heads)}')
+    if any(w < 0 for w in weights) or not any(weights):
+        raise ValueError(f'{option}: weights must be >= 0 and not all 0, got {text!r}')
+    return weights
+
+
+def split_heads(x, heads: Heads):
+    """Per-head parts of a multi-head tensor: integer labels (..., H) -> their columns; float logits,
+    probabilities or soft targets (..., sum of sizes) -> consecutive slices of the last dim. None ->
+    None for every head (an absent term)."""
+    if x is None:
+        return [None] * len(heads)
+    if not torch.is_floating_point(x):
+        if x.shape[-1] != len(heads):
+            raise ValueError(f'labels of {len(heads)} heads must be (..., {len(heads)}), got {tuple(x.shape)}')
+        return [x[..., h] for h in range(len(heads))]
+    sizes = [s for _, s in heads]
+    if x.shape[-1] != sum(sizes):
+        raise ValueError(f'heads {heads_text(heads)} need {sum(sizes)} columns, got {tuple(x.shape)}')
+    return list(torch.split(x, sizes, dim=-1))
+
+
+def weighted_mean(values, weights):
+    """sum_h w_h v_h / sum_h w_h (a head with weight 0 is left out, so its term may be anything)."""
+    total = sum(float(w) for w in weights)
+    return sum(float(w) / total * v for v, w in zip(values, weights) if w)
+
+
+def multihead_cross_entropy(logits, target, heads: Heads, weights=None):
+    """Weighted mean of the heads' cross-entropies (batch means). target: (B, H) integer labels or
+    (B, sum of sizes) soft targets (label smoothing / mixing made per head, see soft_targets)."""
+    weights = weights or (1.0,) * len(heads)
+    return weighted_mean([F.cross_entropy(z, t) for z, t in zip(split_heads(logits, heads),
+                                                                 split_heads(target, heads))], weights)
+
+
+def soft_targets(make, labels, heads: Heads):
+    """Soft targets of every head side by side: make(head labels (B,), head size) -> (B, size)."""
+    return torch.cat([make(y, size) for y, (_, size) in zip(split_heads(labels, heads), heads)], dim=1)
+
+
+def topk_counts(logits, labels, heads: Heads, ks=(1, 5)):
+    """Correct counts of a batch: {head: (top-k counts per k)} and 'action' (videos where every head's
+    top-1 is right)."""
+    out, right = {}, None
+    for (name, size), z, y in zip(heads, split_heads(logits, heads), split_heads(labels, heads)):
+        out[name] = topk_correct(z, y, ks)
+        hit = z.argmax(-1) == y
+        right = hit if right is None else right & hit
+    out['action'] = int(right.sum()) if right is not None else 0
+    return out
+
+
+def head_metrics(scores, labels, heads: Heads, metrics_fn):
+    """Evaluation metrics per head and of the action: scores (N, sum of sizes), labels (N, H).
+
+    metrics_fn(scores (N, C), labels (N,), num_class) -> (dict, confusion matrix), the single-head
+    evaluation (ops.scores.metrics). Returns ({'top1': action accuracy, 'action_top1', 'heads': {name:
+    dict}, 'num_videos'}, {name: confusion matrix}); 'top1' is the action accuracy so that callers that
+    rank runs by top-1 rank multi-head runs by what EPIC-Kitchens reports."""
+    scores_t = torch.as_tensor(np.asarray(scores, dtype=np.float32))
+    labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64)).reshape(-1, len(heads))
+    per_head, cms = {}, {}
+    right = torch.ones(len(labels_t), dtype=torch.bool)
+    for (name, size), z, y in zip(heads, split_heads(scores_t, heads), split_heads(labels_t, heads)):
+        per_head[name], cms[name] = metrics_fn(z.numpy(), y.numpy(), size)
+        right &= z.argmax(-1) == y
+    n = len(labels_t)
+    action = 100.0 * float(right.sum()) / max(n, 1)
+    return {'top1': action, 'action_top1': action, 'heads': per_head, 'num_videos': int(n)}, cms
+
+
+def metrics_line(res, heads: Heads) -> str:
+    """'verb Prec@1 .. Prec@5 ..; noun ...; action Prec@1 ..' for the evaluation summary line."""
+    parts = [f"{n} Prec@1 {res['heads'][n]['top1']:.2f}% Prec@5 {res['heads'][n]['top5']:.2f}%" for n, _ in heads]
+    return '; '.join(parts + [f"action (all heads right) Prec@1 {res['action_top1']:.2f}%"])
+
+
+def head_file(path: str, head: str) -> str:
+    """Per-head output name: 'out/per_class.csv' -> 'out/per_class_verb.csv'."""
+    stem, ext = path.rsplit('.', 1) if '.' in path.rsplit('/', 1)[-1] else (path, '')
+    return f'{stem}_{head}.{ext}' if ext else f'{stem}_{head}'
