@@ -32,6 +32,8 @@ from ops import distributed as D
 from ops import features as feature_io
 from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, check_list_counts, parse_list, worker_init_fn
+from ops.heads import check_heads, check_same_heads, head_file, head_metrics, heads_text, metrics_line, same_heads, \
+    split_heads
 from ops.models import TSN, is_temporal, to_channels_last
 from ops.sampler import ShardSampler
 from ops.scores import (align_to, fused_scores, metrics, save_scores, write_confusion_png, write_per_class,
@@ -100,12 +102,16 @@ class ModelUnderTest:
         # clip in one call: a TSN's frames do not interact, so its logits are the same either way.
         self.temporal = temporal or bool(args.save_features and args.per_segment)
         try:
-            spec = spec or test_data_spec(args, index, ckpt, self.modality)
+            spec = spec or test_data_spec(args, index, ckpt, self.modality, heads=config.get("heads"))
             if records is None:
-                records = parse_list(spec.val_list, spec.data_format, option="--test_list")
+                records = parse_list(spec.val_list, spec.data_format, option="--test_list", heads=spec.heads)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"{path} ({self.modality}): {exc}") from None
         self.spec = spec
+        self.heads = check_heads(config["heads"]) if config.get("heads") else None
+        if not same_heads(self.heads, spec.heads):
+            raise SystemExit(f"{path}: the checkpoint has the heads {heads_text(self.heads)} but the list of "
+                             f"dataset {args.dataset} has {heads_text(spec.heads)}")
         if config["num_class"] != spec.num_class:
             raise SystemExit(f"{path}: the checkpoint has {config['num_class']} classes but dataset "
                              f"{args.dataset} has {spec.num_class} (--num_class / --category_file)")
@@ -174,12 +180,13 @@ class ModelUnderTest:
         return logits.reshape(B, V, -1)
 
 
-def test_data_spec(args, index, ckpt, modality):
+def test_data_spec(args, index, ckpt, modality, heads=None):
     """The data one checkpoint is evaluated on. Each value comes from its flag if given, else from what
     the checkpoint recorded at training time (when it was trained under this dataset name: format,
     root, templates, validation list, class names; root and list only while they exist), else from the
     registry. '{modality}' in the paths
-    becomes the checkpoint's modality (ops.dataset_config.fill_modality)."""
+    becomes the checkpoint's modality (ops.dataset_config.fill_modality). heads: a multi-head
+    checkpoint's layout; its lists have one label column per head and its class counts are the heads'."""
     recorded = ckpt.get("data") if isinstance(ckpt.get("data"), dict) else {}
     if recorded and recorded.get("dataset") != args.dataset:
         logger.info("%s was trained on %r, not %r: its recorded data paths are not used",
@@ -196,6 +203,8 @@ def test_data_spec(args, index, ckpt, modality):
     num_class = args.num_class
     if not class_flags and categories is None:
         num_class = recorded.get("num_class")
+    if heads:
+        num_class = categories = None
 
     def pick(flag, key):
         return flag if flag is not None else recorded.get(key)
@@ -209,7 +218,7 @@ def test_data_spec(args, index, ckpt, modality):
         data_format=pick(args.data_format, "data_format"),
         image_tmpl=args.image_tmpl if args.image_tmpl is not None or modality == "Flow" else own_tmpl,
         flow_tmpl=args.flow_tmpl if args.flow_tmpl is not None or modality != "Flow" else own_tmpl,
-        splits=("val",))
+        splits=("val",), heads=heads)
 
 
 def refuse_overrides_of_configured(ckpt, overrides, path):
@@ -297,6 +306,10 @@ def run(args, ctx):
             diff = sorted(set(ids0) ^ set(ids))[:5]
             raise SystemExit(f"{m.path}: its test list has other videos than {models[0].path} "
                              f"({len(ids)} vs {len(ids0)}, e.g. {diff}); ensembles need the same videos")
+        try:
+            check_same_heads(models[0].heads, m.heads, models[0].path, m.path)
+        except ValueError as exc:
+            raise SystemExit(f"ensemble: {exc}") from None
     dense_notes = [dense_short_note(m.dataset, args) for m in models]   # probes before the loader forks
     # .h5 features in one process are written batch by batch (ops.features.H5FeatureSink), in ids0 order
     sinks = args.save_features and args.save_features.endswith(".h5") and not ctx.distributed
@@ -325,43 +338,68 @@ def run(args, ctx):
         if not np.array_equal(align_to(ids0, ids, lab, m.path), labels):
             raise SystemExit(f"{m.path}: labels differ from {models[0].path} for the same videos")
         per_model.append(align_to(ids0, ids, logits, m.path))
+    heads = models[0].heads
     scores = fused_scores(per_model, [m.coeff for m in models], softmax=args.softmax,
-                          view_softmax=args.view_softmax)
+                          view_softmax=args.view_softmax, heads=heads)
     num_class = models[0].spec.num_class
-    res, cm = metrics(scores, labels, num_class)
+    if heads:
+        res, cm = head_metrics(scores, labels, heads, metrics)    # cm: head -> confusion matrix
+    else:
+        res, cm = metrics(scores, labels, num_class)
     if not ctx.is_main:
         return res
     protocols = [protocol_text(m.num_segments, args.test_crops, m.num_clips, m.crop_size, args.full_res,
                                len(ids0), sampling_mode(args)) + note for m, note in zip(models, dense_notes)]
     for m, p in zip(models, protocols):
         print(f"{os.path.basename(m.path)} [{m.modality}, coeff {m.coeff:g}]: {p}")
-    print(f"Overall Prec@1 {res['top1']:.2f}%  Prec@5 {res['top5']:.2f}%  "
-          f"mean class accuracy {res['mean_class_acc']:.2f}%  "
-          f"({1000.0 * elapsed / max(len(ids0), 1):.1f} ms per video)")
+    if heads:
+        print(f"Overall {metrics_line(res, heads)}  ({1000.0 * elapsed / max(len(ids0), 1):.1f} ms per video)")
+    else:
+        print(f"Overall Prec@1 {res['top1']:.2f}%  Prec@5 {res['top5']:.2f}%  "
+              f"mean class accuracy {res['mean_class_acc']:.2f}%  "
+              f"({1000.0 * elapsed / max(len(ids0), 1):.1f} ms per video)")
     out_dir = args.output_dir or (os.path.dirname(os.path.abspath(args.save_scores)) if args.save_scores
                                   else os.path.join(os.path.dirname(os.path.abspath(models[0].path)),
                                                     f"eval_{args.dataset}"))
     os.makedirs(out_dir, exist_ok=True)
-    np.save(os.path.join(out_dir, "confusion.npy"), cm)
     names = models[0].spec.categories
-    write_confusion_png(cm, os.path.join(out_dir, "confusion.png"), names)
-    write_per_class(cm, os.path.join(out_dir, "per_class.csv"), names)
+    if heads:
+        write_head_reports(out_dir, scores, labels, heads, cm, args.csv_file, ids0)
+    else:
+        np.save(os.path.join(out_dir, "confusion.npy"), cm)
+        write_confusion_png(cm, os.path.join(out_dir, "confusion.png"), names)
+        write_per_class(cm, os.path.join(out_dir, "per_class.csv"), names)
     if args.save_scores:
         for path, lg, p in zip(score_paths(args.save_scores, len(models)), per_model, protocols):
-            save_scores(path, ids0, labels, lg, p)
+            save_scores(path, ids0, labels, lg, p, heads=heads)
     if args.save_features and sinks:
         for m, p in zip(models, protocols):
             print(feature_io.summary(m.feature_sink.finish(video_ids=ids0, labels=labels, protocol=p,
                                                             checkpoint=m.path, class_names=names)))
     elif args.save_features:
         write_feature_files(args, models, ids0, labels, results, features, protocols, names)
-    if args.csv_file:
+    if args.csv_file and not heads:
         write_tsm_csv(args.csv_file, ids0, scores, names, models[0].spec.csv_top5)
     summary = dict(res, protocol=protocols, weights=args.weights_list, coeff=[m.coeff for m in models],
                    softmax=args.softmax, view_softmax=args.view_softmax, seconds=elapsed)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return res
+
+
+def write_head_reports(out_dir, scores, labels, heads, cms, csv_file=None, video_ids=None):
+    """The per-head outputs of a multi-head evaluation, one set per head (the single-head names with
+    `_<head>`): confusion_<head>.npy / .png, per_class_<head>.csv and, with --csv_file, one TSM-format
+    csv per head (class indices). scores (N, sum of classes) are the fused video scores, labels
+    (N, heads); every per-head report of the evaluation is written here."""
+    for (name, _), head_scores, head_labels in zip(heads, split_heads(torch.from_numpy(np.asarray(scores)), heads),
+                                                   np.asarray(labels).T):
+        cm = cms[name]
+        np.save(os.path.join(out_dir, f"confusion_{name}.npy"), cm)
+        write_confusion_png(cm, os.path.join(out_dir, f"confusion_{name}.png"), None)
+        write_per_class(cm, os.path.join(out_dir, f"per_class_{name}.csv"), None)
+        if csv_file:
+            write_tsm_csv(head_file(csv_file, name), video_ids, head_scores.numpy(), None, False)
 
 
 def split_feature_outputs(results, models, per_segment):

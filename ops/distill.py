@@ -264,8 +264,8 @@ def load_teachers(paths, device='cpu', *, config_overrides=None):
         configs.append(config)
         logger.info('teacher %s: modality %s, %s classes', path, config['modality'], config.get('num_class'))
 
-    for key in ('num_class', 'num_segments'):
-        values = {c.get(key) for c in configs}
+    for key in ('num_class', 'num_segments', 'heads'):
+        values = {str(c.get(key)) for c in configs}
         if len(values) != 1:
             raise ValueError(f'teachers disagree on {key}: ' +
                              ', '.join(f'{p}: {c.get(key)}' for p, c in zip(paths, configs)))
@@ -290,8 +290,9 @@ class TeacherScores:
         if len(self.index) != len(self.video_ids):
             raise ValueError(f'teacher scores {self.path}: duplicate video ids')
         self.logits = torch.from_numpy(scores.astype(np.float32).mean(axis=1))  # (videos, C)
-        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.labels = torch.from_numpy(labels.astype(np.int64))    # (videos,) or (videos, heads)
         self.protocol = data['protocol']
+        self.heads = data['heads']          # multi-head layout of the teacher (ops/heads.py) or None
 
     def __len__(self):
         return len(self.video_ids)
@@ -315,11 +316,11 @@ class TeacherScores:
             rows.append(row)
         rows = torch.tensor(rows, dtype=torch.long)
         if labels is not None:
-            stored = self.labels[rows]
-            bad = (stored != torch.as_tensor(labels).cpu().long()).nonzero().flatten()
+            stored, given = self.labels[rows], torch.as_tensor(labels).cpu().long()
+            bad = (stored != given).reshape(len(rows), -1).any(1).nonzero().flatten()   # multi-head: any head
             if len(bad):
                 i = int(bad[0])
                 raise ValueError(f'teacher scores {self.path}: video {video_ids[i]!r} has label '
-                                 f'{int(stored[i])} there but {int(torch.as_tensor(labels)[i])} in the data')
+                                 f'{stored[i].tolist()} there but {given[i].tolist()} in the data')
         logits = self.logits[rows]
         return logits if device is None else logits.to(device)

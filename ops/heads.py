@@ -108,12 +108,19 @@ def weighted_mean(values, weights):
     return sum(float(w) / total * v for v, w in zip(values, weights) if w)
 
 
-def multihead_cross_entropy(logits, target, heads: Heads, weights=None):
-    """Weighted mean of the heads' cross-entropies (batch means). target: (B, H) integer labels or
-    (B, sum of sizes) soft targets (label smoothing / mixing made per head, see soft_targets)."""
-    weights = weights or (1.0,) * len(heads)
-    return weighted_mean([F.cross_entropy(z, t) for z, t in zip(split_heads(logits, heads),
-                                                                 split_heads(target, heads))], weights)
+def per_head(fn, heads: Heads, weights=None):
+    """fn applied to every head's part of its tensor arguments (split_heads), combined by weighted_mean:
+    per_head(F.cross_entropy, heads)(logits, labels) is the multi-head loss, the weighted mean of the
+    heads' cross-entropies (labels (B, H), or soft targets (B, sum of sizes) made per head). A tuple
+    result is combined element by element. Keyword arguments go to fn unchanged."""
+    weights = tuple(weights) if weights else (1.0,) * len(heads)
+
+    def apply(*tensors, **kwargs):
+        outs = [fn(*parts, **kwargs) for parts in zip(*(split_heads(t, heads) for t in tensors))]
+        if isinstance(outs[0], tuple):
+            return tuple(weighted_mean(list(o), weights) for o in zip(*outs))
+        return weighted_mean(outs, weights)
+    return apply
 
 
 def soft_targets(make, labels, heads: Heads):
@@ -121,15 +128,36 @@ def soft_targets(make, labels, heads: Heads):
     return torch.cat([make(y, size) for y, (_, size) in zip(split_heads(labels, heads), heads)], dim=1)
 
 
-def topk_counts(logits, labels, heads: Heads, ks=(1, 5)):
-    """Correct counts of a batch: {head: (top-k counts per k)} and 'action' (videos where every head's
-    top-1 is right)."""
-    out, right = {}, None
-    for (name, size), z, y in zip(heads, split_heads(logits, heads), split_heads(labels, heads)):
-        out[name] = topk_correct(z, y, ks)
-        hit = z.argmax(-1) == y
-        right = hit if right is None else right & hit
-    out['action'] = int(right.sum()) if right is not None else 0
+def action_topk_correct(logits, labels, heads: Heads, ks=(1, 5)):
+    """Videos whose label tuple is among the k best actions, for each k. An action's score is the sum of
+    its heads' log-softmax (the product of the heads' probabilities, as EPIC-Kitchens scores actions), so
+    the best action is every head's best class and top-1 means "every head right". Exact with pruning:
+    a combination in the overall top k has its first heads' part in their top k."""
+    maxk = max(ks)
+    score = match = None
+    for z, y in zip(split_heads(logits.float(), heads), split_heads(labels, heads)):
+        value, index = F.log_softmax(z, dim=-1).topk(min(maxk, z.shape[-1]), dim=-1)     # (B, k)
+        hit = index == y.view(-1, 1)
+        if score is None:
+            score, match = value, hit
+        else:                                            # (B, k_prev * k): every pair of the two lists
+            score = (score.unsqueeze(2) + value.unsqueeze(1)).flatten(1)
+            match = (match.unsqueeze(2) & hit.unsqueeze(1)).flatten(1)
+            score, order = score.topk(min(maxk, score.shape[1]), dim=-1)
+            match = match.gather(1, order)
+    return [int(match[:, :k].any(dim=1).sum()) for k in ks]
+
+
+def correct_counts(logits, labels, heads: Optional[Heads]):
+    """Correct counts of a batch, {'top1', 'top5'} and, with heads, '<head>_top1' / '<head>_top5' per
+    head; 'top1' / 'top5' are then the action's (action_topk_correct)."""
+    if not heads:
+        c1, c5 = topk_correct(logits, labels)
+        return {'top1': c1, 'top5': c5}
+    c1, c5 = action_topk_correct(logits, labels, heads)
+    out = {'top1': c1, 'top5': c5}
+    for (name, _), z, y in zip(heads, split_heads(logits, heads), split_heads(labels, heads)):
+        out[f'{name}_top1'], out[f'{name}_top5'] = topk_correct(z, y)
     return out
 
 
@@ -137,25 +165,27 @@ def head_metrics(scores, labels, heads: Heads, metrics_fn):
     """Evaluation metrics per head and of the action: scores (N, sum of sizes), labels (N, H).
 
     metrics_fn(scores (N, C), labels (N,), num_class) -> (dict, confusion matrix), the single-head
-    evaluation (ops.scores.metrics). Returns ({'top1': action accuracy, 'action_top1', 'heads': {name:
-    dict}, 'num_videos'}, {name: confusion matrix}); 'top1' is the action accuracy so that callers that
-    rank runs by top-1 rank multi-head runs by what EPIC-Kitchens reports."""
+    evaluation (ops.scores.metrics). Returns ({'top1', 'top5' (the action's), 'action_top1',
+    'action_top5', 'heads': {name: dict}, 'num_videos'}, {name: confusion matrix}); 'top1' is the action
+    accuracy so that callers that rank runs by top-1 rank multi-head runs by what EPIC-Kitchens reports.
+    Scores may be logits or probabilities (action_topk_correct takes a log-softmax of each head)."""
     scores_t = torch.as_tensor(np.asarray(scores, dtype=np.float32))
     labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64)).reshape(-1, len(heads))
     per_head, cms = {}, {}
-    right = torch.ones(len(labels_t), dtype=torch.bool)
     for (name, size), z, y in zip(heads, split_heads(scores_t, heads), split_heads(labels_t, heads)):
         per_head[name], cms[name] = metrics_fn(z.numpy(), y.numpy(), size)
-        right &= z.argmax(-1) == y
     n = len(labels_t)
-    action = 100.0 * float(right.sum()) / max(n, 1)
-    return {'top1': action, 'action_top1': action, 'heads': per_head, 'num_videos': int(n)}, cms
+    c1, c5 = action_topk_correct(scores_t, labels_t, heads)
+    action1, action5 = 100.0 * c1 / max(n, 1), 100.0 * c5 / max(n, 1)
+    return {'top1': action1, 'top5': action5, 'action_top1': action1, 'action_top5': action5,
+            'heads': per_head, 'num_videos': int(n)}, cms
 
 
 def metrics_line(res, heads: Heads) -> str:
     """'verb Prec@1 .. Prec@5 ..; noun ...; action Prec@1 ..' for the evaluation summary line."""
     parts = [f"{n} Prec@1 {res['heads'][n]['top1']:.2f}% Prec@5 {res['heads'][n]['top5']:.2f}%" for n, _ in heads]
-    return '; '.join(parts + [f"action (all heads right) Prec@1 {res['action_top1']:.2f}%"])
+    return '; '.join(parts + [f"action (all heads right) Prec@1 {res['action_top1']:.2f}% "
+                              f"Prec@5 {res['action_top5']:.2f}%"])
 
 
 def head_file(path: str, head: str) -> str:

@@ -1,7 +1,9 @@
 """Per-video score files and the metrics every evaluation prints (test_models.py, ensemble_scores.py).
 
 A score file (npz) holds `scores` (videos x views x classes, logits), `labels`, `video_ids` (strings)
-and `protocol` (a string such as '8 frames x 3 crops x 2 clips ...'). Video scores are the mean of the
+and `protocol` (a string such as '8 frames x 3 crops x 2 clips ...'). A multi-head model's file
+(ops/heads.py) also holds `heads` (strings 'name:classes' in head order); its `scores` are the heads'
+logits side by side (classes = their total) and `labels` is (videos, heads). Video scores are the mean of the
 view logits, then optionally a softmax (TSM order), or the mean of per-view softmaxes (view_softmax);
 an ensemble is the coefficient-weighted sum. The writers at the end save an evaluation's confusion image,
 per-class accuracy table and TSM-format prediction csv.
@@ -13,14 +15,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ops.heads import heads_text, parse_heads, split_heads
 from ops.utils import confusion_matrix, mean_class_accuracy, topk_correct
 
 
-def video_scores(view_logits, softmax=False, view_softmax=False):
+def video_scores(view_logits, softmax=False, view_softmax=False, heads=None):
     """(N, V, C) per-view logits -> (N, C): mean over views, then optionally softmax (TSM); with
-    view_softmax the mean of the per-view softmax probabilities (TDN/MSN pkl_to_results.py, ILA)."""
+    view_softmax the mean of the per-view softmax probabilities (TDN/MSN pkl_to_results.py, ILA).
+    heads: the softmax is taken over each head's classes."""
     if softmax and view_softmax:
         raise ValueError('softmax (after averaging) and view_softmax (before averaging) are exclusive')
+    if heads and (softmax or view_softmax):
+        parts = split_heads(torch.from_numpy(np.asarray(view_logits, dtype=np.float32)), heads)
+        return np.concatenate([video_scores(p.numpy(), softmax, view_softmax) for p in parts], axis=-1)
     s = torch.from_numpy(np.asarray(view_logits, dtype=np.float32))
     if view_softmax:
         return F.softmax(s, dim=2).mean(1).numpy()
@@ -35,11 +42,12 @@ def fuse(score_list, coeffs):
     return sum(float(c) * np.asarray(s, dtype=np.float64) for c, s in zip(coeffs, score_list))
 
 
-def fused_scores(per_model, coeffs, *, softmax=False, view_softmax=False):
+def fused_scores(per_model, coeffs, *, softmax=False, view_softmax=False, heads=None):
     """Per-model per-view logits (N, V_m, C), aligned to one video order -> fused video scores (N, C).
+    heads: multi-head models (all with these heads) are fused head by head (softmax per head).
 
     The one aggregation of test_models.py, predict.py and scripts/ensemble_scores.py."""
-    return fuse([video_scores(lg, softmax, view_softmax) for lg in per_model], coeffs)
+    return fuse([video_scores(lg, softmax, view_softmax, heads) for lg in per_model], coeffs)
 
 
 def metrics(scores, labels, num_class):
@@ -53,23 +61,27 @@ def metrics(scores, labels, num_class):
             "num_videos": int(len(labels))}, cm
 
 
-def save_scores(path, video_ids, labels, view_logits, protocol):
-    """Atomic write of a score file."""
+def save_scores(path, video_ids, labels, view_logits, protocol, heads=None):
+    """Atomic write of a score file (heads: a multi-head model's, stored as 'name:classes' strings)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.npz"
+    extra = {"heads": np.array(heads_text(heads).split(","), dtype=str)} if heads else {}
     np.savez(tmp, scores=np.asarray(view_logits, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64),
-             video_ids=np.array(list(video_ids), dtype=str), protocol=np.array(protocol))
+             video_ids=np.array(list(video_ids), dtype=str), protocol=np.array(protocol), **extra)
     os.replace(tmp, path)
 
 
 def load_scores(path):
-    """-> dict(scores (N,V,C), labels (N,), video_ids list[str], protocol str); clear error naming the file."""
+    """-> dict(scores (N,V,C), labels (N,) or (N, heads), video_ids list[str], protocol str, heads (None,
+    or the multi-head layout)); clear error naming the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"score file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
             out = {"scores": z["scores"], "labels": z["labels"], "video_ids": [str(v) for v in z["video_ids"]],
-                   "protocol": str(z["protocol"])}
+                   "protocol": str(z["protocol"]),
+                   "heads": parse_heads(",".join(str(h) for h in z["heads"]), f"{path}: heads") if "heads" in z
+                   else None}
     except (KeyError, ValueError, OSError, EOFError) as exc:
         raise ValueError(f"{path}: not a score file written by test_models.py --save_scores ({exc})") from None
     if out["scores"].ndim != 3 or not len(out["scores"]) == len(out["labels"]) == len(out["video_ids"]):
