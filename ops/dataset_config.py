@@ -55,7 +55,8 @@ def _entry(*, layouts, category_file=None, num_class=None, categories=None, imag
     # toy command line reads and writes nothing).
     # flip: horizontal flip in training when --flip auto; flip_pairs: classes swapped by a flip
     # (used whenever flipping is on); ila_pair_net: ILA's pair network for --ila_pair_net auto.
-    return dict(layouts=layouts, category_file=category_file, num_class=num_class, categories=categories,
+    # heads: multi-head labels (ops/heads.py), one label column per head in the lists, num_class their total.
+    return dict(heads=heads, layouts=layouts, category_file=category_file, num_class=num_class, categories=categories,
                 image_tmpl=image_tmpl, flow_tmpl=flow_tmpl, start_index=start_index,
                 data_format=data_format, flip=flip, input_size=input_size, scale_size=scale_size,
                 train_defaults=dict(train_defaults or {}), csv_top5=csv_top5, flip_pairs=tuple(flip_pairs),

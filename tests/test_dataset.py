@@ -282,7 +282,8 @@ def test_workers_give_same_samples_and_share_failure_count(frames_dataset):
 
 # ---- registry ------------------------------------------------------------------------------------------
 def test_registry_and_resolve(tmp_path):
-    assert set(DATASETS) == {'ucf101', 'hmdb51', 'something', 'somethingv2', 'jester', 'kinetics', 'toy'}
+    assert set(DATASETS) == {'ucf101', 'hmdb51', 'something', 'somethingv2', 'jester', 'kinetics', 'toy',
+                             'epic100', 'epic55'}
     info = resolve_dataset('hmdb51', 'Flow', data_root='/d')
     assert (info.num_class, info.image_tmpl, info.flip) == (51, 'flow_{}_{:05d}.jpg', True)
     assert info.train_list == '/d/HMDB51/splits/hmdb51_flow_train_split_1.txt'
