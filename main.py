@@ -752,7 +752,7 @@ def check_resume_config(ckpt, config, path):
         if key in ("shift_div", "shift_place") and not (saved.get("is_shift") or config.get("is_shift")):
             continue
         if (key in saved or key == "heads") and saved.get(key) != config.get(key):
-            bad.append(f"{option}: the checkpoint has {saved[key]!r}, this command {config.get(key)!r}")
+            bad.append(f"{option}: the checkpoint has {saved.get(key)!r}, this command {config.get(key)!r}")
     if bad:
         raise SystemExit(f"--resume {path} holds another model: " + "; ".join(bad) +
                          ". Resume with the run's own settings (its args.json), or start a new run.")
