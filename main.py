@@ -284,10 +284,11 @@ class Trainer:
         self.data_config = data_config
         # multi-head labels (ops/heads.py): every loss term is the --head_weights mean of its heads' terms
         self.heads = raw_model.heads
+        # (the paper's code: CE sum_h w_h CE_h / H, KL terms sum_h KL_h / H over the H heads of weight > 0)
         self.cross_entropy = per_head(F.cross_entropy, self.heads, args.head_weights) if self.heads \
             else F.cross_entropy
-        self.kd_loss = per_head(kd_loss, self.heads, args.head_weights) if self.heads else kd_loss
-        self.distill_loss = per_head(distill_loss, self.heads, args.head_weights) if self.heads else distill_loss
+        self.kd_loss = per_head(kd_loss, self.heads, [float(w > 0) for w in args.head_weights]) if self.heads \
+            else kd_loss
         self.writes = ctx.replica_index == 0 and run_dir is not None     # one writer per modality
         self.mutual_ranks = [ctx.replica_index * ctx.num_modalities + i for i in range(ctx.num_modalities)]
 
@@ -374,20 +375,23 @@ class Trainer:
             if self.teachers is not None:
                 with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
                     t_logits = self.teachers(clips).float()
-                # per head: the teachers' weights depend on each head's own CE (softmin_sample)
+                # per head, with each head's teacher weights (softmin of that head's CE)
                 teacher = torch.cat([combine_teachers(z, labels=y, weighting=args.teacher_weighting,
-                                                      fixed_weights=self.fixed_teacher_weights,
+                                                      fixed_weights=self.fixed_teacher_weights[h]
+                                                      if self.fixed_teacher_weights else None,
                                                       temperature=args.teacher_weight_temperature)
-                                     for z, y in zip(*(split_heads(t, self.heads) for t in (t_logits, labels)))],
+                                     for h, (z, y) in enumerate(zip(split_heads(t_logits, self.heads),
+                                                                    split_heads(labels, self.heads)))],
                                     dim=-1) if self.heads else \
                     combine_teachers(t_logits, labels=labels, weighting=args.teacher_weighting,
                                      fixed_weights=self.fixed_teacher_weights,
                                      temperature=args.teacher_weight_temperature)
             else:
                 teacher = self.teacher_scores.lookup(video_ids, labels=labels.cpu(), device=device)
-            loss, ce_term, kd = self.distill_loss(logits, teacher, labels if targets is None else targets,
+            loss, ce_term, kd = distill_loss(logits, teacher, labels if targets is None else targets,
                                              temperature=args.distill_temperature,
-                                             distill_weight=args.distill_weight, gt_weight=args.gt_weight)
+                                             distill_weight=args.distill_weight, gt_weight=args.gt_weight,
+                                             ce_fn=self.cross_entropy, kd_fn=self.kd_loss)
             terms["ce"] = ce_term
             terms["distill"] = kd
         aux = self.raw_model.aux_loss
@@ -1005,7 +1009,8 @@ def fixed_teacher_weights(args, ctx, modality, data, loaders, model):
     """--teacher_weights, or for softmin_dataset the softmin of each teacher's CE over the training set
     (or the held-out --teacher_weight_list videos); None when the weighting is per sample."""
     if args.teacher_weights:
-        return [float(w) for w in args.teacher_weights.split(",")]
+        weights = [float(w) for w in args.teacher_weights.split(",")]
+        return [weights] * len(args.head_layout) if args.head_layout else weights     # multi-head: per head
     if data.teachers is None or args.teacher_weighting != "softmin_dataset" or args.evaluate:
         return None
     loader, sampler = loaders.train, loaders.train_sampler
@@ -1115,26 +1120,30 @@ def held_out_records(list_file, train_records, data_format, heads=None):
 
 @torch.no_grad()
 def dataset_teacher_weights(args, ctx, teachers, loader, sampler):
-    """softmin_dataset: each teacher's mean CE over one pass of the training data -> softmin weights
-    (multi-head: the --head_weights mean of the heads' CEs)."""
+    """softmin_dataset: each teacher's mean CE over one pass of the training data -> softmin weights.
+    Multi-head: one list of weights per head, from that head's CE (the paper's code weighs the teachers
+    of each head separately)."""
     heads = check_heads(args.head_layout) if args.head_layout else None
     sampler.set_epoch(0)
     loader.dataset.set_epoch(0)
-    total = torch.zeros(len(teachers.modalities), dtype=torch.float64)
+    total = torch.zeros(len(heads or [None]), len(teachers.modalities), dtype=torch.float64)   # (heads, K)
     count = torch.zeros((), dtype=torch.float64)
     limit = args.max_steps_per_epoch or sampler.num_batches()
     for step, (clips, labels, _) in enumerate(loader):
         if step >= limit:
             break
         logits = teachers(to_device(clips, ctx.device, args.channels_last)).float()
-        ce = per_head(teacher_cross_entropy, heads, args.head_weights) if heads else teacher_cross_entropy
-        total += ce(logits, labels.to(ctx.device)).sum(1).double().cpu()
+        labels = labels.to(ctx.device)
+        parts = zip(split_heads(logits, heads), split_heads(labels, heads)) if heads else [(logits, labels)]
+        total += torch.stack([teacher_cross_entropy(z, y).sum(1) for z, y in parts]).double().cpu()
         count += labels.shape[0]
     if ctx.num_replicas > 1:
-        packed = torch.cat([total, count.view(1)]).to(ctx.device)
+        packed = torch.cat([total.flatten(), count.view(1)]).to(ctx.device)
         dist.all_reduce(packed, group=ctx.replica_group)
-        total, count = packed[:-1].cpu(), packed[-1].cpu()
-    return dataset_softmin_weights((total / count).float(), args.teacher_weight_temperature).tolist()
+        total, count = packed[:-1].cpu().view(total.shape), packed[-1].cpu()
+    weights = [dataset_softmin_weights((row / count).float(), args.teacher_weight_temperature).tolist()
+               for row in total]
+    return weights if heads else weights[0]
 
 
 def per_rank_batch(args, ctx):

@@ -152,19 +152,22 @@ def kd_loss(student_logits, teacher_logits, temperature=1.0):
     return temperature * temperature * kl
 
 
-def distill_loss(student_logits, teacher_logits, labels, *, temperature=1.0, distill_weight=1.0, gt_weight=0.0):
+def distill_loss(student_logits, teacher_logits, labels, *, temperature=1.0, distill_weight=1.0, gt_weight=0.0,
+                 ce_fn=F.cross_entropy, kd_fn=kd_loss):
     """Student loss -> (total, ce_term, kd_term), all fp32 scalars.
 
     total = gt_weight * CE(z_s, y) + distill_weight * kd_loss(z_s, z_t, T). ce_term and kd_term are the
     UNWEIGHTED terms, for logging (both always computed). A term whose weight is 0 is left out of the
     total, so distill_weight=0 gives exactly gt_weight * CE and gt_weight=0 makes the gradient
     independent of the labels. Defaults are the paper's patient setting (T=1, soft targets only).
+    ce_fn(logits, labels) and kd_fn(student, teacher, temperature=T) compute the two terms (multi-head
+    models pass their per-head means, ops.heads.per_head).
     """
     if distill_weight < 0 or gt_weight < 0 or distill_weight + gt_weight <= 0:
         raise ValueError(f'distill_weight and gt_weight must be >= 0 and not both 0, '
                          f'got {distill_weight} and {gt_weight}')
-    ce_term = F.cross_entropy(student_logits.float(), labels)
-    kd_term = kd_loss(student_logits, teacher_logits, temperature)
+    ce_term = ce_fn(student_logits.float(), labels)
+    kd_term = kd_fn(student_logits, teacher_logits, temperature=temperature)
     total = None
     if gt_weight:
         total = gt_weight * ce_term

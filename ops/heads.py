@@ -103,15 +103,17 @@ def split_heads(x, heads: Heads):
 
 
 def weighted_mean(values, weights):
-    """sum_h w_h v_h / sum_h w_h (a head with weight 0 is left out, so its term may be anything)."""
-    total = sum(float(w) for w in weights)
-    return sum(float(w) / total * v for v, w in zip(values, weights) if w)
+    """sum_h w_h v_h / H', H' the number of heads of weight > 0 (the multimodal-distillation paper's
+    code: weighted terms averaged over the heads it trains); a head of weight 0 is left out, so its term
+    may be anything. Equal weights 1 give the plain mean."""
+    active = sum(1 for w in weights if w)
+    return sum(float(w) / active * v for v, w in zip(values, weights) if w)
 
 
 def per_head(fn, heads: Heads, weights=None):
     """fn applied to every head's part of its tensor arguments (split_heads), combined by weighted_mean:
-    per_head(F.cross_entropy, heads)(logits, labels) is the multi-head loss, the weighted mean of the
-    heads' cross-entropies (labels (B, H), or soft targets (B, sum of sizes) made per head). A tuple
+    per_head(F.cross_entropy, heads, w)(logits, labels) is the multi-head loss, sum_h w_h CE_h / H
+    (labels (B, H), or soft targets (B, sum of sizes) made per head). A tuple
     result is combined element by element. Keyword arguments go to fn unchanged."""
     weights = tuple(weights) if weights else (1.0,) * len(heads)
 

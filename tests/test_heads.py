@@ -81,15 +81,16 @@ def test_multi_head_batches_collate_to_B_by_H(tmp_path, write_rgb_jpegs):
     assert labels.tolist() == [[1, 2], [0, 1]]
 
 
-def test_loss_is_the_weighted_mean_of_the_heads_cross_entropies():
+def test_loss_is_the_mean_over_heads_of_the_weighted_cross_entropies():
     # verb logits [0, ln 3] with label 1: CE = -log(3/4); noun logits [0, 0, 0] with label 0: CE = log 3
     logits = torch.tensor([[0.0, math.log(3.0), 0.0, 0.0, 0.0]])
     labels = torch.tensor([[1, 0]])
     verb, noun = math.log(4 / 3), math.log(3)
     assert per_head(F.cross_entropy, HEADS)(logits, labels).item() == pytest.approx((verb + noun) / 2)
-    assert per_head(F.cross_entropy, HEADS, (1, 3))(logits, labels).item() == pytest.approx((verb + 3 * noun) / 4)
+    # the paper's code: sum_h w_h CE_h / (number of heads of weight > 0)
+    assert per_head(F.cross_entropy, HEADS, (1, 3))(logits, labels).item() == pytest.approx((verb + 3 * noun) / 2)
     # a head of weight 0 is left out
-    assert per_head(F.cross_entropy, HEADS, (0, 1))(logits, labels).item() == pytest.approx(noun)
+    assert per_head(F.cross_entropy, HEADS, (0, 2))(logits, labels).item() == pytest.approx(2 * noun)
 
 
 def test_smoothing_and_mixing_are_per_head():
@@ -120,12 +121,15 @@ def test_distillation_and_mutual_terms_are_per_head():
     torch.testing.assert_close(kd, by_hand)
     # one softmax over all 5 columns would be another number
     assert not torch.isclose(kd, kd_loss(student, teacher, 2.0))
-    total, ce, kd_term = per_head(distill_loss, HEADS, (1, 3))(student, teacher, labels, temperature=2.0,
-                                                              gt_weight=0.5)
-    parts = [distill_loss(s, t, y, temperature=2.0, gt_weight=0.5)
-             for s, t, y in zip(*(split_heads(x, HEADS) for x in (student, teacher, labels)))]
-    torch.testing.assert_close(total, (parts[0][0] + 3 * parts[1][0]) / 4)
-    torch.testing.assert_close(ce, (parts[0][1] + 3 * parts[1][1]) / 4)
+    # main.py's student loss with --head_weights 1,3: the CE weighted per head, the KL a plain mean over
+    # heads (the paper's DistillationCriterion), then gt_weight * CE + distill_weight * KL
+    total, ce, kd_term = distill_loss(student, teacher, labels, temperature=2.0, gt_weight=0.5, distill_weight=2.0,
+                                      ce_fn=per_head(F.cross_entropy, HEADS, (1, 3)),
+                                      kd_fn=per_head(kd_loss, HEADS, (1, 1)))
+    ce_v, ce_n = (F.cross_entropy(s, y) for s, y in zip(split_heads(student, HEADS), labels.T))
+    torch.testing.assert_close(ce, (ce_v + 3 * ce_n) / 2)
+    torch.testing.assert_close(kd_term, kd)
+    torch.testing.assert_close(total, 0.5 * (ce_v + 3 * ce_n) / 2 + 2.0 * kd)
 
 
 def test_per_head_and_action_accuracy_by_hand():

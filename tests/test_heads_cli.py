@@ -47,6 +47,7 @@ def test_two_head_flow_teacher_distils_into_two_head_student_and_evaluates_per_h
     train(run_cli, tiny_toy, tmp_path, "Flow", *lists, "--suffix", "teacher")
     teacher = checkpoint(tmp_path, "teacher")
     train(run_cli, tiny_toy, tmp_path, "RGB", *lists, "--distill_from", teacher, "--gt_weight", "1",
+          "--teacher_weighting", "softmin_dataset",
           "--label_smoothing", "0.1", "--suffix", "student")
     student = checkpoint(tmp_path, "student")
     rows = [json.loads(line) for line in open(os.path.join(os.path.dirname(student), "metrics.jsonl"))]
