@@ -15,7 +15,9 @@ SLURM / per-rank processes and gathered back; results do not depend on --batch_s
 Outputs (main process): the protocol line and metrics on stdout; confusion.npy, confusion.png,
 per_class.csv and summary.json in --output_dir (default: next to --save_scores, else eval_DATASET next to
 the first checkpoint); --save_scores PATH.npz (one file per model of an ensemble: PATH.0.npz, ...), which
-scripts/ensemble_scores.py fuses without re-running models; --csv_file in TSM's formats.
+scripts/ensemble_scores.py fuses without re-running models; --csv_file in TSM's formats. A multi-head
+checkpoint (ops/heads.py, e.g. EPIC-Kitchens verb/noun) reports top-1/top-5 per head and the action (every
+head right), and writes the per-head files of write_head_reports instead of confusion.* / per_class.csv.
 """
 import json
 import logging
