@@ -283,7 +283,7 @@ class Trainer:
         self.fixed_teacher_weights = fixed_teacher_weights
         self.data_config = data_config
         # multi-head labels (ops/heads.py): every loss term is the --head_weights mean of its heads' terms
-        self.heads = raw_model.heads
+        self.heads = getattr(raw_model, "heads", None)     # benchmark.py --plain steps a bare torchvision model
         # (the paper's code: CE sum_h w_h CE_h / H, KL terms sum_h KL_h / H over the H heads of weight > 0)
         self.cross_entropy = per_head(F.cross_entropy, self.heads, args.head_weights) if self.heads \
             else F.cross_entropy
