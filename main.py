@@ -282,9 +282,10 @@ class Trainer:
         self.teacher_scores = teacher_scores
         self.fixed_teacher_weights = fixed_teacher_weights
         self.data_config = data_config
-        # multi-head labels (ops/heads.py): every loss term is the --head_weights mean of its heads' terms
-        self.heads = getattr(raw_model, "heads", None)     # benchmark.py --plain steps a bare torchvision model
-        # (the paper's code: CE sum_h w_h CE_h / H, KL terms sum_h KL_h / H over the H heads of weight > 0)
+        # Multi-head labels (ops/heads.py), as the multimodal-distillation code: CE = sum_h w_h CE_h / H and
+        # every KL term = sum_h KL_h / H, over the H heads of --head_weights > 0. (benchmark.py --plain steps
+        # a bare torchvision model: single-label.)
+        self.heads = getattr(raw_model, "heads", None)
         self.cross_entropy = per_head(F.cross_entropy, self.heads, args.head_weights) if self.heads \
             else F.cross_entropy
         self.kd_loss = per_head(kd_loss, self.heads, [float(w > 0) for w in args.head_weights]) if self.heads \
