@@ -1026,7 +1026,8 @@ def fixed_teacher_weights(args, ctx, modality, data, loaders, model):
         logger.info("softmin_dataset: teacher CE on %d held-out videos of %s (evaluation transforms)",
                     len(held_set), args.teacher_weight_list)
     weights = dataset_teacher_weights(args, ctx, data.teachers, loader, sampler)
-    logger.info("softmin_dataset teacher weights: %s", [round(w, 4) for w in weights])
+    logger.info("softmin_dataset teacher weights%s: %s", " per head" if args.head_layout else "",
+                [[round(w, 4) for w in ws] for ws in weights] if args.head_layout else [round(w, 4) for w in weights])
     return weights
 
 
