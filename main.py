@@ -29,6 +29,7 @@ from ops.dataset import (MultiModalDataSet, VideoDataSet, aligned_frame_counts, 
 from ops.dataset_config import data_record, ensure_builtin_data
 from ops.distill import (TeacherScores, combine_teachers, dataset_softmin_weights, distill_loss, kd_loss,
                           load_teachers, teacher_cross_entropy)
+from ops.heads import check_heads, check_same_heads, correct_counts, per_head, split_heads
 from ops.lr_schedule import LRSchedule, set_lr
 from ops.mixing import mix_batch
 from ops.modality import frames_per_segment
@@ -38,7 +39,7 @@ from ops.rundir import RunDirError, check_run_config, lock_run_dir, release_run_
 from ops.sampler import ShardSampler
 from ops.transforms import RGB_SCALES, build_transform, parse_flip_pairs
 from ops.utils import (AMP_DTYPES, AverageMeter, atomic_open, progress_bar, rng_state, seed_everything,
-                       set_rng_state, to_device, topk_correct)
+                       set_rng_state, to_device)
 from ops.video_io import backend_info
 
 logger = logging.getLogger("main")
@@ -91,7 +92,7 @@ def build_model(args, modality, num_class):
         is_shift=args.temporal_module == "tsm", shift_div=args.shift_div, shift_place=args.shift_place,
         fc_lr5=args.fc_lr5 == "on", temporal_pool=args.temporal_pool, non_local=args.non_local,
         temporal_module=args.temporal_module, first_conv_lr=args.first_conv_lr,
-        shift_direction=args.shift_direction, motion_init=args.motion_init)
+        shift_direction=args.shift_direction, motion_init=args.motion_init, heads=args.head_layout)
     if args.input_size:
         kwargs["input_size"] = args.input_size
     # The backbone's own options (ILA's); the registry entry says which this backbone takes.
@@ -110,7 +111,7 @@ def build_records(split, modalities, specs):
     for m in dict.fromkeys(modalities):
         spec = specs[m]
         path = spec.train_list if split == "train" else spec.val_list
-        lists[m] = parse_list(path, spec.data_format, option=option)
+        lists[m] = parse_list(path, spec.data_format, option=option, heads=spec.heads)
         check_counts_on_disk(lists[m], spec, split, path, option)
     if len(lists) == 1:
         return {modalities[0]: next(iter(lists.values()))}
@@ -188,6 +189,10 @@ def make_distill_dataset(args, modality, records, specs, model, teachers, num_cl
         if cfg["num_segments"] != args.num_segments:
             raise SystemExit(f"a {m} teacher has {cfg['num_segments']} segments but the student has "
                              f"{args.num_segments}: distillation gives both the same frames")
+        try:
+            check_same_heads(args.head_layout, cfg.get("heads"), "the student", f"the {m} teacher")
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
         if cfg["num_class"] != num_class:
             raise SystemExit(f"a {m} teacher predicts {cfg['num_class']} classes, the dataset has {num_class}")
         if m == modality and teacher.frames_per_segment != model.frames_per_segment:
@@ -277,6 +282,14 @@ class Trainer:
         self.teacher_scores = teacher_scores
         self.fixed_teacher_weights = fixed_teacher_weights
         self.data_config = data_config
+        # Multi-head labels (ops/heads.py), as the multimodal-distillation code: CE = sum_h w_h CE_h / H and
+        # every KL term = sum_h KL_h / H, over the H heads of --head_weights > 0. (benchmark.py --plain steps
+        # a bare torchvision model: single-label.)
+        self.heads = getattr(raw_model, "heads", None)
+        self.cross_entropy = per_head(F.cross_entropy, self.heads, args.head_weights) if self.heads \
+            else F.cross_entropy
+        self.kd_loss = per_head(kd_loss, self.heads, [float(w > 0) for w in args.head_weights]) if self.heads \
+            else kd_loss
         self.writes = ctx.replica_index == 0 and run_dir is not None     # one writer per modality
         self.mutual_ranks = [ctx.replica_index * ctx.num_modalities + i for i in range(ctx.num_modalities)]
 
@@ -348,12 +361,13 @@ class Trainer:
             logits = self.model(student_in)
         logits = logits.float()
         sel = None if keep is None or bool(keep.all()) else keep.nonzero().squeeze(1).to(device)
-        ce = masked_mean_loss(F.cross_entropy, logits, labels if targets is None else targets, sel)
+        ce = masked_mean_loss(self.cross_entropy, logits, labels if targets is None else targets, sel)
         terms = {"ce": ce}
         loss = ce
         if self.ctx.mutual_group is not None:
             peers = peer_mean_logits(logits, self.ctx.mutual_group, self.ctx.num_modalities)
-            kl = masked_mean_loss(lambda x, p: kd_loss(x, p, args.mutual_temperature), logits, peers, sel)
+            kl = masked_mean_loss(lambda x, p: self.kd_loss(x, p, temperature=args.mutual_temperature),
+                                  logits, peers, sel)
             terms["mutual"] = kl
             loss = loss + args.mutual_weight * kl
             if step_record is not None:
@@ -362,14 +376,23 @@ class Trainer:
             if self.teachers is not None:
                 with torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None):
                     t_logits = self.teachers(clips).float()
-                teacher = combine_teachers(t_logits, labels=labels, weighting=args.teacher_weighting,
-                                           fixed_weights=self.fixed_teacher_weights,
-                                           temperature=args.teacher_weight_temperature)
+                # per head, with each head's teacher weights (softmin of that head's CE)
+                teacher = torch.cat([combine_teachers(z, labels=y, weighting=args.teacher_weighting,
+                                                      fixed_weights=self.fixed_teacher_weights[h]
+                                                      if self.fixed_teacher_weights else None,
+                                                      temperature=args.teacher_weight_temperature)
+                                     for h, (z, y) in enumerate(zip(split_heads(t_logits, self.heads),
+                                                                    split_heads(labels, self.heads)))],
+                                    dim=-1) if self.heads else \
+                    combine_teachers(t_logits, labels=labels, weighting=args.teacher_weighting,
+                                     fixed_weights=self.fixed_teacher_weights,
+                                     temperature=args.teacher_weight_temperature)
             else:
                 teacher = self.teacher_scores.lookup(video_ids, labels=labels.cpu(), device=device)
             loss, ce_term, kd = distill_loss(logits, teacher, labels if targets is None else targets,
                                              temperature=args.distill_temperature,
-                                             distill_weight=args.distill_weight, gt_weight=args.gt_weight)
+                                             distill_weight=args.distill_weight, gt_weight=args.gt_weight,
+                                             ce_fn=self.cross_entropy, kd_fn=self.kd_loss)
             terms["ce"] = ce_term
             terms["distill"] = kd
         aux = self.raw_model.aux_loss
@@ -403,7 +426,7 @@ class Trainer:
         clips, targets = mix_batch(clips, labels, self.raw_model.num_class, seed=args.seed, epoch=epoch,
                                    step=step, replica=self.ctx.replica_index, mixup=args.mixup,
                                    cutmix=args.cutmix, switch_prob=args.mix_switch_prob,
-                                   smoothing=args.label_smoothing)
+                                   smoothing=args.label_smoothing, heads=self.heads)
         logits, loss, terms = self.forward_loss(clips, labels, video_ids, record, keep, targets)
         stop, nonfinite = self.collective_flags(loss.detach())
         if nonfinite:
@@ -440,7 +463,7 @@ class Trainer:
         if args.max_steps_per_epoch:
             n_steps = min(n_steps, args.max_steps_per_epoch)
         meters = {k: AverageMeter() for k in ("loss", "ce", "mutual", "distill", "align", "top1", "top5",
-                                               "data", "batch", "dropped")}
+                                               "data", "batch", "dropped", *self.head_metric_names())}
         for k, (total, count) in (st.meters if start else {}).items():   # mid-epoch resume: whole-epoch means
             meters[k].sum, meters[k].count = total, count
         st.meters = {k: (m.sum, m.count) for k, m in meters.items()}
@@ -470,12 +493,11 @@ class Trainer:
             logits, loss, terms, lr, stop = self.train_step(clips, labels, video_ids, epoch, step, n_steps,
                                                             keep=keep, record=record)
             b = labels.shape[0]
-            c1, c5 = topk_correct(logits.detach(), labels)
             meters["loss"].update(float(loss.detach()), b)
             for k, v in terms.items():
                 meters[k].update(float(v.detach()), b)
-            meters["top1"].update(100.0 * c1 / b, b)
-            meters["top5"].update(100.0 * c5 / b, b)
+            for k, c in correct_counts(logits.detach(), labels, self.heads).items():   # multi-head: action
+                meters[k].update(100.0 * c / b, b)
             if dump is not None:
                 dump.append(record)
             step += 1
@@ -526,6 +548,10 @@ class Trainer:
                            "the mutual loss" if ctx.mutual_group is not None else "", ", ".join(out["failed_videos"]))
         return out
 
+    def head_metric_names(self):
+        """Metrics of a multi-head model besides top1/top5 (which are then the action's)."""
+        return [f"{name}_{k}" for name, _ in self.heads or () for k in ("top1", "top5")]
+
     def save_dump(self, dump, epoch):
         if dump:
             path = os.path.join(self.run_dir, f"steps_rank{self.ctx.rank}_epoch{epoch}.pt")
@@ -569,11 +595,10 @@ class Trainer:
         index = torch.cat(idx_list) if idx_list else torch.zeros(0, dtype=torch.int64)
         logits = D.gather_by_index(index, logits, num_videos, world=ctx.num_replicas, group=ctx.replica_group,
                                    what=f"validation of the {self.modality} model")
-        labels = torch.tensor([r.label for r in loader.dataset.records])
-        c1, c5 = topk_correct(logits, labels)
-        loss = float(F.cross_entropy(logits, labels)) if num_videos else 0.0
-        return {"top1": 100.0 * c1 / max(num_videos, 1), "top5": 100.0 * c5 / max(num_videos, 1),
-                "loss": loss}, logits, labels
+        labels = torch.tensor([r.label for r in loader.dataset.records])     # (N,) or (N, heads)
+        loss = float(self.cross_entropy(logits, labels)) if num_videos else 0.0
+        out = {k: 100.0 * c / max(num_videos, 1) for k, c in correct_counts(logits, labels, self.heads).items()}
+        return dict(out, loss=loss), logits, labels
 
 
 def masked_mean_loss(loss_fn, logits, target, sel):
@@ -719,7 +744,7 @@ RESUME_MUST_MATCH = {
     "num_class": "number of classes (dataset / --num_class / --category_file)", "new_length": "--new_length",
     "temporal_module": "--temporal_module / --shift", "is_shift": "--shift", "shift_div": "--shift_div",
     "shift_place": "--shift_place", "temporal_pool": "--temporal_pool", "non_local": "--non_local",
-    "consensus_type": "--consensus_type", "input_size": "--input_size"}
+    "consensus_type": "--consensus_type", "input_size": "--input_size", "heads": "--heads (label heads)"}
 
 
 def check_resume_config(ckpt, config, path):
@@ -731,8 +756,8 @@ def check_resume_config(ckpt, config, path):
     for key, option in RESUME_MUST_MATCH.items():
         if key in ("shift_div", "shift_place") and not (saved.get("is_shift") or config.get("is_shift")):
             continue
-        if key in saved and saved[key] != config.get(key):
-            bad.append(f"{option}: the checkpoint has {saved[key]!r}, this command {config.get(key)!r}")
+        if (key in saved or key == "heads") and saved.get(key) != config.get(key):
+            bad.append(f"{option}: the checkpoint has {saved.get(key)!r}, this command {config.get(key)!r}")
     if bad:
         raise SystemExit(f"--resume {path} holds another model: " + "; ".join(bad) +
                          ". Resume with the run's own settings (its args.json), or start a new run.")
@@ -906,6 +931,11 @@ def build_data(args, ctx, modality):
         teachers = load_teachers(args.distill_from.split(","), ctx.device)
     if args.teacher_scores:
         teacher_scores = TeacherScores(args.teacher_scores)
+        try:
+            check_same_heads(args.head_layout, teacher_scores.heads, "the student",
+                             f"--teacher_scores {args.teacher_scores}")
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     pair_mods = list(args.modalities)
     train_mods = pair_mods + [m for m in (teachers.required_modalities if teachers else ()) if m not in pair_mods]
     specs = {m: dataset_spec(args, m) for m in dict.fromkeys([modality, *train_mods])}
@@ -980,12 +1010,14 @@ def fixed_teacher_weights(args, ctx, modality, data, loaders, model):
     """--teacher_weights, or for softmin_dataset the softmin of each teacher's CE over the training set
     (or the held-out --teacher_weight_list videos); None when the weighting is per sample."""
     if args.teacher_weights:
-        return [float(w) for w in args.teacher_weights.split(",")]
+        weights = [float(w) for w in args.teacher_weights.split(",")]
+        return [weights] * len(args.head_layout) if args.head_layout else weights     # multi-head: per head
     if data.teachers is None or args.teacher_weighting != "softmin_dataset" or args.evaluate:
         return None
     loader, sampler = loaders.train, loaders.train_sampler
     if args.teacher_weight_list:
-        held = held_out_records(args.teacher_weight_list, data.train_records, data.specs[modality].data_format)
+        held = held_out_records(args.teacher_weight_list, data.train_records, data.specs[modality].data_format,
+                                data.spec.heads)
         held_set = make_distill_dataset(args, modality, held, data.specs, model, data.teachers, data.num_class,
                                         eval_transform=True)
         sampler = ShardSampler(len(held_set), num_replicas=ctx.num_replicas, rank=ctx.replica_index,
@@ -994,7 +1026,8 @@ def fixed_teacher_weights(args, ctx, modality, data, loaders, model):
         logger.info("softmin_dataset: teacher CE on %d held-out videos of %s (evaluation transforms)",
                     len(held_set), args.teacher_weight_list)
     weights = dataset_teacher_weights(args, ctx, data.teachers, loader, sampler)
-    logger.info("softmin_dataset teacher weights: %s", [round(w, 4) for w in weights])
+    logger.info("softmin_dataset teacher weights%s: %s", " per head" if args.head_layout else "",
+                [[round(w, 4) for w in ws] for ws in weights] if args.head_layout else [round(w, 4) for w in weights])
     return weights
 
 
@@ -1049,6 +1082,10 @@ def fit(args, ctx, trainer, loaders, num_class, log_dir):
             train_part = f"train loss {tr['loss']:.4f} top-1 {tr['top1']:.2f} | " if tr else ""
             logger.info("[%s] epoch %d: %sval top-1 %.2f top-5 %.2f (best %.2f)", trainer.modality, epoch + 1,
                         train_part, val["top1"], val["top5"], st.best_prec1)
+            if trainer.heads:
+                logger.info("[%s] epoch %d: top-1 / top-5 above are the action's (all heads right); %s",
+                            trainer.modality, epoch + 1, ", ".join(
+                                f"{n} {val[n + '_top1']:.2f} / {val[n + '_top5']:.2f}" for n, _ in trainer.heads))
         st.val_pending = False
         trainer.save(is_best)
         return logits, labels
@@ -1070,9 +1107,9 @@ def fit(args, ctx, trainer, loaders, num_class, log_dir):
     return {"best_prec1": st.best_prec1, "modality": trainer.modality}
 
 
-def held_out_records(list_file, train_records, data_format):
+def held_out_records(list_file, train_records, data_format, heads=None):
     """--teacher_weight_list: the training records (every modality) of the videos the list names."""
-    wanted = [r.video_id for r in parse_list(list_file, data_format, option="--teacher_weight_list")]
+    wanted = [r.video_id for r in parse_list(list_file, data_format, option="--teacher_weight_list", heads=heads)]
     first = next(iter(train_records.values()))
     position = {r.video_id: i for i, r in enumerate(first)}
     missing = [v for v in wanted if v not in position]
@@ -1085,23 +1122,30 @@ def held_out_records(list_file, train_records, data_format):
 
 @torch.no_grad()
 def dataset_teacher_weights(args, ctx, teachers, loader, sampler):
-    """softmin_dataset: each teacher's mean CE over one pass of the training data -> softmin weights."""
+    """softmin_dataset: each teacher's mean CE over one pass of the training data -> softmin weights.
+    Multi-head: one list of weights per head, from that head's CE (the paper's code weighs the teachers
+    of each head separately)."""
+    heads = check_heads(args.head_layout) if args.head_layout else None
     sampler.set_epoch(0)
     loader.dataset.set_epoch(0)
-    total = torch.zeros(len(teachers.modalities), dtype=torch.float64)
+    total = torch.zeros(len(heads or [None]), len(teachers.modalities), dtype=torch.float64)   # (heads, K)
     count = torch.zeros((), dtype=torch.float64)
     limit = args.max_steps_per_epoch or sampler.num_batches()
     for step, (clips, labels, _) in enumerate(loader):
         if step >= limit:
             break
         logits = teachers(to_device(clips, ctx.device, args.channels_last)).float()
-        total += teacher_cross_entropy(logits, labels.to(ctx.device)).sum(1).double().cpu()
+        labels = labels.to(ctx.device)
+        parts = zip(split_heads(logits, heads), split_heads(labels, heads)) if heads else [(logits, labels)]
+        total += torch.stack([teacher_cross_entropy(z, y).sum(1) for z, y in parts]).double().cpu()
         count += labels.shape[0]
     if ctx.num_replicas > 1:
-        packed = torch.cat([total, count.view(1)]).to(ctx.device)
+        packed = torch.cat([total.flatten(), count.view(1)]).to(ctx.device)
         dist.all_reduce(packed, group=ctx.replica_group)
-        total, count = packed[:-1].cpu(), packed[-1].cpu()
-    return dataset_softmin_weights((total / count).float(), args.teacher_weight_temperature).tolist()
+        total, count = packed[:-1].cpu().view(total.shape), packed[-1].cpu()
+    weights = [dataset_softmin_weights((row / count).float(), args.teacher_weight_temperature).tolist()
+               for row in total]
+    return weights if heads else weights[0]
 
 
 def per_rank_batch(args, ctx):
@@ -1145,7 +1189,8 @@ def mutual_summary(ctx, args, best, last_val):
     if not ctx.is_main:
         return
     ens = torch.from_numpy(sum(p[2] for p in parts))
-    ens_top1 = 100.0 * topk_correct(ens, labels, (1,))[0] / max(len(labels), 1)
+    heads = check_heads(args.head_layout) if args.head_layout else None
+    ens_top1 = 100.0 * correct_counts(ens, labels, heads)["top1"] / max(len(labels), 1)   # multi-head: action
     lines = ["rank  modality   best top-1"]
     lines += [f"{r:<5} {m:<10} {b:6.2f}" for r, (m, b, _) in enumerate(parts)]
     lines.append(f"ensemble of {len(parts)} ranks (sum of last validation logits): top-1 {ens_top1:.2f}")

@@ -17,6 +17,7 @@ from ops.checkpoint import load_checkpoint
 from ops.dataset_config import DATA_FORMATS, resolve_dataset
 from ops.distill import TEACHER_WEIGHTINGS
 from ops.distributed import DEVICES
+from ops.heads import heads_text, parse_head_weights, parse_heads
 from ops.lr_schedule import DECAY_FROM, LR_TYPES, LR_UPDATES
 from ops.modality import MODALITIES
 from ops.models import CONSENSUS_TYPES, FIRST_CONV_LR, SHIFT_PLACES, TEMPORAL_MODULES
@@ -115,6 +116,12 @@ def get_train_parser():
     g = _add_data_options(p)
     g.add_argument("--train_list", default=None, help="training list file (default: registry)")
     g.add_argument("--val_list", default=None, help="validation list file (default: registry)")
+    g.add_argument("--heads", default=None,
+                   help="multi-head labels, e.g. verb:97,noun:300: one label column per head in the lists "
+                        "(`path num_frames verb noun`), one classifier per head [default: the registry's, "
+                        "e.g. epic100; else one label]")
+    g.add_argument("--head_weights", default=None,
+                   help="comma floats, one per head: the loss is the weighted mean of the heads' CE [all 1]")
 
     g = p.add_argument_group("model")
     g.add_argument("--arch", default=None, choices=ARCHS, metavar="ARCH",
@@ -261,7 +268,8 @@ def dataset_spec(args, modality, **overrides):
     options = dict(data_root=args.data_root, root_path=args.root_path, train_list=getattr(args, "train_list", None),
                    val_list=getattr(args, "val_list", None), category_file=args.category_file,
                    num_class=args.num_class, image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
-                   data_format=args.data_format)
+                   data_format=args.data_format,
+                   heads=parse_heads(args.heads) if getattr(args, "heads", None) else None)
     return resolve_dataset(args.dataset, modality, **{**options, **overrides})
 
 
@@ -312,8 +320,19 @@ def _derive_train(args):
     if args.fc_lr5 == "auto":
         args.fc_lr5 = "on" if args.optimizer == "sgd" and not _tunes_same_dataset(args) else "off"
     _derive_recipe(args, spec)
+    # multi-head layout of the run (--heads or the registry's) and its loss weights, as lists for args.json
+    args.head_layout = [list(h) for h in spec.heads] if spec.heads else None
+    args.head_weights = list(parse_head_weights(args.head_weights, spec.heads)) if spec.heads else (
+        None if args.head_weights is None else _no_heads(args.head_weights))
+    if spec.heads and args.flip_label_pairs:
+        raise ValueError(f"--flip_pairs swaps single labels; the lists of {args.dataset} have the heads "
+                         f"{heads_text(spec.heads)} (turn them off with --flip_pairs none)")
     args.num_modalities = len(args.modalities)
     args.store_names = [store_name(args, m, r) for r, m in enumerate(args.modalities)]
+
+
+def _no_heads(text):
+    raise ValueError(f"--head_weights {text} needs multi-head labels (--heads or a registry entry with heads)")
 
 
 def _validate_train(parser, args):

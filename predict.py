@@ -35,6 +35,7 @@ import numpy as np
 from ops import features as feature_io
 from ops.checkpoint import checkpoint_class_names, load_checkpoint, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, VideoRecord
+from ops.heads import heads_text, same_heads
 from ops.dataset_config import list_lines, resolve_dataset
 from ops.scores import fused_scores, score_probabilities
 from ops.utils import AMP_DTYPES, atomic_open
@@ -288,10 +289,12 @@ def model_spec(args, index, modality, data_format):
     """The DatasetInfo ModelUnderTest evaluates with: no lists, class count from --category_file / the
     checkpoint, frame templates and defaults from the registry's rules."""
     config = checkpoint_config(args.weights_list[index])[0]
+    heads = config.get('heads')        # multi-head checkpoint: its heads give the class counts
     return resolve_dataset(DATASET_NAME, modality, root_path='', train_list='', val_list='<command line>',
                            category_file=args.category_file,
-                           num_class=None if args.category_file else (args.num_class or config['num_class']),
-                           image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl, data_format=data_format)
+                           num_class=None if args.category_file or heads else (args.num_class or config['num_class']),
+                           image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl, data_format=data_format,
+                           heads=heads)
 
 
 def build_records(items, modality, args, spec, failed):
@@ -316,7 +319,13 @@ def build_records(items, modality, args, spec, failed):
 
 
 # ---------------------------------------------------------------------------------------------- outputs
-def top_classes(probs, k, names):
+def top_classes(probs, k, names, heads=None):
+    """The k most probable classes; heads: the k best of every head in turn, each entry with its 'head',
+    'class' its index in that head and 'name' '<head> <class>'."""
+    if heads:
+        ends = np.cumsum([size for _, size in heads])[:-1]
+        return [dict(t, head=name, name=f"{name} {t['class']}")
+                for (name, _), part in zip(heads, np.split(probs, ends)) for t in top_classes(part, k, None)]
     order = np.argsort(-probs, kind='stable')[:k]
     return [{'class': int(c), 'name': names[c] if names else str(int(c)), 'prob': float(probs[c])} for c in order]
 
@@ -378,9 +387,14 @@ def run(args, ctx):
     if args.save_features:
         results, features = split_feature_outputs(results, first_models, args.per_segment)
     coeffs = [m.coeff for m in first_models]
+    heads = first_models[0].heads
+    for m in first_models[1:]:
+        if not same_heads(heads, m.heads):
+            raise SystemExit(f'ensemble: {m.path} has the heads {heads_text(m.heads)}, {first_models[0].path} '
+                             f'{heads_text(heads)}: they must have the same heads')
     fused = fused_scores([lg for _, _, lg in results], coeffs, softmax=args.softmax,
-                         view_softmax=args.view_softmax)
-    probs = score_probabilities(fused, coeffs, args.softmax or args.view_softmax)
+                         view_softmax=args.view_softmax, heads=heads)
+    probs = score_probabilities(fused, coeffs, args.softmax or args.view_softmax, heads=heads)
     if not ctx.is_main:
         return 0
     protocols = [f'{os.path.basename(m.path)} [{m.modality}]: ' + protocol_text(
@@ -392,7 +406,7 @@ def run(args, ctx):
               '(give --category_file)', file=sys.stderr)
     if args.save_features:
         write_feature_files(args, first_models, ids, labels, results, features, protocols, names)
-    report = build_report(args, records, probs, names, order=[it.path for it in items])
+    report = build_report(args, records, probs, names, order=[it.path for it in items], heads=heads)
     print_report(report)
     if args.output:
         write_output(args.output, report, protocols, args, source)
@@ -408,7 +422,7 @@ def failures_line(failed):
     return f'{len(failed)} input{"s" if len(failed) != 1 else ""} could not be read (named above)'
 
 
-def build_report(args, records, probs, names, order):
+def build_report(args, records, probs, names, order, heads=None):
     """-> [{'video', 'num_frames', 'top', 'windows': [...]}] per input in `order` (windows: frames, and
     seconds when the frame rate is known)."""
     videos = {}
@@ -418,12 +432,12 @@ def build_report(args, records, probs, names, order):
         entry['probs'].append(p)
         if isinstance(r, WindowRecord):
             entry['windows'].append({'start_frame': r.start + 1, 'end_frame': r.start + r.length,
-                                     'top': top_classes(p, args.top_k, names)})
+                                     'top': top_classes(p, args.top_k, names, heads)})
     report = []
     for entry in videos.values():
         # A windowed video's overall prediction: the mean of its window probabilities.
         mean = np.mean(entry.pop('probs'), axis=0)
-        entry['top'] = top_classes(mean, args.top_k, names)
+        entry['top'] = top_classes(mean, args.top_k, names, heads)
         if entry['windows']:
             fps = args.fps or (video_fps(entry['video']) if is_video(entry['video']) else None)
             if fps:

@@ -17,7 +17,9 @@ ECE: expected calibration error, 15 bins, of the fused scores' probabilities); c
 confusion.png, per_class.csv, reliability.png and summary.json in --output_dir (default: next to
 --save_scores, else eval_DATASET next to the first checkpoint); --save_scores PATH.npz (one file per model
 of an ensemble: PATH.0.npz, ...), which scripts/ensemble_scores.py fuses without re-running models;
---csv_file in TSM's formats. The last lines name every file written.
+--csv_file in TSM's formats. The last lines name every file written. A multi-head
+checkpoint (ops/heads.py, e.g. EPIC-Kitchens verb/noun) reports top-1/top-5 and ECE per head and the action
+(every head right), and writes each report file per head (confusion_verb.png, reliability_noun.png, ...).
 """
 import json
 import logging
@@ -34,10 +36,12 @@ from ops import distributed as D
 from ops import features as feature_io
 from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, check_list_counts, parse_list, worker_init_fn
+from ops.heads import check_heads, check_same_heads, head_file, head_metrics, heads_text, metrics_line, same_heads, \
+    split_heads
 from ops.models import TSN, is_temporal, to_channels_last
 from ops.sampler import ShardSampler
-from ops.scores import (align_to, calibration, format_metrics, fused_scores, metrics, save_scores,
-                        score_probabilities, write_report, write_tsm_csv)
+from ops.scores import (add_calibration, align_to, format_metrics, fused_scores, metrics, save_scores,
+                        write_report, write_tsm_csv)
 from ops.transforms import build_transform
 from ops.utils import AMP_DTYPES, atomic_open, progress_bar, to_device
 from ops.video_io import count_shorter
@@ -102,12 +106,16 @@ class ModelUnderTest:
         # clip in one call: a TSN's frames do not interact, so its logits are the same either way.
         self.temporal = temporal or bool(args.save_features and args.per_segment)
         try:
-            spec = spec or test_data_spec(args, index, ckpt, self.modality)
+            spec = spec or test_data_spec(args, index, ckpt, self.modality, heads=config.get("heads"))
             if records is None:
-                records = parse_list(spec.val_list, spec.data_format, option="--test_list")
+                records = parse_list(spec.val_list, spec.data_format, option="--test_list", heads=spec.heads)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"{path} ({self.modality}): {exc}") from None
         self.spec = spec
+        self.heads = check_heads(config["heads"]) if config.get("heads") else None
+        if not same_heads(self.heads, spec.heads):
+            raise SystemExit(f"{path}: the checkpoint has the heads {heads_text(self.heads)} but the list of "
+                             f"dataset {args.dataset} has {heads_text(spec.heads)}")
         if config["num_class"] != spec.num_class:
             raise SystemExit(f"{path}: the checkpoint has {config['num_class']} classes but dataset "
                              f"{args.dataset} has {spec.num_class} (--num_class / --category_file)")
@@ -176,12 +184,13 @@ class ModelUnderTest:
         return logits.reshape(B, V, -1)
 
 
-def test_data_spec(args, index, ckpt, modality):
+def test_data_spec(args, index, ckpt, modality, heads=None):
     """The data one checkpoint is evaluated on. Each value comes from its flag if given, else from what
     the checkpoint recorded at training time (when it was trained under this dataset name: format,
     root, templates, validation list, class names; root and list only while they exist), else from the
     registry. '{modality}' in the paths
-    becomes the checkpoint's modality (ops.dataset_config.fill_modality)."""
+    becomes the checkpoint's modality (ops.dataset_config.fill_modality). heads: a multi-head
+    checkpoint's layout; its lists have one label column per head and its class counts are the heads'."""
     recorded = ckpt.get("data") if isinstance(ckpt.get("data"), dict) else {}
     if recorded and recorded.get("dataset") != args.dataset:
         logger.info("%s was trained on %r, not %r: its recorded data paths are not used",
@@ -198,6 +207,8 @@ def test_data_spec(args, index, ckpt, modality):
     num_class = args.num_class
     if not class_flags and categories is None:
         num_class = recorded.get("num_class")
+    if heads:
+        num_class = categories = None
 
     def pick(flag, key):
         return flag if flag is not None else recorded.get(key)
@@ -211,7 +222,7 @@ def test_data_spec(args, index, ckpt, modality):
         data_format=pick(args.data_format, "data_format"),
         image_tmpl=args.image_tmpl if args.image_tmpl is not None or modality == "Flow" else own_tmpl,
         flow_tmpl=args.flow_tmpl if args.flow_tmpl is not None or modality != "Flow" else own_tmpl,
-        splits=("val",))
+        splits=("val",), heads=heads)
 
 
 def refuse_overrides_of_configured(ckpt, overrides, path):
@@ -300,6 +311,10 @@ def run(args, ctx):
             diff = sorted(set(ids0) ^ set(ids))[:5]
             raise SystemExit(f"{m.path}: its test list has other videos than {models[0].path} "
                              f"({len(ids)} vs {len(ids0)}, e.g. {diff}); ensembles need the same videos")
+        try:
+            check_same_heads(models[0].heads, m.heads, models[0].path, m.path)
+        except ValueError as exc:
+            raise SystemExit(f"ensemble: {exc}") from None
     dense_notes = [dense_short_note(m.dataset, args) for m in models]   # probes before the loader forks
     # .h5 features in one process are written batch by batch (ops.features.H5FeatureSink), in ids0 order
     sinks = args.save_features and args.save_features.endswith(".h5") and not ctx.distributed
@@ -328,16 +343,17 @@ def run(args, ctx):
         if not np.array_equal(align_to(ids0, ids, lab, m.path), labels):
             raise SystemExit(f"{m.path}: labels differ from {models[0].path} for the same videos")
         per_model.append(align_to(ids0, ids, logits, m.path))
+    heads = models[0].heads
     scores = fused_scores(per_model, [m.coeff for m in models], softmax=args.softmax,
-                          view_softmax=args.view_softmax)
+                          view_softmax=args.view_softmax, heads=heads)
     num_class = models[0].spec.num_class
-    res, cm = metrics(scores, labels, num_class)
     coeffs = [m.coeff for m in models]
-    cal = None
-    if min(coeffs) > 0:
-        cal = calibration(score_probabilities(scores, coeffs, args.softmax or args.view_softmax), labels)
-        res["ece"] = cal["ece"]
+    if heads:
+        res, cm = head_metrics(scores, labels, heads, metrics)    # cm: head -> confusion matrix
     else:
+        res, cm = metrics(scores, labels, num_class)
+    cals = add_calibration(res, scores, labels, coeffs, args.softmax or args.view_softmax, heads)
+    if not cals:
         logger.info("no ECE: --coeff %s has a coefficient <= 0, so the fused scores are not probabilities",
                     args.coeff)
     if not ctx.is_main:
@@ -346,16 +362,21 @@ def run(args, ctx):
                                len(ids0), sampling_mode(args)) + note for m, note in zip(models, dense_notes)]
     for m, p in zip(models, protocols):
         print(f"{os.path.basename(m.path)} [{m.modality}, coeff {m.coeff:g}]: {p}")
-    print(f"Overall {format_metrics(res)}  ({1000.0 * elapsed / max(len(ids0), 1):.1f} ms per video)")
+    line = metrics_line(res, heads) if heads else format_metrics(res)
+    print(f"Overall {line}  ({1000.0 * elapsed / max(len(ids0), 1):.1f} ms per video)")
     out_dir = args.output_dir or (os.path.dirname(os.path.abspath(args.save_scores)) if args.save_scores
                                   else os.path.join(os.path.dirname(os.path.abspath(models[0].path)),
                                                     f"eval_{args.dataset}"))
     os.makedirs(out_dir, exist_ok=True)
     names = models[0].spec.categories
-    written = write_report(out_dir, cm, names, report_title(args.dataset, models, protocols, res), cal)
+    title = report_title(args.dataset, models, protocols, res, heads)
+    if heads:
+        written = write_head_reports(out_dir, scores, labels, heads, cm, cals, title, args.csv_file, ids0)
+    else:
+        written = write_report(out_dir, cm, names, title, cals.get(None))
     if args.save_scores:
         for path, lg, p in zip(score_paths(args.save_scores, len(models)), per_model, protocols):
-            save_scores(path, ids0, labels, lg, p)
+            save_scores(path, ids0, labels, lg, p, heads=heads)
             written.append(path)
     if args.save_features and sinks:
         for m, p in zip(models, protocols):
@@ -365,13 +386,13 @@ def run(args, ctx):
         write_feature_files(args, models, ids0, labels, results, features, protocols, names)
     if args.save_features:
         written += score_paths(args.save_features, len(models))
-    if args.csv_file:
+    if args.csv_file and not heads:
         write_tsm_csv(args.csv_file, ids0, scores, names, models[0].spec.csv_top5)
         written.append(args.csv_file)
     summary = dict(res, protocol=protocols, weights=args.weights_list, coeff=coeffs,
                    softmax=args.softmax, view_softmax=args.view_softmax, seconds=elapsed)
-    if cal is not None:
-        summary["ece_bins"] = cal["bins"]
+    if cals:
+        summary["ece_bins"] = next(iter(cals.values()))["bins"]
     written.append(os.path.join(out_dir, "summary.json"))
     with atomic_open(written[-1]) as f:
         json.dump(summary, f, indent=2)
@@ -379,11 +400,26 @@ def run(args, ctx):
     return res
 
 
-def report_title(dataset, models, protocols, res):
+def report_title(dataset, models, protocols, res, heads=None):
     """Title of the report figures: dataset and checkpoint(s), each protocol, the result line."""
     weights = " + ".join(f"{os.path.basename(m.path)}" + (f" x{m.coeff:g}" if len(models) > 1 else "")
                          for m in models)
-    return "\n".join([f"{dataset}: {weights}", *dict.fromkeys(protocols), format_metrics(res)])
+    line = metrics_line(res, heads) if heads else format_metrics(res)
+    return "\n".join([f"{dataset}: {weights}", *dict.fromkeys(protocols), line])
+
+
+def write_head_reports(out_dir, scores, labels, heads, cms, cals, title, csv_file=None, video_ids=None):
+    """The per-head outputs of a multi-head evaluation, one set per head (the single-head names with
+    `_<head>`: confusion_<head>.npy / .png, per_class_<head>.csv, reliability_<head>.png) and, with
+    --csv_file, one TSM-format csv per head (class indices). scores (N, sum of classes) are the fused video
+    scores, labels (N, heads), cals: head -> calibration() result. -> the paths written."""
+    written = []
+    for (name, _), head_scores in zip(heads, split_heads(torch.from_numpy(np.asarray(scores)), heads)):
+        written += write_report(out_dir, cms[name], None, f"{title}\nhead: {name}", cals.get(name), head=name)
+        if csv_file:
+            write_tsm_csv(head_file(csv_file, name), video_ids, head_scores.numpy(), None, False)
+            written.append(head_file(csv_file, name))
+    return written
 
 
 def split_feature_outputs(results, models, per_segment):

@@ -15,6 +15,7 @@ import tempfile
 import torch
 
 import archs
+from ops.heads import heads_text
 from ops.modality import CHANNELS, first_conv_name, mean_expand_kernel
 
 logger = logging.getLogger(__name__)
@@ -259,6 +260,18 @@ def _head_prefix(keys):
     return None
 
 
+def _multi_head(state):
+    """(head prefix, ((name, classes), ...)) of a multi-head classifier's keys (``new_fc.verb.weight``),
+    else None."""
+    for name in _HEAD_NAMES:
+        found = [(k[len(name) + 1:-len('.weight')], state[k].shape[0]) for k in state
+                 if k.startswith(name + '.') and k.endswith('.weight') and k.count('.') == name.count('.') + 2
+                 and k[len(name) + 1:-len('.weight')].isidentifier()]
+        if found:
+            return name, tuple(found)
+    return None
+
+
 def infer_modality(in_channels):
     """Modality of a first conv from its input channel count (3 -> RGB, 2L -> Flow, odd 3L -> RGBDiff)."""
     if in_channels == 3:
@@ -310,7 +323,24 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
 
     # Head: rename the source head to the model's head name; drop it on a class-count change.
     own_head, src_head = _head_prefix(own), _head_prefix(src)
-    if src_head is not None and own_head is not None:
+    own_multi, src_multi = _multi_head(own), _multi_head(src)
+    if own_multi or src_multi:
+        # Multi-head classifiers (ops.models.MultiHeadLinear): kept when the layouts agree (renamed between
+        # new_fc and base_model.fc), else the source head is dropped and the model's keeps its init.
+        own_head = own_multi[0] if own_multi else own_head
+        src_head = src_multi[0] if src_multi else src_head
+        own_layout, src_layout = (m[1] if m else None for m in (own_multi, src_multi))
+        head_keys = [k for k in src if src_head is not None and k.startswith(src_head + '.')]
+        if drop_head or own_layout != src_layout:
+            for k in head_keys:
+                src.pop(k)
+            report['head'] = (f'dropped {src_head} (heads {heads_text(src_layout)}); {own_head} (heads '
+                              f'{heads_text(own_layout)}) keeps its init')
+        elif src_head != own_head:
+            for k in head_keys:
+                src[own_head + k[len(src_head):]] = src.pop(k)
+            report['head'] = f'renamed {src_head} -> {own_head}'
+    elif src_head is not None and own_head is not None:
         src_w, own_w = src[src_head + '.weight'], own[own_head + '.weight']
         if drop_head or (drop_head is None and src_w.shape != own_w.shape):
             for leaf in ('weight', 'bias'):

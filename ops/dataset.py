@@ -10,7 +10,7 @@ import multiprocessing
 import os
 import random
 import signal
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ _LIST_COLUMNS = {'frames': ('path', 'num_frames', 'label'), 'hdf5': ('path', 'nu
 class VideoRecord:
     path: str
     num_frames: Optional[int]   # None for video lists: the decoder gives the count
-    label: int
+    label: Union[int, Tuple[int, ...]]   # a tuple, one label per head, in multi-head lists (ops/heads.py)
 
     @property
     def video_id(self) -> str:
@@ -41,8 +41,12 @@ class VideoRecord:
 
 
 def parse_list(list_file: str, data_format: str, option: str = '--train_list',
-               allow_duplicates: bool = False) -> List[VideoRecord]:
+               allow_duplicates: bool = False, heads=None) -> List[VideoRecord]:
     """Strict list parsing: `path num_frames label` (frames, hdf5) or `path label` (video).
+
+    heads (a multi-head layout, ops/heads.py): one label column per head instead of `label`
+    (`path num_frames verb noun`), each checked against its head's class count; the record's label is
+    then the tuple of them.
 
     Whitespace separated; blank lines and lines starting with '#' are skipped. A malformed line raises
     ValueError quoting the file, the line number and the line; so does a video listed twice (both line
@@ -52,6 +56,8 @@ def parse_list(list_file: str, data_format: str, option: str = '--train_list',
     if list_file is None or not os.path.isfile(list_file):
         raise FileNotFoundError(f'list file not found: {list_file} (given by {option})')
     columns = _LIST_COLUMNS[data_format]
+    if heads:
+        columns = columns[:-1] + tuple(name for name, _ in heads)
     records = []
     first_line = {}
     for lineno, text, parts in list_lines(list_file):
@@ -62,13 +68,18 @@ def parse_list(list_file: str, data_format: str, option: str = '--train_list',
         if len(parts) != len(columns):
             raise bad(f'{len(parts)} columns instead of {len(columns)}')
         values = dict(zip(columns, parts))
+        label_columns = [name for name, _ in heads] if heads else ['label']
         try:
-            label = int(values['label'])
+            labels = [int(values[c]) for c in label_columns]
             num_frames = int(values['num_frames']) if 'num_frames' in values else None
         except ValueError:
-            raise bad('num_frames and label must be integers') from None
-        if label < 0 or (num_frames is not None and num_frames < 0):
-            raise bad('num_frames and label must be >= 0')
+            raise bad(f'num_frames and {" ".join(label_columns)} must be integers') from None
+        if min(labels) < 0 or (num_frames is not None and num_frames < 0):
+            raise bad(f'num_frames and {" ".join(label_columns)} must be >= 0')
+        for (name, size), value in zip(heads or (), labels):
+            if value >= size:
+                raise bad(f'head {name!r} has {size} classes, label {value} is out of range')
+        label = tuple(labels) if heads else labels[0]
         if not allow_duplicates and values['path'] in first_line:
             raise ValueError(f'{list_file}:{lineno}: video {values["path"]!r} is listed again (first at line '
                              f'{first_line[values["path"]]}); every video must appear once (given by {option})')
@@ -266,8 +277,8 @@ class VideoDataSet(_SampleBookkeeping):
         self.records, self.num_dropped = _dropped_zero_frame(parsed, list_file)
         if not self.records:
             raise ValueError(f'no usable videos in {list_file} (given by {list_option})')
-        if num_class is not None:
-            bad = [r for r in self.records if not 0 <= r.label < num_class]
+        if num_class is not None:   # multi-head labels were checked per head by parse_list
+            bad = [r for r in self.records if isinstance(r.label, int) and not 0 <= r.label < num_class]
             if bad:
                 raise ValueError(f'{list_file}: {len(bad)} labels outside [0, {num_class}), e.g. '
                                  + ', '.join(f'{r.video_id} -> {r.label}' for r in bad[:5]))
@@ -383,7 +394,8 @@ def load_with_retries(dataset, index, load):
     for attempt in range(dataset.max_retries + 1):
         try:
             clip, label = load(current)
-            return clip, label, current
+            # multi-head: a (H,) tensor, so that a batch collates to (B, H)
+            return clip, (label if isinstance(label, int) else torch.tensor(label)), current
         except FrameReadError as err:
             dataset.note_failure(current)
             if dataset.strict:

@@ -11,6 +11,7 @@ import os
 import string
 from typing import Optional
 
+from ops.heads import check_heads, heads_text
 from ops.modality import check_modality
 from ops.toy import TOY_CLASSES, ensure_toy_dataset
 
@@ -48,13 +49,14 @@ class Layout:
 def _entry(*, layouts, category_file=None, num_class=None, categories=None, image_tmpl='img_{:05d}.jpg',
            flow_tmpl='flow_{}_{:05d}.jpg', start_index=1, data_format='frames', flip=True,
            input_size=224, scale_size=256, train_defaults=None, csv_top5=False, flip_pairs=(),
-           ila_pair_net='k400'):
+           ila_pair_net='k400', heads=None):
     # layouts: data_format -> {'RGB' | 'Flow': Layout}; RGBDiff uses the RGB layout.
     # categories: class names known without reading a file (the generated toy set, so that parsing a
     # toy command line reads and writes nothing).
     # flip: horizontal flip in training when --flip auto; flip_pairs: classes swapped by a flip
     # (used whenever flipping is on); ila_pair_net: ILA's pair network for --ila_pair_net auto.
-    return dict(layouts=layouts, category_file=category_file, num_class=num_class, categories=categories,
+    # heads: multi-head labels (ops/heads.py), one label column per head in the lists, num_class their total.
+    return dict(heads=heads, layouts=layouts, category_file=category_file, num_class=num_class, categories=categories,
                 image_tmpl=image_tmpl, flow_tmpl=flow_tmpl, start_index=start_index,
                 data_format=data_format, flip=flip, input_size=input_size, scale_size=scale_size,
                 train_defaults=dict(train_defaults or {}), csv_top5=csv_top5, flip_pairs=tuple(flip_pairs),
@@ -108,6 +110,19 @@ DATASETS = {
         num_class=400,
         layouts={'frames': {
             'RGB': _split_lists('kinetics/images', 'kinetics/labels/{split}_videofolder.txt')}}),
+    # EPIC-Kitchens action segments as frame folders, one list line `segment num_frames verb noun`
+    # (ops/heads.py); the action is right when verb and noun are. Flow frames come in u/ v/ folders:
+    # give their template with --flow_tmpl.
+    'epic100': _entry(
+        heads=(('verb', 97), ('noun', 300)), image_tmpl='frame_{:010d}.jpg',
+        layouts={'frames': {
+            'RGB': _split_lists('EPIC-KITCHENS-100/frames', 'EPIC-KITCHENS-100/lists/{split}_rgb.txt'),
+            'Flow': _split_lists('EPIC-KITCHENS-100/flow', 'EPIC-KITCHENS-100/lists/{split}_flow.txt')}}),
+    'epic55': _entry(
+        heads=(('verb', 125), ('noun', 352)), image_tmpl='frame_{:010d}.jpg',
+        layouts={'frames': {
+            'RGB': _split_lists('EPIC-KITCHENS-55/frames', 'EPIC-KITCHENS-55/lists/{split}_rgb.txt'),
+            'Flow': _split_lists('EPIC-KITCHENS-55/flow', 'EPIC-KITCHENS-55/lists/{split}_flow.txt')}}),
     'toy': _entry(
         categories=TOY_CLASSES, flip=False, input_size=64, scale_size=64,
         # Short quickstart command: main.py's defaults for this dataset (any flag overrides them).
@@ -144,6 +159,7 @@ class DatasetInfo:
     csv_top5: bool = False    # --csv_file format: top-5 class indices instead of the top-1 name
     flip_pairs: tuple = ()    # (a, b) class pairs swapped when a training clip is mirrored
     ila_pair_net: str = 'k400'  # ILA pair network the reference uses on this dataset
+    heads: Optional[tuple] = None  # multi-head labels ((name, classes), ...); num_class is their total
 
 
 def read_categories(path: str, option: str = '--category_file') -> list:
@@ -158,11 +174,13 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
                     category_file: Optional[str] = None, num_class: Optional[int] = None,
                     image_tmpl: Optional[str] = None, flow_tmpl: Optional[str] = None,
                     data_format: Optional[str] = None, categories: Optional[list] = None,
-                    splits: tuple = ('train', 'val')) -> DatasetInfo:
+                    splits: tuple = ('train', 'val'), heads=None) -> DatasetInfo:
     """Registry values joined with data_root; explicit arguments win and are used as given.
 
     A root_path containing '{split}' is formatted with 'train' and 'val' (per-split HDF5 files); '{modality}'
-    in root_path and the lists becomes the modality's folder name (see modality_folder). `categories`
+    in root_path and the lists becomes the modality's folder name (see modality_folder). `heads`
+    (('verb', 97), ...) or the registry's heads make a multi-head dataset: num_class is their total
+    and class names are not read (--num_class / --category_file are refused with them). `categories`
     (class names, e.g. recorded in a checkpoint) stands in for a category file, as do the class names of
     a registry entry that has them (toy). `splits`: the lists the caller needs (evaluation needs only
     'val'; a missing train list is then None).
@@ -183,7 +201,15 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
     train = train_list if train_list is not None else from_registry(layout and layout.train_list)
     val = val_list if val_list is not None else from_registry(layout and layout.val_list)
     root, train, val = (fill_modality(p, modality) for p in (root, train, val))
-    if categories is None and category_file is None and num_class is None and entry['categories']:
+    heads = heads if heads is not None else entry['heads']
+    if heads:
+        heads = check_heads(heads)
+        if category_file is not None or num_class is not None:
+            raise ValueError(f'dataset {name!r} has the heads {heads_text(heads)}: their class counts replace '
+                             '--num_class / --category_file')
+        num_class = sum(size for _, size in heads)
+        categories = category_file = None
+    if categories is None and category_file is None and num_class is None and entry['categories'] and not heads:
         categories = list(entry['categories'])
     if categories is not None and category_file is None and num_class is None:
         num_class = len(categories)
@@ -221,7 +247,8 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         start_index=entry['start_index'], data_format=fmt, flip=entry['flip'],
         input_size=entry['input_size'], scale_size=entry['scale_size'],
         train_defaults=dict(entry['train_defaults']), val_root_path=root.replace('{split}', 'val'),
-        csv_top5=entry['csv_top5'], flip_pairs=entry['flip_pairs'], ila_pair_net=entry['ila_pair_net'])
+        csv_top5=entry['csv_top5'], flip_pairs=entry['flip_pairs'], ila_pair_net=entry['ila_pair_net'],
+        heads=heads or None)
 
 
 def ensure_builtin_data(name: str, data_root: str, root_path: Optional[str] = None) -> None:
@@ -238,7 +265,8 @@ def data_record(info: DatasetInfo) -> dict:
     return dict(dataset=info.name, modality=info.modality, data_format=info.data_format,
                 root_path=os.path.abspath(info.val_root_path), val_list=os.path.abspath(info.val_list),
                 image_tmpl=info.image_tmpl, num_class=info.num_class,
-                categories=list(info.categories) if info.categories is not None else None)
+                categories=list(info.categories) if info.categories is not None else None,
+                **({'heads': [list(h) for h in info.heads]} if info.heads else {}))
 
 
 def list_lines(path):

@@ -152,19 +152,22 @@ def kd_loss(student_logits, teacher_logits, temperature=1.0):
     return temperature * temperature * kl
 
 
-def distill_loss(student_logits, teacher_logits, labels, *, temperature=1.0, distill_weight=1.0, gt_weight=0.0):
+def distill_loss(student_logits, teacher_logits, labels, *, temperature=1.0, distill_weight=1.0, gt_weight=0.0,
+                 ce_fn=F.cross_entropy, kd_fn=kd_loss):
     """Student loss -> (total, ce_term, kd_term), all fp32 scalars.
 
     total = gt_weight * CE(z_s, y) + distill_weight * kd_loss(z_s, z_t, T). ce_term and kd_term are the
     UNWEIGHTED terms, for logging (both always computed). A term whose weight is 0 is left out of the
     total, so distill_weight=0 gives exactly gt_weight * CE and gt_weight=0 makes the gradient
     independent of the labels. Defaults are the paper's patient setting (T=1, soft targets only).
+    ce_fn(logits, labels) and kd_fn(student, teacher, temperature=T) compute the two terms (multi-head
+    models pass their per-head means, ops.heads.per_head).
     """
     if distill_weight < 0 or gt_weight < 0 or distill_weight + gt_weight <= 0:
         raise ValueError(f'distill_weight and gt_weight must be >= 0 and not both 0, '
                          f'got {distill_weight} and {gt_weight}')
-    ce_term = F.cross_entropy(student_logits.float(), labels)
-    kd_term = kd_loss(student_logits, teacher_logits, temperature)
+    ce_term = ce_fn(student_logits.float(), labels)
+    kd_term = kd_fn(student_logits, teacher_logits, temperature=temperature)
     total = None
     if gt_weight:
         total = gt_weight * ce_term
@@ -264,8 +267,8 @@ def load_teachers(paths, device='cpu', *, config_overrides=None):
         configs.append(config)
         logger.info('teacher %s: modality %s, %s classes', path, config['modality'], config.get('num_class'))
 
-    for key in ('num_class', 'num_segments'):
-        values = {c.get(key) for c in configs}
+    for key in ('num_class', 'num_segments', 'heads'):
+        values = {str(c.get(key)) for c in configs}
         if len(values) != 1:
             raise ValueError(f'teachers disagree on {key}: ' +
                              ', '.join(f'{p}: {c.get(key)}' for p, c in zip(paths, configs)))
@@ -290,8 +293,9 @@ class TeacherScores:
         if len(self.index) != len(self.video_ids):
             raise ValueError(f'teacher scores {self.path}: duplicate video ids')
         self.logits = torch.from_numpy(scores.astype(np.float32).mean(axis=1))  # (videos, C)
-        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.labels = torch.from_numpy(labels.astype(np.int64))    # (videos,) or (videos, heads)
         self.protocol = data['protocol']
+        self.heads = data['heads']          # multi-head layout of the teacher (ops/heads.py) or None
 
     def __len__(self):
         return len(self.video_ids)
@@ -315,11 +319,11 @@ class TeacherScores:
             rows.append(row)
         rows = torch.tensor(rows, dtype=torch.long)
         if labels is not None:
-            stored = self.labels[rows]
-            bad = (stored != torch.as_tensor(labels).cpu().long()).nonzero().flatten()
+            stored, given = self.labels[rows], torch.as_tensor(labels).cpu().long()
+            bad = (stored != given).reshape(len(rows), -1).any(1).nonzero().flatten()   # multi-head: any head
             if len(bad):
                 i = int(bad[0])
                 raise ValueError(f'teacher scores {self.path}: video {video_ids[i]!r} has label '
-                                 f'{int(stored[i])} there but {int(torch.as_tensor(labels)[i])} in the data')
+                                 f'{stored[i].tolist()} there but {given[i].tolist()} in the data')
         logits = self.logits[rows]
         return logits if device is None else logits.to(device)

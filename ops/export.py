@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ops.checkpoint import checkpoint_class_names, load_checkpoint, load_weights, model_config_from_checkpoint
+from ops.heads import heads_text
 from ops.models import TSN
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ def load_model(path, num_segments=None):
     """(eval TSN rebuilt from the checkpoint with all segments in one call, its config, class names)."""
     ckpt = load_checkpoint(path, require=('state_dict',))
     config = dict(model_config_from_checkpoint(ckpt, path=path), consensus_type='avg')
+    if config.get('heads'):
+        raise ExportError(f'{path} is a multi-head model (heads {heads_text(config["heads"])}); export writes one '
+                          '`logits` output per model and does not split heads yet: evaluate it with '
+                          'test_models.py / predict.py')
     if num_segments:
         config['num_segments'] = num_segments
     model = TSN(**config)

@@ -19,6 +19,8 @@ from typing import Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from ops.heads import soft_targets
+
 MIX_STREAM = 0x4D4958  # separates the batch-mixing stream from the per-sample streams (sample_rng)
 
 
@@ -113,10 +115,13 @@ def mix_targets(targets: torch.Tensor, params: Optional[MixParams]) -> torch.Ten
 
 
 def mix_batch(clips, labels: torch.Tensor, num_class: int, *, seed: int, epoch: int, step: int, replica: int = 0,
-              mixup: float = 0.0, cutmix: float = 0.0, switch_prob: float = 0.5, smoothing: float = 0.0):
+              mixup: float = 0.0, cutmix: float = 0.0, switch_prob: float = 0.5, smoothing: float = 0.0,
+              heads=None):
     """A training batch -> (clips, targets): targets is None (use the hard labels) when smoothing, mixup
     and cutmix are all off, else (B, K) soft targets for F.cross_entropy; clips (a tensor or a
-    {modality: tensor} dict) are mixed with one draw from batch_rng(seed, epoch, step, replica)."""
+    {modality: tensor} dict) are mixed with one draw from batch_rng(seed, epoch, step, replica).
+    heads (ops/heads.py): labels (B, H); each head's targets are smoothed over its own classes and the
+    targets are the heads' side by side, (B, num_class)."""
     if smoothing <= 0 and mixup <= 0 and cutmix <= 0:
         return clips, None
     params = None
@@ -124,5 +129,9 @@ def mix_batch(clips, labels: torch.Tensor, num_class: int, *, seed: int, epoch: 
         height, width = spatial_size(clips)
         params = draw_mix(batch_rng(seed, epoch, step, replica), labels.shape[0], height, width,
                           mixup=mixup, cutmix=cutmix, switch_prob=switch_prob)
-    targets = mix_targets(smooth_one_hot(labels, num_class, smoothing), params)
+    if heads:
+        targets = soft_targets(lambda y, size: smooth_one_hot(y, size, smoothing), labels, heads)
+    else:
+        targets = smooth_one_hot(labels, num_class, smoothing)
+    targets = mix_targets(targets, params)
     return mix_inputs(clips, params), targets

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import archs
+from ops.heads import check_heads, heads_text
 from ops.modality import CHANNELS, MODALITIES, default_new_length, frames_per_segment, replace_first_conv
 from ops.transforms import normalization_constants, normalize_uint8
 from ops.temporal_modules import TEMPORAL_INSERTS
@@ -40,6 +41,38 @@ def to_channels_last(module):
     return module._apply(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
 
 
+class MultiHeadLinear(nn.ModuleDict):
+    """One Linear classifier per head (ops/heads.py), named by the head: state-dict keys
+    ``new_fc.<head>.weight`` / ``.bias`` (``base_model.fc.<head>.*`` without dropout). forward returns
+    the heads' logits side by side, (..., sum of classes) in head order."""
+
+    def __init__(self, in_features, heads):
+        super().__init__({name: nn.Linear(in_features, size) for name, size in heads})
+        self.in_features = in_features
+
+    def forward(self, x):
+        return torch.cat([fc(x) for fc in self.values()], dim=-1)
+
+    # The heads' parameters stacked (sum of classes, in_features): what one Linear with the same outputs
+    # would hold (feature files store them as the head).
+    @property
+    def weight(self):
+        return torch.cat([fc.weight for fc in self.values()])
+
+    @property
+    def bias(self):
+        return torch.cat([fc.bias for fc in self.values()])
+
+
+def classifier(in_features, num_class, heads=None):
+    """The new head: one Linear (single label) or a MultiHeadLinear, initialised as TSM's new_fc."""
+    head = MultiHeadLinear(in_features, heads) if heads else nn.Linear(in_features, num_class)
+    for fc in (head.values() if heads else [head]):
+        nn.init.normal_(fc.weight, 0, 0.001)
+        nn.init.zeros_(fc.bias)
+    return head
+
+
 def backbone_entry(base_model, temporal_module=None):
     """The archs.BACKBONES entry TSN builds: MSN and TDN replace a ResNet by their own variant of it."""
     traits = archs.backbone_traits(base_model)
@@ -66,8 +99,14 @@ class TSN(nn.Module):
                  partial_bn=True, print_spec=False, pretrain='imagenet', is_shift=False, shift_div=8,
                  shift_place='blockres', fc_lr5=False, temporal_pool=False, non_local=False, *,
                  temporal_module=None, first_conv_lr='tsm', input_size=224, input_mean=None, input_std=None,
-                 tin_shift_div=4, shift_direction='bi', motion_init='reference', backbone_kwargs=None):
+                 tin_shift_div=4, shift_direction='bi', motion_init='reference', backbone_kwargs=None,
+                 heads=None):
         super().__init__()
+        # heads: multi-head labels ((name, classes), ...), one classifier each (MultiHeadLinear); the
+        # logits are theirs side by side, so num_class must be their total.
+        self.heads = check_heads(heads) if heads else None
+        if self.heads and num_class != sum(size for _, size in self.heads):
+            raise ValueError(f'num_class {num_class} is not the total of the heads {heads_text(self.heads)}')
         pretrain = 'none' if pretrain is None else pretrain  # TSM: anything but 'imagenet' is no init
         _check_choice('modality', modality, MODALITIES)
         _check_choice('consensus_type', consensus_type, CONSENSUS_TYPES)
@@ -185,17 +224,13 @@ class TSN(nn.Module):
             if not self.is_video_model:
                 setattr(net, net.last_layer_name, nn.Dropout(p=self.dropout))
             self.head_dropout = nn.Dropout(p=self.dropout) if self.is_video_model else None
-            self.new_fc = nn.Linear(feature_dim, num_class)
-            head = self.new_fc
+            self.new_fc = classifier(feature_dim, num_class, self.heads)
         else:
             if self.is_video_model:
                 raise ValueError('video backbones need dropout > 0 (the head is new_fc)')
             self.head_dropout = None
-            head = nn.Linear(feature_dim, num_class)
-            setattr(net, net.last_layer_name, head)
+            setattr(net, net.last_layer_name, classifier(feature_dim, num_class, self.heads))
             self.new_fc = None
-        nn.init.normal_(head.weight, 0, 0.001)
-        nn.init.zeros_(head.bias)
         return feature_dim
 
     def _default_mean(self):
@@ -279,6 +314,8 @@ class TSN(nn.Module):
             cfg['motion_init'] = self.motion_init     # initialisation of the new modules (archs/msn.py)
         if self.backbone_kwargs:
             cfg['backbone_kwargs'] = dict(self.backbone_kwargs)
+        if self.heads:
+            cfg['heads'] = [list(h) for h in self.heads]
         return cfg
 
     @property
@@ -403,7 +440,7 @@ class TSN(nn.Module):
                 if m.bias is not None:
                     params[bias].append(m.bias)
             elif isinstance(m, nn.Linear):
-                lr5 = self.fc_lr5 and m is head
+                lr5 = self.fc_lr5 and (m is head or any(m is fc for fc in head.children()))
                 w, bias = ('lr5_weight', 'lr10_bias') if lr5 else ('normal_weight', 'normal_bias')
                 params[w].append(m.weight)
                 if m.bias is not None:

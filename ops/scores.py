@@ -1,7 +1,9 @@
 """Per-video score files and the metrics every evaluation prints (test_models.py, ensemble_scores.py).
 
 A score file (npz) holds `scores` (videos x views x classes, logits), `labels`, `video_ids` (strings)
-and `protocol` (a string such as '8 frames x 3 crops x 2 clips ...'). Video scores are the mean of the
+and `protocol` (a string such as '8 frames x 3 crops x 2 clips ...'). A multi-head model's file
+(ops/heads.py) also holds `heads` (strings 'name:classes' in head order); its `scores` are the heads'
+logits side by side (classes = their total) and `labels` is (videos, heads). Video scores are the mean of the
 view logits, then optionally a softmax (TSM order), or the mean of per-view softmaxes (view_softmax);
 an ensemble is the coefficient-weighted sum. Calibration (expected calibration error, 15 bins) is measured
 on the probabilities of the fused scores. The writers at the end save an evaluation's report files per
@@ -16,14 +18,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ops.heads import heads_text, parse_heads, split_heads
 from ops.utils import atomic_open, confusion_matrix, mean_class_accuracy, topk_correct
 
 
-def video_scores(view_logits, softmax=False, view_softmax=False):
+def video_scores(view_logits, softmax=False, view_softmax=False, heads=None):
     """(N, V, C) per-view logits -> (N, C): mean over views, then optionally softmax (TSM); with
-    view_softmax the mean of the per-view softmax probabilities (TDN/MSN pkl_to_results.py, ILA)."""
+    view_softmax the mean of the per-view softmax probabilities (TDN/MSN pkl_to_results.py, ILA).
+    heads: the softmax is taken over each head's classes."""
     if softmax and view_softmax:
         raise ValueError('softmax (after averaging) and view_softmax (before averaging) are exclusive')
+    if heads and (softmax or view_softmax):
+        parts = split_heads(torch.from_numpy(np.asarray(view_logits, dtype=np.float32)), heads)
+        return np.concatenate([video_scores(p.numpy(), softmax, view_softmax) for p in parts], axis=-1)
     s = torch.from_numpy(np.asarray(view_logits, dtype=np.float32))
     if view_softmax:
         return F.softmax(s, dim=2).mean(1).numpy()
@@ -38,11 +45,12 @@ def fuse(score_list, coeffs):
     return sum(float(c) * np.asarray(s, dtype=np.float64) for c, s in zip(coeffs, score_list))
 
 
-def fused_scores(per_model, coeffs, *, softmax=False, view_softmax=False):
+def fused_scores(per_model, coeffs, *, softmax=False, view_softmax=False, heads=None):
     """Per-model per-view logits (N, V_m, C), aligned to one video order -> fused video scores (N, C).
+    heads: multi-head models (all with these heads) are fused head by head (softmax per head).
 
     The one aggregation of test_models.py, predict.py and scripts/ensemble_scores.py."""
-    return fuse([video_scores(lg, softmax, view_softmax) for lg in per_model], coeffs)
+    return fuse([video_scores(lg, softmax, view_softmax, heads) for lg in per_model], coeffs)
 
 
 def metrics(scores, labels, num_class):
@@ -72,23 +80,27 @@ def format_metrics(res):
     return "  ".join(parts)
 
 
-def save_scores(path, video_ids, labels, view_logits, protocol):
-    """Atomic write of a score file."""
+def save_scores(path, video_ids, labels, view_logits, protocol, heads=None):
+    """Atomic write of a score file (heads: a multi-head model's, stored as 'name:classes' strings)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.npz"
+    extra = {"heads": np.array(heads_text(heads).split(","), dtype=str)} if heads else {}
     np.savez(tmp, scores=np.asarray(view_logits, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64),
-             video_ids=np.array(list(video_ids), dtype=str), protocol=np.array(protocol))
+             video_ids=np.array(list(video_ids), dtype=str), protocol=np.array(protocol), **extra)
     os.replace(tmp, path)
 
 
 def load_scores(path):
-    """-> dict(scores (N,V,C), labels (N,), video_ids list[str], protocol str); clear error naming the file."""
+    """-> dict(scores (N,V,C), labels (N,) or (N, heads), video_ids list[str], protocol str, heads (None,
+    or the multi-head layout)); clear error naming the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"score file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
             out = {"scores": z["scores"], "labels": z["labels"], "video_ids": [str(v) for v in z["video_ids"]],
-                   "protocol": str(z["protocol"])}
+                   "protocol": str(z["protocol"]),
+                   "heads": parse_heads(",".join(str(h) for h in z["heads"]), f"{path}: heads") if "heads" in z
+                   else None}
     except (KeyError, ValueError, OSError, EOFError) as exc:
         raise ValueError(f"{path}: not a score file written by test_models.py --save_scores ({exc})") from None
     if out["scores"].ndim != 3 or not len(out["scores"]) == len(out["labels"]) == len(out["video_ids"]):
@@ -113,15 +125,39 @@ def align_to(reference_ids, video_ids, array, what):
 ECE_BINS = 15   # the multimodal-distillation paper's (and Guo et al.'s temperature-scaling code's) bin count
 
 
-def score_probabilities(scores, coeffs, averaged):
+def score_probabilities(scores, coeffs, averaged, heads=None):
     """Fused video scores (fused_scores) -> class probabilities (N, C): the softmax of the fused logits, or,
     when the models' scores already were probabilities (averaged: --softmax / --view_softmax), their
-    coefficient-weighted mean. What predict.py prints and what calibration() measures."""
+    coefficient-weighted mean. What predict.py prints and what calibration() measures. heads: per head,
+    side by side (ops/heads.py)."""
     scores = np.asarray(scores, dtype=np.float64)
+    if heads:
+        ends = np.cumsum([size for _, size in heads])[:-1]
+        return np.concatenate([score_probabilities(part, coeffs, averaged)
+                               for part in np.split(scores, ends, axis=1)], axis=1)
     if averaged:
         return scores / sum(coeffs)
     e = np.exp(scores - scores.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
+
+
+def add_calibration(res, scores, labels, coeffs, averaged, heads=None):
+    """ECE of fused scores, put into metrics()/head_metrics() results: res['ece'] for one head,
+    res['heads'][name]['ece'] per head. -> {head name, or None for a single head: calibration() result};
+    {} when a coefficient is <= 0 (the fused scores are then no probabilities)."""
+    if min(coeffs) <= 0:
+        return {}
+    probs = score_probabilities(scores, coeffs, averaged, heads)
+    if not heads:
+        cal = calibration(probs, labels)
+        res["ece"] = cal["ece"]
+        return {None: cal}
+    ends = np.cumsum([size for _, size in heads])[:-1]
+    cals = {}
+    for (name, _), part, y in zip(heads, np.split(probs, ends, axis=1), np.asarray(labels).reshape(len(probs), -1).T):
+        cals[name] = calibration(part, y)
+        res["heads"][name]["ece"] = cals[name]["ece"]
+    return cals
 
 
 def calibration(probs, labels, n_bins=ECE_BINS):

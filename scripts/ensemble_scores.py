@@ -12,8 +12,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from ops.scores import align_to, calibration, format_metrics, fused_scores, load_scores  # noqa: E402
-from ops.scores import metrics, score_probabilities  # noqa: E402
+from ops.scores import add_calibration, align_to, format_metrics, fused_scores, load_scores, metrics  # noqa: E402
+from ops.heads import head_metrics, heads_text, metrics_line, same_heads  # noqa: E402
 
 
 def get_parser():
@@ -45,8 +45,11 @@ def main(argv=None):
         parser.error(str(exc))
     ref = files[0]
     num_class = ref["scores"].shape[2]
+    heads = ref["heads"]             # multi-head score files: fused and reported per head
     per_model = []
     for path, f, c in zip(args.scores, files, coeffs):
+        if not same_heads(f["heads"], heads):
+            parser.error(f"{path} has the heads {heads_text(f['heads'])}, {args.scores[0]} has {heads_text(heads)}")
         if f["scores"].shape[2] != num_class:
             parser.error(f"{path} has {f['scores'].shape[2]} classes, {args.scores[0]} has {num_class}")
         try:
@@ -59,11 +62,16 @@ def main(argv=None):
         print(f"{os.path.basename(path)} (coeff {c:g}): {f['protocol']}")
     if args.num_class is not None and args.num_class < num_class:
         parser.error(f"--num_class {args.num_class} is smaller than the score files' {num_class} classes")
-    fused = fused_scores(per_model, coeffs, softmax=args.softmax, view_softmax=args.view_softmax)
+    fused = fused_scores(per_model, coeffs, softmax=args.softmax, view_softmax=args.view_softmax, heads=heads)
+    if heads:
+        if args.num_class is not None:
+            parser.error(f"--num_class does not apply to multi-head score files (heads {heads_text(heads)})")
+        res, _ = head_metrics(fused, ref["labels"], heads, metrics)
+        add_calibration(res, fused, ref["labels"], coeffs, args.softmax or args.view_softmax, heads)
+        print(f"Overall {metrics_line(res, heads)}  ({res['num_videos']:,} videos)")
+        return res
     res, _ = metrics(fused, ref["labels"], args.num_class or num_class)
-    if min(coeffs) > 0:
-        probs = score_probabilities(fused, coeffs, args.softmax or args.view_softmax)
-        res["ece"] = calibration(probs, ref["labels"])["ece"]
+    add_calibration(res, fused, ref["labels"], coeffs, args.softmax or args.view_softmax)
     print(f"Overall {format_metrics(res)}  ({res['num_videos']:,} videos)")
     return res
 

@@ -283,7 +283,8 @@ def test_workers_give_same_samples_and_share_failure_count(frames_dataset):
 
 # ---- registry ------------------------------------------------------------------------------------------
 def test_registry_and_resolve(tmp_path):
-    assert set(DATASETS) == {'ucf101', 'hmdb51', 'something', 'somethingv2', 'jester', 'kinetics', 'toy'}
+    assert set(DATASETS) == {'ucf101', 'hmdb51', 'something', 'somethingv2', 'jester', 'kinetics', 'toy',
+                             'epic100', 'epic55'}
     info = resolve_dataset('hmdb51', 'Flow', data_root='/d')
     assert (info.num_class, info.image_tmpl, info.flip) == (51, 'flow_{}_{:05d}.jpg', True)
     assert info.train_list == '/d/HMDB51/splits/hmdb51_flow_train_split_1.txt'
@@ -299,7 +300,7 @@ def test_registry_and_resolve(tmp_path):
     assert video.val_list.endswith('val_video.txt') and video.root_path.endswith('toy/videos')
     own = resolve_dataset('mine', 'RGB', root_path='r', train_list='t', val_list='v', num_class=7)
     assert (own.num_class, own.image_tmpl, own.data_format) == (7, 'img_{:05d}.jpg', 'frames')
-    with pytest.raises(ValueError, match=r'not registered \(registered: hmdb51, jester.*--val_list'):
+    with pytest.raises(ValueError, match=r'not registered \(registered: epic100, epic55, hmdb51, jester.*--val_list'):
         resolve_dataset('mine', 'RGB', root_path='r', train_list='t', num_class=7)
     with pytest.raises(FileNotFoundError, match='--category_file'):
         resolve_dataset('jester', 'RGB', data_root=str(tmp_path))
