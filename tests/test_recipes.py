@@ -10,6 +10,9 @@ import pytest
 from opts import get_test_parser, get_train_parser
 from conftest import REPO
 
+# Options that recipes already use while the branch adding them is merged (issue 25): a script using one is
+# skipped, naming it, once every other option checks out. The lead empties this after the merge.
+PENDING_OPTIONS = {"--heads": "multi-head labels (issue 25 item 2, branch multihead)"}
 SCRIPTS = sorted(glob.glob(os.path.join(REPO, "scripts", "*.sh")) + glob.glob(os.path.join(REPO, "scripts", "*.sbatch")))
 
 
@@ -26,7 +29,9 @@ def _commands(text):
 
 def test_every_launcher_script_is_found():
     names = {os.path.basename(p) for p in SCRIPTS}
-    assert {"train_tin_sthv2.sh", "train_msn_sthv1.sh", "train_ila_k400.sh", "mml_slurm.sbatch"} <= names
+    assert {"train_tin_sthv2.sh", "train_msn_sthv1.sh", "train_ila_k400.sh", "mml_slurm.sbatch",
+            "train_md_something_teacher.sh", "train_md_something_student.sh", "train_md_epic_teacher.sh",
+            "train_md_epic_student.sh"} <= names
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=os.path.basename)
@@ -36,9 +41,15 @@ def test_script_options_exist_and_bash_parses_it(path):
              "test_models.py": set(get_test_parser()._option_string_actions)}
     with open(path) as f:
         calls = _commands(f.read())
+    pending = set()
     for entry, options in calls:
         unknown = options - known[entry] - {"--nproc_per_node", "--standalone", "--nnodes"}
+        pending |= unknown & set(PENDING_OPTIONS)
+        unknown -= set(PENDING_OPTIONS)
         assert not unknown, f"{os.path.basename(path)}: {entry} has no option {sorted(unknown)}"
+    if pending:
+        pytest.skip(f"{os.path.basename(path)} uses options not merged yet: "
+                    + ", ".join(f"{o} ({PENDING_OPTIONS[o]})" for o in sorted(pending)))
 
 
 def test_option_extraction_sees_continuation_lines(tmp_path):
