@@ -146,7 +146,8 @@ def save_checkpoint_keep_previous(state, path, previous):
 def read_state_dict(path):
     """The state dict inside a checkpoint file (or the file itself when it is a bare state dict)."""
     ckpt = load_checkpoint(path)
-    sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    # 'model': the wrapper of the released (2D) Swin Transformer files
+    sd = ckpt.get('state_dict', ckpt.get('model', ckpt)) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f'{path}: no state dict of tensors found (top-level keys: {list(ckpt)[:10]})')
     return strip_prefixes(sd)
@@ -517,9 +518,12 @@ def convert_videoswin_state_dict(state_dict, own=None):
     shapes are checked against it); None: every key with a rule is kept, unchecked.
 
     Report: 'layout' ('torchvision' or 'videoswin'), 'mapped' [(file key, model key)], 'dropped'
-    [(file key, reason)]. ``relative_position_index`` buffers are a function of the window size: a file
-    without them gets the model's. A relative-position table of another window size, or a 2D (image)
-    patch-embedding kernel, raises naming the shapes. The classifier comes out as ``head.*``.
+    [(file key, reason)], 'inflated' [(model key, how)]. ``relative_position_index`` buffers are a
+    function of the window size: a file without them (or with a 2D window's) gets the model's. A 2D
+    (ImageNet) Swin is inflated as Video Swin's ``inflate_weights`` does: the patch kernel repeated over
+    the temporal patch size and divided by it, each relative-position table repeated over the 2*Wd-1
+    temporal offsets (same spatial window only). A table of another window size raises naming the shapes.
+    The classifier comes out as ``head.*``.
     """
     src = strip_prefixes(state_dict)
     layout = 'torchvision' if any(k.startswith('features.') for k in src) else 'videoswin'
@@ -539,6 +543,7 @@ def convert_videoswin_state_dict(state_dict, own=None):
         report['mapped'].append((original, target))
     if own is None:
         return out, report
+    report['inflated'] = _inflate_2d_swin(out, own)
     _check_videoswin_shapes(out, own)
     for key in own:
         if key.endswith('.relative_position_index') and key not in out:
@@ -547,12 +552,28 @@ def convert_videoswin_state_dict(state_dict, own=None):
     return out, report
 
 
+def _inflate_2d_swin(converted, own):
+    """2D Swin tensors of ``converted`` made 3D in place (see convert_videoswin_state_dict) -> [(key, how)]."""
+    conv, own_conv = converted.get('patch_embed.proj.weight'), own['patch_embed.proj.weight']
+    if conv is None or conv.dim() != 4 or own_conv.dim() != 5:
+        return []
+    depth = own_conv.shape[2]                            # temporal patch size
+    converted['patch_embed.proj.weight'] = conv.unsqueeze(2).repeat(1, 1, depth, 1, 1) / depth
+    inflated = [('patch_embed.proj.weight', f'{tuple(conv.shape)} repeated {depth}x in time, / {depth}')]
+    for key in [k for k in converted if k.endswith('.relative_position_bias_table')]:
+        table, rows = converted[key], own[key].shape[0]
+        if rows % table.shape[0] == 0 and table.shape[0] < rows:
+            # 3D index = d * (2Wh-1)(2Ww-1) + h * (2Ww-1) + w: the 2D table once per temporal offset d
+            converted[key] = table.repeat(rows // table.shape[0], 1)
+            inflated.append((key, f'{tuple(table.shape)} repeated {rows // table.shape[0]}x'))
+    for key in [k for k in converted if k.endswith('.relative_position_index')]:
+        if converted[key].shape != own[key].shape:     # the 2D window's: recomputed for the 3D window
+            converted[key] = own[key]
+            inflated.append((key, "the model's (3D window)"))
+    return inflated
+
+
 def _check_videoswin_shapes(converted, own):
-    conv = converted.get('patch_embed.proj.weight')
-    if conv is not None and conv.dim() == 4:
-        raise ValueError(f'patch_embed.proj.weight has shape {tuple(conv.shape)}: a 2D (image) Swin. Inflating '
-                         'ImageNet Swin weights to 3D is not supported; start from a Kinetics Video Swin file '
-                         '(torchvision swin3d_* or Video Swin *_patch244_window877_*)')
     for key, value in converted.items():
         if key in own and value.shape != own[key].shape:
             what = ' (another attention window: the model uses 8x7x7, whose table has 15*13*13 = 2535 rows)' \

@@ -150,13 +150,37 @@ def test_report_names_every_key_and_fills_missing_index_buffers():
     assert set(out) == set(own) | {'head.weight', 'head.bias'}
 
 
+def test_2d_imagenet_swin_is_inflated_as_video_swin_does(tmp_path):
+    # The released 2D Swin layout: {'model': ...}, no 'backbone.' prefix, 4-D patch kernel, (2*7-1)^2-row
+    # tables, 49 x 49 index buffers, attn_mask buffers and a 1000-class 'head'.
+    torch.manual_seed(0)
+    state = {original_key(k)[len('backbone.'):]: v.float() for k, v in torchvision_model().state_dict().items()
+             if not k.startswith('head.')}
+    kernel = torch.randn(16, 3, 4, 4)
+    state['patch_embed.proj.weight'] = kernel
+    tables = {k: torch.randn(169, v.shape[1]) for k, v in state.items() if k.endswith('bias_table')}
+    state.update(tables)
+    state.update({k: torch.zeros(49, 49, dtype=torch.long) for k in state if k.endswith('position_index')})
+    state['layers.0.blocks.1.attn_mask'] = torch.zeros(64, 49, 49)
+    state['head.weight'] = torch.zeros(1000, 128)
+    torch.save({'model': state}, tmp_path / 'swin_2d.pth')
+    net = archs.create_backbone('swin3d_toy', pretrain=str(tmp_path / 'swin_2d.pth')).eval()
+    assert torch.equal(net.patch_embed.proj.weight, torch.stack([kernel / 2] * 2, dim=2))
+    table = net.features[0][1].attn.relative_position_bias_table
+    assert torch.equal(table, tables['layers.0.blocks.1.attn.relative_position_bias_table'].repeat(15, 1))
+    assert torch.equal(net.features[0][1].attn.relative_position_index,
+                       Swin3DBackbone(**TOY).features[0][1].attn.relative_position_index)
+    # A static clip embeds as the 2D kernel on its frame.
+    frame = torch.randn(1, 3, 8, 8)
+    clip = frame.unsqueeze(2).expand(1, 3, 2, 8, 8)
+    assert torch.allclose(net.patch_embed.proj(clip)[:, :, 0], torch.nn.functional.conv2d(
+        frame, kernel, net.patch_embed.proj.bias, stride=4), atol=1e-5)
+
+
 def test_bad_files_are_refused_naming_the_shapes(tmp_path):
     ref = torchvision_model()
     own = Swin3DBackbone(**TOY).state_dict()
     state = {original_key(k): v for k, v in ref.state_dict().items()}
-    two_d = dict(state, **{'backbone.patch_embed.proj.weight': torch.zeros(16, 3, 4, 4)})
-    with pytest.raises(ValueError, match=r'\(16, 3, 4, 4\): a 2D \(image\) Swin'):
-        convert_videoswin_state_dict(two_d, own)
     # Video Swin-B on Something-Something v2 uses window 16x7x7: a (31*13*13, heads) table.
     window = dict(state, **{'backbone.layers.0.blocks.0.attn.relative_position_bias_table': torch.zeros(5239, 1)})
     with pytest.raises(ValueError, match=r'file \(5239, 1\) vs model \(2535, 1\) \(another attention window'):
