@@ -275,6 +275,8 @@ def build_model(args):
 def model_label(args):
     if args.plain:
         return f'torchvision {args.arch} ({args.num_segments} frames/clip)'
+    if BACKBONES[args.arch].video:                 # ILA, Video Swin: the backbone is the whole model
+        return f'{args.arch} {args.modality}'
     tm = 'tsm' if args.shift else (args.temporal_module or 'tsn')
     return f'{tm.upper()} {args.arch} {args.modality}'
 

@@ -229,17 +229,24 @@ def test_recipe_defaults_from_the_registry(tiny_toy):
 
 
 @pytest.mark.slow
-def test_tiny_swin_trains_through_main_and_evaluates_through_test_models(tiny_toy, run_cli, tmp_path):
-    run_cli(['main.py', 'toy', 'RGB', '--data_root', tiny_toy, '--root_model', str(tmp_path / 'ckpt'),
-             '--root_log', str(tmp_path / 'log'), '--arch', 'swin3d_toy', '--num_segments', '4',
-             '--input_size', '32', '--batch-size', '8', '-j', '0', '--no_progress', '--epochs', '1',
-             '--max_steps_per_epoch', '2', '--amp', 'off'], cwd=tmp_path)
-    (d,) = list((tmp_path / 'ckpt').iterdir())
-    ckpt = load_checkpoint(str(d / 'ckpt.best.pth.tar'))
-    assert ckpt['config']['base_model'] == 'swin3d_toy' and ckpt['config']['new_length'] == 1
+def test_swin_flow_teacher_distils_into_an_rgb_swin_student_through_main_and_test_models(tiny_toy, run_cli,
+                                                                                        tmp_path):
+    # The paper's setup at toy size: a Flow Swin teacher ((x, y, 0) input), then an RGB Swin student
+    # taught by it through main.py --distill_from; both evaluated by test_models.py from their checkpoints.
+    common = ['--data_root', tiny_toy, '--root_model', str(tmp_path / 'ckpt'), '--root_log', str(tmp_path / 'log'),
+              '--arch', 'swin3d_toy', '--num_segments', '4', '--input_size', '32', '--batch-size', '8', '-j', '0',
+              '--no_progress', '--epochs', '1', '--max_steps_per_epoch', '2', '--amp', 'off']
+    run_cli(['main.py', 'toy', 'Flow', *common, '--run_name', 'flow'], cwd=tmp_path)
+    teacher = tmp_path / 'ckpt' / 'flow' / 'ckpt.best.pth.tar'
+    config = load_checkpoint(str(teacher))['config']
+    assert (config['base_model'], config['modality'], config['new_length']) == ('swin3d_toy', 'Flow', 1)
+    run_cli(['main.py', 'toy', 'RGB', *common, '--run_name', 'student', '--distill_from', str(teacher)],
+            cwd=tmp_path)
+    d = tmp_path / 'ckpt' / 'student'
     args = json.loads((d / 'args.json').read_text())
-    assert (args['optimizer'], args['param_groups']) == ('adamw', 'tsm')   # the toy registry keeps its dropout
-    run_cli(['test_models.py', 'toy', '--weights', str(d / 'ckpt.best.pth.tar'), '--data_root', tiny_toy,
-             '--no_progress', '-j', '0', '--output_dir', str(tmp_path / 'ev')], cwd=tmp_path)
-    summary = json.loads((tmp_path / 'ev' / 'summary.json').read_text())
-    assert summary['protocol'][0].startswith('4 frames x 1 crop x 1 clip')
+    assert (args['optimizer'], args['distill_from'], args['gt_weight']) == ('adamw', str(teacher), 0.0)
+    for name, weights in (('teacher', teacher), ('student', d / 'ckpt.best.pth.tar')):
+        run_cli(['test_models.py', 'toy', '--weights', str(weights), '--data_root', tiny_toy, '--no_progress',
+                 '-j', '0', '--output_dir', str(tmp_path / name)], cwd=tmp_path)
+        summary = json.loads((tmp_path / name / 'summary.json').read_text())
+        assert summary['protocol'][0].startswith('4 frames x 1 crop x 1 clip')
