@@ -174,6 +174,8 @@ def swin3d_arch(state_dict):
         if m and int(m[1]) // 2 < 4:
             depths[int(m[1]) // 2] += 1
             heads[int(m[1]) // 2] = value.shape[1]
+    if 'patch_embed.proj.weight' not in state_dict:
+        raise ValueError('no patch_embed.proj.weight (backbone.patch_embed.proj.weight): not a Video Swin file')
     found = dict(embed_dim=state_dict['patch_embed.proj.weight'].shape[0], depths=tuple(depths),
                  num_heads=tuple(heads))
     for name, config in SWIN3D_CONFIGS.items():

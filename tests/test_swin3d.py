@@ -111,6 +111,8 @@ def test_original_layout_round_trip_gives_torchvision_logits(tmp_path, capsys):
     n = len(ref.state_dict())
     assert out.count('mapped  ') == n and f'swin3d_toy, 5 classes, 4 segments, RGB; {n} mapped' in out
     assert 'mapped  backbone.layers.1.downsample.reduction.weight -> base_model.features.3.reduction.weight' in out
+    assert cc.main(['videoswin', str(tmp_path / 'ours.pth.tar'), str(tmp_path / 'x.pth.tar')]) == 1
+    assert 'not a Video Swin file' in capsys.readouterr().err      # our own layout is not a source
     model = load_model(str(tmp_path / 'ours.pth.tar'))[0]
     model = model.double().eval()
     x = torch.randn(2, 3, 4, 32, 32, dtype=torch.float64)            # (B, C, T, H, W)
