@@ -21,8 +21,8 @@ Measured on this project's 2-core AMD EPYC VM (AVX-512 BF16), torch 2.14, 2 thre
 channels_last 1.35 s/step (1.48 clips/s, 290 GFLOP/s = 72 % of the measured 404 GFLOP/s bf16 matmul rate);
 plain torchvision ResNet-50 on the same 16 frames 1.46 s. FLOPs here are 2 x MACs for model and matmul alike.
 Video Swin-T on the same input (`train --arch swin3d_t --threads 2`): 39.4 GFLOP forward per clip vs TSM-R50's
-65.4; 11.7 vs 12.1 CPU-seconds per fp32 step, measured one after the other on the shared machine at load 10-20
-(wall times 74 s vs 39 s there are not comparable to the idle figures above).
+65.4; 10.9 vs 11.6 CPU-seconds per fp32 step (medians of three pairs run one after the other on the shared
+machine at load 10-20; wall-time medians 35 s vs 38 s there are not comparable to the idle figures above).
 """
 import argparse
 import datetime
