@@ -23,6 +23,7 @@ import torchvision
 
 from archs import bn_inception
 from archs.ila import CLIP_CONFIGS, ILA_ARCHS
+from archs.swin3d import SWIN3D_ARCHS
 from ops.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
@@ -173,14 +174,15 @@ class Normalization:
 class Backbone:
     """One registry entry: the constructor and the traits callers would otherwise guess from the name."""
     build: Callable
-    family: str                       # 'resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn' or 'ila'
+    family: str                       # 'resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn', 'ila' or 'swin3d'
     shift_places: tuple = ()          # where TSN can insert the temporal shift (ops/temporal_modules.py)
     tin: bool = False                 # TIN can be inserted
     non_local: bool = False           # non-local blocks can be inserted (ResNet layer2/layer3)
     temporal_pool: bool = False       # temporal pooling can be inserted (before ResNet layer2)
     motion_variants: tuple = ()       # ((temporal module, registry name), ...): MSN/TDN built on this ResNet
     motion_module: Optional[str] = None  # 'msn'/'tdn': the whole-network motion model this backbone is
-    video: bool = False               # takes the whole clip (B, T, 3, H, W) -> (B, feature_dim) (ILA)
+    video: bool = False               # takes the whole clip (B, T, 3, H, W) -> (B, feature_dim) (ILA, Swin)
+    video_modalities: tuple = ('RGB',)  # a video backbone's modalities (Swin: Flow as (B, T, 2, H, W) too)
     kwargs: tuple = ()                # keywords of TSN's backbone_kwargs it takes
     weight_kwargs: tuple = ()         # those naming weight files (not read when a checkpoint has the weights)
     recipe: tuple = ()                # ((option, value), ...): training defaults over the generic ones (opts.py)
@@ -225,6 +227,20 @@ def _ila_entry(name):
                     input_size=CLIP_CONFIGS[name[len('ila_'):]]['input_resolution'])
 
 
+# The multimodal-distillation recipe (Radevski et al., 2023, configs/something-video.yaml): AdamW, lr 1e-4,
+# weight decay 0.02 (the Video Swin paper's), gradient norm clipped at 5, a plain linear head (no dropout).
+_SWIN3D_RECIPE = (('pretrain', 'none'), ('no_partialbn', True), ('optimizer', 'adamw'), ('lr', 1e-4),
+                  ('weight_decay', 0.02), ('clip_gradient', 5.0), ('dropout', 0.0))
+
+
+def _swin3d_entry(name):
+    # Kinetics normalisation of torchvision's swin3d weights and of Video Swin's img_norm_cfg
+    # (mean 123.675/116.28/103.53, std 58.395/57.12/57.375 on 0-255): the ImageNet constants.
+    return Backbone(SWIN3D_ARCHS[name], 'swin3d', video=True, video_modalities=('RGB', 'Flow'),
+                    recipe=_SWIN3D_RECIPE, recipe_over_dataset=('pretrain', 'no_partialbn', 'optimizer'),
+                    input_size=224)
+
+
 BACKBONES = {
     'resnet18': _resnet_entry(18),
     'resnet34': _resnet_entry(34),
@@ -250,6 +266,11 @@ BACKBONES = {
     'ila_vit_b16': _ila_entry('ila_vit_b16'),
     'ila_vit_l14': _ila_entry('ila_vit_l14'),
     'ila_vit_l14_336': _ila_entry('ila_vit_l14_336'),
+    # Video Swin Transformers (archs/swin3d.py); swin3d_toy is a small one for tests and toy runs.
+    'swin3d_t': _swin3d_entry('swin3d_t'),
+    'swin3d_s': _swin3d_entry('swin3d_s'),
+    'swin3d_b': _swin3d_entry('swin3d_b'),
+    'swin3d_toy': _swin3d_entry('swin3d_toy'),
 }
 
 
@@ -271,6 +292,6 @@ def create_backbone(name, pretrain='imagenet', **kwargs):
     norm = entry.norm
     model.input_mean, model.input_std = list(norm.mean), list(norm.std)
     model.flow_mean, model.input_space, model.input_range = norm.flow_mean, norm.space, norm.range
-    if not hasattr(model, 'last_layer_name'):      # MSN/TDN: the ResNet's fc; ILA: none (TSN adds new_fc)
+    if not hasattr(model, 'last_layer_name'):      # MSN/TDN: the ResNet's fc; ILA, Swin: none (TSN adds new_fc)
         model.last_layer_name = 'fc'
     return model

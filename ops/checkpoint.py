@@ -203,7 +203,8 @@ def save_checkpoint_keep_previous(state, path, previous):
 def read_state_dict(path):
     """The state dict inside a checkpoint file (or the file itself when it is a bare state dict)."""
     ckpt = load_checkpoint(path)
-    sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    # 'model': the wrapper of the released (2D) Swin Transformer files
+    sd = ckpt.get('state_dict', ckpt.get('model', ckpt)) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f'{path}: no state dict of tensors found (top-level keys: {list(ckpt)[:10]})')
     return strip_prefixes(sd)
@@ -362,8 +363,10 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
             report['renamed'] += 1
         mapped[target] = v
 
-    # First conv: convert between modalities / frame counts by channel mean.
-    conv_key = 'base_model.' + first_conv_name(model.base_model) + '.weight'
+    # First conv: convert between modalities / frame counts by channel mean. Video backbones keep theirs
+    # (ILA takes RGB only; Swin gives Flow to its 3-channel patch embedding as (x, y, 0)).
+    video = getattr(model, 'is_video_model', False)
+    conv_key = None if video else 'base_model.' + first_conv_name(model.base_model) + '.weight'
     if conv_key in mapped:
         w_src, w_own = mapped[conv_key], own[conv_key]
         from_mod = src_modality or infer_modality(w_src.shape[1])
@@ -602,3 +605,99 @@ def checkpoint_class_names(ckpt):
     if not names and isinstance(data, dict):
         names = data.get('categories')
     return names or None
+
+
+# ---------------------------------------------------------------------- Video Swin (archs/swin3d.py)
+# Original Video Swin (SwinTransformer/Video-Swin-Transformer, mmaction 0.x) and mmaction2 1.x key layout
+# -> torchvision's SwinTransformer3d: stage i's blocks are features.{2i}, its patch merging features.{2i+1}.
+_VIDEOSWIN_RULES = (
+    (re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.(.+)$'), lambda m: f'features.{2 * int(m[1])}.{m[2]}.{m[3]}'),
+    (re.compile(r'^layers\.(\d+)\.downsample\.(.+)$'), lambda m: f'features.{2 * int(m[1]) + 1}.{m[2]}'),
+    (re.compile(r'^(patch_embed\.(?:proj|norm)\.\w+)$'), lambda m: m[1]),
+    (re.compile(r'^norm3?\.(weight|bias)$'), lambda m: f'norm.{m[1]}'),  # mmaction2 1.x: norm3 (out index 3)
+    (re.compile(r'^cls_head\.fc_cls\.(weight|bias)$'), lambda m: f'head.{m[1]}'),
+)
+_VIDEOSWIN_MLP = {'.mlp.fc1.': '.mlp.0.', '.mlp.fc2.': '.mlp.3.'}
+_VIDEOSWIN_DROPPED = ((re.compile(r'^data_preprocessor\.'), 'input normalisation buffers (the model normalises)'),)
+
+
+def videoswin_key(key):
+    """Key of the original Video Swin / mmaction layout (``backbone.`` already removed, or ``cls_head.``)
+    -> torchvision's SwinTransformer3d key; None when no rule covers it."""
+    for pattern, target in _VIDEOSWIN_RULES:
+        m = pattern.match(key)
+        if m:
+            out = target(m)
+            for old, new in _VIDEOSWIN_MLP.items():
+                out = out.replace(old, new)
+            return out
+    return None
+
+
+def convert_videoswin_state_dict(state_dict, own=None):
+    """A Video Swin state dict in torchvision's layout or the original / mmaction one -> (state dict in
+    torchvision's layout, report). ``own``: the target model's state dict (keys it lacks are dropped,
+    shapes are checked against it); None: every key with a rule is kept, unchecked.
+
+    Report: 'layout' ('torchvision' or 'videoswin'), 'mapped' [(file key, model key)], 'dropped'
+    [(file key, reason)], 'inflated' [(model key, how)]. ``relative_position_index`` buffers are a
+    function of the window size: a file without them (or with a 2D window's) gets the model's. A 2D
+    (ImageNet) Swin is inflated as Video Swin's ``inflate_weights`` does: the patch kernel repeated over
+    the temporal patch size and divided by it, each relative-position table repeated over the 2*Wd-1
+    temporal offsets (same spatial window only). A table of another window size raises naming the shapes.
+    The classifier comes out as ``head.*``.
+    """
+    src = strip_prefixes(state_dict)
+    layout = 'torchvision' if any(k.startswith('features.') for k in src) else 'videoswin'
+    out, report = {}, {'layout': layout, 'mapped': [], 'dropped': []}
+    for original, (key, value) in zip(state_dict, src.items()):
+        reason = next((why for pattern, why in _VIDEOSWIN_DROPPED if pattern.search(key)), None)
+        if layout == 'torchvision':
+            target = key
+        else:
+            target = videoswin_key(key[len('backbone.'):] if key.startswith('backbone.') else key)
+        if own is not None and target is not None and target not in own and not target.startswith('head.'):
+            target = None
+        if reason or target is None:
+            report['dropped'].append((original, reason or 'no rule for this key (not part of the Swin backbone)'))
+            continue
+        out[target] = value
+        report['mapped'].append((original, target))
+    if own is None:
+        return out, report
+    report['inflated'] = _inflate_2d_swin(out, own)
+    _check_videoswin_shapes(out, own)
+    for key in own:
+        if key.endswith('.relative_position_index') and key not in out:
+            out[key] = own[key]
+            report['mapped'].append(('(model)', key))
+    return out, report
+
+
+def _inflate_2d_swin(converted, own):
+    """2D Swin tensors of ``converted`` made 3D in place (see convert_videoswin_state_dict) -> [(key, how)]."""
+    conv, own_conv = converted.get('patch_embed.proj.weight'), own['patch_embed.proj.weight']
+    if conv is None or conv.dim() != 4 or own_conv.dim() != 5:
+        return []
+    depth = own_conv.shape[2]                            # temporal patch size
+    converted['patch_embed.proj.weight'] = conv.unsqueeze(2).repeat(1, 1, depth, 1, 1) / depth
+    inflated = [('patch_embed.proj.weight', f'{tuple(conv.shape)} repeated {depth}x in time, / {depth}')]
+    for key in [k for k in converted if k.endswith('.relative_position_bias_table')]:
+        table, rows = converted[key], own[key].shape[0]
+        if rows % table.shape[0] == 0 and table.shape[0] < rows:
+            # 3D index = d * (2Wh-1)(2Ww-1) + h * (2Ww-1) + w: the 2D table once per temporal offset d
+            converted[key] = table.repeat(rows // table.shape[0], 1)
+            inflated.append((key, f'{tuple(table.shape)} repeated {rows // table.shape[0]}x'))
+    for key in [k for k in converted if k.endswith('.relative_position_index')]:
+        if converted[key].shape != own[key].shape:     # the 2D window's: recomputed for the 3D window
+            converted[key] = own[key]
+            inflated.append((key, "the model's (3D window)"))
+    return inflated
+
+
+def _check_videoswin_shapes(converted, own):
+    for key, value in converted.items():
+        if key in own and value.shape != own[key].shape:
+            what = ' (another attention window: the model uses 8x7x7, whose table has 15*13*13 = 2535 rows)' \
+                if key.endswith('relative_position_bias_table') else ''
+            raise ValueError(f'{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}{what}')

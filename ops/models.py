@@ -167,7 +167,9 @@ class TSN(nn.Module):
                              f'(it takes {list(traits.kwargs)})')
         self.is_video_model = traits.video
         if new_length is None:
-            new_length = 5 if temporal_module in MOTION_MODULES else default_new_length(modality)
+            # Video backbones take one frame per segment in every modality (Flow: its x, y pair).
+            new_length = 5 if temporal_module in MOTION_MODULES else 1 if traits.video else \
+                default_new_length(modality)
         self.new_length = new_length
         self._enable_pbn = partial_bn
 
@@ -182,8 +184,12 @@ class TSN(nn.Module):
             norm['mean'] or (0.0,), norm['std'] or (1.0,), norm['div'], self.input_channels)
         self._pixel_roll = norm['roll']
         feature_dim = self._prepare_head(num_class)
-        if modality != 'RGB':
-            if self.is_video_model or temporal_module in MOTION_MODULES:
+        if self.is_video_model and modality != 'RGB':
+            if modality not in traits.video_modalities or new_length != 1:
+                raise ValueError(f'{base_model} takes {", ".join(traits.video_modalities)} input with one frame '
+                                 f'per segment, got {modality} with new_length {new_length}')
+        elif modality != 'RGB':
+            if temporal_module in MOTION_MODULES:
                 raise ValueError(f'{base_model} with temporal_module={temporal_module} takes RGB input only')
             # Flow: 2L channels, RGBDiff: 3L difference channels, kernel = RGB channel mean.
             replace_first_conv(self.base_model, CHANNELS[modality] * new_length)
@@ -216,18 +222,17 @@ class TSN(nn.Module):
 
     def _prepare_head(self, num_class):
         net = self.base_model
-        if self.is_video_model:
+        if self.is_video_model:                      # new_fc on the pooled features; dropout 0: none
             feature_dim = net.feature_dim
-        else:
+            self.head_dropout = nn.Dropout(p=self.dropout) if self.dropout > 0 else nn.Identity()
+            self.new_fc = classifier(feature_dim, num_class, self.heads)
+        elif self.dropout > 0:
             feature_dim = getattr(net, net.last_layer_name).in_features
-        if self.dropout > 0:
-            if not self.is_video_model:
-                setattr(net, net.last_layer_name, nn.Dropout(p=self.dropout))
-            self.head_dropout = nn.Dropout(p=self.dropout) if self.is_video_model else None
+            setattr(net, net.last_layer_name, nn.Dropout(p=self.dropout))
+            self.head_dropout = None
             self.new_fc = classifier(feature_dim, num_class, self.heads)
         else:
-            if self.is_video_model:
-                raise ValueError('video backbones need dropout > 0 (the head is new_fc)')
+            feature_dim = getattr(net, net.last_layer_name).in_features
             self.head_dropout = None
             setattr(net, net.last_layer_name, classifier(feature_dim, num_class, self.heads))
             self.new_fc = None
@@ -340,7 +345,7 @@ class TSN(nn.Module):
         if self.modality == 'RGBDiff':
             x = self._get_diff(x)
         if self.is_video_model:
-            feats = self.base_model(x.reshape(b, self.num_segments, 3, h, w))  # (B, D)
+            feats = self.base_model(x.reshape(b, self.num_segments, -1, h, w))  # (B, D)
             return self.new_fc(self.head_dropout(feats))
         sample_len = CHANNELS[self.modality] * self.new_length
         out = self.base_model(x.reshape(-1, sample_len, h, w))  # (B*T', D) or (B*T', num_class)

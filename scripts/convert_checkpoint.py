@@ -26,6 +26,12 @@ TDN (MCG-NJU/TDN releases): `base_model.conv1_5.0|1` (S-TDM conv, BN) -> `short_
 have biases, this project's do not: each bias b is folded into the BatchNorm that follows the conv
 (running_mean - b), which is the same function in evaluation.
 
+Video Swin (`videoswin`: the original SwinTransformer/Video-Swin-Transformer releases, mmaction2 1.x, or
+torchvision's swin3d_* files): `backbone.layers.i.blocks.j` -> `base_model.features.{2i}.j` (`mlp.fc1|fc2`
+-> `mlp.0|3`), `backbone.layers.i.downsample` -> `base_model.features.{2i+1}`, `backbone.norm` (mmaction2
+1.x: `norm3`) -> `base_model.norm`, `cls_head.fc_cls` (torchvision: `head`) -> `new_fc`; the size
+(swin3d_t/s/b) is read from the tensors (ops.checkpoint.convert_videoswin_state_dict).
+
 The report lists every source key (mapped, folded or dropped); a tensor the model needs and the file
 does not have is an error. Nothing in a source file is executed (weights_only loading).
 """
@@ -38,12 +44,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from ops.checkpoint import infer_config_from_state_dict, load_checkpoint, load_weights, save_checkpoint, \
-    strip_prefixes  # noqa: E402
+from ops.checkpoint import convert_videoswin_state_dict, infer_config_from_state_dict, load_checkpoint, \
+    load_weights, save_checkpoint, strip_prefixes  # noqa: E402
 from ops.dataset_config import read_categories  # noqa: E402
 from ops.models import TSN  # noqa: E402
 
-SOURCES = ('mmaction2', 'tdn')
+SOURCES = ('mmaction2', 'tdn', 'videoswin')
 # Keys of the source that the model does not use, by source: (pattern, reason).
 DROPPED = {
     'mmaction2': [(r'^data_preprocessor\.', 'input normalisation buffers (this project: model.normalization())')],
@@ -223,6 +229,44 @@ def model_config(source, converted, num_segments, shift_div=None, tin_shift_div=
     return dict(keyword, non_local=cfg['non_local'])
 
 
+def swin3d_arch(state_dict):
+    """The archs.swin3d size whose embedding width, blocks per stage and heads a torchvision-layout state
+    dict has."""
+    from archs.swin3d import SWIN3D_CONFIGS
+    depths, heads = [0] * 4, [0] * 4
+    for key, value in state_dict.items():
+        m = re.match(r'features\.(\d+)\.\d+\.attn\.relative_position_bias_table$', key)
+        if m and int(m[1]) // 2 < 4:
+            depths[int(m[1]) // 2] += 1
+            heads[int(m[1]) // 2] = value.shape[1]
+    if 'patch_embed.proj.weight' not in state_dict:
+        raise ValueError('no patch_embed.proj.weight (backbone.patch_embed.proj.weight): not a Video Swin file')
+    found = dict(embed_dim=state_dict['patch_embed.proj.weight'].shape[0], depths=tuple(depths),
+                 num_heads=tuple(heads))
+    for name, config in SWIN3D_CONFIGS.items():
+        if config == found:
+            return name
+    raise ValueError(f'no swin3d size has embed_dim {found["embed_dim"]}, depths {found["depths"]}, heads '
+                     f'{found["num_heads"]} (known: {sorted(SWIN3D_CONFIGS)})')
+
+
+def _convert_videoswin(sd, num_segments):
+    """-> (this project's TSN state dict, report, TSN keywords) for a Video Swin file."""
+    from archs.swin3d import SWIN3D_ARCHS
+    arch = swin3d_arch(convert_videoswin_state_dict(sd)[0])
+    converted, report = convert_videoswin_state_dict(sd, SWIN3D_ARCHS[arch](pretrain='none').state_dict())
+    if 'head.weight' not in converted:
+        raise ValueError('no classification head (cls_head.fc_cls / head) in the file')
+
+    def ours(key):
+        return 'new_fc.' + key[len('head.'):] if key.startswith('head.') else 'base_model.' + key
+    report['mapped'] = [(src, ours(dst)) for src, dst in report['mapped']]
+    report['folded'] = []
+    config = dict(num_class=converted['head.weight'].shape[0], num_segments=num_segments, modality='RGB',
+                  base_model=arch, pretrain='none', dropout=0.0)
+    return {ours(k): v for k, v in converted.items()}, report, config
+
+
 def convert(source, in_path, out_path, num_segments=8, shift_div=None, tin_shift_div=None, class_names=None,
             non_local_mode=None):
     """Convert a file; returns (report, config). Raises ValueError / RuntimeError naming what is wrong."""
@@ -232,11 +276,14 @@ def convert(source, in_path, out_path, num_segments=8, shift_div=None, tin_shift
     sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f'{in_path}: no state dict of tensors (top-level keys {list(ckpt)[:8]})')
-    converted, report = convert_state_dict(source, sd)
-    if source == 'mmaction2':
-        tpool = any('.layer2.net.' in k for k in sd)
-        check_mmaction2_non_local(list(sd), non_local_mode or config_non_local_mode(ckpt), tpool)
-    config = model_config(source, converted, num_segments, shift_div, tin_shift_div)
+    if source == 'videoswin':
+        converted, report, config = _convert_videoswin(sd, num_segments)
+    else:
+        converted, report = convert_state_dict(source, sd)
+        if source == 'mmaction2':
+            tpool = any('.layer2.net.' in k for k in sd)
+            check_mmaction2_non_local(list(sd), non_local_mode or config_non_local_mode(ckpt), tpool)
+        config = model_config(source, converted, num_segments, shift_div, tin_shift_div)
     model = TSN(**config)
     own = model.state_dict()
     if non_local_places(converted) != non_local_places(own):

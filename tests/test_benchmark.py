@@ -28,7 +28,8 @@ def test_peak(run_cli, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('extra', [['--shift'], ['--plain', '--amp', 'bf16', '--channels_last']])
+@pytest.mark.parametrize('extra', [['--shift'], ['--plain', '--amp', 'bf16', '--channels_last'],
+                                   ['--arch', 'swin3d_toy']])
 def test_train(run_cli, tmp_path, extra):
     r = bench(run_cli, tmp_path, 'train', *TINY_MODEL, '--peak_size', '64', *extra)
     for key in ('ms_per_step', 'clips_per_s', 'achieved_gflops', 'gflops_per_clip_fwd', 'ratio_to_peak',

@@ -46,6 +46,12 @@ def test_golden_keys(arch, golden):
     assert _keys_with_shapes(model) == _golden(golden)
 
 
+def test_golden_keys_of_swin3d_t():
+    with torch.device('meta'):                      # keys and shapes only
+        model = TSN(174, 8, 'RGB', base_model='swin3d_t', pretrain='none')
+    assert _keys_with_shapes(model) == _golden('swin3d_t_174.txt')
+
+
 def test_ila_config_of_earlier_versions_still_loads(tmp_path, caplog):
     """Before backbone_kwargs, ILA's options were top-level TSN keywords of the saved config."""
     caplog.set_level('ERROR', logger='archs.ila')

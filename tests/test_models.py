@@ -37,6 +37,7 @@ MODEL_VARIANTS = (
     + _variant('msn-r18', ('RGB',), base_model='resnet18', temporal_module='msn')
     + _variant('tdn-r18', ('RGB',), base_model='resnet18', temporal_module='tdn')
     + _variant('ila-tiny', ('RGB',), base_model='ila_vit_tiny', input_size=H)
+    + _variant('swin3d-toy', ('RGB', 'Flow'), base_model='swin3d_toy', input_size=H)
 )
 
 T = 2
@@ -296,7 +297,7 @@ def test_ila_backbone_options():
     (dict(base_model='resnet18', is_shift=True), True), (dict(base_model='resnet18', non_local=True), True),
     (dict(base_model='resnet18', temporal_module='tin'), True),
     (dict(base_model='resnet18', temporal_module='msn'), True), (dict(base_model='tdn_resnet18'), True),
-    (dict(base_model='ila_vit_tiny', input_size=H), True),
+    (dict(base_model='ila_vit_tiny', input_size=H), True), (dict(base_model='swin3d_toy', input_size=H), True),
 ])
 def test_is_temporal_from_config_and_model(kw, temporal):
     model = _make('RGB', **kw)
@@ -307,7 +308,7 @@ def test_is_temporal_from_config_and_model(kw, temporal):
 
 def test_registry_traits_are_consistent():
     for name, entry in archs.BACKBONES.items():
-        assert entry.family in ('resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn', 'ila'), name
+        assert entry.family in ('resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn', 'ila', 'swin3d'), name
         assert set(entry.shift_places) <= set(SHIFT_PLACES)
         assert set(entry.temporal_modules) <= set(TEMPORAL_MODULES)
         for module, variant in entry.motion_variants:

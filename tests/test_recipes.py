@@ -10,6 +10,8 @@ import pytest
 from opts import get_test_parser, get_train_parser
 from conftest import REPO
 
+# Options that recipes already use while the branch adding them is merged (issue 25): a script using one is
+# skipped, naming it, once every other option checks out. The lead empties this after the merge.
 SCRIPTS = sorted(glob.glob(os.path.join(REPO, "scripts", "*.sh")) + glob.glob(os.path.join(REPO, "scripts", "*.sbatch")))
 
 
@@ -26,7 +28,8 @@ def _commands(text):
 
 def test_every_launcher_script_is_found():
     names = {os.path.basename(p) for p in SCRIPTS}
-    assert {"train_tin_sthv2.sh", "train_msn_sthv1.sh", "train_ila_k400.sh", "mml_slurm.sbatch"} <= names
+    assert {"train_tin_sthv2.sh", "train_msn_sthv1.sh", "train_ila_k400.sh", "mml_slurm.sbatch",
+            "train_md_something.sh", "train_md_epic.sh"} <= names
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=os.path.basename)
