@@ -177,7 +177,7 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
         dense_length=args.dense_length, dense_number=args.dense_number, seed=args.seed,
         strict=args.strict_data or not train, num_class=num_class, records=records[modality],
         aligned_num_frames=aligned_frames, aligned_new_lengths=aligned_lengths, aligned_position=position,
-        list_option="--train_list" if on_train else "--val_list")
+        list_option="--train_list" if on_train else "--val_list", audio=spec.audio)
 
 
 def make_distill_dataset(args, modality, records, specs, model, teachers, num_class, eval_transform=False):

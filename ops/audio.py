@@ -239,6 +239,17 @@ def load_waveform(path: str, sample_rate: int) -> torch.Tensor:
     return resample(waveform, rate, sample_rate)
 
 
+def write_wav(path: str, waveform, sample_rate: int) -> None:
+    """Float mono samples in [-1, 1] -> 16-bit PCM .wav (Python's wave module)."""
+    import wave
+    pcm = np.round(np.clip(np.asarray(waveform, dtype=np.float64), -1.0, 1.0) * 32767).astype('<i2')
+    with wave.open(path, 'wb') as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(int(sample_rate))
+        f.writeframes(pcm.tobytes())
+
+
 def has_audio_track(path: str) -> bool:
     """Whether a media file has an audio stream (header only, nothing decoded)."""
     import av

@@ -248,17 +248,6 @@ def soundtrack(label, num_frames, rng, fps=VIDEO_FPS, rate=AUDIO_RATE):
     return np.ascontiguousarray(wave[::-1]) if label % 2 == 1 else wave
 
 
-def write_wav(path, wave, rate=AUDIO_RATE):
-    """float [-1, 1] mono -> 16-bit PCM .wav (Python's wave module)."""
-    import wave as wavfile
-    pcm = np.round(np.clip(wave, -1.0, 1.0) * 32767).astype('<i2')
-    with wavfile.open(path, 'wb') as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(int(rate))
-        f.writeframes(pcm.tobytes())
-
-
 # ----------------------------------------------------------------------------------------------------
 # Writing
 
@@ -308,11 +297,13 @@ def _encode_audio(container, stream, samples, rate, chunk=1024):
 def _write_clip(job):
     """Render and write one clip (frames, flow, sound, video). Runs in a worker process."""
     import cv2
+
+    from ops.audio import write_wav   # not at the top: ops.audio -> ops.video_io -> ops.dataset_config -> here
     root, vid, label, n, size, seed_key = job
     clip, path, shape = _render(label, n, size, np.random.default_rng(seed_key))
     # its own stream (key ..., 3): the frames are those of a toy set without sound
     sound = soundtrack(label, n, np.random.default_rng((*seed_key[:3], 3)))
-    write_wav(os.path.join(root, 'audio', vid + '.wav'), sound)
+    write_wav(os.path.join(root, 'audio', vid + '.wav'), sound, AUDIO_RATE)
     quality = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
 
     def imwrite(path, image):
