@@ -1024,7 +1024,14 @@ def log_start(args, ctx, modality, data, loaders):
                     args.store_names[ctx.modality_index], modality, ctx.source, ctx.world_size,
                     ctx.num_modalities, ctx.num_replicas, ctx.device, loaders.batch, args.amp, args.channels_last,
                     len(loaders.train_set), len(loaders.val_set),
-                    backend_info(args.video_backend if data.spec.data_format == "video" else None))
+                    decoder_info(args, modality, data.spec.data_format))
+
+
+def decoder_info(args, modality, data_format):
+    """What decodes this rank's inputs, for the run log: Audio decodes soundtracks with PyAV (ops/audio.py)."""
+    if modality == "Audio" and data_format != "hdf5":
+        return backend_info("pyav") + " (audio)"
+    return backend_info(args.video_backend if data_format == "video" else None)
 
 
 def fit(args, ctx, trainer, loaders, num_class, log_dir):

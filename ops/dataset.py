@@ -302,6 +302,9 @@ class VideoDataSet(_SampleBookkeeping):
         for record in self.records:
             if self.data_format == 'hdf5':
                 ok = self.store.has(record.video_id)
+            elif self.data_format == 'frames':
+                # an audio file per video: its existence (opening every header would cost minutes on large sets)
+                ok = os.path.isfile(self.audio_source(record))
             else:
                 path = self.audio_source(record)
                 try:
