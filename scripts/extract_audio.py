@@ -23,8 +23,8 @@ import logging  # noqa: E402
 
 from ops.audio import load_waveform, write_wav  # noqa: E402
 from ops.video_io import video_info  # noqa: E402
-from scripts.extract_frames import (check_inputs, collect_inputs, finish_extraction, read_done, refuse,  # noqa: E402
-                                    run_parallel, settings_conflicts, video_id, write_done)
+from scripts.extract_frames import (add_video_inputs, finish_extraction, read_done, refuse_unfit,  # noqa: E402
+                                    run_parallel, settings_conflicts, video_items, write_done)
 
 AUDIO_SETTINGS = ('sample_rate',)
 
@@ -63,9 +63,7 @@ def get_args_parser():
     p = argparse.ArgumentParser(
         description='Decode video soundtracks into mono .wav files (resumable, parallel) and write a frames list.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--video_dir', help='folder of videos (searched recursively); the root of '
-                   '--video_list paths when a list is given')
-    p.add_argument('--video_list', help='list of videos, lines "path [label]" relative to --video_dir')
+    add_video_inputs(p)
     p.add_argument('--out_dir', required=True, help='root of the .wav files')
     p.add_argument('--sample_rate', type=int, default=24000, help='Hz of the written files (the Audio default)')
     p.add_argument('--workers', type=int, default=max(1, (os.cpu_count() or 2) // 2), help='worker processes')
@@ -83,18 +81,13 @@ def main(argv=None):
     if args.sample_rate < 1:
         parser.error(f'--sample_rate must be >= 1, got {args.sample_rate}')
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    items = collect_inputs(args.video_dir, args.video_list)
+    items = video_items(args)
     base = args.video_dir or ''
-    items = [(video_id(rel), rel, label) for rel, label in items]
     settings = dict(sample_rate=args.sample_rate)
     jobs = [dict(settings, src=os.path.join(base, rel), wav=os.path.join(args.out_dir, vid + '.wav'), vid=vid,
                  folder=os.path.join(args.out_dir, vid)) for vid, rel, _ in items]
-    errors = check_inputs(jobs)
-    if errors:
-        refuse(errors, 'inputs that cannot be extracted as given')
     conflicts = [line for job in jobs for line in settings_conflicts([_marker(job)[0]], settings, _marker(job)[1])]
-    if conflicts and not args.overwrite:
-        refuse(conflicts, 'finished files were made with other settings; --overwrite redoes them')
+    refuse_unfit(jobs, conflicts, args.overwrite, 'files')
     list_out = args.list_out or os.path.join(args.out_dir, 'audio_list.txt')
     return finish_extraction(run_parallel(extract_one, jobs, args.workers, 'audio'),
                              [(vid, label) for vid, _, label in items], list_out,
