@@ -334,23 +334,23 @@ class VideoDataSet(_SampleBookkeeping):
     def _open_audio(self, record: VideoRecord):
         # -> (num_frames, (waveform at the settings' rate, fps)): the whole track, decoded once per clip
         settings = self.audio
+        fps, num_frames = settings.fps, record.num_frames
         if self.data_format == 'hdf5':
+            where = f'{self.root_path}:{record.video_id}'
             samples, rate = self.store.read_audio(record.video_id, settings.sample_rate)
             waveform = resample(torch.from_numpy(samples), rate, settings.sample_rate)
-            return record.num_frames, (waveform, settings.fps)
-        path = self.audio_source(record)
-        fps = settings.fps
-        num_frames = record.num_frames
-        if self.data_format == 'video':
-            num_frames = video_info(path).num_frames
-            try:
-                _, own_fps = media_durations(path)
-            except Exception as err:   # PyAV's errors for a broken header
-                raise FrameReadError(f'cannot probe {path}: {err}') from err
-            fps = fps or own_fps
+        else:
+            where = self.audio_source(record)
+            if self.data_format == 'video':
+                num_frames = video_info(where).num_frames
+                try:
+                    fps = fps or media_durations(where)[1]
+                except Exception as err:   # PyAV's errors for a broken header
+                    raise FrameReadError(f'cannot probe {where}: {err}') from err
+            waveform = load_waveform(where, settings.sample_rate)
         if not fps:
-            raise FrameReadError(f'{path}: no frame rate to place the audio windows (give --audio_fps)')
-        return num_frames, (load_waveform(path, settings.sample_rate), fps)
+            raise FrameReadError(f'{where}: no frame rate to place the audio windows (give --audio_fps)')
+        return num_frames, (waveform, fps)
 
     @property
     def num_clips(self) -> int:

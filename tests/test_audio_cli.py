@@ -88,7 +88,6 @@ def test_rgb_audio_mutual_learning(tiny_toy, tmp_path):
     argv = [sys.executable, os.path.join(REPO, "main.py"), *_train(tiny_toy, tmp_path, "RGB,Audio")[1:],
             "--check_alignment", "--dist_timeout", "60"]
     wait_ranks(launch_ranks(argv, 2, tmp_path, "tcp", env={"PYTHONUNBUFFERED": "1"}), timeout=300)
-    runs = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    assert runs[0].startswith("TSM_toy_RGB_") and runs[0].endswith("_ML0")
-    assert runs[1].startswith("TSM_toy_Audio_") and runs[1].endswith("_ML1")
-    assert load_checkpoint(str(tmp_path / "ckpt" / runs[1] / "ckpt.pth.tar"))["config"]["modality"] == "Audio"
+    runs = {p.name[-3:]: p for p in (tmp_path / "ckpt").iterdir()}      # rank suffix -> run folder
+    assert runs["ML0"].name.startswith("TSM_toy_RGB_") and runs["ML1"].name.startswith("TSM_toy_Audio_")
+    assert load_checkpoint(str(runs["ML1"] / "ckpt.pth.tar"))["config"]["modality"] == "Audio"
