@@ -240,3 +240,25 @@ def test_check_data_reports_missing_and_short_audio(audio_tree, write_list, caps
     out = capsys.readouterr().out
     assert 'short_audio: ' in out and 'v0.wav: 1.000 s of audio for 30 frames at 12 fps (2.500 s)' in out
     assert 'missing_audio: ' in out and 'v7.wav: no such file' in out
+
+
+def test_audio_first_conv_loads_unchanged():
+    # a 3-channel first conv is kept between RGB and Audio (the Audio input repeats one image: an RGB kernel
+    # and its channel mean compute the same function), and an Audio file loads into an Audio model as is
+    from ops.checkpoint import load_weights
+    from ops.models import TSN
+    torch.manual_seed(0)
+    rgb = TSN(8, 2, 'RGB', base_model='resnet18', pretrain='none', input_size=32)
+    audio = TSN(8, 2, 'Audio', base_model='resnet18', pretrain='none', input_size=32)
+    for source in (rgb, audio):
+        target = TSN(8, 2, 'Audio', base_model='resnet18', pretrain='none', input_size=32)
+        report = load_weights(target, source.state_dict(), strict=True)
+        assert report.get('first_conv') is None
+        assert torch.equal(target.base_model.conv1.weight, source.base_model.conv1.weight)
+    x = torch.randn(1, 1, 32, 32).expand(1, 3, 32, 32).repeat(1, 2, 1, 1)   # 2 segments, 3 equal channels
+    mean_kernel = TSN(8, 2, 'Audio', base_model='resnet18', pretrain='none', input_size=32).eval()
+    mean_kernel.load_state_dict(audio.state_dict())
+    with torch.no_grad():
+        w = audio.base_model.conv1.weight
+        mean_kernel.base_model.conv1.weight.copy_(w.mean(1, keepdim=True).expand_as(w))
+        torch.testing.assert_close(mean_kernel(x), audio.eval()(x), atol=1e-5, rtol=1e-4)
