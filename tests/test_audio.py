@@ -10,7 +10,7 @@ import torch
 
 from conftest import load_script
 from ops.audio import (AudioSettings, MissingAudioError, audio_settings, cut_segments, decode_audio,
-                       has_audio_track, hz_to_mel, mel_filterbank, mel_to_hz, power_spectrogram, resample,
+                       has_audio_track, hz_to_mel, load_waveform, mel_filterbank, mel_to_hz, power_spectrogram, resample,
                        segment_starts, spectrogram_images, to_db, write_wav)
 from ops.dataset import VideoDataSet
 from ops.toy import AUDIO_RATE, PAIR_PITCH, soundtrack, write_video
@@ -124,6 +124,19 @@ def test_decode_wav_and_mp4_audio_track(tmp_path):
     assert 0.3 < float(got.abs().max()) < 0.7
     with pytest.raises(MissingAudioError, match='without.mp4 has no audio track'):
         decode_audio(str(tmp_path / 'without.mp4'))
+    # a stereo 48 kHz .flac: channel mean, lossless, resampled by load_waveform
+    import av
+    with av.open(str(tmp_path / 'a.flac'), 'w') as container:
+        stream = container.add_stream('flac', rate=48000, layout='stereo')
+        pcm = np.round(np.stack([_tone(0.25, 48000), np.zeros(12000, np.float32)]) * 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm, format='s16p', layout='stereo')
+        frame.sample_rate = 48000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    got, rate = decode_audio(str(tmp_path / 'a.flac'))
+    assert rate == 48000 and got.shape == (12000,)
+    np.testing.assert_allclose(got.numpy(), pcm[0] / 32768 / 2, atol=1e-6)
+    assert load_waveform(str(tmp_path / 'a.flac'), 24000).shape == (6000,)
 
 
 @pytest.fixture
