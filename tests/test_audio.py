@@ -275,3 +275,13 @@ def test_audio_first_conv_loads_unchanged():
         w = audio.base_model.conv1.weight
         mean_kernel.base_model.conv1.weight.copy_(w.mean(1, keepdim=True).expand_as(w))
         torch.testing.assert_close(mean_kernel(x), audio.eval()(x), atol=1e-5, rtol=1e-4)
+
+
+def test_audio_options_reach_the_dataset_spec(tmp_path):
+    from opts import dataset_spec, parse_test_args
+    (tmp_path / 'x.pth.tar').write_bytes(b'')   # parsing checks that the file exists, nothing reads it
+    args = parse_test_args(['toy', '--weights', str(tmp_path / 'x.pth.tar'), '--audio_n_mels', '64',
+                            '--audio_fps', '25', '--data_format', 'video'])
+    spec = dataset_spec(args, 'Audio')
+    assert spec.audio['n_mels'] == 64 and spec.audio['fps'] == 25 and spec.audio['n_fft'] == 1024
+    assert spec.root_path.endswith(os.path.join('toy', 'videos')) and dataset_spec(args, 'RGB').audio is None
