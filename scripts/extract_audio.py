@@ -76,12 +76,10 @@ def get_args_parser():
 def main(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if not args.video_dir and not args.video_list:
-        parser.error('give --video_dir and/or --video_list')
     if args.sample_rate < 1:
         parser.error(f'--sample_rate must be >= 1, got {args.sample_rate}')
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    items = video_items(args)
+    items = video_items(parser, args)
     base = args.video_dir or ''
     settings = dict(sample_rate=args.sample_rate)
     jobs = [dict(settings, src=os.path.join(base, rel), wav=os.path.join(args.out_dir, vid + '.wav'), vid=vid,

@@ -258,8 +258,10 @@ def add_video_inputs(p):
     p.add_argument('--video_list', help='list of videos, lines "path [label]" relative to --video_dir')
 
 
-def video_items(args):
+def video_items(parser, args):
     """[(video id, path relative to --video_dir, label or None)] of --video_dir / --video_list."""
+    if not args.video_dir and not args.video_list:
+        parser.error('give --video_dir and/or --video_list')
     return [(video_id(rel), rel, label) for rel, label in collect_inputs(args.video_dir, args.video_list)]
 
 
@@ -358,8 +360,6 @@ def get_args_parser():
 def main(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if not args.video_dir and not args.video_list:
-        parser.error('give --video_dir and/or --video_list')
     if not 1 <= args.quality <= 100:
         parser.error(f'--quality must be in [1, 100], got {args.quality}')
     if args.short_side < 0:
@@ -368,7 +368,7 @@ def main(argv=None):
         parser.error(f'--fps must be >= 0, got {args.fps}')
     template_regex(args.tmpl)  # fails early on a bad template
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    items = video_items(args)
+    items = video_items(parser, args)
     base = args.video_dir or ''
     settings = dict(short_side=args.short_side, fps=args.fps, quality=args.quality, autorotate=args.autorotate,
                     tmpl=args.tmpl)
