@@ -178,7 +178,7 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
         dense_length=args.dense_length, dense_number=args.dense_number, seed=args.seed,
         strict=args.strict_data or not train, num_class=num_class, records=records[modality],
         aligned_num_frames=aligned_frames, aligned_new_lengths=aligned_lengths, aligned_position=position,
-        list_option="--train_list" if on_train else "--val_list")
+        list_option="--train_list" if on_train else "--val_list", audio=spec.audio)
 
 
 def make_distill_dataset(args, modality, records, specs, model, teachers, num_class, eval_transform=False):
@@ -1057,7 +1057,14 @@ def log_start(args, ctx, modality, data, loaders):
                     args.store_names[ctx.modality_index], modality, ctx.source, ctx.world_size,
                     ctx.num_modalities, ctx.num_replicas, ctx.device, loaders.batch, args.amp, args.channels_last,
                     len(loaders.train_set), len(loaders.val_set),
-                    backend_info(args.video_backend if data.spec.data_format == "video" else None))
+                    decoder_info(args, modality, data.spec.data_format))
+
+
+def decoder_info(args, modality, data_format):
+    """What decodes this rank's inputs, for the run log: Audio decodes soundtracks with PyAV (ops/audio.py)."""
+    if modality == "Audio" and data_format != "hdf5":
+        return backend_info("pyav") + " (audio)"
+    return backend_info(args.video_backend if data_format == "video" else None)
 
 
 def fit(args, ctx, trainer, loaders, num_class, log_dir):

@@ -19,6 +19,7 @@ from ops.distill import TEACHER_WEIGHTINGS
 from ops.distributed import DEVICES
 from ops.heads import heads_text, parse_head_weights, parse_heads
 from ops.lr_schedule import DECAY_FROM, LR_TYPES, LR_UPDATES
+from ops.audio import AudioSettings
 from ops.modality import MODALITIES
 from ops.models import CONSENSUS_TYPES, FIRST_CONV_LR, SHIFT_PLACES, TEMPORAL_MODULES
 from ops.temporal_shift import SHIFT_DIRECTIONS
@@ -32,6 +33,11 @@ OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", *AMP_DTYPES)
 FC_LR5_MODES = ("auto", "on", "off")
 ARCHS = tuple(archs.BACKBONES)         # --arch choices, in registry order
+
+AUDIO_OPTIONS = {"tmpl": "audio_tmpl", "fps": "audio_fps", "sample_rate": "audio_sample_rate",
+                 "window": "audio_window", "n_fft": "audio_n_fft", "win_length": "audio_win_length",
+                 "hop_length": "audio_hop_length", "n_mels": "audio_n_mels", "mel_rate": "audio_mel_rate",
+                 "mean": "audio_mean", "std": "audio_std", "allow_missing": "allow_missing_audio"}
 
 # Options whose default depends on the dataset (registry `train_defaults`, e.g. the toy quickstart), with
 # the TSM-style fallback used when the registry says nothing.
@@ -54,7 +60,7 @@ def _add_data_options(p):
                    help="folder holding the registered datasets (env TSM_DATA_ROOT)")
     g.add_argument("--root_path", default=None,
                    help="frames/videos root (default: from the registry); '{modality}' in it and in the lists "
-                        "becomes RGB (also for RGBDiff) or Flow, so each modality has its own files")
+                        "becomes RGB (also for RGBDiff), Flow or Audio, so each modality has its own files")
     g.add_argument("--category_file", default=None, help="one class name per line")
     g.add_argument("--num_class", type=int, default=None, help="number of classes (instead of a category file)")
     g.add_argument("--image_tmpl", default=None, help="RGB frame file template, e.g. img_{:05d}.jpg")
@@ -77,7 +83,37 @@ def _add_data_options(p):
     g.add_argument("-j", "--workers", type=int, default=None,
                    help="DataLoader workers [dataset default / 8 (training), 2 (evaluation); at most the CPUs "
                         "this process may use]")
+    _add_audio_options(p)
     return g
+
+
+def _add_audio_options(p):
+    # Defaults None: a checkpoint's recorded settings (evaluation) or ops.audio.AudioSettings' apply.
+    d = AudioSettings()
+    g = p.add_argument_group("audio (the Audio modality: log-mel spectrograms of the soundtrack, ops/audio.py)")
+    g.add_argument("--audio_tmpl", default=None,
+                   help=f"audio file of a video under --root_path, '{{}}' = its path in a frames list [{d.tmpl}]")
+    g.add_argument("--audio_fps", type=float, default=None,
+                   help="frame rate of the lists' frame numbers, where the windows are centred [registry / the "
+                        "video file's own rate]")
+    g.add_argument("--audio_sample_rate", type=int, default=None, help=f"Hz [{d.sample_rate}]")
+    g.add_argument("--audio_window", type=float, default=None, help=f"seconds per spectrogram [{d.window}]")
+    g.add_argument("--audio_n_fft", type=int, default=None, help=f"[{d.n_fft}]")
+    g.add_argument("--audio_win_length", type=int, default=None, help=f"Hann window, samples [{d.win_length}]")
+    g.add_argument("--audio_hop_length", type=int, default=None, help=f"samples [{d.hop_length}]")
+    g.add_argument("--audio_n_mels", type=int, default=None, help=f"mel filters [{d.n_mels}]")
+    g.add_argument("--audio_mel_rate", type=int, default=None,
+                   help=f"sample rate the mel filterbank is computed for (the reference's torchaudio default) "
+                        f"[{d.mel_rate}]")
+    g.add_argument("--audio_mean", type=float, default=None, help=f"dB normalisation mean [{d.mean}]")
+    g.add_argument("--audio_std", type=float, default=None, help=f"dB normalisation std [{d.std}]")
+    g.add_argument("--allow_missing_audio", action="store_true", default=None,
+                   help="skip (count and log) videos without audio instead of stopping at start-up")
+
+
+def audio_options(args):
+    """The --audio_* values given (None: not given), keyed as ops.audio.AudioSettings fields."""
+    return {field: getattr(args, option, None) for field, option in AUDIO_OPTIONS.items()}
 
 
 AMP_HELP = ("autocast dtype: bf16 (CPU and GPU), fp16 (GPU, with GradScaler), off (fp32); 'auto' = bf16 + "
@@ -112,7 +148,7 @@ def get_train_parser():
                "(the toy quickstart does), else X.")
     p.add_argument("dataset", help="registered name (ucf101, hmdb51, something, somethingv2, jester, "
                                    "kinetics, toy) or any name with --root_path/--train_list/--val_list")
-    p.add_argument("modality", help="RGB, Flow, RGBDiff, or a comma list for mutual learning")
+    p.add_argument("modality", help="RGB, Flow, RGBDiff, Audio, or a comma list for mutual learning")
     g = _add_data_options(p)
     g.add_argument("--train_list", default=None, help="training list file (default: registry)")
     g.add_argument("--val_list", default=None, help="validation list file (default: registry)")
@@ -268,7 +304,7 @@ def dataset_spec(args, modality, **overrides):
     options = dict(data_root=args.data_root, root_path=args.root_path, train_list=getattr(args, "train_list", None),
                    val_list=getattr(args, "val_list", None), category_file=args.category_file,
                    num_class=args.num_class, image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
-                   data_format=args.data_format,
+                   data_format=args.data_format, audio=audio_options(args),
                    heads=parse_heads(args.heads) if getattr(args, "heads", None) else None)
     return resolve_dataset(args.dataset, modality, **{**options, **overrides})
 
@@ -388,6 +424,9 @@ def _validate_train(parser, args):
             and "SLURM_NTASKS" not in os.environ:
         err(f"{args.modality} trains one process per modality: launch with torchrun, srun, or "
             f"--rank/--world_size per process")
+    if args.allow_missing_audio and (args.num_modalities > 1 or args.distill_from or args.teacher_scores):
+        err("--allow_missing_audio drops videos from the Audio data only; mutual learning and distillation "
+            "need every modality of every video: remove the videos without audio from the lists")
     if args.distill_from and args.teacher_scores:
         err("--distill_from and --teacher_scores are exclusive")
     if (args.distill_from or args.teacher_scores) and args.num_modalities > 1:

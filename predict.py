@@ -41,7 +41,8 @@ from ops.scores import fused_scores, score_probabilities
 from ops.utils import AMP_DTYPES, atomic_open
 from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, flow_paths, frame_path, video_num_frames
 from opts import get_test_parser, parse_test_args
-from test_models import (ModelUnderTest, evaluate_model, protocol_text, sampling_mode, split_feature_outputs,
+from test_models import (ModelUnderTest, evaluate_model, protocol_text, recorded_audio, sampling_mode,
+                         split_feature_outputs,
                          write_feature_files)
 from test_models import main as test_models_main
 
@@ -257,6 +258,8 @@ def probe(item, modality, args, spec):
             raise ValueError(f'{item.path}: a Flow checkpoint needs frame folders of flow images, not a video')
         num_frames = video_num_frames(item.path, args.video_backend)
         return num_frames, args.fps or (video_fps(item.path) if args.window_spec else None)
+    if modality == 'Audio':
+        raise ValueError(f'{item.path}: an Audio checkpoint needs a video file with an audio track, not frames')
     # spec.image_tmpl is the template of this modality (the flow template for Flow)
     num_frames = count_frames(item.path, modality, spec.image_tmpl, spec.start_index)
     if num_frames == 0:
@@ -272,6 +275,13 @@ def checkpoint_config(path):
     """(model config, class names or None) of a checkpoint, read once."""
     ckpt = load_checkpoint(path)
     return model_config_from_checkpoint(ckpt, path=path), checkpoint_class_names(ckpt)
+
+
+@functools.lru_cache(maxsize=None)
+def checkpoint_data(path):
+    """What a checkpoint recorded about its data ({} when nothing)."""
+    data = load_checkpoint(path).get('data')
+    return data if isinstance(data, dict) else {}
 
 
 def checkpoint_classes(path, category_names):
@@ -290,11 +300,13 @@ def model_spec(args, index, modality, data_format):
     checkpoint, frame templates and defaults from the registry's rules."""
     config = checkpoint_config(args.weights_list[index])[0]
     heads = config.get('heads')        # multi-head checkpoint: its heads give the class counts
+    # Audio: the checkpoint's spectrogram settings; each video's own frame rate unless --audio_fps
+    audio = recorded_audio(args, checkpoint_data(args.weights_list[index]), keep_fps=False)
     return resolve_dataset(DATASET_NAME, modality, root_path='', train_list='', val_list='<command line>',
                            category_file=args.category_file,
                            num_class=None if args.category_file or heads else (args.num_class or config['num_class']),
                            image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl, data_format=data_format,
-                           heads=heads)
+                           heads=heads, audio=audio)
 
 
 def build_records(items, modality, args, spec, failed):

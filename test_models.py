@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from opts import dataset_spec, parse_test_args
+from opts import audio_options, dataset_spec, parse_test_args
 from ops import distributed as D
 from ops import features as feature_io
 from ops.checkpoint import load_checkpoint, load_weights, model_config_from_checkpoint
@@ -157,7 +157,7 @@ class ModelUnderTest:
                 autorotate=args.autorotate,
                 random_sample=args.random_sample, dense_length=args.dense_length, dense_number=args.dense_number,
                 random_clips=args.random_clips, seed=args.seed, strict=True, num_class=spec.num_class,
-                records=records, list_option="--test_list")
+                records=records, list_option="--test_list", audio=spec.audio)
         except ValueError as exc:
             raise SystemExit(f"{path} ({self.modality}): {exc}") from None
         self.num_views = self.dataset.num_views
@@ -222,7 +222,17 @@ def test_data_spec(args, index, ckpt, modality, heads=None):
         data_format=pick(args.data_format, "data_format"),
         image_tmpl=args.image_tmpl if args.image_tmpl is not None or modality == "Flow" else own_tmpl,
         flow_tmpl=args.flow_tmpl if args.flow_tmpl is not None or modality != "Flow" else own_tmpl,
-        splits=("val",), heads=heads)
+        splits=("val",), heads=heads, audio=recorded_audio(args, recorded))
+
+
+def recorded_audio(args, recorded, keep_fps=True):
+    """Audio settings of an evaluation: the --audio_* flags given, else what the checkpoint recorded.
+    keep_fps False: the recorded frame rate is dropped (inputs of their own rate, predict.py)."""
+    settings = dict(recorded.get("audio") or {})
+    if not keep_fps:
+        settings.pop("fps", None)
+    settings.update({k: v for k, v in audio_options(args).items() if v is not None})
+    return settings
 
 
 def refuse_overrides_of_configured(ckpt, overrides, path):

@@ -371,7 +371,10 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
         w_src, w_own = mapped[conv_key], own[conv_key]
         from_mod = src_modality or infer_modality(w_src.shape[1])
         to_mod = model.modality
-        if w_src.shape[1] != w_own.shape[1] or from_mod != to_mod:
+        # Audio repeats one spectrogram over 3 channels: an RGB kernel and its channel mean compute the same
+        # function on it, so RGB <-> Audio (and a 3-channel file of unknown modality) needs no conversion.
+        same_input = w_src.shape[1] == w_own.shape[1] == 3 and {from_mod, to_mod} <= {'RGB', 'Audio'}
+        if (w_src.shape[1] != w_own.shape[1] or from_mod != to_mod) and not same_input:
             mapped[conv_key] = mean_expand_kernel(w_src, w_own.shape[1])
             report['first_conv'] = {'key': conv_key, 'from_modality': from_mod, 'to_modality': to_mod,
                                     'from_shape': tuple(w_src.shape), 'to_shape': tuple(w_own.shape)}

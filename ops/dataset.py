@@ -1,4 +1,4 @@
-"""Annotation lists and the video dataset (frames, video files or HDF5 stores; RGB, Flow, RGBDiff).
+"""Annotation lists and the video dataset (frames, video files or HDF5 stores; RGB, Flow, RGBDiff, Audio).
 
 Every random decision of a sample comes from sample_rng(seed, epoch, index), split into independent
 streams for temporal sampling, spatial augmentation and failure replacement, so two processes (or two
@@ -16,12 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ops.audio import (audio_settings, has_audio_track, load_waveform, media_durations,
+                       mel_filterbank, resample, spectrogram_images)
 from ops.dataset_config import check_data_format, list_lines
 from ops.hdf5_store import HDF5FrameStore
 from ops.modality import check_modality, default_new_length, frames_per_segment
 from ops.sampling import SAMPLE_MODES, num_test_clips, sample_aligned, sample_indices, sample_rng
 from ops.video_io import (FrameReadError, VideoFile, check_video_backend, flow_paths, frame_path,
-                          read_flow_folder, read_rgb_folder)
+                          read_flow_folder, read_rgb_folder, video_info)
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +243,7 @@ class VideoDataSet(_SampleBookkeeping):
                  start_index=1, video_backend='decord', autorotate=True, dense_sample=False, twice_sample=False,
                  random_sample=False, dense_length=64, dense_number=10, random_clips=None, seed=0,
                  strict=False, max_retries=10, num_class=None, records=None, aligned_num_frames=None,
-                 aligned_new_lengths=None, aligned_position=0, list_option='--train_list'):
+                 aligned_new_lengths=None, aligned_position=0, list_option='--train_list', audio=None):
         check_modality(modality)
         check_data_format(data_format)
         check_video_backend(video_backend)
@@ -290,6 +292,76 @@ class VideoDataSet(_SampleBookkeeping):
                 raise ValueError(f'aligned_num_frames has {len(aligned_num_frames)} entries for '
                                  f'{len(self.records)} records (and needs aligned_new_lengths)')
         self.store = HDF5FrameStore(root_path) if data_format == 'hdf5' else None
+        # Audio: AudioSettings (ops/audio.py; a dict of them, or None for the defaults)
+        self.audio = audio_settings(audio) if modality == 'Audio' else None
+        self.num_missing_audio = 0
+        if self.audio is not None:
+            self._filterbank = mel_filterbank(self.audio.n_fft // 2 + 1, self.audio.n_mels, self.audio.mel_rate)
+            self._check_audio_sources(list_file, list_option)
+
+    # ---- audio -------------------------------------------------------------------------------
+    def audio_source(self, record: VideoRecord) -> str:
+        """The file whose audio a record reads: the video itself (video lists) or its audio file."""
+        if self.data_format == 'video':
+            return os.path.join(self.root_path, record.path)
+        return os.path.join(self.root_path, self.audio.tmpl.format(record.path))
+
+    def _check_audio_sources(self, list_file, list_option):
+        """Start-up check that every video has audio: an error naming the first ones, or (allow_missing)
+        a logged count of the videos dropped."""
+        missing = []
+        for record in self.records:
+            if self.data_format == 'hdf5':
+                ok = self.store.has(record.video_id)
+            elif self.data_format == 'frames':
+                # an audio file per video: its existence (opening every header would cost minutes on large sets)
+                ok = os.path.isfile(self.audio_source(record))
+            else:
+                path = self.audio_source(record)
+                try:
+                    ok = os.path.isfile(path) and has_audio_track(path)
+                except Exception:   # PyAV raises many types for a broken file; counted as missing
+                    ok = False
+            if not ok:
+                missing.append(record)
+        if self.data_format == 'hdf5':
+            self.store.close()   # opened here in the parent; workers re-open their own
+        if not missing:
+            return
+        where = self.root_path if self.data_format == 'hdf5' else None
+        names = ', '.join((f'{r.video_id} (in {where})' if where else self.audio_source(r)) for r in missing[:5])
+        more = f' and {len(missing) - 5} more' if len(missing) > 5 else ''
+        if not self.audio.allow_missing:
+            raise ValueError(f'{list_file} ({list_option}): {len(missing)} videos have no audio: {names}{more}; '
+                             'give --allow_missing_audio to skip them')
+        logger.warning('%s: skipped %d of %d videos without audio: %s%s', list_file, len(missing),
+                       len(self.records), names, more)
+        dropped = set(id(r) for r in missing)
+        self.records = [r for r in self.records if id(r) not in dropped]
+        self.num_missing_audio = len(missing)
+        if not self.records:
+            raise ValueError(f'no video of {list_file} ({list_option}) has audio')
+
+    def _open_audio(self, record: VideoRecord):
+        # -> (num_frames, (waveform at the settings' rate, fps)): the whole track, decoded once per clip
+        settings = self.audio
+        fps, num_frames = settings.fps, record.num_frames
+        if self.data_format == 'hdf5':
+            where = f'{self.root_path}:{record.video_id}'
+            samples, rate = self.store.read_audio(record.video_id, settings.sample_rate)
+            waveform = resample(torch.from_numpy(samples), rate, settings.sample_rate)
+        else:
+            where = self.audio_source(record)
+            if self.data_format == 'video':
+                num_frames = video_info(where).num_frames
+                try:
+                    fps = fps or media_durations(where)[1]
+                except Exception as err:   # PyAV's errors for a broken header
+                    raise FrameReadError(f'cannot probe {where}: {err}') from err
+            waveform = load_waveform(where, settings.sample_rate)
+        if not fps:
+            raise FrameReadError(f'{where}: no frame rate to place the audio windows (give --audio_fps)')
+        return num_frames, (waveform, fps)
 
     @property
     def num_clips(self) -> int:
@@ -308,6 +380,8 @@ class VideoDataSet(_SampleBookkeeping):
     # ---- reading -----------------------------------------------------------------------------
     def open(self, record: VideoRecord):
         """(num_frames, video handle or None); the handle is passed to read()."""
+        if self.audio is not None:
+            return self._open_audio(record)
         if self.data_format == 'video':
             video = VideoFile(os.path.join(self.root_path, record.path), self.video_backend,
                               autorotate=self.autorotate)
@@ -318,6 +392,10 @@ class VideoDataSet(_SampleBookkeeping):
         """Clip starts -> uint8 (K*T*L, H, W, C): L consecutive frames per start, clamped to num_frames."""
         L = self.frames_per_segment
         numbers = [min(start + k, num_frames) for clip in clips for start in clip for k in range(L)]
+        if self.audio is not None:   # float spectrogram images (K*T, 3, size, size), see to_output
+            waveform, fps = handle
+            return spectrogram_images(waveform, numbers, fps, getattr(self.transform, 'crop_size', 224),
+                                      self.audio, self._filterbank)
         unique = sorted(set(numbers))   # clamped and RGBDiff-overlapping frames are decoded once
         if self.data_format == 'video':
             try:
@@ -351,6 +429,14 @@ class VideoDataSet(_SampleBookkeeping):
     def to_output(self, frames: torch.Tensor, rng, params=None, transform=None) -> torch.Tensor:
         """uint8 (K*T*L, H, W, C) -> train/val (T*L*C, h, w) or test (V, T*L*C, h, w), crop-major."""
         transform = self.transform if transform is None else transform
+        if self.audio is not None:
+            # Spectrograms are neither cropped nor flipped: each of the V test views (crops) of clip k is
+            # the same image, so Audio scores line up with the other modalities' views.
+            K = self.num_clips
+            clips = frames.reshape(K, -1, *frames.shape[2:])      # (K, T*3, size, size)
+            if self.mode != 'test':
+                return clips[0]
+            return clips.repeat(self.num_views // K, 1, 1, 1)
         if transform is None:
             views = (frames.permute(0, 3, 1, 2).float() / 255.0).unsqueeze(0)
         elif params is not None:
@@ -473,7 +559,7 @@ def check_list_counts(records: Sequence[VideoRecord], *, root: str, modality: st
     the RGB frames, so an RGB list given to a Flow model, or the reverse, fails here, before training).
     Raises ValueError naming the list, the video and the file."""
     check_modality(modality)
-    if not records:
+    if not records or modality == 'Audio':   # audio sources are checked by the Audio dataset itself
         return
     tmpl_option = '--flow_tmpl' if modality == 'Flow' else '--image_tmpl'
     step = max(1, len(records) // sample)

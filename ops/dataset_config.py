@@ -3,7 +3,7 @@
 Every value can be overridden by the caller (the CLI exposes --root_path, --train_list, --val_list,
 --category_file/--num_class, --image_tmpl, --flow_tmpl, --data_format), and an unregistered name works
 when the overrides give everything that is needed. Paths may contain '{modality}', replaced by the
-folder name of the modality's files ('RGB' for RGB and RGBDiff, which reads RGB frames; 'Flow'), so
+folder name of the modality's files ('RGB' for RGB and RGBDiff, which reads RGB frames; 'Flow'; 'Audio'), so
 each modality of a mutual-learning run, a distillation or an ensemble can have its own root and lists.
 """
 import dataclasses
@@ -13,7 +13,7 @@ from typing import Optional
 
 from ops.heads import check_heads, heads_text
 from ops.modality import check_modality
-from ops.toy import TOY_CLASSES, ensure_toy_dataset
+from ops.toy import TOY_CLASSES, VIDEO_FPS, ensure_toy_dataset
 
 DATA_FORMATS = ('frames', 'video', 'hdf5')
 
@@ -25,6 +25,8 @@ def check_data_format(data_format: str) -> None:
 def modality_folder(modality: str) -> str:
     """What '{modality}' in a path becomes: RGBDiff reads RGB frames, so it shares the RGB files."""
     check_modality(modality)
+    if modality == 'Audio':
+        return 'Audio'
     return 'Flow' if modality == 'Flow' else 'RGB'
 
 
@@ -49,18 +51,19 @@ class Layout:
 def _entry(*, layouts, category_file=None, num_class=None, categories=None, image_tmpl='img_{:05d}.jpg',
            flow_tmpl='flow_{}_{:05d}.jpg', start_index=1, data_format='frames', flip=True,
            input_size=224, scale_size=256, train_defaults=None, csv_top5=False, flip_pairs=(),
-           ila_pair_net='k400', heads=None):
+           ila_pair_net='k400', heads=None, fps=None):
     # layouts: data_format -> {'RGB' | 'Flow': Layout}; RGBDiff uses the RGB layout.
     # categories: class names known without reading a file (the generated toy set, so that parsing a
     # toy command line reads and writes nothing).
     # flip: horizontal flip in training when --flip auto; flip_pairs: classes swapped by a flip
     # (used whenever flipping is on); ila_pair_net: ILA's pair network for --ila_pair_net auto.
     # heads: multi-head labels (ops/heads.py), one label column per head in the lists, num_class their total.
+    # fps: frame rate of the lists' frame numbers, where the Audio modality places its windows.
     return dict(heads=heads, layouts=layouts, category_file=category_file, num_class=num_class, categories=categories,
                 image_tmpl=image_tmpl, flow_tmpl=flow_tmpl, start_index=start_index,
                 data_format=data_format, flip=flip, input_size=input_size, scale_size=scale_size,
                 train_defaults=dict(train_defaults or {}), csv_top5=csv_top5, flip_pairs=tuple(flip_pairs),
-                ila_pair_net=ila_pair_net)
+                ila_pair_net=ila_pair_net, fps=fps)
 
 
 # Something-Something v1/v2: classes whose names say left/right (TDN/MSN ops/transforms.py,
@@ -124,18 +127,22 @@ DATASETS = {
             'RGB': _split_lists('EPIC-KITCHENS-55/frames', 'EPIC-KITCHENS-55/lists/{split}_rgb.txt'),
             'Flow': _split_lists('EPIC-KITCHENS-55/flow', 'EPIC-KITCHENS-55/lists/{split}_flow.txt')}}),
     'toy': _entry(
-        categories=TOY_CLASSES, flip=False, input_size=64, scale_size=64,
+        categories=TOY_CLASSES, flip=False, input_size=64, scale_size=64, fps=VIDEO_FPS,
         # Short quickstart command: main.py's defaults for this dataset (any flag overrides them).
         train_defaults=dict(arch='resnet18', num_segments=8, batch_size=16, lr=2e-3, optimizer='adamw',
                             weight_decay=1e-4, epochs=3, lr_type='cos', warmup_epochs=0, dropout=0.5,
                             pretrain='none', no_partialbn=True, workers=2, eval_freq=1, clip_gradient=20.0),
         layouts={
             'frames': {'RGB': _split_lists('toy/frames', 'toy/{split}_rgb.txt'),
-                       'Flow': _split_lists('toy/flow', 'toy/{split}_flow.txt')},
-            'video': {'RGB': _split_lists('toy/videos', 'toy/{split}_video.txt')},
+                       'Flow': _split_lists('toy/flow', 'toy/{split}_flow.txt'),
+                       # Audio: a .wav per video (--audio_tmpl '{}.wav'), listed with the RGB frame counts
+                       'Audio': _split_lists('toy/audio', 'toy/{split}_rgb.txt')},
+            'video': {'RGB': _split_lists('toy/videos', 'toy/{split}_video.txt'),
+                      'Audio': _split_lists('toy/videos', 'toy/{split}_video.txt')},
             # HDF5 stores reuse the frames lists (`vid num_frames label`); one file per split.
             'hdf5': {'RGB': _split_lists('toy/hdf5/{split}_rgb.h5', 'toy/{split}_rgb.txt'),
-                     'Flow': _split_lists('toy/hdf5/{split}_flow.h5', 'toy/{split}_flow.txt')}}),
+                     'Flow': _split_lists('toy/hdf5/{split}_flow.h5', 'toy/{split}_flow.txt'),
+                     'Audio': _split_lists('toy/hdf5/{split}_audio.h5', 'toy/{split}_rgb.txt')}}),
 }
 
 
@@ -160,6 +167,7 @@ class DatasetInfo:
     flip_pairs: tuple = ()    # (a, b) class pairs swapped when a training clip is mirrored
     ila_pair_net: str = 'k400'  # ILA pair network the reference uses on this dataset
     heads: Optional[tuple] = None  # multi-head labels ((name, classes), ...); num_class is their total
+    audio: Optional[dict] = None  # Audio only: ops.audio.AudioSettings as a dict (fps, template included)
 
 
 def read_categories(path: str, option: str = '--category_file') -> list:
@@ -174,7 +182,7 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
                     category_file: Optional[str] = None, num_class: Optional[int] = None,
                     image_tmpl: Optional[str] = None, flow_tmpl: Optional[str] = None,
                     data_format: Optional[str] = None, categories: Optional[list] = None,
-                    splits: tuple = ('train', 'val'), heads=None) -> DatasetInfo:
+                    splits: tuple = ('train', 'val'), heads=None, audio: Optional[dict] = None) -> DatasetInfo:
     """Registry values joined with data_root; explicit arguments win and are used as given.
 
     A root_path containing '{split}' is formatted with 'train' and 'val' (per-split HDF5 files); '{modality}'
@@ -183,7 +191,8 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
     and class names are not read (--num_class / --category_file are refused with them). `categories`
     (class names, e.g. recorded in a checkpoint) stands in for a category file, as do the class names of
     a registry entry that has them (toy). `splits`: the lists the caller needs (evaluation needs only
-    'val'; a missing train list is then None).
+    'val'; a missing train list is then None). `audio`: AudioSettings fields (None values keep the
+    default; fps defaults to the registry's), used by the Audio modality only.
     """
     check_modality(modality)
     entry = DATASETS.get(name)
@@ -192,7 +201,7 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         entry = _entry(layouts={})
     fmt = data_format or entry['data_format']
     check_data_format(fmt)
-    layout = entry['layouts'].get(fmt, {}).get('Flow' if modality == 'Flow' else 'RGB')
+    layout = entry['layouts'].get(fmt, {}).get(modality_folder(modality))
 
     def from_registry(value):
         return None if value is None else os.path.join(data_root, value)
@@ -237,8 +246,15 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
     num_class = int(num_class)
     if num_class < 1:
         raise ValueError(f'num_class must be >= 1, got {num_class}')
+    audio_info = None
+    if modality == 'Audio':
+        from ops.audio import audio_settings   # here: ops.audio -> ops.video_io imports this module
+        given = {k: v for k, v in (audio or {}).items() if v is not None}
+        audio_info = audio_settings(given, fps=given.get('fps', entry['fps'])).as_dict()
     if modality == 'Flow':
         tmpl = flow_tmpl if flow_tmpl is not None else entry['flow_tmpl']
+    elif modality == 'Audio':
+        tmpl = audio_info['tmpl']
     else:
         tmpl = image_tmpl if image_tmpl is not None else entry['image_tmpl']
     return DatasetInfo(
@@ -248,7 +264,7 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         input_size=entry['input_size'], scale_size=entry['scale_size'],
         train_defaults=dict(entry['train_defaults']), val_root_path=root.replace('{split}', 'val'),
         csv_top5=entry['csv_top5'], flip_pairs=entry['flip_pairs'], ila_pair_net=entry['ila_pair_net'],
-        heads=heads or None)
+        heads=heads or None, audio=audio_info)
 
 
 def ensure_builtin_data(name: str, data_root: str, root_path: Optional[str] = None) -> None:
@@ -266,7 +282,8 @@ def data_record(info: DatasetInfo) -> dict:
                 root_path=os.path.abspath(info.val_root_path), val_list=os.path.abspath(info.val_list),
                 image_tmpl=info.image_tmpl, num_class=info.num_class,
                 categories=list(info.categories) if info.categories is not None else None,
-                **({'heads': [list(h) for h in info.heads]} if info.heads else {}))
+                **({'heads': [list(h) for h in info.heads]} if info.heads else {}),
+                **({'audio': dict(info.audio)} if info.audio is not None else {}))
 
 
 def list_lines(path):

@@ -4,6 +4,7 @@ Element n of a video's dataset holds the encoded JPEG bytes of frame n + 1 (vari
 nothing is stripped; fixed-length 'S' datasets written by the Multimodal-Distillation packer are read
 too). Flow stored as x/y grayscale pairs is interleaved (element 2k = x, 2k + 1 = y of step k + 1) and
 marked with the attribute layout='xy'; RGB and one-image flow (R = x, G = y) have layout='frames'.
+An audio store holds one float32 mono waveform per video (layout='audio', attribute sample_rate).
 
 The reader opens the file lazily and re-opens it when the process id changes, so a handle is never
 shared across a DataLoader fork (h5py handles are not fork-safe).
@@ -50,9 +51,19 @@ def write_flow_frames(h5file, video_id: str, x_frames: Sequence[bytes], y_frames
     _write(h5file, video_id, [b for pair in zip(x_frames, y_frames) for b in pair], 'xy')
 
 
+def write_audio(h5file, video_id: str, waveform: np.ndarray, sample_rate: int) -> None:
+    """Store the mono soundtrack of one video: float32 samples (N,) at sample_rate (attribute)."""
+    if video_id in h5file:
+        del h5file[video_id]
+    ds = h5file.create_dataset(video_id, data=np.asarray(waveform, dtype=np.float32))
+    ds.attrs['layout'] = 'audio'
+    ds.attrs['sample_rate'] = int(sample_rate)
+    ds.attrs['num_samples'] = len(waveform)   # written last, as num_frames of the frame layouts
+
+
 def has_video(h5file, video_id: str) -> bool:
     """True when video_id was written completely (used by the packer to resume)."""
-    return video_id in h5file and 'num_frames' in h5file[video_id].attrs
+    return video_id in h5file and any(k in h5file[video_id].attrs for k in ('num_frames', 'num_samples'))
 
 
 class HDF5FrameStore:
@@ -136,6 +147,22 @@ class HDF5FrameStore:
             planes = [decode_image_bytes(b, name, 'L') for b in blobs]
             return np.stack([np.stack(planes[i:i + 2], axis=-1) for i in range(0, len(planes), 2)])
         return np.stack([decode_image_bytes(b, name)[:, :, :2] for b in self._read(ds, name, steps)])
+
+    def read_audio(self, video_id: str, default_rate: int):
+        """(mono float32 waveform (N,), sample rate) of a video's audio dataset. A dataset without the
+        sample_rate attribute (Multimodal-Distillation's packed EPIC audio) is taken at default_rate."""
+        ds, name = self._dataset(video_id), f'{self.path}:{video_id}'
+        if ds.dtype.kind != 'f' or ds.ndim != 1:
+            raise FrameReadError(f'{name} holds {ds.dtype} {ds.shape}, not a mono float waveform (pack it with '
+                                 'scripts/pack_hdf5.py --modality Audio)')
+        try:
+            samples = ds[()]
+        except OSError as err:
+            raise FrameReadError(f'cannot read {name}: {err}') from err
+        return np.asarray(samples, dtype=np.float32), int(ds.attrs.get('sample_rate', default_rate))
+
+    def has(self, video_id: str) -> bool:
+        return video_id in self._h5()
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():

@@ -4,11 +4,12 @@ all take these from here without importing each other."""
 import torch
 import torch.nn as nn
 
-MODALITIES = ('RGB', 'Flow', 'RGBDiff')
-CHANNELS = {'RGB': 3, 'Flow': 2, 'RGBDiff': 3}    # per frame: Flow stacks x and y
+MODALITIES = ('RGB', 'Flow', 'RGBDiff', 'Audio')
+# per frame: Flow stacks x and y; Audio is one spectrogram image repeated to 3 channels (ops/audio.py)
+CHANNELS = {'RGB': 3, 'Flow': 2, 'RGBDiff': 3, 'Audio': 3}
 # Frames loaded per segment when new_length is not given. RGBDiff loads 6 raw frames; the model turns
 # them into 5 differences.
-_DEFAULT_NEW_LENGTH = {'RGB': 1, 'Flow': 5, 'RGBDiff': 5}
+_DEFAULT_NEW_LENGTH = {'RGB': 1, 'Flow': 5, 'RGBDiff': 5, 'Audio': 1}
 
 
 def check_modality(modality):

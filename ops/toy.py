@@ -14,7 +14,9 @@ On-disk layout under ``<data_root>/toy`` (the dataset registry relies on it)::
     frames/<vid>/img_{:05d}.jpg           RGB frames, 1-based
     flow/<vid>/flow_{x,y}_{:05d}.jpg      n - 1 grayscale flow frames (TSN quantisation, 128 = 0),
                                           the exact flow of the rendered motion (``analytic_flow``)
-    videos/<vid>.mp4                      the same frames as an H.264 (or MPEG-4 part 2) video
+    videos/<vid>.mp4                      the same frames as an H.264 (or MPEG-4 part 2) video, with the
+                                          soundtrack as an AAC audio track
+    audio/<vid>.wav                       the soundtrack, 16-bit mono at AUDIO_RATE (``soundtrack``)
     {train,val}_rgb.txt                   "<vid> <num_frames> <label>"
     {train,val}_flow.txt                  "<vid> <num_flow_frames> <label>"
     {train,val}_video.txt                 "<vid>.mp4 <label>"
@@ -23,6 +25,10 @@ On-disk layout under ``<data_root>/toy`` (the dataset registry relies on it)::
 Generation is deterministic for a given seed and size (per-clip generators seeded by
 ``(seed, split, index)``) and atomic: the set is written into a temporary folder that is renamed into
 place when complete, under a file lock so that concurrent callers wait for one generator.
+
+The soundtrack carries the class too: a tone whose pitch tells the pair (the shape) and which glides up
+and grows louder over the forward clip, so the reversed class glides down and fades (it is the same
+sound played backwards). It has its own random stream, so frames, flow and lists do not depend on it.
 
 ``quantize_flow`` (the TSN flow-to-JPEG mapping) is shared with ``scripts/extract_flow.py``.
 """
@@ -52,7 +58,7 @@ SHAPES = ('disc', 'square', 'diamond', 'ring')
 # The shape tells the PAIR (so a per-frame model can learn it, up to 50%), never the direction.
 PAIR_SHAPES = SHAPES
 TOY_DEFAULTS = {'num_train': 1600, 'num_val': 320, 'num_frames': 16, 'size': 64, 'seed': 0}
-TOY_FORMAT_VERSION = 3
+TOY_FORMAT_VERSION = 4   # 4: soundtracks (audio/*.wav, audio track in the mp4)
 META_FILE = 'toy_meta.json'
 RGB_TMPL = 'img_{:05d}.jpg'
 FLOW_TMPL = 'flow_{}_{:05d}.jpg'
@@ -61,6 +67,8 @@ SPLITS = ('train', 'val')
 FLOW_BOUND = 20.0
 JPEG_QUALITY = 90
 VIDEO_FPS = 12
+AUDIO_RATE = 16000          # the Audio modality resamples it to its 24 kHz
+PAIR_PITCH = (400.0, 800.0, 1600.0, 3200.0)   # Hz at the start of the forward clip, per pair
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -222,15 +230,35 @@ def analytic_flow(path, shape, size):
     return np.stack([fx * cover, fy * cover], axis=-1).astype(np.float32)
 
 
+def soundtrack(label, num_frames, rng, fps=VIDEO_FPS, rate=AUDIO_RATE):
+    """The clip's sound, float32 (num_frames * rate / fps,) in [-1, 1]: a tone at the pair's pitch (x 0.9
+    to 1.1) gliding up by a random 1.4 to 1.8 times and swelling from 0.2 to 0.8 over the forward clip,
+    plus a little white noise; the reversed class gets it backwards."""
+    if not 0 <= label < len(TOY_CLASSES):
+        raise ValueError(f'label {label} outside [0, {len(TOY_CLASSES)})')
+    n = int(round(num_frames * rate / fps))
+    t = np.arange(n, dtype=np.float64) / rate
+    u = t / t[-1]   # 0 .. 1 over the clip
+    f0 = PAIR_PITCH[label // 2] * rng.uniform(0.9, 1.1)
+    glide = rng.uniform(1.4, 1.8)
+    freq = f0 * glide ** u
+    phase = 2 * np.pi * np.cumsum(freq) / rate + rng.uniform(0, 2 * np.pi)
+    wave = (0.2 + 0.6 * u) * np.sin(phase) + rng.uniform(0.01, 0.05) * rng.standard_normal(n)
+    wave = np.clip(wave, -1.0, 1.0).astype(np.float32)
+    return np.ascontiguousarray(wave[::-1]) if label % 2 == 1 else wave
+
+
 # ----------------------------------------------------------------------------------------------------
 # Writing
 
-def write_video(path, frames, fps=VIDEO_FPS):
-    """Write uint8 RGB frames (n, H, W, 3) as an mp4 (libx264, else mpeg4) with PyAV; reproducible."""
+def write_video(path, frames, fps=VIDEO_FPS, audio=None, audio_rate=AUDIO_RATE):
+    """Write uint8 RGB frames (n, H, W, 3) as an mp4 (libx264, else mpeg4) with PyAV; reproducible.
+    audio: optional float mono samples in [-1, 1] at audio_rate, muxed as an AAC track."""
     import av
     codec = 'libx264' if 'libx264' in av.codecs_available else 'mpeg4'
     height, width = frames.shape[1:3]
     with av.open(path, 'w') as container:
+        sound = _add_audio_stream(container, audio_rate) if audio is not None else None
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
         if codec == 'libx264':
@@ -244,13 +272,38 @@ def write_video(path, frames, fps=VIDEO_FPS):
             picture.pts = i
             container.mux(stream.encode(picture))
         container.mux(stream.encode())
+        if sound is not None:
+            _encode_audio(container, sound, audio, audio_rate)
+
+
+def _add_audio_stream(container, rate):
+    stream = container.add_stream('aac', rate=int(rate))
+    stream.layout = 'mono'
+    stream.options = {'threads': '1'}
+    return stream
+
+
+def _encode_audio(container, stream, samples, rate, chunk=1024):
+    import av
+    samples = np.asarray(samples, dtype=np.float32)
+    for start in range(0, len(samples), chunk):
+        frame = av.AudioFrame.from_ndarray(samples[None, start:start + chunk], format='fltp', layout='mono')
+        frame.sample_rate = int(rate)
+        frame.pts = start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode())
 
 
 def _write_clip(job):
-    """Render and write one clip (frames, flow, video). Runs in a worker process."""
+    """Render and write one clip (frames, flow, sound, video). Runs in a worker process."""
     import cv2
+
+    from ops.audio import write_wav   # not at the top: ops.audio -> ops.video_io -> ops.dataset_config -> here
     root, vid, label, n, size, seed_key = job
     clip, path, shape = _render(label, n, size, np.random.default_rng(seed_key))
+    # its own stream (key ..., 3): the frames are those of a toy set without sound
+    sound = soundtrack(label, n, np.random.default_rng((*seed_key[:3], 3)))
+    write_wav(os.path.join(root, 'audio', vid + '.wav'), sound, AUDIO_RATE)
     quality = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
 
     def imwrite(path, image):
@@ -266,7 +319,7 @@ def _write_clip(job):
     for i, (fx, fy) in enumerate(zip(flow_x, flow_y)):
         imwrite(os.path.join(flow_dir, FLOW_TMPL.format('x', i + 1)), fx)
         imwrite(os.path.join(flow_dir, FLOW_TMPL.format('y', i + 1)), fy)
-    write_video(os.path.join(root, 'videos', vid + '.mp4'), clip)
+    write_video(os.path.join(root, 'videos', vid + '.mp4'), clip, audio=sound)
     return vid
 
 
@@ -309,7 +362,7 @@ def _validate(params):
 
 def _generate(out_dir, params, workers):
     jobs = _plan(params)
-    for sub in ('frames', 'flow', 'videos'):
+    for sub in ('frames', 'flow', 'videos', 'audio'):
         os.makedirs(os.path.join(out_dir, sub))
     args = [(out_dir, vid, label, n, params['size'], key)
             for _, vid, label, n, key in jobs]
@@ -333,7 +386,8 @@ def _generate(out_dir, params, workers):
         with open(os.path.join(out_dir, f'{split}_video.txt'), 'w') as f:
             f.writelines(f'{vid}.mp4 {label}\n' for vid, label, n in rows)
     meta = dict(params, format_version=TOY_FORMAT_VERSION, classes=list(TOY_CLASSES),
-                flow='analytic', flow_bound=FLOW_BOUND, rgb_tmpl=RGB_TMPL, flow_tmpl=FLOW_TMPL)
+                flow='analytic', flow_bound=FLOW_BOUND, rgb_tmpl=RGB_TMPL, flow_tmpl=FLOW_TMPL,
+                fps=VIDEO_FPS, audio_rate=AUDIO_RATE)
     with open(os.path.join(out_dir, META_FILE), 'w') as f:  # written last: marks completeness
         json.dump(meta, f, indent=1)
 

@@ -60,7 +60,9 @@ FASTPATH_CONFIGS = {   # name -> train options
     'bf16+channels_last': ['--amp', 'bf16', '--channels_last'],
 }
 DATA_CASES = ('rgb-frames', 'rgb-video-decord', 'rgb-video-pyav', 'rgb-video-torchcodec', 'rgb-hdf5', 'flow-frames',
-              'flow-hdf5', 'rgbdiff-frames', 'rgbdiff-hdf5')
+              'flow-hdf5', 'rgbdiff-frames', 'rgbdiff-hdf5', 'audio-video', 'audio-frames', 'audio-hdf5')
+# Audio: the soundtrack of an mp4 (AAC, 48 kHz: decoded and resampled to 24 kHz), a 24 kHz .wav per video
+# (data_format frames), a 24 kHz HDF5 store; each clip = the spectrogram images of its segments.
 RESNET_STAGES = ('layer1', 'layer2', 'layer3', 'layer4')
 
 
@@ -519,14 +521,15 @@ def make_data_tree(root, num_videos, num_frames, width, height, seed=0):
     """Write frames, x/y flow JPEGs, mp4s, HDF5 stores and list files under root; returns the paths."""
     import cv2
     import h5py
-    from ops.hdf5_store import write_flow_frames, write_video_frames
-    from ops.toy import write_video
+    from ops.audio import write_wav
+    from ops.hdf5_store import write_audio, write_flow_frames, write_video_frames
+    from ops.toy import VIDEO_FPS, soundtrack, write_video
     rng = np.random.default_rng(seed)
     quality = [cv2.IMWRITE_JPEG_QUALITY, 90]
-    paths = {k: os.path.join(root, k) for k in ('frames', 'flow', 'videos')}
+    paths = {k: os.path.join(root, k) for k in ('frames', 'flow', 'videos', 'audio', 'videos_audio')}
     for p in paths.values():
         os.makedirs(p, exist_ok=True)
-    rgb_h5, flow_h5 = os.path.join(root, 'rgb.h5'), os.path.join(root, 'flow.h5')
+    rgb_h5, flow_h5, audio_h5 = (os.path.join(root, f'{k}.h5') for k in ('rgb', 'flow', 'audio'))
     rgb_lines, flow_lines, video_lines = [], [], []
     with h5py.File(rgb_h5, 'w') as rgb_store, h5py.File(flow_h5, 'w') as flow_store:
         for v in range(num_videos):
@@ -552,6 +555,12 @@ def make_data_tree(root, num_videos, num_frames, width, height, seed=0):
             write_video(os.path.join(paths['videos'], vid + '.mp4'), clip)
             write_video_frames(rgb_store, vid, rgb_bytes)
             write_flow_frames(flow_store, vid, fx_bytes, fy_bytes)
+            sound = {rate: soundtrack(0, num_frames, np.random.default_rng([seed, v]), rate=rate)
+                     for rate in (24000, 48000)}
+            write_wav(os.path.join(paths['audio'], vid + '.wav'), sound[24000], 24000)
+            write_video(os.path.join(paths['videos_audio'], vid + '.mp4'), clip, audio=sound[48000], audio_rate=48000)
+            with h5py.File(audio_h5, 'a') as audio_store:
+                write_audio(audio_store, vid, sound[24000], 24000)
             rgb_lines.append(f'{vid} {num_frames} 0')
             flow_lines.append(f'{vid} {num_frames - 1} 0')
             video_lines.append(f'{vid}.mp4 0')
@@ -560,7 +569,7 @@ def make_data_tree(root, num_videos, num_frames, width, height, seed=0):
         lists[name] = os.path.join(root, f'{name}.txt')
         with open(lists[name], 'w') as f:
             f.write('\n'.join(lines) + '\n')
-    return dict(paths, rgb_h5=rgb_h5, flow_h5=flow_h5, lists=lists)
+    return dict(paths, rgb_h5=rgb_h5, flow_h5=flow_h5, audio_h5=audio_h5, fps=VIDEO_FPS, lists=lists)
 
 
 def runnable_data_cases():
@@ -572,10 +581,14 @@ def runnable_data_cases():
 
 def data_case(case, tree, num_segments, input_size):
     """VideoDataSet keyword arguments of a benchmark case."""
-    modality = {'rgb': 'RGB', 'flow': 'Flow', 'rgbdiff': 'RGBDiff'}[case.split('-')[0]]
+    modality = {'rgb': 'RGB', 'flow': 'Flow', 'rgbdiff': 'RGBDiff', 'audio': 'Audio'}[case.split('-')[0]]
     fmt = case.split('-')[1]
     kw = dict(num_segments=num_segments, modality=modality, mode='train', seed=0, strict=True)
-    if fmt == 'frames':
+    if modality == 'Audio':
+        root = {'video': tree['videos_audio'], 'frames': tree['audio'], 'hdf5': tree['audio_h5']}[fmt]
+        kw.update(root_path=root, list_file=tree['lists']['video' if fmt == 'video' else 'rgb'], data_format=fmt,
+                  video_backend='pyav', audio=dict(fps=None if fmt == 'video' else tree['fps']))
+    elif fmt == 'frames':
         root = tree['flow'] if modality == 'Flow' else tree['frames']
         kw.update(root_path=root, list_file=tree['lists']['flow' if modality == 'Flow' else 'rgb'],
                   data_format='frames', image_tmpl='flow_{}_{:05d}.jpg' if modality == 'Flow' else 'img_{:05d}.jpg')

@@ -11,7 +11,8 @@ outside [0, num_class), videos with 0 frames, missing folders, frame-count misma
 and the files on disk, missing frames, images that do not decode, missing or undecodable videos (a
 truncated file included: ops.video_io.truncation, the policy of the loader and of extract_frames.py; a
 header frame count above the packets is not truncation), videos whose loader frame count differs from a
-full decode (stream_count_mismatch; not checked with --sample_frames), and for HDF5 stores a missing
+full decode (stream_count_mismatch; not checked with --sample_frames), for --modality Audio a missing
+audio file / track / store dataset and a soundtrack shorter than the list's frames / fps, and for HDF5 stores a missing
 file, missing or interrupted per-video datasets, count mismatches and undecodable elements. Every needed
 file is opened and decoded (--sample_frames: only the first and the last frame of each video). Videos are
 decoded as the loader decodes them (display matrix applied unless --no_autorotate). --dense_sample prints, per
@@ -38,6 +39,8 @@ PROBLEMS = ('missing_list', 'malformed_list', 'duplicate_video', 'bad_label', 'z
             'missing_folder', 'count_mismatch', 'missing_frame', 'unreadable_image', 'missing_video',
             'undecodable_video', 'missing_store', 'missing_dataset', 'undecodable_element')
 PROBLEMS += ('stream_count_mismatch',)   # video lists: loader count vs a full decode (_video_count_problems)
+# Audio: no audio file / track (or store dataset), or a soundtrack shorter than the listed frames / fps.
+PROBLEMS += ('missing_audio', 'short_audio')
 # List-level problems across lists: an empty list, and two modalities' lists that do not pair up.
 PAIR_PROBLEMS = ('empty_list', 'unpaired_video', 'label_mismatch', 'unpaired_count')
 SPLITS = ('train', 'val', 'both')
@@ -148,6 +151,46 @@ def _check_hdf5(cfg, h5file, store, vid, num_frames):
     return problems
 
 
+def _check_audio(cfg, path, num_frames, store):
+    """The soundtrack of one video (Audio): present, decodable, and at least num_frames / fps long
+    (--sample_frames: the duration the header announces, nothing decoded)."""
+    from ops.audio import MissingAudioError, decode_audio, has_audio_track, media_durations
+    if cfg['data_format'] == 'hdf5':
+        where = f'{cfg["root"]}:{path}'
+        if not store.has(path):
+            return [('missing_audio', f'{cfg["root"]}: no audio dataset {path!r}')]
+        try:
+            samples, rate = store.read_audio(path, cfg['audio']['sample_rate'])
+        except FrameReadError as err:
+            return [('missing_audio', str(err))]
+        seconds, own_fps = len(samples) / rate, None
+    else:
+        where = os.path.join(cfg['root'], path if cfg['data_format'] == 'video' else cfg['tmpl'].format(path))
+        if not os.path.isfile(where):
+            return [('missing_audio', f'{where}: no such file')]
+        try:
+            if not has_audio_track(where):
+                raise MissingAudioError(f'{where} has no audio track')
+            seconds, own_fps = media_durations(where)
+            if seconds is None or not cfg['sample_frames']:   # decoded: the count, and that it decodes
+                waveform, rate = decode_audio(where)
+                seconds = len(waveform) / rate
+        except FrameReadError as err:
+            return [('missing_audio', str(err))]
+        except Exception as err:   # PyAV's errors for a broken file
+            return [('missing_audio', f'{where}: {type(err).__name__}: {err}')]
+    if num_frames is None:
+        num_frames = VideoFile(where, cfg['video_backend'], autorotate=cfg['autorotate']).num_frames
+    fps = cfg['audio']['fps'] or own_fps
+    if not fps:
+        return [('short_audio', f'{where}: no frame rate to compare with (give --audio_fps)')]
+    needed = num_frames / fps
+    if seconds + 0.5 / cfg['audio']['sample_rate'] < needed:
+        return [('short_audio', f'{where}: {seconds:.3f} s of audio for {num_frames} frames at {fps:g} fps '
+                 f'({needed:.3f} s)')]
+    return []
+
+
 def check_records(job):
     """Check a chunk of list records. job = (cfg, [(path, num_frames, label)]) -> [(type, message)]."""
     cfg, records = job
@@ -166,7 +209,9 @@ def check_records(job):
             if num_frames == 0:
                 problems.append(('zero_frames', f'{cfg["list"]}: {path}: 0 frames (the loader drops it)'))
                 continue
-            if cfg['data_format'] == 'frames':
+            if cfg['modality'] == 'Audio':
+                problems += _check_audio(cfg, path, num_frames, store)
+            elif cfg['data_format'] == 'frames':
                 problems += _check_frames(cfg, path, num_frames)
             elif cfg['data_format'] == 'video':
                 problems += _check_video(cfg, path)[0]
@@ -293,6 +338,9 @@ def get_args_parser():
     p.add_argument('--image_tmpl', help='RGB frame template')
     p.add_argument('--flow_tmpl', help='flow template')
     p.add_argument('--data_format', choices=DATA_FORMATS)
+    p.add_argument('--audio_tmpl', help="Audio: audio file of a listed path ('{}.wav')")
+    p.add_argument('--audio_fps', type=float, help="Audio: frame rate of the list's frame numbers (default: the "
+                   "registry's, else the video's own)")
     p.add_argument('--video_backend', choices=VIDEO_BACKENDS, default='decord')
     p.add_argument('--sample_frames', action='store_true',
                    help='decode only the first and the last frame of each video (faster)')
@@ -319,7 +367,8 @@ def main(argv=None):
                                root_path=args.root_path, train_list=args.train_list,
                                val_list=args.val_list, category_file=args.category_file,
                                num_class=args.num_class, image_tmpl=args.image_tmpl,
-                               flow_tmpl=args.flow_tmpl, data_format=args.data_format)
+                               flow_tmpl=args.flow_tmpl, data_format=args.data_format,
+                               audio=dict(tmpl=args.audio_tmpl, fps=args.audio_fps))
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     splits = ('train', 'val') if args.split == 'both' else (args.split,)
@@ -331,7 +380,7 @@ def main(argv=None):
                'data_format': info.data_format, 'modality': info.modality, 'tmpl': info.image_tmpl,
                'start_index': info.start_index, 'num_class': info.num_class,
                'sample_frames': args.sample_frames, 'video_backend': args.video_backend,
-               'autorotate': args.autorotate}
+               'autorotate': args.autorotate, 'audio': info.audio}
         found, records = check_split(cfg, args.workers)
         problems += found
         counts[split], parsed[split] = len(records or ()), (cfg['list'], records)

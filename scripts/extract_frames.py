@@ -252,6 +252,29 @@ def write_list(path, rows):
         f.writelines(' '.join(str(v) for v in row) + '\n' for row in rows)
 
 
+def add_video_inputs(p):
+    """--video_dir / --video_list: the inputs of the extraction tools (collect_inputs reads them)."""
+    p.add_argument('--video_dir', help='folder of videos (searched recursively); the root of '
+                   '--video_list paths when a list is given')
+    p.add_argument('--video_list', help='list of videos, lines "path [label]" relative to --video_dir')
+
+
+def video_items(parser, args):
+    """[(video id, path relative to --video_dir, label or None)] of --video_dir / --video_list."""
+    if not args.video_dir and not args.video_list:
+        parser.error('give --video_dir and/or --video_list')
+    return [(video_id(rel), rel, label) for rel, label in collect_inputs(args.video_dir, args.video_list)]
+
+
+def refuse_unfit(jobs, conflicts, overwrite, outputs):
+    """Exit (refuse) before any work on check_inputs' errors, or on settings conflicts without --overwrite."""
+    errors = check_inputs(jobs)
+    if errors:
+        refuse(errors, 'inputs that cannot be extracted as given')
+    if conflicts and not overwrite:
+        refuse(conflicts, f'finished {outputs} were made with other settings; --overwrite redoes them')
+
+
 def collect_inputs(video_dir, video_list):
     """[(relative video path, label or None)] from a folder and/or a list file."""
     if video_list:
@@ -315,9 +338,7 @@ def get_args_parser():
     p = argparse.ArgumentParser(
         description='Decode videos into JPEG frame folders (resumable, parallel) and write a frames list.',
         formatter_class=HelpFormatter)
-    p.add_argument('--video_dir', help='folder of videos (searched recursively); the root of '
-                   '--video_list paths when a list is given')
-    p.add_argument('--video_list', help='list of videos, lines "path [label]" relative to --video_dir')
+    add_video_inputs(p)
     p.add_argument('--out_dir', required=True, help='root of the frame folders')
     p.add_argument('--tmpl', default='img_{:05d}.jpg', help='frame file template (1-based numbers)')
     p.add_argument('--short_side', type=int, default=0, help='resize the shorter side to this (0: keep)')
@@ -338,8 +359,6 @@ def get_args_parser():
 def main(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if not args.video_dir and not args.video_list:
-        parser.error('give --video_dir and/or --video_list')
     if not 1 <= args.quality <= 100:
         parser.error(f'--quality must be in [1, 100], got {args.quality}')
     if args.short_side < 0:
@@ -348,19 +367,14 @@ def main(argv=None):
         parser.error(f'--fps must be >= 0, got {args.fps}')
     template_regex(args.tmpl)  # fails early on a bad template
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    items = collect_inputs(args.video_dir, args.video_list)
+    items = video_items(parser, args)
     base = args.video_dir or ''
-    items = [(video_id(rel), rel, label) for rel, label in items]
     settings = dict(short_side=args.short_side, fps=args.fps, quality=args.quality, autorotate=args.autorotate,
                     tmpl=args.tmpl)
     jobs = [dict(settings, src=os.path.join(base, rel), folder=os.path.join(args.out_dir, vid), vid=vid,
                  allow_partial=args.allow_partial) for vid, rel, _ in items]
-    errors = check_inputs(jobs)
-    if errors:
-        refuse(errors, 'inputs that cannot be extracted as given')
-    conflicts = settings_conflicts([job['folder'] for job in jobs], settings, legacy=LEGACY_FRAME_SETTINGS)
-    if conflicts and not args.overwrite:
-        refuse(conflicts, 'finished folders were made with other settings; --overwrite redoes them')
+    refuse_unfit(jobs, settings_conflicts([job['folder'] for job in jobs], settings, legacy=LEGACY_FRAME_SETTINGS),
+                 args.overwrite, 'folders')
     list_out = args.list_out or os.path.join(args.out_dir, 'frames_list.txt')
     return finish_extraction(run_parallel(extract_one, jobs, args.workers, 'frames'),
                              [(vid, label) for vid, _, label in items], list_out,

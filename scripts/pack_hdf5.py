@@ -6,6 +6,8 @@
         --output data/toy/hdf5/train_flow.h5
     python scripts/pack_hdf5.py --source video --root data/toy/videos --list data/toy/val_video.txt \
         --output data/toy/hdf5/val_rgb.h5 --quality 95
+    python scripts/pack_hdf5.py --modality Audio --root data/toy/audio --list data/toy/train_rgb.txt \
+        --output data/toy/hdf5/train_audio.h5
 
 One dataset per video, named by its video id (the list path; a video's path without its extension);
 element n holds the encoded JPEG bytes of frame n + 1, frames in NUMERIC order (ops/hdf5_store.py
@@ -13,7 +15,9 @@ defines the format; Flow x/y pairs are interleaved). JPEG files are copied byte 
 are decoded with PyAV (the display matrix applied unless --no_autorotate, a truncated video refused, as
 scripts/extract_frames.py) and encoded with OpenCV at --quality. Re-running skips videos already stored
 completely, so an interrupted run resumes. Frame folders with gaps in their numbering are refused
-(the element index would no longer be the frame number).
+(the element index would no longer be the frame number). --modality Audio stores each video's mono
+soundtrack as float32 samples at --sample_rate (decoded with PyAV from the videos, or from the audio
+files --tmpl '{}.wav' names under --root, and resampled in torch; ops/audio.py).
 """
 import os
 import sys
@@ -24,13 +28,13 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 
 from ops.dataset_config import list_lines, template_fields  # noqa: E402
-from ops.hdf5_store import has_video, write_flow_frames, write_video_frames  # noqa: E402
+from ops.hdf5_store import has_video, write_audio, write_flow_frames, write_video_frames  # noqa: E402
 from ops.utils import HelpFormatter  # noqa: E402
 from ops.video_io import checked_video_frames  # noqa: E402
 from scripts.extract_frames import find_videos, numbered_files, run_parallel, video_id  # noqa: E402
 
 SOURCES = ('frames', 'video')
-PACK_MODALITIES = ('RGB', 'Flow')
+PACK_MODALITIES = ('RGB', 'Flow', 'Audio')
 
 
 def _read_numbered(folder, tmpl, fixed, start_index):
@@ -53,9 +57,12 @@ def _read_numbered(folder, tmpl, fixed, start_index):
 
 def load_one(job):
     """Read (frames) or decode+encode (video) one video. Returns (vid, payload, error or None);
-    payload is a list of JPEG bytes, or (x list, y list) for two-file flow."""
-    src, vid, source, modality, tmpl, start_index, quality, short_side, autorotate = job
+    payload is a list of JPEG bytes, (x list, y list) for two-file flow, or a float32 waveform for Audio."""
+    src, vid, source, modality, tmpl, start_index, quality, short_side, autorotate, sample_rate = job
     try:
+        if modality == 'Audio':
+            from ops.audio import load_waveform
+            return vid, load_waveform(src, sample_rate).numpy(), None
         if source == 'video':
             import cv2
             blobs = []
@@ -102,7 +109,9 @@ def get_args_parser():
     p.add_argument('--source', choices=SOURCES, default='frames', help='what --root holds')
     p.add_argument('--modality', choices=PACK_MODALITIES, default='RGB',
                    help='Flow: pack flow_x/flow_y pairs (frames source only)')
-    p.add_argument('--tmpl', help='file template (default img_{:05d}.jpg, Flow flow_{}_{:05d}.jpg)')
+    p.add_argument('--tmpl', help="file template (default img_{:05d}.jpg, Flow flow_{}_{:05d}.jpg, Audio "
+                   "'{}.wav': the audio file of a listed path)")
+    p.add_argument('--sample_rate', type=int, default=24000, help='Audio: Hz of the stored samples')
     p.add_argument('--start_index', type=int, default=1, help='number of the first frame file')
     p.add_argument('--quality', type=int, default=95, help='JPEG quality for video sources')
     p.add_argument('--short_side', type=int, default=0, help='video sources: resize the shorter side')
@@ -120,7 +129,8 @@ def main(argv=None):
         parser.error('flow cannot be packed from videos: extract it first (scripts/extract_flow.py)')
     if not 1 <= args.quality <= 100:
         parser.error(f'--quality must be in [1, 100], got {args.quality}')
-    tmpl = args.tmpl or ('flow_{}_{:05d}.jpg' if args.modality == 'Flow' else 'img_{:05d}.jpg')
+    default_tmpl = {'Flow': 'flow_{}_{:05d}.jpg', 'Audio': '{}.wav'}.get(args.modality, 'img_{:05d}.jpg')
+    tmpl = args.tmpl or default_tmpl
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
     if not os.path.isdir(args.root):
         parser.error(f'--root {args.root} is not a folder')
@@ -128,6 +138,8 @@ def main(argv=None):
         items = _list_items(args.list)
     elif args.source == 'video':
         items = [(rel, None) for rel in find_videos(args.root)]
+    elif args.modality == 'Audio':
+        parser.error('--modality Audio from audio files needs --list (the files are named by its paths)')
     else:
         items = [(name, None) for name in sorted(os.listdir(args.root))
                  if os.path.isdir(os.path.join(args.root, name))]
@@ -139,13 +151,21 @@ def main(argv=None):
         for path, n in items:
             vid = video_id(path) if args.source == 'video' else path
             if not has_video(h5, vid):
-                todo.append(((os.path.join(args.root, path), vid, args.source, args.modality, tmpl,
-                              args.start_index, args.quality, args.short_side, args.autorotate), n))
+                # an audio file of a listed video: the template names it, as the Audio dataset reads it
+                name = tmpl.format(path) if args.modality == 'Audio' and args.source == 'frames' else path
+                todo.append(((os.path.join(args.root, name), vid, args.source, args.modality, tmpl,
+                              args.start_index, args.quality, args.short_side, args.autorotate, args.sample_rate),
+                             n))
         expected = {job[1]: n for job, n in todo}
         print(f'{len(items) - len(todo)} of {len(items)} videos already in {args.output}')
         for vid, payload, error in run_parallel(load_one, [job for job, _ in todo], args.workers, 'pack'):
             if error:
                 failures.append(error)
+                continue
+            if args.modality == 'Audio':
+                write_audio(h5, vid, payload, args.sample_rate)
+                h5.flush()
+                written += 1
                 continue
             if isinstance(payload, tuple):
                 write_flow_frames(h5, vid, *payload)

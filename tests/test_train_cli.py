@@ -31,7 +31,7 @@ def run_dir(tmp, name_part="TSM_toy_RGB"):
 
 @pytest.mark.parametrize("script", ["main.py", "test_models.py", "scripts/ensemble_scores.py",
                                     "scripts/show_sampling.py", "scripts/check_data.py", "scripts/model_info.py",
-                                    "scripts/adversarial.py"])
+                                    "scripts/adversarial.py", "scripts/extract_audio.py"])
 def test_help_of_every_entry_point(script, run_cli, tmp_path):
     out = run_cli([script, "--help"], cwd=tmp_path).stdout
     assert "usage:" in out
@@ -58,6 +58,7 @@ def test_help_of_every_entry_point(script, run_cli, tmp_path):
     (["--shift", "--temporal_pool", "--arch", "mobilenetv2"], "--temporal_pool is defined for ResNets"),
     (["--temporal_module", "msn", "--arch", "resnet152"], "its temporal modules: tsm, tin"),
     (["--teacher_weight_temperature", "0"], "--teacher_weight_temperature"),
+    (["--allow_missing_audio", "--teacher_scores", "s.npz"], "--allow_missing_audio drops videos"),
 ])
 def test_bad_argument_combinations_are_rejected(extra, message, tiny_toy, tmp_path, capsys):
     # In-process: parse_args is where main.py validates (the --help test above runs the real entry point).
