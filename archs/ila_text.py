@@ -187,13 +187,21 @@ class ILATextHead(nn.Module):
         if not names:
             raise ValueError('the text head needs at least one class name')
         self.class_names = names
+        self.register_buffer('frozen_features', None, persistent=False)
         self.register_buffer('tokens', tokenize(names, self.text.context_length).to(self.text.positional_embedding.device),
                              persistent=False)
         self._cache = None
 
+    def freeze_text_features(self):
+        """Keep the text features of the current class list as a (non-persistent) buffer, so that an
+        exported graph holds them as constants and not the text tower."""
+        self.register_buffer('frozen_features', self.text_features().clone(), persistent=False)
+
     def text_features(self):
         """(K, D) text features of the class names, computed once per list and set of text weights (the
         key follows in-place updates such as load_state_dict, and moves between devices)."""
+        if self.frozen_features is not None:
+            return self.frozen_features
         params = list(self.text.parameters())
         key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
         if self._cache is None or self._cache[0] != key:
