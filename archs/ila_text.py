@@ -80,7 +80,7 @@ class CLIPTextTransformer(nn.Module):
         # CLIP's initialisation (used by toy runs; real runs load CLIP's weights over it).
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
-        proj_std = width ** -0.5 * (2 * layers) ** -0.5
+        proj_std = width ** -0.5 * (2 * max(layers, 1)) ** -0.5
         for block in self.transformer.resblocks:
             nn.init.normal_(block.attn.in_proj_weight, std=width ** -0.5)
             nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
