@@ -205,7 +205,8 @@ class ILATextHead(nn.Module):
         params = list(self.text.parameters())
         key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
         if self._cache is None or self._cache[0] != key:
-            with torch.no_grad():
+            # In the weights' precision even under autocast: the features are reused by every later step.
+            with torch.no_grad(), torch.autocast(self.tokens.device.type, enabled=False):
                 self._cache = (key, self.text(self.tokens))
         return self._cache[1]
 
