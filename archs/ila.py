@@ -253,8 +253,9 @@ class ILAAlign(nn.Module):
         return POINT_RANGE * torch.tanh(self.point_head(feats).view(-1, 2, 2))
 
     def masks(self, points):
-        # points (..., 2) -> masks (..., G, G); jittered average in training, single point at test
-        if self.training and self.jitter > 0:
+        # points (..., 2) -> masks (..., G, G): the average over the point and its 8 jittered neighbours, in
+        # evaluation too, as the reference (its ILA module is always built with is_training=True).
+        if self.jitter > 0:
             return jittered_mask(points, self.grid_size, self.jitter)
         return point_mask(points, self.grid_size)
 
@@ -405,7 +406,7 @@ class ILAVideoModel(nn.Module):
             p.requires_grad_(finetune_backbone)
 
     def set_epoch(self, epoch):
-        """Jitter distance for the training masks: halved at every epoch from ``jitter_decay_start`` on.
+        """Jitter distance of the masks: halved at every epoch from ``jitter_decay_start`` on.
 
         A function of the epoch (not a running state), so a resumed run gets the same value.
         """
