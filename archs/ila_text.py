@@ -188,8 +188,8 @@ class ILATextHead(nn.Module):
             raise ValueError('the text head needs at least one class name')
         self.class_names = names
         self.register_buffer('frozen_features', None, persistent=False)
-        self.register_buffer('tokens', tokenize(names, self.text.context_length).to(self.text.positional_embedding.device),
-                             persistent=False)
+        tokens = tokenize(names, self.text.context_length).to(self.text.positional_embedding.device)
+        self.register_buffer('tokens', tokens, persistent=False)
         self._cache = None
 
     def freeze_text_features(self):
