@@ -97,7 +97,9 @@ def build_model(args, modality, num_class):
         kwargs["input_size"] = args.input_size
     # The backbone's own options (ILA's); the registry entry says which this backbone takes.
     offered = dict(clip_weights=args.clip_weights, trust_jit_checkpoint=args.trust_jit_checkpoint,
-                   finetune_backbone=args.finetune_backbone, pair_net=args.ila_pair_net)
+                   finetune_backbone=args.finetune_backbone, pair_net=args.ila_pair_net, head=args.ila_head)
+    if args.ila_class_names is not None:      # ILA's text head: the names it encodes (opts._text_class_names)
+        offered["class_names"] = list(args.ila_class_names)
     takes = backbone_traits(args.arch).kwargs
     kwargs["backbone_kwargs"] = {k: v for k, v in offered.items() if k in takes}
     return TSN(**kwargs)

@@ -11,10 +11,10 @@ import os
 import torch
 
 import archs
-from archs.ila import PAIR_NETS
+from archs.ila import HEADS as ILA_HEADS, PAIR_NETS
 from archs.msn import MOTION_INITS
 from ops.checkpoint import load_checkpoint
-from ops.dataset_config import DATA_FORMATS, resolve_dataset
+from ops.dataset_config import DATA_FORMATS, read_class_names, resolve_dataset
 from ops.distill import TEACHER_WEIGHTINGS
 from ops.distributed import DEVICES
 from ops.heads import heads_text, parse_head_weights, parse_heads
@@ -679,6 +679,10 @@ def _add_recipe_options(p):
     g.add_argument("--ila_pair_net", default="auto", choices=ILA_PAIR_NETS,
                    help="ILA pair network: k400 (depthwise-separable, ILA master) or ssv2 (two 3x3 convs, ILA's "
                         "SSV2 branch); auto = the dataset's registry trait (ssv2 on Something v1/v2)")
+    g.add_argument("--ila_head", default="auto", choices=("auto", *ILA_HEADS),
+                   help="ILA classifier: linear (ILA's SSV2 branch) or text (ILA's Kinetics model: cosine against "
+                        "CLIP text features of the class names of --category_file, which then works zero-shot "
+                        "with other names); auto = the dataset's registry trait (text on Kinetics)")
     g.add_argument("--teacher_weight_list", default=None,
                    help="softmin_dataset: list of held-out training videos (training-list format) on which "
                         "the teachers' CE is measured with evaluation transforms (default: the training set "
@@ -703,7 +707,28 @@ def _derive_recipe(args, spec):
     args.flip_label_pairs = ",".join(f"{a}:{b}" for a, b in sorted(pairs.items()) if a < b)
     if args.ila_pair_net == "auto":
         args.ila_pair_net = spec.ila_pair_net
+    if args.ila_head == "auto":
+        args.ila_head = spec.ila_head
+    args.ila_class_names = None
+    if args.ila_head == "text" and archs.backbone_traits(args.arch).family == "ila":
+        args.ila_class_names = _text_class_names(args, spec)
     args.adam_betas = list(args.adam_betas)
+
+
+def _text_class_names(args, spec):
+    """The class names ILA's text head encodes: the category file's (read strictly, errors name the line)
+    or the registry's; refused when the dataset has only a class count."""
+    from archs.ila_text import TEXT_CONFIGS, tokenize
+    if spec.categories is None:
+        raise ValueError(f"--ila_head text encodes the class names, and dataset {args.dataset!r} has only a class "
+                         f"count ({spec.num_class}): give --category_file (one class name per line, line i = "
+                         f"label i-1)")
+    names = read_class_names(spec.category_file) if spec.category_file else list(spec.categories)
+    try:
+        tokenize(names, TEXT_CONFIGS[args.arch[len("ila_"):]]["context_length"])
+    except ValueError as exc:
+        raise ValueError(f"{spec.category_file or args.dataset}: {exc}") from None
+    return names
 
 
 def _validate_recipe(parser, args):

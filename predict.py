@@ -17,7 +17,8 @@ further columns are ignored). RGB and RGBDiff checkpoints read videos and frame 
 read frame folders of flow images (--flow_tmpl).
 
 Class names: --category_file, else the checkpoint's `class_names` or recorded `data.categories`, else class
-indices (said so on stderr).
+indices (said so on stderr). A text-head checkpoint (ILA --ila_head text) classifies over whatever names
+--class_names "open door,close door" or --category_file give (zero-shot, no retraining).
 Probabilities: the softmax of the fused video logits (with --softmax: the coefficient-weighted mean of
 the per-model probabilities). --window W --stride S (frames, or seconds with an 's' suffix) predicts
 windows of W frames every S frames (the last window ends at the last frame) and prints a timeline.
@@ -36,7 +37,7 @@ from ops import features as feature_io
 from ops.checkpoint import checkpoint_class_names, load_checkpoint, model_config_from_checkpoint
 from ops.dataset import VideoDataSet, VideoRecord
 from ops.heads import heads_text, same_heads
-from ops.dataset_config import list_lines, resolve_dataset
+from ops.dataset_config import list_lines, parse_class_names, resolve_dataset
 from ops.scores import fused_scores, score_probabilities
 from ops.utils import AMP_DTYPES, atomic_open
 from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, flow_paths, frame_path, video_num_frames
@@ -60,6 +61,9 @@ def get_parser():
     g.add_argument("--stride", default=None, help="window step, frames or seconds (default: the window)")
     g.add_argument("--fps", type=float, default=None, help="frame rate of frame folders (windows in seconds)")
     g.add_argument("--plot", default=None, help="with --window: PNG of the top classes over time")
+    g.add_argument("--class_names", default=None,
+                   help='comma list of class names for a text-head model (ILA --ila_head text), e.g. '
+                        '"open door,close door": it classifies over them without retraining')
     # INPUTs may come before, between and after options (parse_test_args calls parser.parse_args).
     p.parse_args = p.parse_intermixed_args
     return p
@@ -91,6 +95,14 @@ def parse_args(argv=None):
         parser.error("--plot draws the timeline of --window predictions; give --window")
     if args.fps is not None and args.fps <= 0:
         parser.error("--fps must be > 0")
+    args.class_name_list = None
+    if args.class_names is not None:
+        if args.category_file or args.num_class:
+            parser.error("--class_names replaces --category_file / --num_class: give one")
+        try:
+            args.class_name_list = parse_class_names(args.class_names)
+        except ValueError as exc:
+            parser.error(str(exc))
     return args
 
 
@@ -284,11 +296,11 @@ def checkpoint_data(path):
     return data if isinstance(data, dict) else {}
 
 
-def checkpoint_classes(path, category_names):
-    """Class names: --category_file's, else the checkpoint's `class_names` (converted files) or the class
-    names main.py recorded (`data.categories`), else None (indices)."""
+def checkpoint_classes(path, category_names, option='--category_file'):
+    """Class names: --category_file's (or --class_names'), else the checkpoint's `class_names` (converted
+    files) or the class names main.py recorded (`data.categories`), else None (indices)."""
     if category_names is not None:
-        return category_names, '--category_file'
+        return category_names, option
     names = checkpoint_config(path)[1]
     if names:
         return [str(n) for n in names], path
@@ -302,9 +314,10 @@ def model_spec(args, index, modality, data_format):
     heads = config.get('heads')        # multi-head checkpoint: its heads give the class counts
     # Audio: the checkpoint's spectrogram settings; each video's own frame rate unless --audio_fps
     audio = recorded_audio(args, checkpoint_data(args.weights_list[index]), keep_fps=False)
+    given = args.category_file or args.class_name_list
     return resolve_dataset(DATASET_NAME, modality, root_path='', train_list='', val_list='<command line>',
-                           category_file=args.category_file,
-                           num_class=None if args.category_file or heads else (args.num_class or config['num_class']),
+                           category_file=args.category_file, categories=args.class_name_list,
+                           num_class=None if given or heads else (args.num_class or config['num_class']),
                            image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl, data_format=data_format,
                            heads=heads, audio=audio)
 
@@ -412,7 +425,8 @@ def run(args, ctx):
     protocols = [f'{os.path.basename(m.path)} [{m.modality}]: ' + protocol_text(
         m.num_segments, args.test_crops, m.num_clips, m.crop_size, args.full_res, len(ids), sampling_mode(args))
         for m in first_models]
-    names, source = checkpoint_classes(args.weights_list[0], first_models[0].spec.categories)
+    names, source = checkpoint_classes(args.weights_list[0], first_models[0].spec.categories,
+                                       '--class_names' if args.class_name_list else '--category_file')
     if names is None:
         print(f'predict: no class names in {args.weights_list[0]}; printing class indices '
               '(give --category_file)', file=sys.stderr)

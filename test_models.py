@@ -38,7 +38,8 @@ from ops.checkpoint import load_checkpoint, load_weights, model_config_from_chec
 from ops.dataset import VideoDataSet, check_list_counts, parse_list, worker_init_fn
 from ops.heads import check_heads, check_same_heads, head_file, head_metrics, heads_text, metrics_line, same_heads, \
     split_heads
-from ops.models import TSN, is_temporal, to_channels_last
+from ops.dataset_config import read_class_names
+from ops.models import TSN, has_text_head, is_temporal, to_channels_last, with_class_names
 from ops.sampler import ShardSampler
 from ops.scores import (add_calibration, align_to, format_metrics, fused_scores, metrics, save_scores,
                         write_report, write_tsm_csv)
@@ -116,6 +117,13 @@ class ModelUnderTest:
         if not same_heads(self.heads, spec.heads):
             raise SystemExit(f"{path}: the checkpoint has the heads {heads_text(self.heads)} but the list of "
                              f"dataset {args.dataset} has {heads_text(spec.heads)}")
+        if has_text_head(config) and spec.categories is not None:
+            # A text head classifies over the class names given (zero-shot), else over its trained list.
+            try:
+                names = read_class_names(spec.category_file) if spec.category_file else spec.categories
+                config = with_class_names(config, names)
+            except (OSError, ValueError) as exc:
+                raise SystemExit(f"{path}: {exc}") from None
         if config["num_class"] != spec.num_class:
             raise SystemExit(f"{path}: the checkpoint has {config['num_class']} classes but dataset "
                              f"{args.dataset} has {spec.num_class} (--num_class / --category_file)")
@@ -137,6 +145,9 @@ class ModelUnderTest:
             raise SystemExit(f"--weights {path}: {exc}") from None
         if report.get("changed"):
             logger.info("%s: %s", path, report)
+        if args.save_features and not self.model.has_linear_head:
+            raise SystemExit(f"--save_features: {path} classifies with a text head (cosine against class-name "
+                             "features adapted per video), so its logits are no linear layer of features")
         self.model.eval().to(ctx.device)
         if args.channels_last:
             to_channels_last(self.model)

@@ -221,7 +221,8 @@ _ILA_RECIPE = (('pretrain', 'none'), ('no_partialbn', True), ('optimizer', 'adam
 def _ila_entry(name):
     # The published recipe normalises with ImageNet statistics (not CLIP's), as TSN does by default.
     return Backbone(_ila(name), 'ila', video=True,
-                    kwargs=('clip_weights', 'trust_jit_checkpoint', 'finetune_backbone', 'pair_net'),
+                    kwargs=('clip_weights', 'trust_jit_checkpoint', 'finetune_backbone', 'pair_net', 'head',
+                            'class_names'),
                     weight_kwargs=('clip_weights',), recipe=_ILA_RECIPE,
                     recipe_over_dataset=('pretrain', 'no_partialbn', 'optimizer'),
                     input_size=CLIP_CONFIGS[name[len('ila_'):]]['input_resolution'])

@@ -38,6 +38,9 @@ CLIP_CONFIGS = {
 }
 # Pair networks of the alignment module: ILA's master branch (Kinetics) and its SSV2 branch.
 PAIR_NETS = ('k400', 'ssv2')
+# Classifiers: linear on the video feature (SSV2 branch), or cosine against CLIP text features of the class
+# names (master branch, archs/ila_text.py).
+HEADS = ('linear', 'text')
 # Channels of the alignment module's pair network (the published model uses 256 for every size).
 ALIGN_DIMS = {'vit_b32': 256, 'vit_b16': 256, 'vit_l14': 256, 'vit_l14_336': 256, 'vit_tiny': 16}
 
@@ -66,10 +69,13 @@ class QuickGELU(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """Pre-LN transformer block with the OpenAI CLIP parameter names (attn, ln_1, mlp.c_fc/c_proj, ln_2)."""
+    """Pre-LN transformer block with the OpenAI CLIP parameter names (attn, ln_1, mlp.c_fc/c_proj, ln_2).
 
-    def __init__(self, width, heads):
+    causal: each token attends to itself and the tokens before it (CLIP's text encoder)."""
+
+    def __init__(self, width, heads, causal=False):
         super().__init__()
+        self.causal = causal
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.ln_1 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(OrderedDict([
@@ -82,7 +88,11 @@ class ResidualAttentionBlock(nn.Module):
     def attention_mlp(self, x):
         # x: (N, L, d)
         y = self.ln_1(x)
-        x = x + self.attn(y, y, y, need_weights=False)[0]
+        mask = None
+        if self.causal:
+            length = x.shape[1]
+            mask = torch.full((length, length), float('-inf'), dtype=x.dtype, device=x.device).triu(1)
+        x = x + self.attn(y, y, y, need_weights=False, attn_mask=mask)[0]
         return x + self.mlp(self.ln_2(x))
 
     def forward(self, x):
@@ -243,8 +253,9 @@ class ILAAlign(nn.Module):
         return POINT_RANGE * torch.tanh(self.point_head(feats).view(-1, 2, 2))
 
     def masks(self, points):
-        # points (..., 2) -> masks (..., G, G); jittered average in training, single point at test
-        if self.training and self.jitter > 0:
+        # points (..., 2) -> masks (..., G, G): the average over the point and its 8 jittered neighbours, in
+        # evaluation too, as the reference (its ILA module is always built with is_training=True).
+        if self.jitter > 0:
             return jittered_mask(points, self.grid_size, self.jitter)
         return point_mask(points, self.grid_size)
 
@@ -296,7 +307,8 @@ class ILAVisionTransformer(CLIPVisionTransformer):
                          block_factory=lambda w, h, g: ILABlock(w, h, g, align_dim, jitter, pair_net))
         self.grad_checkpoint = grad_checkpoint
 
-    def forward(self, x, num_frames):
+    def forward(self, x, num_frames, return_tokens=False):
+        """-> (class features (B*T, D), alignment loss[, patch tokens (B*T, G*G, d) before ln_post])."""
         x = self.embed(x)
         total = x.new_zeros((), dtype=torch.float32)
         for block in self.transformer.resblocks:
@@ -305,6 +317,8 @@ class ILAVisionTransformer(CLIPVisionTransformer):
             else:
                 x, loss = block(x, num_frames)
             total = total + loss
+        if return_tokens:
+            return self.project(x), total, x[:, 1:]
         return self.project(x), total
 
 
@@ -334,19 +348,29 @@ class TemporalTransformer(nn.Module):
 
 
 class ILAVideoModel(nn.Module):
-    """ILA video backbone. forward: (B, T, 3, S, S) -> features (B, feature_dim).
+    """ILA video backbone. forward: (B, T, 3, S, S) -> features (B, feature_dim), or logits (B, num_class)
+    with the text head.
 
     After each forward ``aux_loss`` holds the alignment loss summed over blocks (scalar tensor).
-    No classifier: the TSN wrapper adds ``new_fc`` (with dropout) on ``feature_dim`` features.
+    head 'linear' (ILA's Something-Something branch): no classifier, the TSN wrapper adds ``new_fc`` (with
+    dropout) on ``feature_dim`` features; ``num_class`` is None. head 'text' (ILA's Kinetics model,
+    archs/ila_text.py): cosine logits against the CLIP text features of ``class_names``, the text tower
+    described by ``text_config`` (archs.ila_text.TEXT_CONFIGS) and read from the same ``clip_weights``.
     """
 
     def __init__(self, num_segments, *, width, layers, heads, patch_size, input_resolution, output_dim,
                  align_dim=256, temporal_layers=1, jitter=0.2, jitter_decay_start=30, grad_checkpoint=False,
                  clip_weights=None, trust_jit_checkpoint=False, finetune_backbone=False, input_size=None,
-                 pair_net='k400'):
+                 pair_net='k400', head='linear', class_names=None, text_config=None):
         super().__init__()
         if num_segments < 2:
             raise ValueError(f'ILA aligns adjacent frames and needs num_segments >= 2, got {num_segments}')
+        if head not in HEADS:
+            raise ValueError(f'unknown ILA head {head!r}; allowed: {HEADS}')
+        if head == 'text' and (not class_names or text_config is None):
+            raise ValueError("the ILA text head needs class_names and text_config")
+        if head == 'linear' and class_names is not None:
+            raise ValueError("class_names apply to the ILA text head (head='text')")
         input_size = input_resolution if input_size is None else input_size
         self.num_segments = num_segments
         self.input_size = input_size
@@ -357,20 +381,32 @@ class ILAVideoModel(nn.Module):
                                            align_dim=align_dim, jitter=jitter, grad_checkpoint=grad_checkpoint,
                                            pair_net=pair_net)
         self.temporal = TemporalTransformer(output_dim, num_segments, layers=temporal_layers)
-        # The SSv2 head of the published code: LayerNorm on the L2-normalised video feature (dropout and
-        # the linear classifier come from TSN).
-        self.norm_out = nn.LayerNorm(output_dim)
+        self.head = head
+        self.num_class = None
+        if head == 'linear':
+            # The SSv2 head of the published code: LayerNorm on the L2-normalised video feature (dropout
+            # and the linear classifier come from TSN).
+            self.norm_out = nn.LayerNorm(output_dim)
+        else:
+            from archs.ila_text import ILATextHead
+            self.text_head = ILATextHead(class_names, visual_width=width, output_dim=output_dim,
+                                         text_config=text_config)
+            self.num_class = len(class_names)
         self.aux_loss = torch.zeros(())
         if clip_weights is None:
             logger.warning('ILA backbone built without clip_weights: CLIP encoder randomly initialised '
                            '(expected only for tests, toy runs, or when a checkpoint is loaded next)')
         else:
-            load_clip_weights(self.visual, clip_weights, trust_jit_checkpoint=trust_jit_checkpoint)
+            state = read_clip_state_dict(clip_weights, trust_jit_checkpoint=trust_jit_checkpoint)
+            if head == 'text':      # first, so that an image-only file is refused before anything loads
+                from archs.ila_text import load_text_weights
+                load_text_weights(self.text_head, state, clip_weights)
+            load_clip_weights(self.visual, clip_weights, state=state)
         for p in clip_parameters(self.visual):
             p.requires_grad_(finetune_backbone)
 
     def set_epoch(self, epoch):
-        """Jitter distance for the training masks: halved at every epoch from ``jitter_decay_start`` on.
+        """Jitter distance of the masks: halved at every epoch from ``jitter_decay_start`` on.
 
         A function of the epoch (not a running state), so a resumed run gets the same value.
         """
@@ -384,16 +420,28 @@ class ILAVideoModel(nn.Module):
         ``ila_param_groups``. TSN.get_optim_policies delegates here."""
         return ila_param_groups(model, lr, weight_decay=weight_decay)
 
-    def frame_features(self, x):
-        """x: (B, T, 3, S, S) -> per-frame CLIP class features (B, T, D); sets ``aux_loss``."""
+    def set_class_names(self, class_names):
+        """Text head: classify over another list of class names (zero-shot; nothing is retrained)."""
+        if self.head != 'text':
+            raise ValueError('class names apply to the ILA text head; this model has a linear classifier')
+        self.text_head.set_class_names(class_names)
+        self.num_class = len(self.text_head.class_names)
+
+    def frame_features(self, x, return_tokens=False):
+        """x: (B, T, 3, S, S) -> per-frame CLIP class features (B, T, D) [, patch tokens (B, T, G*G, d)];
+        sets ``aux_loss``."""
         if x.dim() != 5 or x.shape[2] != 3:
             raise ValueError(f'expected (B, T, 3, H, W), got {tuple(x.shape)}')
         b, t = x.shape[:2]
-        feats, loss = self.visual(x.flatten(0, 1), t)
-        self.aux_loss = loss
-        return feats.view(b, t, -1)
+        out = self.visual(x.flatten(0, 1), t, return_tokens=return_tokens)
+        self.aux_loss = out[1]
+        feats = out[0].view(b, t, -1)
+        return (feats, out[2].reshape(b, t, *out[2].shape[1:])) if return_tokens else feats
 
     def forward(self, x):
+        if self.head == 'text':
+            feats, tokens = self.frame_features(x, return_tokens=True)
+            return self.text_head(self.temporal(feats), tokens)    # (B, K)
         video = self.temporal(self.frame_features(x))  # (B, D)
         return self.norm_out(F.normalize(video, dim=-1))
 
@@ -472,14 +520,16 @@ def filter_clip_visual(state, grid_size):
     return state
 
 
-def load_clip_weights(visual, path, *, trust_jit_checkpoint=False):
+def load_clip_weights(visual, path, *, trust_jit_checkpoint=False, state=None):
     """Load CLIP image weights into a CLIPVisionTransformer or ILAVisionTransformer.
 
     Every CLIP key of the model must be filled with a tensor of the right shape; the only keys left
-    alone are the alignment modules (``.ila.``). Returns the list of those untouched keys.
+    alone are the alignment modules (``.ila.``). Returns the list of those untouched keys. ``state``: the
+    file's state dict when the caller has read it already (``path`` then only names it in messages).
     """
-    state = filter_clip_visual(read_clip_state_dict(path, trust_jit_checkpoint=trust_jit_checkpoint),
-                               visual.grid_size)
+    if state is None:
+        state = read_clip_state_dict(path, trust_jit_checkpoint=trust_jit_checkpoint)
+    state = filter_clip_visual(state, visual.grid_size)
     own = visual.state_dict()
     unexpected = sorted(set(state) - set(own))
     missing = sorted(k for k in set(own) - set(state) if '.ila.' not in k)
@@ -527,7 +577,7 @@ def ila_param_groups(model, base_lr, *, weight_decay=3e-3, lr_mult=None, weight_
                 category[id(p)] = 'align'
             for p in list(m.skip_align_fc.parameters()) + list(m.skip_inter_fc.parameters()):
                 category[id(p)] = 'skip'
-    for p in list(ila.temporal.parameters()) + list(ila.norm_out.parameters()):
+    for p in list(ila.temporal.parameters()) + list(getattr(ila, 'norm_out', nn.Identity()).parameters()):
         category[id(p)] = 'temporal'
     for p in clip_parameters(ila.visual):
         category[id(p)] = 'backbone'
@@ -560,6 +610,9 @@ def _constructor(config):
     def build(num_segments, clip_weights=None, trust_jit_checkpoint=False, finetune_backbone=False,
               input_size=None, **kw):
         kw.setdefault('align_dim', ALIGN_DIMS[config])
+        if kw.get('head') == 'text':
+            from archs.ila_text import TEXT_CONFIGS
+            kw.setdefault('text_config', TEXT_CONFIGS[config])
         return ILAVideoModel(num_segments, **CLIP_CONFIGS[config], clip_weights=clip_weights,
                              trust_jit_checkpoint=trust_jit_checkpoint, finetune_backbone=finetune_backbone,
                              input_size=input_size, **kw)

@@ -51,19 +51,20 @@ class Layout:
 def _entry(*, layouts, category_file=None, num_class=None, categories=None, image_tmpl='img_{:05d}.jpg',
            flow_tmpl='flow_{}_{:05d}.jpg', start_index=1, data_format='frames', flip=True,
            input_size=224, scale_size=256, train_defaults=None, csv_top5=False, flip_pairs=(),
-           ila_pair_net='k400', heads=None, fps=None):
+           ila_pair_net='k400', ila_head='linear', heads=None, fps=None):
     # layouts: data_format -> {'RGB' | 'Flow': Layout}; RGBDiff uses the RGB layout.
     # categories: class names known without reading a file (the generated toy set, so that parsing a
     # toy command line reads and writes nothing).
     # flip: horizontal flip in training when --flip auto; flip_pairs: classes swapped by a flip
-    # (used whenever flipping is on); ila_pair_net: ILA's pair network for --ila_pair_net auto.
+    # (used whenever flipping is on); ila_pair_net: ILA's pair network for --ila_pair_net auto; ila_head:
+    # ILA's classifier for --ila_head auto (text on Kinetics, as ILA's master branch).
     # heads: multi-head labels (ops/heads.py), one label column per head in the lists, num_class their total.
     # fps: frame rate of the lists' frame numbers, where the Audio modality places its windows.
     return dict(heads=heads, layouts=layouts, category_file=category_file, num_class=num_class, categories=categories,
                 image_tmpl=image_tmpl, flow_tmpl=flow_tmpl, start_index=start_index,
                 data_format=data_format, flip=flip, input_size=input_size, scale_size=scale_size,
                 train_defaults=dict(train_defaults or {}), csv_top5=csv_top5, flip_pairs=tuple(flip_pairs),
-                ila_pair_net=ila_pair_net, fps=fps)
+                ila_pair_net=ila_pair_net, ila_head=ila_head, fps=fps)
 
 
 # Something-Something v1/v2: classes whose names say left/right (TDN/MSN ops/transforms.py,
@@ -110,7 +111,7 @@ DATASETS = {
         layouts={'frames': {
             'RGB': _split_lists('jester/20bn-jester-v1', 'jester/{split}_videofolder.txt')}}),
     'kinetics': _entry(
-        num_class=400,
+        num_class=400, ila_head='text',
         layouts={'frames': {
             'RGB': _split_lists('kinetics/images', 'kinetics/labels/{split}_videofolder.txt')}}),
     # EPIC-Kitchens action segments as frame folders, one list line `segment num_frames verb noun`
@@ -168,6 +169,8 @@ class DatasetInfo:
     ila_pair_net: str = 'k400'  # ILA pair network the reference uses on this dataset
     heads: Optional[tuple] = None  # multi-head labels ((name, classes), ...); num_class is their total
     audio: Optional[dict] = None  # Audio only: ops.audio.AudioSettings as a dict (fps, template included)
+    ila_head: str = 'linear'    # ILA classifier the reference uses on this dataset
+    category_file: Optional[str] = None  # the file the categories were read from, if any
 
 
 def read_categories(path: str, option: str = '--category_file') -> list:
@@ -175,6 +178,42 @@ def read_categories(path: str, option: str = '--category_file') -> list:
         raise FileNotFoundError(f'category file not found: {path} (set it with {option}, or give --num_class)')
     with open(path) as f:
         return [line.strip() for line in f if line.strip()]
+
+
+def read_class_names(path: str, option: str = '--category_file') -> list:
+    """Class names that a text classifier encodes, read strictly: one per line, as read_categories reads
+    them, but a blank line before the last name (an empty name: the names after it would shift) or a
+    repeated name raises naming the file and line."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{option} {path}: no such file')
+    names, seen, blank = [], {}, None
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            name = line.strip()
+            if not name:
+                blank = blank or lineno
+                continue
+            if blank is not None:
+                raise ValueError(f'{path}:{blank}: empty class name (blank line before the name on line '
+                                 f'{lineno}; {option} holds one class name per line)')
+            if name in seen:
+                raise ValueError(f'{path}:{lineno}: class name {name!r} repeats line {seen[name]}')
+            seen[name] = lineno
+            names.append(name)
+    if not names:
+        raise ValueError(f'{option} {path}: no class names')
+    return names
+
+
+def parse_class_names(text: str, option: str = '--class_names') -> list:
+    """'open door,close door' -> ['open door', 'close door']; an empty or repeated name raises naming it."""
+    names = [n.strip() for n in text.split(',')]
+    for i, name in enumerate(names, 1):
+        if not name:
+            raise ValueError(f'{option} {text!r}: name {i} of {len(names)} is empty')
+        if name in names[:i - 1]:
+            raise ValueError(f'{option} {text!r}: name {i} {name!r} repeats name {names.index(name) + 1}')
+    return names
 
 
 def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_path: Optional[str] = None,
@@ -264,7 +303,8 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         input_size=entry['input_size'], scale_size=entry['scale_size'],
         train_defaults=dict(entry['train_defaults']), val_root_path=root.replace('{split}', 'val'),
         csv_top5=entry['csv_top5'], flip_pairs=entry['flip_pairs'], ila_pair_net=entry['ila_pair_net'],
-        heads=heads or None, audio=audio_info)
+        heads=heads or None, audio=audio_info,
+        ila_head=entry['ila_head'], category_file=cat_file if categories is not None and cat_file else None)
 
 
 def ensure_builtin_data(name: str, data_root: str, root_path: Optional[str] = None) -> None:

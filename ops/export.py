@@ -20,7 +20,7 @@ import torch
 
 from ops.checkpoint import checkpoint_class_names, load_checkpoint, load_weights, model_config_from_checkpoint
 from ops.heads import heads_text
-from ops.models import TSN
+from ops.models import TSN, has_text_head, with_class_names
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,11 @@ class ExportError(RuntimeError):
     """A model (or an option) that cannot be exported; the message says why and what would work."""
 
 
-def load_model(path, num_segments=None):
-    """(eval TSN rebuilt from the checkpoint with all segments in one call, its config, class names)."""
+def load_model(path, num_segments=None, class_names=None):
+    """(eval TSN rebuilt from the checkpoint with all segments in one call, its config, class names).
+
+    A text-head model (ILA --ila_head text) classifies over ``class_names`` if given (zero-shot), else over
+    its trained list; its text features are computed here and become constants of the exported graph."""
     ckpt = load_checkpoint(path, require=('state_dict',))
     config = dict(model_config_from_checkpoint(ckpt, path=path), consensus_type='avg')
     if config.get('heads'):
@@ -44,8 +47,13 @@ def load_model(path, num_segments=None):
                           'test_models.py / predict.py')
     if num_segments:
         config['num_segments'] = num_segments
+    if class_names is not None:
+        config = with_class_names(config, class_names)
     model = TSN(**config)
     load_weights(model, ckpt['state_dict'], strict=True)
+    if has_text_head(config):
+        model.base_model.text_head.freeze_text_features()
+        return model.eval(), config, config['backbone_kwargs']['class_names']
     return model.eval(), config, checkpoint_class_names(ckpt)
 
 

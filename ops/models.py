@@ -93,6 +93,25 @@ def is_temporal(config):
                 or config.get('temporal_pool')) or archs.backbone_traits(config['base_model']).temporal
 
 
+def has_text_head(config):
+    """Whether the TSN that ``config`` describes classifies with a text head (ILA --ila_head text), which
+    takes any list of class names."""
+    return (config.get('backbone_kwargs') or {}).get('head') == 'text'
+
+
+def with_class_names(config, class_names):
+    """TSN keywords of the model ``config`` describes classifying over ``class_names`` (zero-shot): only a
+    text-head model can; a linear classifier keeps its trained classes, and other names raise."""
+    names = [str(n) for n in class_names]
+    if has_text_head(config):
+        return dict(config, num_class=len(names), backbone_kwargs={**config['backbone_kwargs'], 'class_names': names})
+    if len(names) != config['num_class']:
+        raise ValueError(f"{len(names)} class names given, but the model has a linear classifier over "
+                         f"{config['num_class']} trained classes; only a text-head model (ILA, --ila_head text) "
+                         "classifies other class names")
+    return config
+
+
 class TSN(nn.Module):
     def __init__(self, num_class, num_segments, modality, base_model='resnet101', new_length=None,
                  consensus_type='avg', before_softmax=True, dropout=0.8, img_feature_dim=256, crop_num=1,
@@ -222,7 +241,14 @@ class TSN(nn.Module):
 
     def _prepare_head(self, num_class):
         net = self.base_model
-        if self.is_video_model:                      # new_fc on the pooled features; dropout 0: none
+        if getattr(net, 'num_class', None) is not None:
+            # The backbone classifies itself (ILA's text head over its class names): no new_fc, no dropout.
+            if net.num_class != num_class:
+                raise ValueError(f'num_class {num_class} but the backbone classifies over {net.num_class} '
+                                 f'class names')
+            self.new_fc = self.head_dropout = None
+            return net.feature_dim
+        if self.is_video_model:
             feature_dim = net.feature_dim
             self.head_dropout = nn.Dropout(p=self.dropout) if self.dropout > 0 else nn.Identity()
             self.new_fc = classifier(feature_dim, num_class, self.heads)
@@ -345,8 +371,8 @@ class TSN(nn.Module):
         if self.modality == 'RGBDiff':
             x = self._get_diff(x)
         if self.is_video_model:
-            feats = self.base_model(x.reshape(b, self.num_segments, -1, h, w))  # (B, D)
-            return self.new_fc(self.head_dropout(feats))
+            out = self.base_model(x.reshape(b, self.num_segments, -1, h, w))  # (B, D), or (B, num_class)
+            return out if self.new_fc is None else self.new_fc(self.head_dropout(out))
         sample_len = CHANNELS[self.modality] * self.new_length
         out = self.base_model(x.reshape(-1, sample_len, h, w))  # (B*T', D) or (B*T', num_class)
         if self.new_fc is not None:
@@ -402,7 +428,25 @@ class TSN(nn.Module):
         return self
 
     # ------------------------------------------------------------------ optimiser groups
+    @property
+    def has_linear_head(self):
+        """The logits are a linear layer of features (new_fc or the backbone's fc); False for ILA's text head."""
+        return getattr(self.base_model, 'num_class', None) is None
+
+    def set_class_names(self, class_names):
+        """A text-head model classifies over these names from now on (zero-shot); num_class follows."""
+        if self.has_linear_head:
+            raise ValueError(f'{self.arch} has a linear classifier over {self.num_class} trained classes; '
+                             'other class names need a text head (--ila_head text)')
+        self.base_model.set_class_names(class_names)
+        self.num_class = self.base_model.num_class
+        if self.backbone_kwargs.get('class_names') is not None:
+            self.backbone_kwargs['class_names'] = list(self.base_model.text_head.class_names)
+
     def _head(self):
+        if not self.has_linear_head:
+            raise ValueError(f'{self.arch} classifies with a text head (cosine against class-name features), '
+                             'not a linear layer on features')
         if self.new_fc is not None:
             return self.new_fc
         return getattr(self.base_model, self.base_model.last_layer_name)

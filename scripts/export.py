@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from ops.dataset_config import parse_class_names  # noqa: E402
 from ops.export import (FORMATS, ExportError, compare, export_onnx, export_pt2, load_exported,  # noqa: E402
                         load_model, metadata)
 
@@ -40,6 +41,9 @@ def get_parser():
                    help="videos, folders or a list for the parity check (predict.py's inputs)")
     p.add_argument("--max_clips", type=int, default=8, help="clips (views) compared at most")
     p.add_argument("--atol", type=float, default=1e-3, help="largest accepted |exported - eager| logit difference")
+    p.add_argument("--class_names", default=None,
+                   help='text-head models (ILA --ila_head text): comma list of the class names the exported '
+                        'file classifies (default: the trained ones); their text features become constants')
     return p
 
 
@@ -65,6 +69,12 @@ def parse_args(argv=None):
     for name in ("num_segments", "input_size", "max_clips"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
+    args.class_name_list = None
+    if args.class_names is not None:
+        try:
+            args.class_name_list = parse_class_names(args.class_names)
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.opset is not None and args.opset < 7:
         parser.error(f"--opset {args.opset}: ONNX opsets below 7 cannot express these models (default 17)")
     return args
@@ -102,7 +112,7 @@ def real_clips(args, model):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        model, config, class_names = load_model(args.weights, args.num_segments)
+        model, config, class_names = load_model(args.weights, args.num_segments, args.class_name_list)
     except (OSError, RuntimeError, ValueError) as exc:
         raise SystemExit(f"--weights {args.weights}: {exc}") from None
     size = args.input_size or model.crop_size

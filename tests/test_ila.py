@@ -315,12 +315,15 @@ def test_tsn_delegates_optimiser_groups_and_epoch_to_the_backbone():
     assert {m.jitter for m in model.modules() if isinstance(m, ILAAlign)} == {0.2 * 0.25}
 
 
-def test_eval_uses_single_point_mask():
+def test_eval_uses_the_jittered_mask_as_the_reference():
+    # ILA's ILA module is built with is_training=True in both branches: its 9-point average applies at test.
     align = ILAAlign(width=8, grid_size=5, align_dim=8).eval()
     points = torch.tensor([[0.1, -0.3]])
-    torch.testing.assert_close(align.masks(points), point_mask(points, 5))
+    torch.testing.assert_close(align.masks(points), jittered_mask(points, 5, 0.2))
     align.train()
     torch.testing.assert_close(align.masks(points), jittered_mask(points, 5, 0.2))
+    align.jitter = 0.0
+    torch.testing.assert_close(align.masks(points), point_mask(points, 5))
     assert isinstance(ILA_ARCHS['ila_vit_tiny'](2), ILAVideoModel)
 
 

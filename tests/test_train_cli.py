@@ -82,7 +82,8 @@ def test_backbone_traits_decide_shift_and_recipe(tiny_toy, tmp_path):
     assert (ila.pretrain, ila.no_partialbn, ila.optimizer, ila.weight_decay) == ("none", True, "adamw", 1e-4)
     # A backbone's own resolution wins over a dataset's generic 224 crop (L/14@336 trains at 336, not at a
     # silently resized 224), but not over a dataset's other crop (the toy set's 64) or --input_size.
-    custom = ["kinetics", "RGB", "--root_path", "r", "--train_list", "t", "--val_list", "v", "--num_class", "5"]
+    custom = ["kinetics", "RGB", "--root_path", "r", "--train_list", "t", "--val_list", "v", "--num_class", "5",
+              "--ila_head", "linear"]   # Kinetics' ILA default, the text head, needs class names
     sizes = {arch: parse_args(custom + ["--arch", arch]).input_size
              for arch in ("ila_vit_l14_336", "ila_vit_b16", "ila_vit_tiny", "resnet50")}
     assert sizes == {"ila_vit_l14_336": 336, "ila_vit_b16": 224, "ila_vit_tiny": 32, "resnet50": 224}
