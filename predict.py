@@ -210,8 +210,16 @@ def count_frames(folder, modality, tmpl, start_index=1):
         path = flow_paths(folder, video_id, tmpl, number)[0] if modality == 'Flow' \
             else frame_path(folder, tmpl, number)
         if os.path.basename(path) not in names:
-            return n
+            break
         n += 1
+    # Frames after a gap would be silently left out: refuse, naming the first missing file.
+    later = [k for k in range(start_index + n + 1, start_index + n + 1 + len(names))
+             if os.path.basename(flow_paths(folder, video_id, tmpl, k)[0] if modality == 'Flow'
+                                 else frame_path(folder, tmpl, k)) in names]
+    if later:
+        raise ValueError(f'frame folder {folder}: {path} is missing, but {len(later)} later frame(s) from number '
+                         f'{later[0]} exist (frames must be numbered without gaps from {start_index})')
+    return n
 
 
 @functools.lru_cache(maxsize=None)
@@ -335,6 +343,9 @@ def build_records(items, modality, args, spec, failed):
                 continue
             window = to_frames(args.window_spec, fps, item.path)
             stride = to_frames(args.stride_spec, fps, item.path)
+            if window > num_frames:
+                print(f'predict: --window {args.window} is {window} frames, longer than {item.path} '
+                      f'({num_frames} frames): one window covers the whole video', file=sys.stderr)
             for start in window_starts(num_frames, window, stride):
                 records.append(WindowRecord(item.path, num_frames, 0, start, min(window, num_frames)))
         except (FrameReadError, ValueError, OSError) as exc:

@@ -227,7 +227,7 @@ def data_inputs(ws):
     d = ws.data_copy()
     shutil.rmtree(os.path.join(d, "toy", "frames", val))
     cases.append(("main: a validation video folder is missing", ws.train(ws.folder(), data=d), {1},
-                  ["validation of the RGB model could not read", val, "checkpoint is saved"]))
+                  ["--val_list", val, "does not exist"]))
     cases.append(("test_models: a video folder is missing", ["test_models.py", "toy", "--weights", ws.ckpt,
                                                               "--data_root", d, "-j", "0", "--no_progress"],
                   {1}, [val]))
@@ -331,7 +331,7 @@ def eval_check_inputs(ws):
         ("check_data: corrupt mp4 in a video list", cd + ["--val_list", corrupt_list, *videos], {1},
          ["corrupt.mp4"]),
         ("check_data: text file named .mp4", cd + ["--val_list", fake_list, *videos], {1}, ["notes.mp4"]),
-        ("check_data: --workers 0", cd + ["--workers", "0"], {2}, ["--workers"]),
+        ("check_data: --workers -1", cd + ["--workers", "-1"], {2}, ["--workers"]),
         ("check_data: --num_class 0", cd + ["--num_class", "0"], {1, 2}, ["--num_class"]),
     ]
 
@@ -375,12 +375,12 @@ def newer_tool_inputs(ws):
     f = ws.folder
     return [
         ("predict: input absent", pr + [os.path.join(ws.root, "nothing.mp4")], {1, 2}, ["nothing.mp4"]),
-        ("predict: text file named .mp4", pr + [m["fake"]], {1}, ["notes.mp4"]),
-        ("predict: corrupt mp4", pr + [m["corrupt"]], {1}, ["corrupt.mp4"]),
+        ("predict: text file named .mp4", pr + [m["fake"]], {1, 2}, ["notes.mp4"]),
+        ("predict: corrupt mp4", pr + [m["corrupt"]], {1, 2}, ["corrupt.mp4"]),
         ("predict: empty folder", pr + [empty_dir], {1, 2}, [empty_dir]),
-        ("predict: frame folder with missing frames", pr + [missing_frames], {1}, ["img_00005.jpg"]),
-        ("predict: --window longer than the video", pr + ["--window", "500", m["video"]], {1, 2},
-         ["--window", "500"]),
+        ("predict: frame folder with missing frames", pr + [missing_frames], {1, 2}, ["img_00005.jpg"]),
+        ("predict: --window longer than the video", pr + ["--window", "500", m["video"]], {0},
+         ["--window 500", "one window covers the whole video"]),
         ("predict: --window 0", pr + ["--window", "0", m["video"]], {2}, ["--window"]),
         ("predict: --stride 0", pr + ["--window", "8", "--stride", "0", m["video"]], {2}, ["--stride"]),
         ("predict: --top_k 0", pr + ["--top_k", "0", m["video"]], {2}, ["--top_k"]),
@@ -409,18 +409,20 @@ def newer_tool_inputs(ws):
          ["noise.pth"]),
         ("convert: input absent", cv + ["mmaction2", os.path.join(ws.root, "nope.pth"), os.path.join(f(), "o.pth")],
          {1, 2}, ["nope.pth"]),
-        ("convert: output under a file", cv + ["mmaction2", ws.ckpt, blocked], {1, 2}, [here]),
+        ("convert: --num_segments 0", cv + ["mmaction2", ws.ckpt, os.path.join(f(), "o.pth"), "--num_segments", "0"],
+         {2}, ["--num_segments"]),
         ("build_file_list: empty tree", bf + [f(), "--root", empty_dir], {1, 2}, [empty_dir]),
         ("build_file_list: root absent", bf + [f(), "--root", os.path.join(ws.root, "no_tree")], {1, 2},
          ["no_tree"]),
         ("build_file_list: a class with one video", bf + [f(), "--root", one_class], {0, 1}, ["b", "1 video"]),
         ("build_file_list: duplicate video stems", bf + [f(), "--root", stems], {1}, ["x.mp4", "x.avi"]),
-        ("build_file_list: names with spaces", bf + [f(), "--root", spaces], {1}, ["take 1.mp4"]),
+        ("build_file_list: names with spaces", bf + [f(), "--root", spaces], {1}, ["open door/take 1", "rename"]),
         ("build_file_list: --val_ratio 1.5", bf + [f(), "--root", one_class, "--val_ratio", "1.5"], {2},
          ["--val_ratio"]),
         ("build_file_list: somethingv2 annotation file absent",
          ["scripts/build_file_list.py", "somethingv2", "--out_dir", f(), "--labels", os.path.join(ws.root, "l.json"),
-          "--train", os.path.join(ws.root, "t.json"), "--val", os.path.join(ws.root, "v.json")], {1, 2}, ["l.json"]),
+          "--train", os.path.join(ws.root, "t.json"), "--val", os.path.join(ws.root, "v.json"), "--frames_root",
+          ws.toy], {1, 2}, ["l.json"]),
         ("online_demo: bi-directional checkpoint", od + ["--weights", m["bi"], "--video", m["video"]], {1, 2},
          ["uni"]),
         ("online_demo: --video absent", od + ["--weights", m["uni"], "--video", os.path.join(ws.root, "no.mp4")],

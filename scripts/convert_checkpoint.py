@@ -212,8 +212,8 @@ def model_config(source, converted, num_segments, shift_div=None, tin_shift_div=
     """TSN keywords for the converted weights: architecture, modality and classes from the tensors."""
     cfg = infer_config_from_state_dict(converted)
     if 'base_model' not in cfg:
-        raise ValueError('the converted keys are not a torchvision ResNet (supported: ResNet TSN/TSM/TIN '
-                         'from mmaction2, TDN ResNets)')
+        raise ValueError(f'the keys converted as a {source} checkpoint are not a torchvision ResNet: is it a '
+                         f'{source} file? (supported: ResNet TSN/TSM/TIN from mmaction2, TDN ResNets, Video Swin)')
     if 'num_class' not in cfg:
         raise ValueError('no classification head (cls_head.fc_cls / new_fc) in the file')
     keyword = dict(num_class=cfg['num_class'], num_segments=num_segments, modality=cfg.get('modality', 'RGB'),
@@ -261,7 +261,7 @@ def _convert_videoswin(sd, num_segments):
     def ours(key):
         return 'new_fc.' + key[len('head.'):] if key.startswith('head.') else 'base_model.' + key
     report['mapped'] = [(src, ours(dst)) for src, dst in report['mapped']]
-    report['folded'] = []
+    report['folded'], report['zeros'] = [], []
     config = dict(num_class=converted['head.weight'].shape[0], num_segments=num_segments, modality='RGB',
                   base_model=arch, pretrain='none', dropout=0.0)
     return {ours(k): v for k, v in converted.items()}, report, config

@@ -263,7 +263,11 @@ def video_items(parser, args):
     """[(video id, path relative to --video_dir, label or None)] of --video_dir / --video_list."""
     if not args.video_dir and not args.video_list:
         parser.error('give --video_dir and/or --video_list')
-    return [(video_id(rel), rel, label) for rel, label in collect_inputs(args.video_dir, args.video_list)]
+    items = [(video_id(rel), rel, label) for rel, label in collect_inputs(args.video_dir, args.video_list)]
+    if not items:     # an empty tree is a wrong path far more often than a finished job
+        parser.error(f'no videos ({", ".join(VIDEO_EXTENSIONS)}) under --video_dir {args.video_dir}'
+                     + (f' in --video_list {args.video_list}' if args.video_list else ''))
+    return items
 
 
 def refuse_unfit(jobs, conflicts, overwrite, outputs):

@@ -186,7 +186,13 @@ def main(args):
         frames, rate = camera_frames(args.camera)
     else:
         frames, rate = pyav_frames(args.video or args.url)
-    writer = Annotator(args.output, rate) if args.output else None
+    writer = None
+    if args.output:
+        try:   # an unwritable path fails here, named, not after the whole stream was processed
+            os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+            writer = Annotator(args.output, rate)
+        except OSError as exc:
+            raise SystemExit(f'--output {args.output}: cannot write it ({exc.strerror or exc})') from None
 
     state, history, latencies, processed = None, [], [], []
     lines = ['waiting for the first frame']
