@@ -158,6 +158,17 @@ def _ila(name):
     return build
 
 
+def _stlt(name):
+    """STLT layout transformer (archs/stlt.py, STLT_CONFIGS); trained from scratch, as the reference."""
+    def build(pretrain='none', num_segments=8, input_size=None):
+        from archs.stlt import stlt
+        if pretrain != 'none':
+            raise ValueError(f"{name} is trained from scratch: --pretrain none (got {pretrain!r}); "
+                             "start from a checkpoint with --tune_from")
+        return stlt(name, num_segments=num_segments, input_size=input_size)
+    return build
+
+
 @dataclasses.dataclass(frozen=True)
 class Normalization:
     """Pixels a backbone expects: per-channel mean/std (RGB order, in its input range), the Flow mean,
@@ -173,7 +184,7 @@ class Normalization:
 class Backbone:
     """One registry entry: the constructor and the traits callers would otherwise guess from the name."""
     build: Callable
-    family: str                       # 'resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn' or 'ila'
+    family: str                       # 'resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn', 'ila' or 'stlt'
     shift_places: tuple = ()          # where TSN can insert the temporal shift (ops/temporal_modules.py)
     tin: bool = False                 # TIN can be inserted
     non_local: bool = False           # non-local blocks can be inserted (ResNet layer2/layer3)
@@ -187,6 +198,7 @@ class Backbone:
     recipe_over_dataset: tuple = ()   # recipe options the model needs: a dataset's train_defaults keep off them
     input_size: Optional[int] = None  # its own resolution (ILA: the CLIP tower's), used over a dataset's generic 224
     norm: Normalization = Normalization()
+    modality: Optional[str] = None    # the one modality it reads when that is not images ('Layout': STLT)
 
     @property
     def temporal_modules(self):
@@ -225,6 +237,18 @@ def _ila_entry(name):
                     input_size=CLIP_CONFIGS[name[len('ila_'):]]['input_resolution'])
 
 
+# The STLT recipe of the multimodal-distillation reference (configs/something-else-detections.yaml): AdamW,
+# lr 1e-4, weight decay 0.02, 16 frames, 30 epochs with 3 warm-up epochs; no dropout before the classifier.
+_STLT_RECIPE = (('pretrain', 'none'), ('no_partialbn', True), ('optimizer', 'adamw'), ('lr', 1e-4),
+                ('weight_decay', 0.02), ('num_segments', 16), ('epochs', 30), ('warmup_epochs', 3.0),
+                ('lr_type', 'cos'), ('dropout', 0.0))
+
+
+def _stlt_entry(name):
+    return Backbone(_stlt(name), 'stlt', video=True, recipe=_STLT_RECIPE,
+                    recipe_over_dataset=('pretrain', 'no_partialbn', 'dropout'), modality='Layout')
+
+
 BACKBONES = {
     'resnet18': _resnet_entry(18),
     'resnet34': _resnet_entry(34),
@@ -250,7 +274,15 @@ BACKBONES = {
     'ila_vit_b16': _ila_entry('ila_vit_b16'),
     'ila_vit_l14': _ila_entry('ila_vit_l14'),
     'ila_vit_l14_336': _ila_entry('ila_vit_l14_336'),
+    # STLT layout transformers (Radevski et al., 2021) for the Layout modality, in archs/stlt.py.
+    'stlt': _stlt_entry('stlt'),
+    'stlt_tiny': _stlt_entry('stlt_tiny'),
 }
+
+
+def layout_archs():
+    """Registry names of the models that read the Layout modality."""
+    return tuple(name for name, entry in BACKBONES.items() if entry.modality == 'Layout')
 
 
 def backbone_traits(name):

@@ -246,7 +246,8 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
         mapped[target] = v
 
     # First conv: convert between modalities / frame counts by channel mean.
-    conv_key = 'base_model.' + first_conv_name(model.base_model) + '.weight'
+    # (Layout models read boxes: no conv)
+    conv_key = None if model.modality == 'Layout' else 'base_model.' + first_conv_name(model.base_model) + '.weight'
     if conv_key in mapped:
         w_src, w_own = mapped[conv_key], own[conv_key]
         from_mod = src_modality or infer_modality(w_src.shape[1])

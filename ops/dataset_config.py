@@ -3,7 +3,8 @@
 Every value can be overridden by the caller (the CLI exposes --root_path, --train_list, --val_list,
 --category_file/--num_class, --image_tmpl, --flow_tmpl, --data_format), and an unregistered name works
 when the overrides give everything that is needed. Paths may contain '{modality}', replaced by the
-folder name of the modality's files ('RGB' for RGB and RGBDiff, which reads RGB frames; 'Flow'), so
+folder name of the modality's files ('RGB' for RGB and RGBDiff, which reads RGB frames; 'Flow';
+'Layout' for box files), so
 each modality of a mutual-learning run, a distillation or an ensemble can have its own root and lists.
 """
 import dataclasses
@@ -12,7 +13,7 @@ import string
 from typing import Optional
 
 from ops.modality import check_modality
-from ops.toy import TOY_CLASSES, ensure_toy_dataset
+from ops.toy import TOY_CLASSES, ensure_toy_dataset, ensure_toy_layout
 
 DATA_FORMATS = ('frames', 'video', 'hdf5')
 
@@ -24,6 +25,8 @@ def check_data_format(data_format: str) -> None:
 def modality_folder(modality: str) -> str:
     """What '{modality}' in a path becomes: RGBDiff reads RGB frames, so it shares the RGB files."""
     check_modality(modality)
+    if modality == 'Layout':
+        return 'Layout'
     return 'Flow' if modality == 'Flow' else 'RGB'
 
 
@@ -48,17 +51,18 @@ class Layout:
 def _entry(*, layouts, category_file=None, num_class=None, categories=None, image_tmpl='img_{:05d}.jpg',
            flow_tmpl='flow_{}_{:05d}.jpg', start_index=1, data_format='frames', flip=True,
            input_size=224, scale_size=256, train_defaults=None, csv_top5=False, flip_pairs=(),
-           ila_pair_net='k400'):
+           ila_pair_net='k400', box_tmpl='{}.json'):
     # layouts: data_format -> {'RGB' | 'Flow': Layout}; RGBDiff uses the RGB layout.
     # categories: class names known without reading a file (the generated toy set, so that parsing a
     # toy command line reads and writes nothing).
     # flip: horizontal flip in training when --flip auto; flip_pairs: classes swapped by a flip
     # (used whenever flipping is on); ila_pair_net: ILA's pair network for --ila_pair_net auto.
+    # box_tmpl: Layout box file of a video (ops/layout.py), formatted with the list's video path.
     return dict(layouts=layouts, category_file=category_file, num_class=num_class, categories=categories,
                 image_tmpl=image_tmpl, flow_tmpl=flow_tmpl, start_index=start_index,
                 data_format=data_format, flip=flip, input_size=input_size, scale_size=scale_size,
                 train_defaults=dict(train_defaults or {}), csv_top5=csv_top5, flip_pairs=tuple(flip_pairs),
-                ila_pair_net=ila_pair_net)
+                ila_pair_net=ila_pair_net, box_tmpl=box_tmpl)
 
 
 # Something-Something v1/v2: classes whose names say left/right (TDN/MSN ops/transforms.py,
@@ -113,10 +117,13 @@ DATASETS = {
         # Short quickstart command: main.py's defaults for this dataset (any flag overrides them).
         train_defaults=dict(arch='resnet18', num_segments=8, batch_size=16, lr=2e-3, optimizer='adamw',
                             weight_decay=1e-4, epochs=3, lr_type='cos', warmup_epochs=0, dropout=0.5,
-                            pretrain='none', no_partialbn=True, workers=2, eval_freq=1, clip_gradient=20.0),
+                            pretrain='none', no_partialbn=True, workers=2, eval_freq=1, clip_gradient=20.0,
+                            layout_arch='stlt_tiny'),
         layouts={
             'frames': {'RGB': _split_lists('toy/frames', 'toy/{split}_rgb.txt'),
-                       'Flow': _split_lists('toy/flow', 'toy/{split}_flow.txt')},
+                       'Flow': _split_lists('toy/flow', 'toy/{split}_flow.txt'),
+                       # box files derived from the clips' trajectories (ops.toy.ensure_toy_layout)
+                       'Layout': _split_lists('toy/boxes', 'toy/{split}_rgb.txt')},
             'video': {'RGB': _split_lists('toy/videos', 'toy/{split}_video.txt')},
             # HDF5 stores reuse the frames lists (`vid num_frames label`); one file per split.
             'hdf5': {'RGB': _split_lists('toy/hdf5/{split}_rgb.h5', 'toy/{split}_rgb.txt'),
@@ -133,7 +140,7 @@ class DatasetInfo:
     root_path: str            # training root (folder, or HDF5 file for data_format 'hdf5')
     train_list: str
     val_list: str
-    image_tmpl: str           # template of this modality (flow_tmpl for Flow)
+    image_tmpl: str           # template of this modality (flow_tmpl for Flow, box_tmpl for Layout)
     start_index: int
     data_format: str
     flip: bool
@@ -158,7 +165,7 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
                     category_file: Optional[str] = None, num_class: Optional[int] = None,
                     image_tmpl: Optional[str] = None, flow_tmpl: Optional[str] = None,
                     data_format: Optional[str] = None, categories: Optional[list] = None,
-                    splits: tuple = ('train', 'val')) -> DatasetInfo:
+                    splits: tuple = ('train', 'val'), box_tmpl: Optional[str] = None) -> DatasetInfo:
     """Registry values joined with data_root; explicit arguments win and are used as given.
 
     A root_path containing '{split}' is formatted with 'train' and 'val' (per-split HDF5 files); '{modality}'
@@ -174,7 +181,7 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         entry = _entry(layouts={})
     fmt = data_format or entry['data_format']
     check_data_format(fmt)
-    layout = entry['layouts'].get(fmt, {}).get('Flow' if modality == 'Flow' else 'RGB')
+    layout = entry['layouts'].get(fmt, {}).get(modality_folder(modality))
 
     def from_registry(value):
         return None if value is None else os.path.join(data_root, value)
@@ -213,6 +220,8 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         raise ValueError(f'num_class must be >= 1, got {num_class}')
     if modality == 'Flow':
         tmpl = flow_tmpl if flow_tmpl is not None else entry['flow_tmpl']
+    elif modality == 'Layout':
+        tmpl = box_tmpl if box_tmpl is not None else entry['box_tmpl']
     else:
         tmpl = image_tmpl if image_tmpl is not None else entry['image_tmpl']
     return DatasetInfo(
@@ -224,12 +233,16 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         csv_top5=entry['csv_top5'], flip_pairs=entry['flip_pairs'], ila_pair_net=entry['ila_pair_net'])
 
 
-def ensure_builtin_data(name: str, data_root: str, root_path: Optional[str] = None) -> None:
+def ensure_builtin_data(name: str, data_root: str, root_path: Optional[str] = None,
+                        modalities: tuple = ()) -> None:
     """Generate the built-in toy dataset under data_root on first use (not when root_path points at the
     data). Called when a run starts, never while parsing: the registry knows the toy classes and defaults
-    without its files. Atomic, and safe when several ranks race (ops.toy.ensure_toy_dataset)."""
+    without its files. Atomic, and safe when several ranks race (ops.toy.ensure_toy_dataset). Its box
+    files are derived when a Layout modality is among `modalities` (ops.toy.ensure_toy_layout)."""
     if name == 'toy' and root_path is None:
         ensure_toy_dataset(data_root)
+        if 'Layout' in modalities:
+            ensure_toy_layout(data_root)
 
 
 def data_record(info: DatasetInfo) -> dict:

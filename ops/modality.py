@@ -4,11 +4,13 @@ all take these from here without importing each other."""
 import torch
 import torch.nn as nn
 
-MODALITIES = ('RGB', 'Flow', 'RGBDiff')
-CHANNELS = {'RGB': 3, 'Flow': 2, 'RGBDiff': 3}    # per frame: Flow stacks x and y
+MODALITIES = ('RGB', 'Flow', 'RGBDiff', 'Layout')
+# Per frame: Flow stacks x and y; Layout is a (6, max_boxes, 1) "image" of boxes per frame (ops/layout.py:
+# category, score, x1, y1, x2, y2 per box), so clips, views and batches keep the image modalities' shapes.
+CHANNELS = {'RGB': 3, 'Flow': 2, 'RGBDiff': 3, 'Layout': 6}
 # Frames loaded per segment when new_length is not given. RGBDiff loads 6 raw frames; the model turns
 # them into 5 differences.
-_DEFAULT_NEW_LENGTH = {'RGB': 1, 'Flow': 5, 'RGBDiff': 5}
+_DEFAULT_NEW_LENGTH = {'RGB': 1, 'Flow': 5, 'RGBDiff': 5, 'Layout': 1}
 
 
 def check_modality(modality):

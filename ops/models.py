@@ -74,6 +74,9 @@ class TSN(nn.Module):
         _check_choice('first_conv_lr', first_conv_lr, FIRST_CONV_LR)
         _check_choice('shift_place', shift_place, SHIFT_PLACES)
         traits = archs.backbone_traits(base_model)
+        if (traits.modality == 'Layout') != (modality == 'Layout'):
+            raise ValueError(f'modality Layout is read by the layout models {archs.layout_archs()} and they read '
+                             f'nothing else; got base_model {base_model!r} with modality {modality!r}')
         if temporal_module is None:
             temporal_module = traits.motion_module
         if is_shift:
@@ -143,7 +146,7 @@ class TSN(nn.Module):
             norm['mean'] or (0.0,), norm['std'] or (1.0,), norm['div'], self.input_channels)
         self._pixel_roll = norm['roll']
         feature_dim = self._prepare_head(num_class)
-        if modality != 'RGB':
+        if modality not in ('RGB', 'Layout'):
             if self.is_video_model or temporal_module in MOTION_MODULES:
                 raise ValueError(f'{base_model} with temporal_module={temporal_module} takes RGB input only')
             # Flow: 2L channels, RGBDiff: 3L difference channels, kernel = RGB channel mean.
@@ -181,15 +184,13 @@ class TSN(nn.Module):
             feature_dim = net.feature_dim
         else:
             feature_dim = getattr(net, net.last_layer_name).in_features
-        if self.dropout > 0:
+        if self.dropout > 0 or self.is_video_model:    # a video backbone's head is new_fc (dropout 0: identity)
             if not self.is_video_model:
                 setattr(net, net.last_layer_name, nn.Dropout(p=self.dropout))
             self.head_dropout = nn.Dropout(p=self.dropout) if self.is_video_model else None
             self.new_fc = nn.Linear(feature_dim, num_class)
             head = self.new_fc
         else:
-            if self.is_video_model:
-                raise ValueError('video backbones need dropout > 0 (the head is new_fc)')
             self.head_dropout = None
             head = nn.Linear(feature_dim, num_class)
             setattr(net, net.last_layer_name, head)
@@ -248,6 +249,8 @@ class TSN(nn.Module):
         the Caffe-converted BNInception takes BGR in 0-255 with its own mean."""
         if self.modality == 'RGBDiff':
             return dict(mean=None, std=None, div=self.input_range == 1, roll=self.input_space == 'BGR')
+        if self.modality == 'Layout':     # float box coordinates, not pixels
+            return dict(mean=None, std=None, div=False, roll=False)
         return dict(mean=list(self.input_mean), std=list(self.input_std), div=self.input_range == 1,
                     roll=self.input_space == 'BGR')
 
@@ -303,7 +306,7 @@ class TSN(nn.Module):
         if self.modality == 'RGBDiff':
             x = self._get_diff(x)
         if self.is_video_model:
-            feats = self.base_model(x.reshape(b, self.num_segments, 3, h, w))  # (B, D)
+            feats = self.base_model(x.reshape(b, self.num_segments, CHANNELS[self.modality], h, w))  # (B, D)
             return self.new_fc(self.head_dropout(feats))
         sample_len = CHANNELS[self.modality] * self.new_length
         out = self.base_model(x.reshape(-1, sample_len, h, w))  # (B*T', D) or (B*T', num_class)
