@@ -22,6 +22,7 @@ Layout clip describes the frames the RGB clip shows; boxes are not cropped or fl
 """
 import json
 import logging
+import math
 import os
 import re
 
@@ -123,12 +124,11 @@ class BoxFile:
         labels = frame.get('labels')
         if not isinstance(labels, list):
             raise ValueError(f'{where}: field "labels" must be a list of boxes, got {_shown(labels)}')
-        boxes = np.zeros((len(labels), BOX_FIELDS), np.float32)
-        for j, label in enumerate(labels):
-            boxes[j] = self._label(f'{where}: labels[{j}]', label)
-        return int(match.group(1)), boxes
+        rows = [self._label(where, j, label) for j, label in enumerate(labels)]
+        return int(match.group(1)), np.array(rows, np.float32).reshape(len(rows), BOX_FIELDS)
 
-    def _label(self, where, label):
+    def _label(self, frame, j, label):
+        where = f'{frame}: labels[{j}]'
         if not isinstance(label, dict):
             raise ValueError(f'{where}: expected an object with "box2d" and "category", got {_shown(label)}')
         if not isinstance(label.get('category'), str):
@@ -139,7 +139,7 @@ class BoxFile:
         coords = []
         for key in ('x1', 'y1', 'x2', 'y2'):
             value = box.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f'{where}: field "box2d.{key}" must be a number, got {_shown(value)}')
             coords.append(value)
         score = label.get('score', 1.0)
@@ -162,7 +162,9 @@ class BoxFile:
 
 
 def _shown(value):
-    text = json.dumps(value) if not isinstance(value, float) or np.isfinite(value) else repr(value)
+    if value is None:
+        return 'nothing (missing or null)'
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else repr(value)
     return text if len(text) <= 60 else text[:57] + '...'
 
 
@@ -189,14 +191,18 @@ class LayoutDataSet(VideoDataSet):
         return self.num_clips
 
     def open(self, record):
+        """(num_frames, BoxFile or None): a video list has no counts, so its box file is read here."""
+        if record.num_frames is not None:
+            return record.num_frames, None
         boxes = BoxFile(box_path(self.root_path, record.path, self.image_tmpl))
-        return (record.num_frames if record.num_frames is not None else boxes.num_frames), boxes
+        return boxes.num_frames, boxes
 
     def read(self, record, handle, num_frames, clips):
         """Clip starts -> float32 (K*T, 6, max_boxes, 1), frame numbers clamped to num_frames as for RGB."""
+        boxes = handle or BoxFile(box_path(self.root_path, record.path, self.image_tmpl))
         first = self.start_index - 1          # frame number 1 is the file's start_index-th frame name
         numbers = [min(start, num_frames) + first for clip in clips for start in clip]
-        return handle.encode(numbers, self.max_boxes)
+        return boxes.encode(numbers, self.max_boxes)
 
     def to_output(self, frames, rng, params=None, transform=None):
         fields, n = frames.shape[1:3]

@@ -2,6 +2,7 @@
 
     python scripts/check_data.py toy --modality Flow
     python scripts/check_data.py toy --modality RGB --pair_with Flow --split train
+    python scripts/check_data.py toy --modality Layout --pair_with RGB
     python scripts/check_data.py something --data_root /ssd/video --split val --sample_frames --workers 8
     python scripts/check_data.py mydata --root_path frames --train_list t.txt --val_list v.txt --num_class 5
 
@@ -12,7 +13,8 @@ and the files on disk, missing frames, images that do not decode, missing or und
 truncated file included), videos whose decoded frame count differs from the count their stream announces
 (stream_count_mismatch: header less the frames an edit list hides; --sample_frames compares the cheap
 probe only), and for HDF5 stores a missing file, missing or interrupted per-video datasets, count
-mismatches and undecodable elements. Every needed file is opened and decoded (--sample_frames: only the first and the
+mismatches and undecodable elements; for Layout (--modality Layout) a missing or malformed box file (the
+message names the frame and the field) and one annotating frames beyond the list's count. Every needed file is opened and decoded (--sample_frames: only the first and the
 last frame of each video). Videos are decoded as the loader decodes them (display matrix applied unless
 --no_autorotate). --dense_sample prints, per split, how many videos are shorter than --dense_length
 (information, not a problem). Exit status 0 when nothing is wrong, 1 otherwise.
@@ -36,6 +38,7 @@ PROBLEMS = ('missing_list', 'malformed_list', 'duplicate_video', 'bad_label', 'z
             'missing_folder', 'count_mismatch', 'missing_frame', 'unreadable_image', 'missing_video',
             'undecodable_video', 'missing_store', 'missing_dataset', 'undecodable_element')
 PROBLEMS += ('stream_count_mismatch',)   # video lists: decoder count vs the stream's (see _video_count_problems)
+PROBLEMS += ('missing_box_file', 'malformed_box_file')   # Layout (ops/layout.py)
 # List-level problems across lists: an empty list, and two modalities' lists that do not pair up.
 PAIR_PROBLEMS = ('empty_list', 'unpaired_video', 'label_mismatch', 'unpaired_count')
 SPLITS = ('train', 'val', 'both')
@@ -84,6 +87,23 @@ def _check_frames(cfg, path, num_frames):
                 except FrameReadError as err:
                     problems.append(('unreadable_image', str(err)))
     return problems
+
+
+def _check_boxes(cfg, path, num_frames):
+    """Layout box file of one video: present, well-formed (the error names the frame and the field), and
+    annotating no frame beyond the list's count (num_frames None: a video list, nothing to compare)."""
+    from ops.layout import BoxFile, box_path
+    full = box_path(cfg['root'], path, cfg['tmpl'])
+    try:
+        boxes = BoxFile(full)
+    except FrameReadError:
+        return [('missing_box_file', full)]
+    except ValueError as err:
+        return [('malformed_box_file', str(err))]
+    if num_frames is not None and boxes.num_frames > num_frames:
+        return [('count_mismatch', f'{full}: annotates frame {boxes.num_frames}, the list says {num_frames} '
+                 'frames')]
+    return []
 
 
 def _check_video(cfg, path):
@@ -171,7 +191,9 @@ def check_records(job):
             if num_frames == 0:
                 problems.append(('zero_frames', f'{cfg["list"]}: {path}: 0 frames (the loader drops it)'))
                 continue
-            if cfg['data_format'] == 'frames':
+            if cfg['modality'] == 'Layout':
+                problems += _check_boxes(cfg, path, num_frames)
+            elif cfg['data_format'] == 'frames':
                 problems += _check_frames(cfg, path, num_frames)
             elif cfg['data_format'] == 'video':
                 problems += _check_video(cfg, path)[0]
@@ -297,6 +319,7 @@ def get_args_parser():
     p.add_argument('--num_class', type=int)
     p.add_argument('--image_tmpl', help='RGB frame template')
     p.add_argument('--flow_tmpl', help='flow template')
+    p.add_argument('--box_tmpl', help='Layout box file template (formatted with the list path)')
     p.add_argument('--data_format', choices=DATA_FORMATS)
     p.add_argument('--video_backend', choices=VIDEO_BACKENDS, default='decord')
     p.add_argument('--sample_frames', action='store_true',
@@ -318,12 +341,13 @@ def main(argv=None):
     if args.dense_length < 1:
         parser.error(f'--dense_length must be at least 1 frame, got {args.dense_length}')
     try:
-        ensure_builtin_data(args.dataset, args.data_root, args.root_path)
+        ensure_builtin_data(args.dataset, args.data_root, args.root_path,
+                            modalities=(args.modality, *args.pair_with))
         info = resolve_dataset(args.dataset, args.modality, data_root=args.data_root,
                                root_path=args.root_path, train_list=args.train_list,
                                val_list=args.val_list, category_file=args.category_file,
                                num_class=args.num_class, image_tmpl=args.image_tmpl,
-                               flow_tmpl=args.flow_tmpl, data_format=args.data_format)
+                               flow_tmpl=args.flow_tmpl, data_format=args.data_format, box_tmpl=args.box_tmpl)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     splits = ('train', 'val') if args.split == 'both' else (args.split,)

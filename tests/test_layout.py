@@ -102,6 +102,21 @@ def test_missing_box_file_is_a_read_failure_and_a_startup_error(tmp_path, write_
                           list_file=str(tmp_path / 'l.txt'), option='--train_list')
 
 
+def test_check_data_reports_box_files(tmp_path, write_list, capsys):
+    from scripts import check_data
+    _numbered_video(tmp_path / 'a.json', 8)
+    _numbered_video(tmp_path / 'long.json', 12)
+    (tmp_path / 'bad.json').write_text('{"width": 10, "height": 10, "frames": [{"name": "0001.jpg"}]}')
+    lst = write_list(tmp_path / 'l.txt', ['a 8 0', 'gone 8 1', 'bad 8 1', 'long 8 0'])
+    status = check_data.main(['mine', '--modality', 'Layout', '--root_path', str(tmp_path), '--train_list', lst,
+                              '--val_list', lst, '--num_class', '2', '--split', 'train'])
+    out = capsys.readouterr().out
+    assert status == 1 and '3 problems: count_mismatch 1, missing_box_file 1, malformed_box_file 1' in out
+    assert f'missing_box_file: {tmp_path / "gone.json"}' in out
+    assert 'frames[0] (0001.jpg): field "labels" must be a list of boxes, got nothing (missing or null)' in out
+    assert 'long.json: annotates frame 12, the list says 8 frames' in out
+
+
 def _records(list_file):
     from ops.dataset import parse_list
     return parse_list(list_file, 'frames')
@@ -222,7 +237,8 @@ def test_layout_trains_evaluates_in_an_ensemble_and_predicts(tiny_toy, tiny_chec
     preds = tmp_path / "p.json"
     run_cli(["predict.py", "--weights", f"{layout},{rgb}", str(tmp_path / vid), "--output", str(preds)],
             cwd=tmp_path)
-    assert len(json.loads(preds.read_text())) == 1
+    report = json.loads(preds.read_text())
+    assert len(report["videos"]) == 1 and "whole-frame boxes" in report["protocol"][0]
 
 
 @pytest.mark.slow
