@@ -14,10 +14,11 @@ truncated file included), videos whose decoded frame count differs from the coun
 (stream_count_mismatch: header less the frames an edit list hides; --sample_frames compares the cheap
 probe only), and for HDF5 stores a missing file, missing or interrupted per-video datasets, count
 mismatches and undecodable elements; for Layout (--modality Layout) a missing or malformed box file (the
-message names the frame and the field) and one annotating frames beyond the list's count. Every needed file is opened and decoded (--sample_frames: only the first and the
-last frame of each video). Videos are decoded as the loader decodes them (display matrix applied unless
---no_autorotate). --dense_sample prints, per split, how many videos are shorter than --dense_length
-(information, not a problem). Exit status 0 when nothing is wrong, 1 otherwise.
+message names the frame and the field) and one annotating frames beyond the list's count.
+Every needed file is opened and decoded (--sample_frames: only the first and the last frame of each
+video). Videos are decoded as the loader decodes them (display matrix applied unless --no_autorotate).
+--dense_sample prints, per split, how many videos are shorter than --dense_length (information, not a
+problem). Exit status 0 when nothing is wrong, 1 otherwise.
 """
 import os
 import sys
