@@ -178,12 +178,12 @@ class LayoutDataSet(VideoDataSet):
     (replaced in training, an error in evaluation); a malformed one raises ValueError naming the file,
     the frame and the field."""
 
-    def __init__(self, root_path, list_file, *args, max_boxes=MAX_BOXES, **kwargs):
+    def __init__(self, root_path, list_file, *, image_tmpl=BOX_TMPL, max_boxes=MAX_BOXES, **kwargs):
         if kwargs.get('data_format', 'frames') not in ('frames', 'video'):
             raise ValueError(f"Layout reads box files listed in a frames or video list, not data_format "
                              f"{kwargs['data_format']!r}")
         kwargs['transform'] = None
-        super().__init__(root_path, list_file, *args, **kwargs)
+        super().__init__(root_path, list_file, image_tmpl=image_tmpl, **kwargs)
         self.max_boxes = int(max_boxes)
 
     @property
