@@ -54,7 +54,8 @@ def _add_data_options(p):
                    help="folder holding the registered datasets (env TSM_DATA_ROOT)")
     g.add_argument("--root_path", default=None,
                    help="frames/videos root (default: from the registry); '{modality}' in it and in the lists "
-                        "becomes RGB (also for RGBDiff) or Flow, so each modality has its own files")
+                        "becomes RGB (also for RGBDiff), Flow or Layout (box files), so each modality has its "
+                        "own files")
     g.add_argument("--category_file", default=None, help="one class name per line")
     g.add_argument("--num_class", type=int, default=None, help="number of classes (instead of a category file)")
     g.add_argument("--image_tmpl", default=None, help="RGB frame file template, e.g. img_{:05d}.jpg")
