@@ -27,9 +27,13 @@ BOX_FIELDS = 6          # category, score, x1, y1, x2, y2
 MAX_BOXES = 14          # box slots per frame (the reference's max_objects); the model takes any number
 # The reference sizes (hidden 768, 8 heads, 6 + 6 layers, feed-forward 4 x hidden, dropout 0.1) and a tiny
 # variant for the toy set and tests.
+# stlt_tiny scales the box embedding's initial weights by 5: with PyTorch's default init (the reference's) the
+# coordinates are a weak signal next to the category embedding, and on the toy set, where motion is all there
+# is, the tiny model stayed at 37.5% for 8 epochs (it learned only the boxes' presence); x5: 77% in 180 steps.
 STLT_CONFIGS = {
     'stlt': dict(hidden_size=768, num_heads=8, spatial_layers=6, temporal_layers=6, dropout=0.1),
-    'stlt_tiny': dict(hidden_size=64, num_heads=4, spatial_layers=1, temporal_layers=2, dropout=0.1),
+    'stlt_tiny': dict(hidden_size=64, num_heads=4, spatial_layers=1, temporal_layers=2, dropout=0.1,
+                      box_init_gain=5.0),
 }
 LAYER_NORM_EPS = 0.1
 
@@ -49,13 +53,15 @@ class STLT(nn.Module):
     """Layout clip (B, T, 6, N, 1) -> clip feature (B, hidden_size); ``feature_dim`` for TSN's head."""
 
     def __init__(self, num_segments, *, hidden_size=768, num_heads=8, spatial_layers=6, temporal_layers=6,
-                 dropout=0.1):
+                 dropout=0.1, box_init_gain=1.0):
         super().__init__()
         self.num_segments = int(num_segments)
         self.feature_dim = int(hidden_size)
         h = self.feature_dim
         self.category_embedding = nn.Embedding(len(LAYOUT_CATEGORIES), h, padding_idx=0)
         self.box_embedding = nn.Linear(4, h)
+        with torch.no_grad():
+            self.box_embedding.weight.mul_(box_init_gain)
         self.score_embedding = nn.Linear(1, h)
         self.box_norm = nn.LayerNorm(h, eps=LAYER_NORM_EPS)
         self.box_dropout = nn.Dropout(dropout)

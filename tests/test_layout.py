@@ -171,6 +171,8 @@ def test_stlt_shapes_masking_and_causal_mask():
 def test_tsn_with_stlt(tmp_path):
     model = TSN(5, 4, 'Layout', base_model='stlt_tiny', pretrain='none', dropout=0.0)
     assert model.input_channels == 4 * 6 and model.is_temporal
+    box = model.base_model.box_embedding.weight.abs().max()      # default init U(-0.5, 0.5) (fan-in 4), x 5
+    assert 0.5 < box <= 2.5
     logits = model(torch.rand(3, 24, 14, 1))
     assert logits.shape == (3, 5)
     logits.sum().backward()
