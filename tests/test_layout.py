@@ -184,6 +184,19 @@ def test_tsn_with_stlt(tmp_path):
         TSN(5, 4, 'Layout', base_model='stlt', pretrain='imagenet')
 
 
+def test_layout_arch_options(capsys):
+    from opts import parse_args
+    ranks = ['--rank', '1', '--world_size', '2', '--init_method', 'tcp://127.0.0.1:1']
+    args = parse_args(['toy', 'RGB,Layout', *ranks])
+    assert args.layout_arch == 'stlt_tiny' and args.arch == 'resnet18'     # the toy defaults
+    assert args.store_names[1].startswith('TSM_toy_Layout_stlt_tiny_avg_segment8')
+    args = parse_args(['toy', 'Layout', '--arch', 'stlt'])
+    assert args.layout_arch == 'stlt' and args.dropout == 0.0 and args.pretrain == 'none'   # its recipe
+    with pytest.raises(SystemExit):
+        parse_args(['toy', 'RGB,Layout', '--arch', 'stlt', *ranks])
+    assert '--arch stlt reads the Layout modality only' in capsys.readouterr().err
+
+
 def test_toy_boxes_follow_the_object():
     right = toy_boxes(0, 12, 64, np.random.default_rng([0, 0, 5, 0]))
     left = toy_boxes(1, 12, 64, np.random.default_rng([0, 0, 5, 0]))
