@@ -212,8 +212,9 @@ def test_data_spec(args, index, ckpt, modality):
         args, modality, root_path=pick(args.root_path, "root_path"),
         val_list=pick(args.test_list_list[index], "val_list"), num_class=num_class, categories=categories,
         data_format=pick(args.data_format, "data_format"),
-        image_tmpl=args.image_tmpl if args.image_tmpl is not None or modality == "Flow" else own_tmpl,
+        image_tmpl=args.image_tmpl if args.image_tmpl is not None or modality in ("Flow", "Layout") else own_tmpl,
         flow_tmpl=args.flow_tmpl if args.flow_tmpl is not None or modality != "Flow" else own_tmpl,
+        box_tmpl=args.box_tmpl if args.box_tmpl is not None or modality != "Layout" else own_tmpl,
         splits=("val",))
 
 

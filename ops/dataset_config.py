@@ -3,9 +3,9 @@
 Every value can be overridden by the caller (the CLI exposes --root_path, --train_list, --val_list,
 --category_file/--num_class, --image_tmpl, --flow_tmpl, --data_format), and an unregistered name works
 when the overrides give everything that is needed. Paths may contain '{modality}', replaced by the
-folder name of the modality's files ('RGB' for RGB and RGBDiff, which reads RGB frames; 'Flow';
-'Layout' for box files), so
-each modality of a mutual-learning run, a distillation or an ensemble can have its own root and lists.
+folder name of the modality's files ('RGB' for RGB and RGBDiff, which reads RGB frames; 'Flow'; 'Layout'
+for box files), so each modality of a mutual-learning run, a distillation or an ensemble can have its own
+root and lists.
 """
 import dataclasses
 import os
