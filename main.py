@@ -30,6 +30,7 @@ from ops.dataset_config import data_record, ensure_builtin_data
 from ops.distill import (TeacherScores, combine_teachers, dataset_softmin_weights, distill_loss, kd_loss,
                           load_teachers, teacher_cross_entropy)
 from ops.heads import check_heads, check_same_heads, correct_counts, per_head, split_heads
+from ops.layout import LayoutDataSet
 from ops.lr_schedule import LRSchedule, set_lr
 from ops.mixing import mix_batch
 from ops.modality import frames_per_segment
@@ -85,6 +86,10 @@ def setup_logging(run_dir, is_main):
 
 
 def build_model(args, modality, num_class):
+    if modality == "Layout":
+        # The layout model (--layout_arch) reads boxes: the image backbone's options do not apply.
+        return TSN(num_class=num_class, num_segments=args.num_segments, modality=modality,
+                   base_model=args.layout_arch, dropout=args.dropout, partial_bn=False, pretrain="none")
     kwargs = dict(
         num_class=num_class, num_segments=args.num_segments, modality=modality, base_model=args.arch,
         new_length=args.new_length, consensus_type=args.consensus_type, dropout=args.dropout,
@@ -158,19 +163,20 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
     eval_transform: videos of `split` read with evaluation sampling and transforms (held-out data)."""
     train = split == "train" and not eval_transform
     scales = RGB_SCALES if (aligned and len(set(all_modalities)) > 1) else None
-    transform = build_transform(train, modality, input_size=model.crop_size,
-                                scale_size=args.scale_size or model.scale_size, flip=args.hflip, scales=scales,
-                                flip_pairs=parse_flip_pairs(args.flip_label_pairs),
-                                color_jitter=args.color_jitter, grayscale=args.grayscale,
-                                random_erasing=args.random_erasing, **(norm or model.normalization()),
-                                output=loader_output(args))
+    # Layout clips are boxes of the whole frame: no views to crop (ops/layout.py)
+    transform = None if modality == "Layout" else build_transform(
+        train, modality, input_size=model.crop_size, scale_size=args.scale_size or model.scale_size,
+        flip=args.hflip, scales=scales, flip_pairs=parse_flip_pairs(args.flip_label_pairs),
+        color_jitter=args.color_jitter, grayscale=args.grayscale, random_erasing=args.random_erasing,
+        **(norm or model.normalization()), output=loader_output(args))
     aligned_frames = aligned_lengths = None
     if aligned and train and args.num_modalities > 1:
         # one column per modality rank (RGB,RGB has two columns over the same records)
         aligned_frames = aligned_frame_counts({i: records[m] for i, m in enumerate(all_modalities)})
         aligned_lengths = [frames_per_segment(m, args.new_length) for m in all_modalities]
     on_train = split == "train"
-    return VideoDataSet(
+    dataset_class = LayoutDataSet if modality == "Layout" else VideoDataSet
+    return dataset_class(
         spec.root_path if on_train else spec.val_root_path, spec.train_list if on_train else spec.val_list,
         num_segments=args.num_segments,
         new_length=new_length or args.new_length or model.new_length, modality=modality,
@@ -926,8 +932,6 @@ def write_run_args(args, ctx, run_dir):
 
 def build_data(args, ctx, modality):
     """Registry entries (resolved once per modality), teachers, and the parsed, paired list records."""
-    with named_input_errors(RuntimeError):
-        ensure_builtin_data(args.dataset, args.data_root, args.root_path)   # toy: generated on first use
     teachers = teacher_scores = None
     if args.distill_from:
         teachers = load_teachers(args.distill_from.split(","), ctx.device)
@@ -940,6 +944,8 @@ def build_data(args, ctx, modality):
             raise SystemExit(str(exc)) from None
     pair_mods = list(args.modalities)
     train_mods = pair_mods + [m for m in (teachers.required_modalities if teachers else ()) if m not in pair_mods]
+    with named_input_errors(RuntimeError):    # toy: generated on first use (box files when Layout is read)
+        ensure_builtin_data(args.dataset, args.data_root, args.root_path, modalities=tuple(train_mods))
     specs = {m: dataset_spec(args, m) for m in dict.fromkeys([modality, *train_mods])}
     with named_input_errors():
         train_records = build_records("train", train_mods, specs)

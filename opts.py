@@ -45,8 +45,9 @@ DATASET_DEFAULTS = {
     "arch": "resnet50", "num_segments": 8, "batch_size": 64, "lr": 0.01, "epochs": 50,
     "lr_steps": [20.0, 40.0], "dropout": 0.5, "optimizer": "sgd", "weight_decay": 5e-4,
     "pretrain": "imagenet", "workers": 8, "eval_freq": 5, "clip_gradient": 20.0, "warmup_epochs": 0.0,
-    "lr_type": "step", "no_partialbn": False, "amp": "auto", "channels_last": None,
+    "lr_type": "step", "no_partialbn": False, "amp": "auto", "channels_last": None, "layout_arch": "stlt",
 }
+LAYOUT_ARCHS = archs.layout_archs()     # models of the Layout modality (--layout_arch)
 # A backbone's recipe (archs.BACKBONES entry, e.g. ILA's) overrides these and yields to the dataset's.
 
 
@@ -60,11 +61,14 @@ def _add_data_options(p):
                    help="folder holding the registered datasets (env TSM_DATA_ROOT)")
     g.add_argument("--root_path", default=None,
                    help="frames/videos root (default: from the registry); '{modality}' in it and in the lists "
-                        "becomes RGB (also for RGBDiff), Flow or Audio, so each modality has its own files")
+                        "becomes RGB (also for RGBDiff), Flow, Audio or Layout (box files), so each modality has "
+                        "its own files")
     g.add_argument("--category_file", default=None, help="one class name per line")
     g.add_argument("--num_class", type=int, default=None, help="number of classes (instead of a category file)")
     g.add_argument("--image_tmpl", default=None, help="RGB frame file template, e.g. img_{:05d}.jpg")
     g.add_argument("--flow_tmpl", default=None, help="Flow template: flow_{}_{:05d}.jpg or one RGB image")
+    g.add_argument("--box_tmpl", default=None,
+                   help="Layout box file of a video, formatted with its list path (default: registry / {}.json)")
     g.add_argument("--data_format", default=None, choices=DATA_FORMATS, help="default: from the registry")
     g.add_argument("--video_backend", default="decord", choices=VIDEO_BACKENDS)
     g.add_argument("--no_autorotate", dest="autorotate", action="store_false",
@@ -163,6 +167,9 @@ def get_train_parser():
     g.add_argument("--arch", default=None, choices=ARCHS, metavar="ARCH",
                    help="backbone: %(choices)s [dataset default / resnet50]")
     g.add_argument("--num_segments", type=int, default=None, help="T [dataset default / 8]")
+    g.add_argument("--layout_arch", default=None, choices=LAYOUT_ARCHS,
+                   help="model of the Layout modality (its ranks and runs; --arch for the others) "
+                        "[--arch if a layout model / dataset default / stlt]")
     g.add_argument("--consensus_type", default="avg", choices=CONSENSUS_TYPES)
     g.add_argument("--dropout", "--do", type=float, default=None, help="dropout before new_fc [/ 0.5]")
     g.add_argument("--pretrain", default=None,
@@ -304,7 +311,7 @@ def dataset_spec(args, modality, **overrides):
     options = dict(data_root=args.data_root, root_path=args.root_path, train_list=getattr(args, "train_list", None),
                    val_list=getattr(args, "val_list", None), category_file=args.category_file,
                    num_class=args.num_class, image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
-                   data_format=args.data_format, audio=audio_options(args),
+                   data_format=args.data_format, audio=audio_options(args), box_tmpl=args.box_tmpl,
                    heads=parse_heads(args.heads) if getattr(args, "heads", None) else None)
     return resolve_dataset(args.dataset, modality, **{**options, **overrides})
 
@@ -334,6 +341,8 @@ def _derive_train(args):
     defaults.update({k: v for k, v in (spec.train_defaults or {}).items() if k not in traits.recipe_over_dataset})
     # No more DataLoader workers by default than the CPUs this process may use (PyTorch warns otherwise).
     defaults["workers"] = min(defaults["workers"], available_cpus())
+    if traits.modality == "Layout":       # --arch stlt: the Layout model is that one
+        defaults["layout_arch"] = arch
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -380,6 +389,9 @@ def _validate_train(parser, args):
     if args.temporal_pool and args.temporal_module != "tsm":
         err("--temporal_pool is implemented for TSM (--shift) models only")
     traits = archs.backbone_traits(args.arch)
+    if traits.modality == "Layout" and set(args.modalities) != {"Layout"}:
+        err(f"--arch {args.arch} reads the Layout modality only; give the image modalities an image --arch "
+            "and the Layout ones --layout_arch")
     own = "; it models time itself" if traits.temporal else ""
     if args.temporal_module == "tsm" and args.shift_place not in traits.shift_places:
         err(f"--shift has no insertion rule for --arch {args.arch} at --shift_place {args.shift_place} "
@@ -468,7 +480,9 @@ def store_name(args, modality, rank=0):
     if args.run_name:
         return args.run_name + (f"_ML{rank}" if len(args.modalities) > 1 else "")
     arch = args.arch
-    if args.temporal_module == "tsm":
+    if modality == "Layout":
+        arch = args.layout_arch           # the image backbone's temporal options do not apply
+    elif args.temporal_module == "tsm":
         arch += f"_shift{args.shift_div}_{args.shift_place}"
     elif args.temporal_module in RESNET_MODULES:
         arch += f"_{args.temporal_module}"

@@ -14,7 +14,8 @@ INPUT: a video file; a folder of frames (img_00001.jpg ..., --image_tmpl); a fol
 frame folders, searched recursively (e.g. <class>/<video>.mp4 trees; it says how many it found); or a list
 file whose lines start with a video or frame-folder path (relative to --root_path, else to the list's folder;
 further columns are ignored). RGB and RGBDiff checkpoints read videos and frame folders, Flow checkpoints
-read frame folders of flow images (--flow_tmpl).
+read frame folders of flow images (--flow_tmpl), Layout
+checkpoints the box file of each input (--box_tmpl, default beside it: clip.mp4 or frames/clip -> clip.json).
 
 Class names: --category_file, else the checkpoint's `class_names` or recorded `data.categories`, else class
 indices (said so on stderr). A text-head checkpoint (ILA --ila_head text) classifies over whatever names
@@ -39,6 +40,7 @@ from ops.dataset import VideoDataSet, VideoRecord
 from ops.heads import heads_text, same_heads
 from ops.dataset_config import list_lines, parse_class_names, resolve_dataset
 from ops.scores import fused_scores, score_probabilities
+from ops.layout import BoxFile, box_path
 from ops.utils import AMP_DTYPES, atomic_open
 from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, flow_paths, frame_path, video_num_frames
 from opts import get_test_parser, parse_test_args
@@ -273,6 +275,8 @@ def to_frames(span, fps, path):
 
 def probe(item, modality, args, spec):
     """-> (num_frames, fps or None); raises FrameReadError / ValueError naming the input."""
+    if modality == 'Layout':      # the input's box file (--box_tmpl, default: beside it, <name>.json)
+        return BoxFile(box_path('', item.path, spec.image_tmpl)).num_frames, args.fps
     if item.kind == 'video':
         if modality == 'Flow':
             raise ValueError(f'{item.path}: a Flow checkpoint needs frame folders of flow images, not a video')
@@ -327,7 +331,7 @@ def model_spec(args, index, modality, data_format):
                            category_file=args.category_file, categories=args.class_name_list,
                            num_class=None if given or heads else (args.num_class or config['num_class']),
                            image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl, data_format=data_format,
-                           heads=heads, audio=audio)
+                           heads=heads, audio=audio, box_tmpl=args.box_tmpl)
 
 
 def build_records(items, modality, args, spec, failed):
@@ -378,7 +382,10 @@ def group_models(args, ctx, items, modalities, failed):
         records = build_records(items, modality, args, spec, failed)
         if not records:
             return []
-        cls = WindowDataSet if args.window_spec is not None else VideoDataSet
+        if modality == 'Layout' and args.window_spec is not None:
+            raise SystemExit(f'--weights {args.weights_list[i]}: --window does not apply to a Layout model '
+                             '(it reads whole box files)')
+        cls = WindowDataSet if args.window_spec is not None else VideoDataSet   # Layout: its own (test_models)
         models.append(ModelUnderTest(args, i, ctx, records=records, dataset_class=cls, spec=spec))
     for m in models[1:]:
         if m.dataset.video_ids != models[0].dataset.video_ids:

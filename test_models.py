@@ -40,6 +40,7 @@ from ops.heads import check_heads, check_same_heads, head_file, head_metrics, he
     split_heads
 from ops.dataset_config import read_class_names
 from ops.models import TSN, has_text_head, is_temporal, to_channels_last, with_class_names
+from ops.layout import LayoutDataSet
 from ops.sampler import ShardSampler
 from ops.scores import (add_calibration, align_to, format_metrics, fused_scores, metrics, save_scores,
                         write_report, write_tsm_csv)
@@ -51,8 +52,8 @@ logger = logging.getLogger("test_models")
 
 
 def protocol_text(num_frames, crops, clips, crop_size, full_res, num_videos, mode):
-    """e.g. '8 frames x 3 crops x 2 clips (twice), 256 px full-res, 24,777 videos'."""
-    res = f"{crop_size} px" + (" full-res" if full_res else "")
+    """e.g. '8 frames x 3 crops x 2 clips (twice), 256 px full-res, 24,777 videos'; crop_size None: boxes."""
+    res = f"{crop_size} px" + (" full-res" if full_res else "") if crop_size is not None else "whole-frame boxes"
     return (f"{num_frames} frames x {crops} crop{'s' if crops > 1 else ''} x {clips} clip"
             f"{'s' if clips > 1 else ''} ({mode}), {res}, {num_videos:,} videos")
 
@@ -152,13 +153,17 @@ class ModelUnderTest:
         if args.channels_last:
             to_channels_last(self.model)
         self.forward = torch.compile(self.model) if args.compile else self.model
-        transform = build_transform(False, self.modality, input_size=self.model.crop_size,
-                                    scale_size=args.scale_size or (
-                                        spec.scale_size if self.model.crop_size == spec.input_size
-                                        else self.model.scale_size),
-                                    test_crops=args.test_crops, full_res=args.full_res,
-                                    **self.model.normalization(), output="uint8")
-        self.crop_size = transform.crop_size
+        if self.modality == "Layout":     # boxes of the whole frame: no crops (ops/layout.py)
+            transform = None
+            dataset_class = LayoutDataSet
+        else:
+            transform = build_transform(False, self.modality, input_size=self.model.crop_size,
+                                        scale_size=args.scale_size or (
+                                            spec.scale_size if self.model.crop_size == spec.input_size
+                                            else self.model.scale_size),
+                                        test_crops=args.test_crops, full_res=args.full_res,
+                                        **self.model.normalization(), output="uint8")
+        self.crop_size = transform.crop_size if transform is not None else None
         try:
             self.dataset = dataset_class(
                 spec.val_root_path, spec.val_list, num_segments=self.num_segments,
@@ -231,8 +236,9 @@ def test_data_spec(args, index, ckpt, modality, heads=None):
         args, modality, root_path=pick(args.root_path, "root_path"),
         val_list=pick(args.test_list_list[index], "val_list"), num_class=num_class, categories=categories,
         data_format=pick(args.data_format, "data_format"),
-        image_tmpl=args.image_tmpl if args.image_tmpl is not None or modality == "Flow" else own_tmpl,
+        image_tmpl=args.image_tmpl if args.image_tmpl is not None or modality in ("Flow", "Layout") else own_tmpl,
         flow_tmpl=args.flow_tmpl if args.flow_tmpl is not None or modality != "Flow" else own_tmpl,
+        box_tmpl=args.box_tmpl if args.box_tmpl is not None or modality != "Layout" else own_tmpl,
         splits=("val",), heads=heads, audio=recorded_audio(args, recorded))
 
 
@@ -379,7 +385,8 @@ def run(args, ctx):
                     args.coeff)
     if not ctx.is_main:
         return res
-    protocols = [protocol_text(m.num_segments, args.test_crops, m.num_clips, m.crop_size, args.full_res,
+    protocols = [protocol_text(m.num_segments, args.test_crops if m.crop_size else 1, m.num_clips, m.crop_size,
+                               args.full_res,
                                len(ids0), sampling_mode(args)) + note for m, note in zip(models, dense_notes)]
     for m, p in zip(models, protocols):
         print(f"{os.path.basename(m.path)} [{m.modality}, coeff {m.coeff:g}]: {p}")

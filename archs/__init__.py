@@ -159,6 +159,17 @@ def _ila(name):
     return build
 
 
+def _stlt(name):
+    """STLT layout transformer (archs/stlt.py, STLT_CONFIGS); trained from scratch, as the reference."""
+    def build(pretrain='none', num_segments=8, input_size=None):
+        from archs.stlt import stlt
+        if pretrain != 'none':
+            raise ValueError(f"{name} is trained from scratch: --pretrain none (got {pretrain!r}); "
+                             "start from a checkpoint with --tune_from")
+        return stlt(name, num_segments=num_segments, input_size=input_size)
+    return build
+
+
 @dataclasses.dataclass(frozen=True)
 class Normalization:
     """Pixels a backbone expects: per-channel mean/std (RGB order, in its input range), the Flow mean,
@@ -174,7 +185,7 @@ class Normalization:
 class Backbone:
     """One registry entry: the constructor and the traits callers would otherwise guess from the name."""
     build: Callable
-    family: str                       # 'resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn', 'ila' or 'swin3d'
+    family: str                       # 'resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn', 'ila', 'swin3d' or 'stlt'
     shift_places: tuple = ()          # where TSN can insert the temporal shift (ops/temporal_modules.py)
     tin: bool = False                 # TIN can be inserted
     non_local: bool = False           # non-local blocks can be inserted (ResNet layer2/layer3)
@@ -189,6 +200,7 @@ class Backbone:
     recipe_over_dataset: tuple = ()   # recipe options the model needs: a dataset's train_defaults keep off them
     input_size: Optional[int] = None  # its own resolution (ILA: the CLIP tower's), used over a dataset's generic 224
     norm: Normalization = Normalization()
+    modality: Optional[str] = None    # the one modality it reads when that is not images ('Layout': STLT)
 
     @property
     def temporal_modules(self):
@@ -242,6 +254,18 @@ def _swin3d_entry(name):
                     input_size=224)
 
 
+# The STLT recipe of the multimodal-distillation reference (configs/something-else-detections.yaml): AdamW,
+# lr 1e-4, weight decay 0.02, 16 frames, 30 epochs with 3 warm-up epochs; no dropout before the classifier.
+_STLT_RECIPE = (('pretrain', 'none'), ('no_partialbn', True), ('optimizer', 'adamw'), ('lr', 1e-4),
+                ('weight_decay', 0.02), ('num_segments', 16), ('epochs', 30), ('warmup_epochs', 3.0),
+                ('lr_type', 'cos'), ('dropout', 0.0))
+
+
+def _stlt_entry(name):
+    return Backbone(_stlt(name), 'stlt', video=True, recipe=_STLT_RECIPE,
+                    recipe_over_dataset=('pretrain', 'no_partialbn', 'dropout'), modality='Layout')
+
+
 BACKBONES = {
     'resnet18': _resnet_entry(18),
     'resnet34': _resnet_entry(34),
@@ -272,7 +296,15 @@ BACKBONES = {
     'swin3d_s': _swin3d_entry('swin3d_s'),
     'swin3d_b': _swin3d_entry('swin3d_b'),
     'swin3d_toy': _swin3d_entry('swin3d_toy'),
+    # STLT layout transformers (Radevski et al., 2021) for the Layout modality, in archs/stlt.py.
+    'stlt': _stlt_entry('stlt'),
+    'stlt_tiny': _stlt_entry('stlt_tiny'),
 }
+
+
+def layout_archs():
+    """Registry names of the models that read the Layout modality."""
+    return tuple(name for name, entry in BACKBONES.items() if entry.modality == 'Layout')
 
 
 def backbone_traits(name):

@@ -364,9 +364,10 @@ def load_weights(model, state_dict, *, src_config=None, src_modality=None, drop_
         mapped[target] = v
 
     # First conv: convert between modalities / frame counts by channel mean. Video backbones keep theirs
-    # (ILA takes RGB only; Swin gives Flow to its 3-channel patch embedding as (x, y, 0)).
+    # (ILA takes RGB only; Swin gives Flow to its 3-channel patch embedding as (x, y, 0); STLT reads boxes).
     video = getattr(model, 'is_video_model', False)
-    conv_key = None if video else 'base_model.' + first_conv_name(model.base_model) + '.weight'
+    conv_key = None if video or model.modality == 'Layout' else \
+        'base_model.' + first_conv_name(model.base_model) + '.weight'
     if conv_key in mapped:
         w_src, w_own = mapped[conv_key], own[conv_key]
         from_mod = src_modality or infer_modality(w_src.shape[1])

@@ -521,7 +521,9 @@ class MultiModalDataSet(_SampleBookkeeping):
                 raise ValueError(f'{modality} dataset lists other videos (or another order); use pair_records')
             if ds.mode != first.mode or ds.num_segments != first.num_segments or ds.sampling != first.sampling:
                 raise ValueError(f'{modality} dataset differs in mode, num_segments or sampling options')
-            if _geometry(ds.transform) != _geometry(first.transform):
+            # A modality without views (Layout: boxes of the whole frame) takes no crop geometry.
+            if ds.transform is not None and first.transform is not None and \
+                    _geometry(ds.transform) != _geometry(first.transform):
                 raise ValueError(f'{modality} transform has other crop geometry than the first modality: '
                                  f'{_geometry(ds.transform)} vs {_geometry(first.transform)}; give every '
                                  'modality the same scales and sizes (MML uses scales [1, .875, .75, .66])')
@@ -561,6 +563,10 @@ def check_list_counts(records: Sequence[VideoRecord], *, root: str, modality: st
     check_modality(modality)
     if not records or modality == 'Audio':   # audio sources are checked by the Audio dataset itself
         return
+    if modality == 'Layout':      # box files, one per video: they must exist and parse
+        from ops.layout import check_box_files   # ops.layout builds on this module
+        return check_box_files(records, root=root, box_tmpl=image_tmpl, list_file=list_file, option=option,
+                               sample=sample)
     tmpl_option = '--flow_tmpl' if modality == 'Flow' else '--image_tmpl'
     step = max(1, len(records) // sample)
     for record in list(records)[::step][:sample]:

@@ -3,8 +3,9 @@
 Every value can be overridden by the caller (the CLI exposes --root_path, --train_list, --val_list,
 --category_file/--num_class, --image_tmpl, --flow_tmpl, --data_format), and an unregistered name works
 when the overrides give everything that is needed. Paths may contain '{modality}', replaced by the
-folder name of the modality's files ('RGB' for RGB and RGBDiff, which reads RGB frames; 'Flow'; 'Audio'), so
-each modality of a mutual-learning run, a distillation or an ensemble can have its own root and lists.
+folder name of the modality's files ('RGB' for RGB and RGBDiff, which reads RGB frames; 'Flow'; 'Audio';
+'Layout' for box files), so each modality of a mutual-learning run, a distillation or an ensemble can have its
+own root and lists.
 """
 import dataclasses
 import os
@@ -13,7 +14,7 @@ from typing import Optional
 
 from ops.heads import check_heads, heads_text
 from ops.modality import check_modality
-from ops.toy import TOY_CLASSES, VIDEO_FPS, ensure_toy_dataset
+from ops.toy import TOY_CLASSES, VIDEO_FPS, ensure_toy_dataset, ensure_toy_layout
 
 DATA_FORMATS = ('frames', 'video', 'hdf5')
 
@@ -27,6 +28,8 @@ def modality_folder(modality: str) -> str:
     check_modality(modality)
     if modality == 'Audio':
         return 'Audio'
+    if modality == 'Layout':
+        return 'Layout'
     return 'Flow' if modality == 'Flow' else 'RGB'
 
 
@@ -51,7 +54,7 @@ class Layout:
 def _entry(*, layouts, category_file=None, num_class=None, categories=None, image_tmpl='img_{:05d}.jpg',
            flow_tmpl='flow_{}_{:05d}.jpg', start_index=1, data_format='frames', flip=True,
            input_size=224, scale_size=256, train_defaults=None, csv_top5=False, flip_pairs=(),
-           ila_pair_net='k400', ila_head='linear', heads=None, fps=None):
+           ila_pair_net='k400', ila_head='linear', heads=None, fps=None, box_tmpl='{}.json'):
     # layouts: data_format -> {'RGB' | 'Flow': Layout}; RGBDiff uses the RGB layout.
     # categories: class names known without reading a file (the generated toy set, so that parsing a
     # toy command line reads and writes nothing).
@@ -59,12 +62,13 @@ def _entry(*, layouts, category_file=None, num_class=None, categories=None, imag
     # (used whenever flipping is on); ila_pair_net: ILA's pair network for --ila_pair_net auto; ila_head:
     # ILA's classifier for --ila_head auto (text on Kinetics, as ILA's master branch).
     # heads: multi-head labels (ops/heads.py), one label column per head in the lists, num_class their total.
+    # box_tmpl: Layout box file of a video (ops/layout.py), formatted with the list's video path.
     # fps: frame rate of the lists' frame numbers, where the Audio modality places its windows.
     return dict(heads=heads, layouts=layouts, category_file=category_file, num_class=num_class, categories=categories,
                 image_tmpl=image_tmpl, flow_tmpl=flow_tmpl, start_index=start_index,
                 data_format=data_format, flip=flip, input_size=input_size, scale_size=scale_size,
                 train_defaults=dict(train_defaults or {}), csv_top5=csv_top5, flip_pairs=tuple(flip_pairs),
-                ila_pair_net=ila_pair_net, ila_head=ila_head, fps=fps)
+                ila_pair_net=ila_pair_net, ila_head=ila_head, fps=fps, box_tmpl=box_tmpl)
 
 
 # Something-Something v1/v2: classes whose names say left/right (TDN/MSN ops/transforms.py,
@@ -132,12 +136,15 @@ DATASETS = {
         # Short quickstart command: main.py's defaults for this dataset (any flag overrides them).
         train_defaults=dict(arch='resnet18', num_segments=8, batch_size=16, lr=2e-3, optimizer='adamw',
                             weight_decay=1e-4, epochs=3, lr_type='cos', warmup_epochs=0, dropout=0.5,
-                            pretrain='none', no_partialbn=True, workers=2, eval_freq=1, clip_gradient=20.0),
+                            pretrain='none', no_partialbn=True, workers=2, eval_freq=1, clip_gradient=20.0,
+                            layout_arch='stlt_tiny'),
         layouts={
             'frames': {'RGB': _split_lists('toy/frames', 'toy/{split}_rgb.txt'),
                        'Flow': _split_lists('toy/flow', 'toy/{split}_flow.txt'),
                        # Audio: a .wav per video (--audio_tmpl '{}.wav'), listed with the RGB frame counts
-                       'Audio': _split_lists('toy/audio', 'toy/{split}_rgb.txt')},
+                       'Audio': _split_lists('toy/audio', 'toy/{split}_rgb.txt'),
+                       # box files derived from the clips' trajectories (ops.toy.ensure_toy_layout)
+                       'Layout': _split_lists('toy/boxes', 'toy/{split}_rgb.txt')},
             'video': {'RGB': _split_lists('toy/videos', 'toy/{split}_video.txt'),
                       'Audio': _split_lists('toy/videos', 'toy/{split}_video.txt')},
             # HDF5 stores reuse the frames lists (`vid num_frames label`); one file per split.
@@ -156,7 +163,7 @@ class DatasetInfo:
     root_path: str            # training root (folder, or HDF5 file for data_format 'hdf5')
     train_list: str
     val_list: str
-    image_tmpl: str           # template of this modality (flow_tmpl for Flow)
+    image_tmpl: str           # template of this modality (flow_tmpl for Flow, box_tmpl for Layout)
     start_index: int
     data_format: str
     flip: bool
@@ -221,7 +228,8 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
                     category_file: Optional[str] = None, num_class: Optional[int] = None,
                     image_tmpl: Optional[str] = None, flow_tmpl: Optional[str] = None,
                     data_format: Optional[str] = None, categories: Optional[list] = None,
-                    splits: tuple = ('train', 'val'), heads=None, audio: Optional[dict] = None) -> DatasetInfo:
+                    splits: tuple = ('train', 'val'), heads=None, audio: Optional[dict] = None,
+                    box_tmpl: Optional[str] = None) -> DatasetInfo:
     """Registry values joined with data_root; explicit arguments win and are used as given.
 
     A root_path containing '{split}' is formatted with 'train' and 'val' (per-split HDF5 files); '{modality}'
@@ -294,6 +302,8 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         tmpl = flow_tmpl if flow_tmpl is not None else entry['flow_tmpl']
     elif modality == 'Audio':
         tmpl = audio_info['tmpl']
+    elif modality == 'Layout':
+        tmpl = box_tmpl if box_tmpl is not None else entry['box_tmpl']
     else:
         tmpl = image_tmpl if image_tmpl is not None else entry['image_tmpl']
     return DatasetInfo(
@@ -307,12 +317,16 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         ila_head=entry['ila_head'], category_file=cat_file if categories is not None and cat_file else None)
 
 
-def ensure_builtin_data(name: str, data_root: str, root_path: Optional[str] = None) -> None:
+def ensure_builtin_data(name: str, data_root: str, root_path: Optional[str] = None,
+                        modalities: tuple = ()) -> None:
     """Generate the built-in toy dataset under data_root on first use (not when root_path points at the
     data). Called when a run starts, never while parsing: the registry knows the toy classes and defaults
-    without its files. Atomic, and safe when several ranks race (ops.toy.ensure_toy_dataset)."""
+    without its files. Atomic, and safe when several ranks race (ops.toy.ensure_toy_dataset). Its box
+    files are derived when a Layout modality is among `modalities` (ops.toy.ensure_toy_layout)."""
     if name == 'toy' and root_path is None:
         ensure_toy_dataset(data_root)
+        if 'Layout' in modalities:
+            ensure_toy_layout(data_root)
 
 
 def data_record(info: DatasetInfo) -> dict:

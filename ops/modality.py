@@ -4,12 +4,14 @@ all take these from here without importing each other."""
 import torch
 import torch.nn as nn
 
-MODALITIES = ('RGB', 'Flow', 'RGBDiff', 'Audio')
-# per frame: Flow stacks x and y; Audio is one spectrogram image repeated to 3 channels (ops/audio.py)
-CHANNELS = {'RGB': 3, 'Flow': 2, 'RGBDiff': 3, 'Audio': 3}
+MODALITIES = ('RGB', 'Flow', 'RGBDiff', 'Audio', 'Layout')
+# per frame: Flow stacks x and y; Audio is one spectrogram image repeated to 3 channels (ops/audio.py);
+# Layout is a (6, max_boxes, 1) "image" of boxes per frame (ops/layout.py: category, score, x1, y1, x2, y2
+# per box), so clips, views and batches keep the image modalities' shapes.
+CHANNELS = {'RGB': 3, 'Flow': 2, 'RGBDiff': 3, 'Audio': 3, 'Layout': 6}
 # Frames loaded per segment when new_length is not given. RGBDiff loads 6 raw frames; the model turns
 # them into 5 differences.
-_DEFAULT_NEW_LENGTH = {'RGB': 1, 'Flow': 5, 'RGBDiff': 5, 'Audio': 1}
+_DEFAULT_NEW_LENGTH = {'RGB': 1, 'Flow': 5, 'RGBDiff': 5, 'Audio': 1, 'Layout': 1}
 
 
 def check_modality(modality):

@@ -132,6 +132,9 @@ class TSN(nn.Module):
         _check_choice('first_conv_lr', first_conv_lr, FIRST_CONV_LR)
         _check_choice('shift_place', shift_place, SHIFT_PLACES)
         traits = archs.backbone_traits(base_model)
+        if (traits.modality == 'Layout') != (modality == 'Layout'):
+            raise ValueError(f'modality Layout is read by the layout models {archs.layout_archs()} and they read '
+                             f'nothing else; got base_model {base_model!r} with modality {modality!r}')
         if temporal_module is None:
             temporal_module = traits.motion_module
         if is_shift:
@@ -203,11 +206,11 @@ class TSN(nn.Module):
             norm['mean'] or (0.0,), norm['std'] or (1.0,), norm['div'], self.input_channels)
         self._pixel_roll = norm['roll']
         feature_dim = self._prepare_head(num_class)
-        if self.is_video_model and modality != 'RGB':
+        if self.is_video_model and modality not in ('RGB', 'Layout'):
             if modality not in traits.video_modalities or new_length != 1:
                 raise ValueError(f'{base_model} takes {", ".join(traits.video_modalities)} input with one frame '
                                  f'per segment, got {modality} with new_length {new_length}')
-        elif modality != 'RGB':
+        elif modality not in ('RGB', 'Layout'):
             if temporal_module in MOTION_MODULES:
                 raise ValueError(f'{base_model} with temporal_module={temporal_module} takes RGB input only')
             # Flow: 2L channels, RGBDiff: 3L difference channels, kernel = RGB channel mean.
@@ -314,6 +317,8 @@ class TSN(nn.Module):
         the Caffe-converted BNInception takes BGR in 0-255 with its own mean."""
         if self.modality == 'RGBDiff':
             return dict(mean=None, std=None, div=self.input_range == 1, roll=self.input_space == 'BGR')
+        if self.modality == 'Layout':     # float box coordinates, not pixels
+            return dict(mean=None, std=None, div=False, roll=False)
         return dict(mean=list(self.input_mean), std=list(self.input_std), div=self.input_range == 1,
                     roll=self.input_space == 'BGR')
 

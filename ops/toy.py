@@ -167,13 +167,7 @@ def _trajectory(motion, rng, n, size):
 def _render(label, num_frames, size, rng):
     """Frames uint8 (n, size, size, 3) and the object's path (x, y, half-size, opacity; (n,) each)
     in the clip's own time order, plus the shape name."""
-    if not 0 <= label < len(TOY_CLASSES):
-        raise ValueError(f'label {label} outside [0, {len(TOY_CLASSES)})')
-    bg = _background(rng, size)
-    colour = _object_colour(rng, bg)
-    shape = PAIR_SHAPES[label // 2]
-    x, y, r, alpha = _trajectory(MOTIONS[label // 2], rng, num_frames, size)
-    half = r * np.float32(0.9) if shape == 'square' else r  # the square gets a similar area
+    bg, colour, shape, (x, y, half, alpha) = _scene(label, num_frames, size, rng)
     cover = _coverage(shape, x, y, half, size) * alpha[:, None, None]  # (n, H, W)
     cover = cover[..., None]
     clip = bg[None] * (1.0 - cover) + colour * cover
@@ -183,6 +177,18 @@ def _render(label, num_frames, size, rng):
         clip = np.ascontiguousarray(clip[::-1])
         x, y, half, alpha = x[::-1], y[::-1], half[::-1], alpha[::-1]
     return clip, (x, y, half, alpha), shape
+
+
+def _scene(label, num_frames, size, rng):
+    """The random draws of a clip, in order: background, object colour, the shape and its forward path."""
+    if not 0 <= label < len(TOY_CLASSES):
+        raise ValueError(f'label {label} outside [0, {len(TOY_CLASSES)})')
+    bg = _background(rng, size)
+    colour = _object_colour(rng, bg)
+    shape = PAIR_SHAPES[label // 2]
+    x, y, r, alpha = _trajectory(MOTIONS[label // 2], rng, num_frames, size)
+    half = r * np.float32(0.9) if shape == 'square' else r  # the square gets a similar area
+    return bg, colour, shape, (x, y, half, alpha)
 
 
 def _coverage(shape, x, y, half, size):
@@ -468,3 +474,70 @@ def ensure_toy_dataset(data_root='data', *, num_train=None, num_val=None, num_fr
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
     return root
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layout: box files derived from the clips' own trajectories (the frames, labels and lists stay as they are)
+
+LAYOUT_DIR = 'boxes'
+LAYOUT_META = 'layout_meta.json'
+MIN_BOX_OPACITY = 0.05   # an object fainter than this has no box (the fade pair's first/last frames)
+# Half the bounding-box side per unit of the path's half-size (the diamond's tips reach 1.25 x half).
+_BOX_EXTENT = {'disc': 1.0, 'ring': 1.0, 'square': 1.0, 'diamond': 1.25}
+
+
+def toy_boxes(label, num_frames, size, rng):
+    """The box file content (ops/layout.py format) of the clip that ``_render`` draws from ``rng``: per frame
+    the object's bounding box (clipped to the frame), category and standard category = its shape, score =
+    its opacity; frames where it is fainter than MIN_BOX_OPACITY have none. Frame names are the RGB files'."""
+    _, _, shape, (x, y, half, alpha) = _scene(label, num_frames, size, rng)
+    if label % 2 == 1:                        # the reversed member of the pair, as _render
+        x, y, half, alpha = x[::-1], y[::-1], half[::-1], alpha[::-1]
+    extent = half * _BOX_EXTENT[shape]
+    frames = []
+    for i in range(num_frames):
+        labels = []
+        if alpha[i] >= MIN_BOX_OPACITY:
+            box = [float(np.clip(v, 0, size)) for v in (x[i] - extent[i], y[i] - extent[i],
+                                                        x[i] + extent[i], y[i] + extent[i])]
+            labels.append({'box2d': dict(zip(('x1', 'y1', 'x2', 'y2'), (round(v, 2) for v in box))),
+                           'category': shape, 'standard_category': shape, 'gt_annotation': 'object 0',
+                           'score': round(float(alpha[i]), 3)})
+        frames.append({'name': RGB_TMPL.format(i + 1), 'labels': labels})
+    return {'width': size, 'height': size, 'frames': frames}
+
+
+def ensure_toy_layout(data_root='data'):
+    """Return ``<data_root>/toy/boxes`` (one ``<vid>.json`` per clip), deriving it from the toy set's own
+    parameters (toy_meta.json) on first use: the same per-clip generators as the frames, so every box
+    follows the rendered object. Atomic (temporary folder renamed into place) under a lock file."""
+    root = os.path.join(data_root, 'toy')
+    with open(os.path.join(root, META_FILE)) as f:
+        meta = json.load(f)
+    out = os.path.join(root, LAYOUT_DIR)
+    if os.path.isfile(os.path.join(out, LAYOUT_META)):
+        return out
+    with open(os.path.join(root, '.boxes.lock'), 'w') as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if os.path.isfile(os.path.join(out, LAYOUT_META)):
+                return out
+            tmp = os.path.join(root, f'.boxes.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}')
+            os.makedirs(tmp)
+            try:
+                params = {k: meta[k] for k in TOY_DEFAULTS}
+                for _, vid, label, n, key in _plan(params):
+                    with open(os.path.join(tmp, vid + '.json'), 'w') as f:
+                        json.dump(toy_boxes(label, n, params['size'], np.random.default_rng(key)), f)
+                with open(os.path.join(tmp, LAYOUT_META), 'w') as f:   # written last: marks completeness
+                    json.dump(dict(params, min_box_opacity=MIN_BOX_OPACITY), f, indent=1)
+                os.rename(tmp, out)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            logger.info('toy box files written to %s', out)
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    return out

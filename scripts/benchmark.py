@@ -63,6 +63,7 @@ DATA_CASES = ('rgb-frames', 'rgb-video-decord', 'rgb-video-pyav', 'rgb-video-tor
               'flow-hdf5', 'rgbdiff-frames', 'rgbdiff-hdf5', 'audio-video', 'audio-frames', 'audio-hdf5')
 # Audio: the soundtrack of an mp4 (AAC, 48 kHz: decoded and resampled to 24 kHz), a 24 kHz .wav per video
 # (data_format frames), a 24 kHz HDF5 store; each clip = the spectrogram images of its segments.
+DATA_CASES += ('layout-frames',)   # Layout box files (ops/layout.py), the frames list's counts
 RESNET_STAGES = ('layer1', 'layer2', 'layer3', 'layer4')
 
 
@@ -517,6 +518,19 @@ def _synthetic_frames(rng, num_frames, width, height):
     return np.stack(frames)
 
 
+def _write_box_file(path, rng, num_frames, width, height, boxes_per_frame=4):
+    """A Layout box file (Something-Else format) with two hands and two objects on every frame."""
+    frames = []
+    for i in range(num_frames):
+        corners = rng.uniform(0, 1, (boxes_per_frame, 2, 2)) * [width, height]
+        labels = [{'box2d': dict(zip(('x1', 'y1', 'x2', 'y2'), map(float, np.concatenate([c.min(0), c.max(0)])))),
+                   'category': 'hand' if k < 2 else f'object {k}', 'standard_category': 'hand' if k < 2 else '0000',
+                   'gt_annotation': f'object {k}'} for k, c in enumerate(corners)]
+        frames.append({'name': f'img_{i + 1:05d}.jpg', 'labels': labels})
+    with open(path, 'w') as f:
+        json.dump({'width': width, 'height': height, 'frames': frames}, f)
+
+
 def make_data_tree(root, num_videos, num_frames, width, height, seed=0):
     """Write frames, x/y flow JPEGs, mp4s, HDF5 stores and list files under root; returns the paths."""
     import cv2
@@ -526,7 +540,7 @@ def make_data_tree(root, num_videos, num_frames, width, height, seed=0):
     from ops.toy import VIDEO_FPS, soundtrack, write_video
     rng = np.random.default_rng(seed)
     quality = [cv2.IMWRITE_JPEG_QUALITY, 90]
-    paths = {k: os.path.join(root, k) for k in ('frames', 'flow', 'videos', 'audio', 'videos_audio')}
+    paths = {k: os.path.join(root, k) for k in ('frames', 'flow', 'videos', 'audio', 'videos_audio', 'boxes')}
     for p in paths.values():
         os.makedirs(p, exist_ok=True)
     rgb_h5, flow_h5, audio_h5 = (os.path.join(root, f'{k}.h5') for k in ('rgb', 'flow', 'audio'))
@@ -561,6 +575,7 @@ def make_data_tree(root, num_videos, num_frames, width, height, seed=0):
             write_video(os.path.join(paths['videos_audio'], vid + '.mp4'), clip, audio=sound[48000], audio_rate=48000)
             with h5py.File(audio_h5, 'a') as audio_store:
                 write_audio(audio_store, vid, sound[24000], 24000)
+            _write_box_file(os.path.join(paths['boxes'], vid + '.json'), rng, num_frames, width, height)
             rgb_lines.append(f'{vid} {num_frames} 0')
             flow_lines.append(f'{vid} {num_frames - 1} 0')
             video_lines.append(f'{vid}.mp4 0')
@@ -581,13 +596,15 @@ def runnable_data_cases():
 
 def data_case(case, tree, num_segments, input_size):
     """VideoDataSet keyword arguments of a benchmark case."""
-    modality = {'rgb': 'RGB', 'flow': 'Flow', 'rgbdiff': 'RGBDiff', 'audio': 'Audio'}[case.split('-')[0]]
+    modality = {'rgb': 'RGB', 'flow': 'Flow', 'rgbdiff': 'RGBDiff', 'audio': 'Audio', 'layout': 'Layout'}[case.split('-')[0]]
     fmt = case.split('-')[1]
     kw = dict(num_segments=num_segments, modality=modality, mode='train', seed=0, strict=True)
     if modality == 'Audio':
         root = {'video': tree['videos_audio'], 'frames': tree['audio'], 'hdf5': tree['audio_h5']}[fmt]
         kw.update(root_path=root, list_file=tree['lists']['video' if fmt == 'video' else 'rgb'], data_format=fmt,
                   video_backend='pyav', audio=dict(fps=None if fmt == 'video' else tree['fps']))
+    elif modality == 'Layout':
+        kw.update(root_path=tree['boxes'], list_file=tree['lists']['rgb'], data_format='frames', image_tmpl='{}.json')
     elif fmt == 'frames':
         root = tree['flow'] if modality == 'Flow' else tree['frames']
         kw.update(root_path=root, list_file=tree['lists']['flow' if modality == 'Flow' else 'rgb'],
@@ -648,6 +665,7 @@ def time_loader(dataset, workers, samples, batch_size=1):
 
 def cmd_data(args):
     from ops.dataset import VideoDataSet
+    from ops.layout import LayoutDataSet
     from ops.transforms import build_transform
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -665,11 +683,14 @@ def cmd_data(args):
             kw = data_case(case, tree, args.num_segments, args.input_size)
             if args.dense:
                 kw.update(dense_sample=True, dense_length=args.dense_length)   # seek-heavy: 8 frames in a window
-            transform = build_transform(True, kw['modality'], input_size=args.input_size, output='uint8')
-            ds = VideoDataSet(transform=transform, **kw)
+            layout = kw['modality'] == 'Layout'      # boxes: no pixel transform
+            transform = None if layout else build_transform(True, kw['modality'], input_size=args.input_size,
+                                                            output='uint8')
+            dataset_class = LayoutDataSet if layout else VideoDataSet
+            ds = dataset_class(transform=transform, **kw)
             row = dict(case=case, **time_dataset(ds, args.samples, args.warmup))
             if args.workers:
-                row['loader_clips_per_s'] = time_loader(VideoDataSet(transform=transform, **kw), args.workers,
+                row['loader_clips_per_s'] = time_loader(dataset_class(transform=transform, **kw), args.workers,
                                                         args.samples)
             rows.append(row)
     result = {'subcommand': 'data', 'env': env, 'num_segments': args.num_segments, 'input_size': args.input_size,

@@ -2,6 +2,7 @@
 
     python scripts/check_data.py toy --modality Flow
     python scripts/check_data.py toy --modality RGB --pair_with Flow --split train
+    python scripts/check_data.py toy --modality Layout --pair_with RGB
     python scripts/check_data.py something --data_root /ssd/video --split val --sample_frames --workers 8
     python scripts/check_data.py mydata --root_path frames --train_list t.txt --val_list v.txt --num_class 5
 
@@ -12,8 +13,10 @@ and the files on disk, missing frames, images that do not decode, missing or und
 truncated file included: ops.video_io.truncation, the policy of the loader and of extract_frames.py; a
 header frame count above the packets is not truncation), videos whose loader frame count differs from a
 full decode (stream_count_mismatch; not checked with --sample_frames), for --modality Audio a missing
-audio file / track / store dataset and a soundtrack shorter than the list's frames / fps, and for HDF5 stores a missing
-file, missing or interrupted per-video datasets, count mismatches and undecodable elements. Every needed
+audio file / track / store dataset and a soundtrack shorter than the list's frames / fps, for HDF5 stores a missing
+file, missing or interrupted per-video datasets, count mismatches and undecodable elements, and for Layout
+(--modality Layout) a missing or malformed box file (the message names the frame and the field) and one
+annotating frames beyond the list's count. Every needed
 file is opened and decoded (--sample_frames: only the first and the last frame of each video). Videos are
 decoded as the loader decodes them (display matrix applied unless --no_autorotate). --dense_sample prints, per
 split, how many videos are shorter than --dense_length (information, not a problem). Exit status 0 when
@@ -41,6 +44,7 @@ PROBLEMS = ('missing_list', 'malformed_list', 'duplicate_video', 'bad_label', 'z
 PROBLEMS += ('stream_count_mismatch',)   # video lists: loader count vs a full decode (_video_count_problems)
 # Audio: no audio file / track (or store dataset), or a soundtrack shorter than the listed frames / fps.
 PROBLEMS += ('missing_audio', 'short_audio')
+PROBLEMS += ('missing_box_file', 'malformed_box_file')   # Layout (ops/layout.py)
 # List-level problems across lists: an empty list, and two modalities' lists that do not pair up.
 PAIR_PROBLEMS = ('empty_list', 'unpaired_video', 'label_mismatch', 'unpaired_count')
 SPLITS = ('train', 'val', 'both')
@@ -89,6 +93,23 @@ def _check_frames(cfg, path, num_frames):
                 except FrameReadError as err:
                     problems.append(('unreadable_image', str(err)))
     return problems
+
+
+def _check_boxes(cfg, path, num_frames):
+    """Layout box file of one video: present, well-formed (the error names the frame and the field), and
+    annotating no frame beyond the list's count (num_frames None: a video list, nothing to compare)."""
+    from ops.layout import BoxFile, box_path
+    full = box_path(cfg['root'], path, cfg['tmpl'])
+    try:
+        boxes = BoxFile(full)
+    except FrameReadError:
+        return [('missing_box_file', full)]
+    except ValueError as err:
+        return [('malformed_box_file', str(err))]
+    if num_frames is not None and boxes.num_frames > num_frames:
+        return [('count_mismatch', f'{full}: annotates frame {boxes.num_frames}, the list says {num_frames} '
+                 'frames')]
+    return []
 
 
 def _check_video(cfg, path):
@@ -211,6 +232,8 @@ def check_records(job):
                 continue
             if cfg['modality'] == 'Audio':
                 problems += _check_audio(cfg, path, num_frames, store)
+            elif cfg['modality'] == 'Layout':
+                problems += _check_boxes(cfg, path, num_frames)
             elif cfg['data_format'] == 'frames':
                 problems += _check_frames(cfg, path, num_frames)
             elif cfg['data_format'] == 'video':
@@ -337,6 +360,7 @@ def get_args_parser():
     p.add_argument('--num_class', type=int)
     p.add_argument('--image_tmpl', help='RGB frame template')
     p.add_argument('--flow_tmpl', help='flow template')
+    p.add_argument('--box_tmpl', help='Layout box file template (formatted with the list path)')
     p.add_argument('--data_format', choices=DATA_FORMATS)
     p.add_argument('--audio_tmpl', help="Audio: audio file of a listed path ('{}.wav')")
     p.add_argument('--audio_fps', type=float, help="Audio: frame rate of the list's frame numbers (default: the "
@@ -362,12 +386,13 @@ def main(argv=None):
     if args.dense_length < 1:
         parser.error(f'--dense_length must be at least 1 frame, got {args.dense_length}')
     try:
-        ensure_builtin_data(args.dataset, args.data_root, args.root_path)
+        ensure_builtin_data(args.dataset, args.data_root, args.root_path,
+                            modalities=(args.modality, *args.pair_with))
         info = resolve_dataset(args.dataset, args.modality, data_root=args.data_root,
                                root_path=args.root_path, train_list=args.train_list,
                                val_list=args.val_list, category_file=args.category_file,
                                num_class=args.num_class, image_tmpl=args.image_tmpl,
-                               flow_tmpl=args.flow_tmpl, data_format=args.data_format,
+                               flow_tmpl=args.flow_tmpl, data_format=args.data_format, box_tmpl=args.box_tmpl,
                                audio=dict(tmpl=args.audio_tmpl, fps=args.audio_fps))
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))

@@ -65,12 +65,14 @@ def test_data_every_case(run_cli, tmp_path):
     cases = {c['case']: c for c in r['cases']}
     from ops.video_io import available_video_backends
     videos = {f'rgb-video-{b}' for b in available_video_backends()}
-    assert set(cases) == {'rgb-frames', 'rgb-hdf5', 'flow-frames', 'flow-hdf5', 'rgbdiff-frames', 'rgbdiff-hdf5'} | videos
+    assert set(cases) == {'rgb-frames', 'rgb-hdf5', 'flow-frames', 'flow-hdf5', 'rgbdiff-frames', 'rgbdiff-hdf5',
+                          'layout-frames'} | videos
     channels = {'rgb': 2 * 3, 'flow': 2 * 5 * 2, 'rgbdiff': 2 * 6 * 3}   # T * frames per segment * C
     for name, c in cases.items():
         assert c['clips_per_s'] > 0
         assert 0 < c['decode_share'] < 1 and 0 < c['transform_share'] < 1
-        assert c['clip_shape'] == [channels[name.split('-')[0]], 32, 32]
+        layout = [2 * 6, 14, 1]                        # T * (category, score, box), 14 box slots
+        assert c['clip_shape'] == (layout if name == 'layout-frames' else [channels[name.split('-')[0]], 32, 32])
 
 
 @pytest.mark.slow

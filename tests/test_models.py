@@ -38,6 +38,7 @@ MODEL_VARIANTS = (
     + _variant('tdn-r18', ('RGB',), base_model='resnet18', temporal_module='tdn')
     + _variant('ila-tiny', ('RGB',), base_model='ila_vit_tiny', input_size=H)
     + _variant('swin3d-toy', ('RGB', 'Flow'), base_model='swin3d_toy', input_size=H)
+    + _variant('stlt-tiny', ('Layout',), base_model='stlt_tiny')
 )
 
 T = 2
@@ -50,6 +51,8 @@ def _make(modality, num_class=5, **kw):
 
 def _input(model, batch=2, size=H):
     torch.manual_seed(0)
+    if model.modality == 'Layout':     # (category, score, box) of 14 box slots per frame, ops/layout.py
+        return torch.rand(batch, model.input_channels, 14, 1)
     return torch.rand(batch, model.input_channels, size, size)
 
 
@@ -308,7 +311,7 @@ def test_is_temporal_from_config_and_model(kw, temporal):
 
 def test_registry_traits_are_consistent():
     for name, entry in archs.BACKBONES.items():
-        assert entry.family in ('resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn', 'ila', 'swin3d'), name
+        assert entry.family in ('resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn', 'ila', 'swin3d', 'stlt'), name
         assert set(entry.shift_places) <= set(SHIFT_PLACES)
         assert set(entry.temporal_modules) <= set(TEMPORAL_MODULES)
         for module, variant in entry.motion_variants:
