@@ -86,7 +86,7 @@ def real_clips(args, model):
     argv = ["--weights", args.weights, "--test_segments", str(model.num_segments), "--no_progress",
             *args.check]
     pargs = predict.parse_args(argv)
-    items, errors = predict.collect_inputs(pargs.inputs, pargs.root_path)
+    items, errors, _ = predict.collect_inputs(pargs.inputs, pargs.root_path)   # (notes: what was found)
     failed = dict(errors)
     modality = [model.modality]
     ctx = types.SimpleNamespace(device=torch.device("cpu"))
