@@ -31,6 +31,7 @@ import argparse  # noqa: E402
 import collections  # noqa: E402
 
 from ops.dataset import parse_list  # noqa: E402
+from ops.heads import parse_heads  # noqa: E402
 from ops.dataset_config import DATA_FORMATS, ensure_builtin_data, resolve_dataset, template_fields  # noqa: E402
 from ops.modality import MODALITIES  # noqa: E402
 from ops.utils import HelpFormatter  # noqa: E402
@@ -224,7 +225,7 @@ def check_records(job):
         store = HDF5FrameStore(cfg['root'])
     try:
         for path, num_frames, label in records:
-            if label >= cfg['num_class']:
+            if not cfg.get('heads') and label >= cfg['num_class']:   # multi-head labels: parse_list checked them
                 problems.append(('bad_label', f'{cfg["list"]}: {path}: label {label} outside '
                                  f'[0, {cfg["num_class"]})'))
             if num_frames == 0:
@@ -256,7 +257,8 @@ def check_split(cfg, workers, chunk=16):
     if not list_file or not os.path.isfile(list_file):
         return [('missing_list', f'{list_file} (given by {cfg["option"]})')], None
     try:
-        records = parse_list(list_file, cfg['data_format'], cfg['option'], allow_duplicates=True)
+        records = parse_list(list_file, cfg['data_format'], cfg['option'], allow_duplicates=True,
+                             heads=cfg.get('heads'))
     except ValueError as err:
         return [('malformed_list', str(err))], None
     problems = check_not_empty(cfg, records)
@@ -317,6 +319,7 @@ def pairing_problems(args, splits, modalities, parsed):
     """check_pairing for every split over the lists that resolve_dataset gives each modality. parsed: split ->
     (list file, records) already parsed by check_split (of modalities[0]); other lists are parsed here."""
     problems = []
+    heads = parse_heads(args.heads) if args.heads else None
     for split in splits:
         lists = {}
         for m in modalities:
@@ -328,12 +331,13 @@ def pairing_problems(args, splits, modalities, parsed):
                                    train_list=args.train_list, val_list=args.val_list,
                                    category_file=args.category_file, num_class=args.num_class,
                                    image_tmpl=args.image_tmpl, flow_tmpl=args.flow_tmpl,
-                                   data_format=args.data_format)
+                                   data_format=args.data_format, heads=heads)
             path = info.train_list if split == 'train' else info.val_list
             if not path or not os.path.isfile(path):
                 continue          # reported as missing_list by the modality's own check
             try:
-                lists[m] = (path, parse_list(path, info.data_format, f'--{split}_list', allow_duplicates=True))
+                lists[m] = (path, parse_list(path, info.data_format, f'--{split}_list', allow_duplicates=True,
+                                             heads=info.heads))
             except ValueError:
                 continue          # reported as malformed_list
         if len(lists) > 1:
@@ -358,6 +362,7 @@ def get_args_parser():
     p.add_argument('--val_list')
     p.add_argument('--category_file')
     p.add_argument('--num_class', type=int)
+    p.add_argument('--heads', help="multi-head lists, e.g. 'verb:97,noun:300' (default: the registry's, e.g. epic100)")
     p.add_argument('--image_tmpl', help='RGB frame template')
     p.add_argument('--flow_tmpl', help='flow template')
     p.add_argument('--box_tmpl', help='Layout box file template (formatted with the list path)')
@@ -393,7 +398,8 @@ def main(argv=None):
                                val_list=args.val_list, category_file=args.category_file,
                                num_class=args.num_class, image_tmpl=args.image_tmpl,
                                flow_tmpl=args.flow_tmpl, data_format=args.data_format, box_tmpl=args.box_tmpl,
-                               audio=dict(tmpl=args.audio_tmpl, fps=args.audio_fps))
+                               audio=dict(tmpl=args.audio_tmpl, fps=args.audio_fps),
+                               heads=parse_heads(args.heads) if args.heads else None)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     splits = ('train', 'val') if args.split == 'both' else (args.split,)
@@ -405,7 +411,7 @@ def main(argv=None):
                'data_format': info.data_format, 'modality': info.modality, 'tmpl': info.image_tmpl,
                'start_index': info.start_index, 'num_class': info.num_class,
                'sample_frames': args.sample_frames, 'video_backend': args.video_backend,
-               'autorotate': args.autorotate, 'audio': info.audio}
+               'autorotate': args.autorotate, 'audio': info.audio, 'heads': info.heads}
         found, records = check_split(cfg, args.workers)
         problems += found
         counts[split], parsed[split] = len(records or ()), (cfg['list'], records)

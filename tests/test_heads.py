@@ -214,3 +214,19 @@ def test_head_mismatch_is_refused_naming_both():
         check_same_heads(HEADS, (('verb', 2), ('noun', 4)), 'the student', 'the Flow teacher')
     with pytest.raises(ValueError, match='has heads one head but the student has verb:2,noun:3'):
         check_same_heads(HEADS, None, 'the student', 'x')
+
+
+def test_check_data_reads_multi_head_lists(tmp_path, write_list, frames_dataset, capsys):
+    from scripts import check_data
+    d = frames_dataset
+    good = write_list(tmp_path / "two.txt", ["v0 10 0 1", "v1 12 1 0", "v2 9 1 2"])
+    common = ["x", "--root_path", d["root"], "--split", "train", "--heads", "verb:2,noun:3", "--val_list", good]
+    assert check_data.main([*common, "--train_list", good]) == 0
+    assert "checked x RGB (frames): train 3 videos" in capsys.readouterr().out
+    bad = write_list(tmp_path / "bad.txt", ["v0 10 0 1", "v1 12 1 3"])
+    assert check_data.main([*common, "--train_list", bad]) == 1
+    out = capsys.readouterr().out
+    assert "malformed_list" in out and f"{bad}:2" in out and "noun" in out
+    assert check_data.main(["x", "--root_path", d["root"], "--split", "train", "--num_class", "3",
+                            "--train_list", good, "--val_list", good]) == 1            # without --heads: one label column too many
+    assert "malformed_list" in capsys.readouterr().out
