@@ -2,6 +2,7 @@
 batches to the device, atomic file writes, the --help formatter of every entry point, the CPU count."""
 import argparse
 import contextlib
+import hashlib
 import os
 import random
 
@@ -151,3 +152,14 @@ def atomic_open(path, mode="w", **kwargs):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def tree_digest(root):
+    """{path relative to root: sha1 hex} of every file under root (to compare two trees file for file)."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, 'rb') as f:
+                out[os.path.relpath(path, root)] = hashlib.sha1(f.read()).hexdigest()
+    return out

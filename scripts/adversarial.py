@@ -27,6 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from ops.distributed import free_port  # noqa: E402
+from ops.utils import tree_digest  # noqa: E402
 
 TINY = ["--arch", "resnet18", "--num_segments", "4", "--input_size", "32", "--batch-size", "8", "-j", "0",
         "--no_progress", "--epochs", "1", "--max_steps_per_epoch", "1", "--dist_timeout", "20"]
@@ -648,17 +649,6 @@ def video_tree(ws, count=24):
     return root
 
 
-def tree_bytes(root):
-    """{relative path: bytes} of every file under root."""
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
-
-
 def fault_extraction_interrupted(ws, sig):
     """extract_frames stopped by `sig` once some folders are finished, then rerun: the result equals an
     uninterrupted extraction, file for file (the .done markers' own bytes aside: they record the source)."""
@@ -680,8 +670,8 @@ def fault_extraction_interrupted(ws, sig):
     first = proc.communicate(timeout=60)[0]
     finished = len([d for d, _, files in os.walk(cut) if ".done" in files])
     rc, out = run(["scripts/extract_frames.py", "--video_dir", videos, "--out_dir", cut], cut)
-    a = {k: v for k, v in tree_bytes(clean).items() if not k.endswith(".done")}
-    b = {k: v for k, v in tree_bytes(cut).items() if not k.endswith(".done")}
+    a = {k: v for k, v in tree_digest(clean).items() if not k.endswith(".done")}
+    b = {k: v for k, v in tree_digest(cut).items() if not k.endswith(".done")}
     same = a == b
     ok = rc == 0 and same and finished < 24
     return ok, (f"{finished}/24 finished at the signal (exit {proc.returncode}), rerun exit {rc}, "

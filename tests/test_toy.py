@@ -1,5 +1,4 @@
 """The built-in toy dataset: layout, list contents, determinism, balance, time-reversal pairs, atomicity."""
-import hashlib
 import multiprocessing
 import os
 
@@ -11,6 +10,7 @@ from ops.dataset import VideoDataSet, parse_list
 from ops.toy import (FLOW_BOUND, META_FILE, TOY_CLASSES, TOY_PAIRS, analytic_flow, dequantize_flow,
                      ensure_toy_dataset, quantize_flow, render_clip)
 from ops import toy as toy_module
+from ops.utils import tree_digest
 
 SMALL = dict(num_train=16, num_val=8, num_frames=12, size=32, workers=1)
 
@@ -23,17 +23,6 @@ def toy_root(tmp_path_factory):
 def _read(path):
     with open(path) as f:
         return f.read()
-
-
-def _tree_digest(root):
-    """{relative path: sha1} of every file under root."""
-    out = {}
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            with open(path, 'rb') as f:
-                out[os.path.relpath(path, root)] = hashlib.sha1(f.read()).hexdigest()
-    return out
 
 
 def test_layout_and_lists(toy_root):
@@ -77,7 +66,7 @@ def test_deterministic(toy_root, tmp_path):
                  'train_video.txt', 'val_video.txt'):
         assert _read(os.path.join(other, name)) == _read(os.path.join(toy_root, name))
     for sub in ('frames', 'flow', 'videos'):
-        assert _tree_digest(os.path.join(other, sub)) == _tree_digest(os.path.join(toy_root, sub))
+        assert tree_digest(os.path.join(other, sub)) == tree_digest(os.path.join(toy_root, sub))
 
 
 def test_pairs_are_exact_time_reversals():
