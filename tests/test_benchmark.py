@@ -66,8 +66,9 @@ def test_data_every_case(run_cli, tmp_path):
     from ops.video_io import available_video_backends
     videos = {f'rgb-video-{b}' for b in available_video_backends()}
     assert set(cases) == {'rgb-frames', 'rgb-hdf5', 'flow-frames', 'flow-hdf5', 'rgbdiff-frames', 'rgbdiff-hdf5',
-                          'layout-frames'} | videos
-    channels = {'rgb': 2 * 3, 'flow': 2 * 5 * 2, 'rgbdiff': 2 * 6 * 3}   # T * frames per segment * C
+                          'audio-video', 'audio-frames', 'audio-hdf5', 'layout-frames'} | videos
+    # T * frames per segment * C; Audio: one 3-channel spectrogram image per segment
+    channels = {'rgb': 2 * 3, 'flow': 2 * 5 * 2, 'rgbdiff': 2 * 6 * 3, 'audio': 2 * 3}
     for name, c in cases.items():
         assert c['clips_per_s'] > 0
         assert 0 < c['decode_share'] < 1 and 0 < c['transform_share'] < 1
