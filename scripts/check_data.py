@@ -388,6 +388,8 @@ def get_args_parser():
 def main(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    if args.workers < 0:
+        parser.error(f'--workers must be >= 0 (0 and 1: in this process), got {args.workers}')
     if args.dense_length < 1:
         parser.error(f'--dense_length must be at least 1 frame, got {args.dense_length}')
     try:
