@@ -326,12 +326,15 @@ class Trainer:
         if self.writes:
             state = self.checkpoint_state()
             path = os.path.join(self.run_dir, CKPT)
-            if mutual:
-                save_checkpoint_keep_previous(state, path, os.path.join(self.run_dir, PREV_CKPT))
-            else:
-                save_checkpoint(state, path)
-            if is_best:
-                save_checkpoint(state, os.path.join(self.run_dir, "ckpt.best.pth.tar"))
+            try:
+                if mutual:
+                    save_checkpoint_keep_previous(state, path, os.path.join(self.run_dir, PREV_CKPT))
+                else:
+                    save_checkpoint(state, path)
+                if is_best:
+                    save_checkpoint(state, os.path.join(self.run_dir, "ckpt.best.pth.tar"))
+            except OSError as exc:   # disk full, lost mount: stop naming the file; the previous one is intact
+                raise SystemExit(f"error: {exc}; free space and rerun with --resume auto") from None
         if mutual:
             dist.barrier()
             self.state.committed_saves = self.state.saves

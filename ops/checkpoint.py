@@ -55,9 +55,15 @@ def save_checkpoint(state, path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, (OSError, RuntimeError)):   # torch's zip writer reports a short write as RuntimeError
+            # a full disk or a lost mount: name the file; the previous checkpoint at `path` is untouched
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+            message = f'cannot write checkpoint {path}: {why} (the previous file there, if any, is unchanged)'
+            errno = getattr(exc, 'errno', None)
+            raise (OSError(errno, message) if errno else OSError(message)) from exc
         raise
     return path
 

@@ -692,7 +692,8 @@ def fault_predict_killed_writing_output(ws, kills=6):
         whole = f.read()
     torn = 0
     for k in range(kills):
-        os.remove(output)
+        if os.path.exists(output):
+            os.remove(output)
         proc = start(argv, folder)
         time.sleep(2.0 + 0.7 * k)
         proc.send_signal(signal.SIGKILL)
@@ -709,12 +710,12 @@ def fault_predict_killed_writing_output(ws, kills=6):
 
 
 def fault_full_disk_checkpoint(ws):
-    """A run whose checkpoint folder is a small tmpfs that fills up during the run: the write fails naming
+    """A run whose checkpoint folder is a 400 MB tmpfs that a filler file fills after epoch 1: the write fails naming
     the path, the previous checkpoint survives and loads, and after space is freed --resume auto finishes."""
     folder = ws.folder()
     mnt = os.path.join(folder, "small")
     os.makedirs(mnt)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", mnt], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", mnt], capture_output=True).returncode:
         return None, "not tried: cannot mount a tmpfs here (needs root)"
     try:
         argv = ["main.py", "toy", "RGB", "--data_root", ws.data, "--root_model", os.path.join(mnt, "ckpt"),
@@ -723,7 +724,7 @@ def fault_full_disk_checkpoint(ws):
         proc = start(argv, folder)
         out = wait_line(proc, "epoch 1: train loss")
         filler = os.path.join(mnt, "filler")
-        with open(filler, "wb") as f:          # take every free byte: the next checkpoint write cannot fit
+        with open(filler, "wb", buffering=0) as f:   # take every free byte: the next checkpoint cannot fit
             try:
                 while True:
                     f.write(b"\0" * (1 << 20))
@@ -745,7 +746,7 @@ def fault_full_disk_checkpoint(ws):
         final = load(os.path.join(d, "ckpt.pth.tar"))
         ok = proc.returncode not in (0, None) and named and saved["epoch"] >= 1 and rc == 0 and final["epoch"] == 3
         return ok, (f"exit {proc.returncode}, path named {named}, previous checkpoint epoch {saved['epoch']} "
-                    f"loads, resume exit {rc} to epoch {final['epoch']}") + ("" if ok else f": {out[-900:]!r}")
+                    f"loads, resume exit {rc} to epoch {final['epoch']}") + ("" if ok else f": {out[-600:]!r} {out2[-900:]!r}")
     finally:
         subprocess.run(["umount", "-l", mnt], capture_output=True)
 

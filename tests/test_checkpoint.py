@@ -360,3 +360,20 @@ def test_keep_previous_rotates_atomically(tmp_path):
     save_checkpoint_keep_previous({'epoch': 2}, str(cur), str(prev))
     assert load_checkpoint(cur) == {'epoch': 2} and load_checkpoint(prev) == {'epoch': 1}
     assert sorted(os.listdir(tmp_path)) == ['ckpt.prev.pth.tar', 'ckpt.pth.tar']
+
+
+def test_a_full_disk_names_the_checkpoint_and_keeps_the_previous_one(tmp_path):
+    import subprocess
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a 1 MB tmpfs needs root")
+    try:
+        path = str(mnt / "ckpt.pth.tar")
+        save_checkpoint({"epoch": 1, "state_dict": {"w": torch.zeros(1000)}}, path)           # 4 kB: fits
+        with pytest.raises(OSError, match="cannot write checkpoint " + re.escape(path) + ".*unchanged"):
+            save_checkpoint({"epoch": 2, "state_dict": {"w": torch.zeros(1_000_000)}}, path)  # 4 MB: does not
+        assert load_checkpoint(path)["epoch"] == 1
+        assert os.listdir(mnt) == ["ckpt.pth.tar"]                                            # no temp left
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
