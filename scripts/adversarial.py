@@ -746,7 +746,8 @@ def fault_full_disk_checkpoint(ws):
         final = load(os.path.join(d, "ckpt.pth.tar"))
         ok = proc.returncode not in (0, None) and named and saved["epoch"] >= 1 and rc == 0 and final["epoch"] == 3
         return ok, (f"exit {proc.returncode}, path named {named}, previous checkpoint epoch {saved['epoch']} "
-                    f"loads, resume exit {rc} to epoch {final['epoch']}") + ("" if ok else f": {out[-600:]!r} {out2[-900:]!r}")
+                    f"loads, resume exit {rc} to epoch {final['epoch']}") + (
+                        "" if ok else f": {out[-600:]!r} {out2[-900:]!r}")
     finally:
         subprocess.run(["umount", "-l", mnt], capture_output=True)
 

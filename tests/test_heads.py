@@ -228,5 +228,5 @@ def test_check_data_reads_multi_head_lists(tmp_path, write_list, frames_dataset,
     out = capsys.readouterr().out
     assert "malformed_list" in out and f"{bad}:2" in out and "noun" in out
     assert check_data.main(["x", "--root_path", d["root"], "--split", "train", "--num_class", "3",
-                            "--train_list", good, "--val_list", good]) == 1            # without --heads: one label column too many
+                            "--train_list", good, "--val_list", good]) == 1   # without --heads: a column too many
     assert "malformed_list" in capsys.readouterr().out
