@@ -45,6 +45,11 @@ def load_model(path, num_segments=None, class_names=None):
         raise ExportError(f'{path} is a multi-head model (heads {heads_text(config["heads"])}); export writes one '
                           '`logits` output per model and does not split heads yet: evaluate it with '
                           'test_models.py / predict.py')
+    if config.get('modality') in ('Audio', 'Layout'):
+        # the exported graph takes normalised image clips, and its parity check decodes frames: an Audio
+        # model's spectrograms and a Layout model's box tensors have no reader here yet
+        raise ExportError(f'{path} is a {config["modality"]} model; export handles the image modalities (RGB, '
+                          'Flow, RGBDiff) only: evaluate it with test_models.py / predict.py')
     if num_segments:
         config['num_segments'] = num_segments
     if class_names is not None:

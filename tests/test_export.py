@@ -190,3 +190,15 @@ def test_check_clips_stop_at_max_clips(tmp_path, tiny_checkpoint, write_mp4, cap
                                                         max_clips=max_clips), model)
         assert len(clips) == 1
         assert (str(frames) in capsys.readouterr().err) == probed
+
+
+@pytest.mark.parametrize('modality,arch', [('Layout', 'stlt_tiny'), ('Audio', 'resnet18')])
+def test_audio_and_layout_models_are_refused_by_export_naming_the_modality(tmp_path, modality, arch):
+    from ops.checkpoint import save_checkpoint
+    from ops.export import load_model
+    from ops.models import TSN
+    model = TSN(8, 4, modality, base_model=arch, pretrain='none', input_size=32)
+    path = save_checkpoint({'epoch': 1, 'state_dict': model.state_dict(), 'config': model.config()},
+                           str(tmp_path / f'{modality}.pth.tar'))
+    with pytest.raises(ExportError, match=f'is a {modality} model; export handles the image modalities'):
+        load_model(path)
