@@ -24,8 +24,9 @@ import logging  # noqa: E402
 from ops.audio import load_waveform, write_wav  # noqa: E402
 from ops.utils import HelpFormatter  # noqa: E402
 from ops.video_io import video_info  # noqa: E402
-from scripts.extract_frames import (add_video_inputs, finish_extraction, read_done, refuse_unfit,  # noqa: E402
-                                    run_parallel, settings_conflicts, video_items, write_done)
+from scripts.extract_frames import (add_extraction_outputs, add_video_inputs, finish_extraction,  # noqa: E402
+                                    read_done, refuse_unfit, run_parallel, settings_conflicts, video_items,
+                                    write_done)
 
 AUDIO_SETTINGS = ('sample_rate',)
 
@@ -65,12 +66,8 @@ def get_args_parser():
         description='Decode video soundtracks into mono .wav files (resumable, parallel) and write a frames list.',
         formatter_class=HelpFormatter)
     add_video_inputs(p)
-    p.add_argument('--out_dir', required=True, help='root of the .wav files')
+    add_extraction_outputs(p, 'root of the .wav files', 'audio_list.txt', 'files')
     p.add_argument('--sample_rate', type=int, default=24000, help='Hz of the written files (the Audio default)')
-    p.add_argument('--workers', type=int, default=max(1, (os.cpu_count() or 2) // 2), help='worker processes')
-    p.add_argument('--list_out', help='list to write (default: <out_dir>/audio_list.txt)')
-    p.add_argument('--overwrite', action='store_true',
-                   help='redo finished files made with other settings (by default the run refuses)')
     return p
 
 

@@ -31,9 +31,10 @@ from ops.dataset_config import list_lines  # noqa: E402
 from ops.toy import FLOW_BOUND, quantize_flow  # noqa: E402
 from ops.utils import HelpFormatter  # noqa: E402
 from ops.video_io import checked_video_frames, scaled_size  # noqa: E402
-from scripts.extract_frames import (ALLOW_PARTIAL_HELP, check_inputs, collect_inputs, failure,  # noqa: E402
-                                    finish_extraction, fresh_folder, numbered_files, read_done, refuse, run_parallel,
-                                    settings_conflicts, sorted_frame_files, template_regex, video_id, write_done)
+from scripts.extract_frames import (ALLOW_PARTIAL_HELP, add_extraction_outputs, check_inputs,  # noqa: E402
+                                    collect_inputs, failure, finish_extraction, fresh_folder, numbered_files,
+                                    read_done, refuse, run_parallel, settings_conflicts, sorted_frame_files,
+                                    template_regex, video_id, write_done)
 
 ALGORITHMS = ('tvl1', 'farneback', 'dis')
 FLOW_DONE = '.flow_done'
@@ -167,21 +168,16 @@ def get_args_parser():
     src.add_argument('--image_tmpl', default='img_{:05d}.jpg', help='RGB frame template')
     src.add_argument('--video_dir', help='folder of videos (recursive), or root of --video_list')
     src.add_argument('--video_list', help='videos "path [label]" relative to --video_dir')
-    p.add_argument('--out_dir', required=True, help='root of the flow folders (<out_dir>/<vid>/...); may '
-                   'equal --frames_root to put flow next to the frames')
+    add_extraction_outputs(p, 'root of the flow folders (<out_dir>/<vid>/...); may equal --frames_root to put '
+                           'flow next to the frames', 'flow_list.txt', 'flow')
     p.add_argument('--flow_tmpl', default='flow_{}_{:05d}.jpg', help='flow template ({} = x or y)')
     p.add_argument('--algorithm', default='tvl1', choices=ALGORITHMS, help='flow algorithm')
     p.add_argument('--bound', type=float, default=FLOW_BOUND, help='clip flow to +-bound pixels')
     p.add_argument('--short_side', type=int, default=0, help='resize the shorter side first (0: keep)')
     p.add_argument('--quality', type=int, default=95, help='JPEG quality (1-100)')
-    p.add_argument('--workers', type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                   help='worker processes')
-    p.add_argument('--list_out', help='flow list to write (default: <out_dir>/flow_list.txt)')
     p.add_argument('--no_autorotate', dest='autorotate', action='store_false',
                    help='videos: keep the stored pixels; by default the display matrix is applied')
     p.add_argument('--allow_partial', action='store_true', help=f'videos: {ALLOW_PARTIAL_HELP}')
-    p.add_argument('--overwrite', action='store_true',
-                   help='redo finished flow made with other settings (by default the run refuses)')
     return p
 
 

@@ -259,6 +259,15 @@ def add_video_inputs(p):
     p.add_argument('--video_list', help='list of videos, lines "path [label]" relative to --video_dir')
 
 
+def add_extraction_outputs(p, out_dir_help, list_name, outputs):
+    """--out_dir, --workers, --list_out, --overwrite: the outputs every extraction tool shares."""
+    p.add_argument('--out_dir', required=True, help=out_dir_help)
+    p.add_argument('--workers', type=int, default=max(1, (os.cpu_count() or 2) // 2), help='worker processes')
+    p.add_argument('--list_out', help=f'list to write (default: <out_dir>/{list_name})')
+    p.add_argument('--overwrite', action='store_true',
+                   help=f'redo finished {outputs} made with other settings (by default the run refuses)')
+
+
 def video_items(parser, args):
     """[(video id, path relative to --video_dir, label or None)] of --video_dir / --video_list."""
     if not args.video_dir and not args.video_list:
@@ -343,20 +352,15 @@ def get_args_parser():
         description='Decode videos into JPEG frame folders (resumable, parallel) and write a frames list.',
         formatter_class=HelpFormatter)
     add_video_inputs(p)
-    p.add_argument('--out_dir', required=True, help='root of the frame folders')
+    add_extraction_outputs(p, 'root of the frame folders', 'frames_list.txt', 'folders')
     p.add_argument('--tmpl', default='img_{:05d}.jpg', help='frame file template (1-based numbers)')
     p.add_argument('--short_side', type=int, default=0, help='resize the shorter side to this (0: keep)')
     p.add_argument('--quality', type=int, default=95, help='JPEG quality (1-100)')
-    p.add_argument('--workers', type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                   help='worker processes')
-    p.add_argument('--list_out', help='frames list to write (default: <out_dir>/frames_list.txt)')
     p.add_argument('--fps', type=float, default=0,
                    help="resample to this constant frame rate with ffmpeg's fps filter (0: every decoded frame)")
     p.add_argument('--no_autorotate', dest='autorotate', action='store_false',
                    help='keep the stored pixels; by default the display matrix (phone videos) is applied')
     p.add_argument('--allow_partial', action='store_true', help=ALLOW_PARTIAL_HELP)
-    p.add_argument('--overwrite', action='store_true',
-                   help='redo finished folders made with other settings (by default the run refuses)')
     return p
 
 
