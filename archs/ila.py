@@ -17,13 +17,15 @@ import logging
 import math
 import warnings
 import zipfile
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from archs.clip_blocks import CLIPTransformer, ResidualAttentionBlock
+from archs.ila_text import TEXT_CONFIGS, ILATextHead, load_text_weights
 
 logger = logging.getLogger(__name__)
 
@@ -61,52 +63,6 @@ POINT_RANGE = 0.75  # points = POINT_RANGE * tanh(.), so |p| < 0.75 in grid unit
 JITTER_OFFSETS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
 
 
-class QuickGELU(nn.Module):
-    """The GELU approximation the OpenAI CLIP weights were trained with."""
-
-    def forward(self, x):
-        return x * torch.sigmoid(1.702 * x)
-
-
-class ResidualAttentionBlock(nn.Module):
-    """Pre-LN transformer block with the OpenAI CLIP parameter names (attn, ln_1, mlp.c_fc/c_proj, ln_2).
-
-    causal: each token attends to itself and the tokens before it (CLIP's text encoder)."""
-
-    def __init__(self, width, heads, causal=False):
-        super().__init__()
-        self.causal = causal
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.ln_1 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict([
-            ('c_fc', nn.Linear(width, 4 * width)),
-            ('gelu', QuickGELU()),
-            ('c_proj', nn.Linear(4 * width, width)),
-        ]))
-        self.ln_2 = nn.LayerNorm(width)
-
-    def attention_mlp(self, x):
-        # x: (N, L, d)
-        y = self.ln_1(x)
-        mask = None
-        if self.causal:
-            length = x.shape[1]
-            mask = torch.full((length, length), float('-inf'), dtype=x.dtype, device=x.device).triu(1)
-        x = x + self.attn(y, y, y, need_weights=False, attn_mask=mask)[0]
-        return x + self.mlp(self.ln_2(x))
-
-    def forward(self, x):
-        return self.attention_mlp(x)
-
-
-class _Transformer(nn.Module):
-    """Holds the blocks so that their keys read ``transformer.resblocks.N.*`` as in CLIP."""
-
-    def __init__(self, blocks):
-        super().__init__()
-        self.resblocks = nn.ModuleList(blocks)
-
-
 class CLIPVisionTransformer(nn.Module):
     """The OpenAI CLIP image encoder. forward: (N, 3, S, S) -> (N, output_dim)."""
 
@@ -126,7 +82,7 @@ class CLIPVisionTransformer(nn.Module):
         self.ln_pre = nn.LayerNorm(width)
         # block_factory(width, heads, grid_size) -> block; plain CLIP blocks by default
         block_factory = block_factory or (lambda w, h, g: ResidualAttentionBlock(w, h))
-        self.transformer = _Transformer([block_factory(width, heads, self.grid_size) for _ in range(layers)])
+        self.transformer = CLIPTransformer([block_factory(width, heads, self.grid_size) for _ in range(layers)])
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
@@ -388,7 +344,6 @@ class ILAVideoModel(nn.Module):
             # and the linear classifier come from TSN).
             self.norm_out = nn.LayerNorm(output_dim)
         else:
-            from archs.ila_text import ILATextHead
             self.text_head = ILATextHead(class_names, visual_width=width, output_dim=output_dim,
                                          text_config=text_config)
             self.num_class = len(class_names)
@@ -399,7 +354,6 @@ class ILAVideoModel(nn.Module):
         else:
             state = read_clip_state_dict(clip_weights, trust_jit_checkpoint=trust_jit_checkpoint)
             if head == 'text':      # first, so that an image-only file is refused before anything loads
-                from archs.ila_text import load_text_weights
                 load_text_weights(self.text_head, state, clip_weights)
             load_clip_weights(self.visual, clip_weights, state=state)
         for p in clip_parameters(self.visual):
@@ -611,7 +565,6 @@ def _constructor(config):
               input_size=None, **kw):
         kw.setdefault('align_dim', ALIGN_DIMS[config])
         if kw.get('head') == 'text':
-            from archs.ila_text import TEXT_CONFIGS
             kw.setdefault('text_config', TEXT_CONFIGS[config])
         return ILAVideoModel(num_segments, **CLIP_CONFIGS[config], clip_weights=clip_weights,
                              trust_jit_checkpoint=trust_jit_checkpoint, finetune_backbone=finetune_backbone,

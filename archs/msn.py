@@ -36,6 +36,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
+from archs import imagenet
+from ops.weights_io import read_state_dict
+
 logger = logging.getLogger(__name__)
 
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
@@ -435,16 +438,13 @@ class MSNResNet(nn.Module):
 def msn_resnet(depth=50, num_segments=8, pretrain='none', **kw):
     """Build MSN-R{depth} (or TDN with variant='tdn').
 
-    pretrain: 'none', 'imagenet' or a local file, through the backbone registry's ResNet loader
-    (archs.create_backbone: torchvision weights, clear error when unavailable) for the main stream;
+    pretrain: 'none', 'imagenet' or a local file, through the registry's ResNet loader
+    (archs.imagenet.resnet: torchvision weights, clear error when unavailable) for the main stream;
     the short-term layer1 copies the loaded layer1 and TDN's difference conv is inflated from the
     loaded stem. A file holding a whole MSN/TDN state dict (keys 'short_term.*') is loaded strictly
     into the built model instead. Extra keywords go to MSNResNet (variant, stem_fuse, layer1_fuse,
     init: 'reference' or 'zero_offset').
     """
-    from archs import create_backbone
-    from ops.checkpoint import read_state_dict
-
     if depth not in RESNET_DEPTHS:
         raise ValueError(f"unknown ResNet depth {depth}; allowed: {RESNET_DEPTHS}")
     full_state = None
@@ -452,7 +452,7 @@ def msn_resnet(depth=50, num_segments=8, pretrain='none', **kw):
         state = read_state_dict(pretrain)
         if any(k.startswith('short_term.') for k in state):
             full_state = state
-    resnet = create_backbone(f"resnet{depth}", pretrain='none' if full_state is not None else pretrain)
+    resnet = imagenet.resnet(f"resnet{depth}", pretrain='none' if full_state is not None else pretrain)
     model = MSNResNet(resnet, num_segments, **kw)
     if full_state is not None:
         model.load_state_dict(full_state)
