@@ -15,6 +15,7 @@ import functools
 from typing import Callable, Optional
 
 from archs import bn_inception, imagenet
+from archs.backbone import VideoBackbone
 from archs.ila import CLIP_CONFIGS, ILA_ARCHS
 from archs.swin3d import SWIN3D_ARCHS
 from ops.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -204,14 +205,15 @@ def backbone_traits(name):
 def create_backbone(name, pretrain='imagenet', **kwargs):
     """Build backbone ``name``; keyword arguments that are None are dropped (constructor defaults).
 
-    The built module carries the attributes TSN reads (see the module docstring), the normalisation
-    taken from the registry entry."""
+    The built module is a VideoBackbone (archs/backbone.py: the hooks TSN calls) carrying the attributes
+    TSN reads (see the module docstring), the normalisation taken from the registry entry."""
     entry = backbone_traits(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     model = entry.build(pretrain=pretrain, **kwargs)
+    if not isinstance(model, VideoBackbone):
+        raise TypeError(f'{name}: its constructor returned a {type(model).__name__}, which does not declare '
+                        'the backbone hooks (inherit archs.backbone.VideoBackbone)')
     norm = entry.norm
     model.input_mean, model.input_std = list(norm.mean), list(norm.std)
     model.flow_mean, model.input_space, model.input_range = norm.flow_mean, norm.space, norm.range
-    if not hasattr(model, 'last_layer_name'):      # MSN/TDN: the ResNet's fc; ILA, Swin: none (TSN adds new_fc)
-        model.last_layer_name = 'fc'
     return model

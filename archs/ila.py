@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from archs.backbone import VideoBackbone
 from archs.clip_blocks import CLIPTransformer, ResidualAttentionBlock
 from archs.ila_text import TEXT_CONFIGS, ILATextHead, load_text_weights
 
@@ -303,7 +304,7 @@ class TemporalTransformer(nn.Module):
         return (y + x).mean(dim=1)
 
 
-class ILAVideoModel(nn.Module):
+class ILAVideoModel(VideoBackbone, nn.Module):
     """ILA video backbone. forward: (B, T, 3, S, S) -> features (B, feature_dim), or logits (B, num_class)
     with the text head.
 
@@ -338,7 +339,6 @@ class ILAVideoModel(nn.Module):
                                            pair_net=pair_net)
         self.temporal = TemporalTransformer(output_dim, num_segments, layers=temporal_layers)
         self.head = head
-        self.num_class = None
         if head == 'linear':
             # The SSv2 head of the published code: LayerNorm on the L2-normalised video feature (dropout
             # and the linear classifier come from TSN).
@@ -372,6 +372,8 @@ class ILAVideoModel(nn.Module):
     def get_optim_policies(self, model, *, lr, weight_decay):
         """AdamW groups of ``model``, the module holding this backbone (TSN: its head joins 'head'); see
         ``ila_param_groups``. TSN.get_optim_policies delegates here."""
+        if lr is None or weight_decay is None:
+            raise ValueError(f'the optimiser groups of {model.arch} need lr and weight_decay')
         return ila_param_groups(model, lr, weight_decay=weight_decay)
 
     def set_class_names(self, class_names):

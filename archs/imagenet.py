@@ -4,7 +4,7 @@
 Caffe-converted weights for BNInception; taken from the torch hub cache or downloaded), 'none'
 (random init) or a path to a local file (a state dict with the backbone's ImageNet keys, read by
 ops.weights_io.read_state_dict). No silent fallback. Each constructor returns the torchvision-style
-module with ``last_layer_name`` set (the classifier attribute TSN replaces).
+module (archs.backbone.VideoBackbone; ``last_layer_name`` names the classifier TSN replaces).
 """
 import functools
 import logging
@@ -12,8 +12,10 @@ import os
 
 import torch
 import torchvision
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from archs import bn_inception
+from archs.backbone import VideoBackbone
 from archs.mobilenet_v2 import MobileNetV2, convert_torchvision_state_dict
 from ops.weights_io import read_state_dict
 
@@ -87,10 +89,23 @@ def _check_pretrain(pretrain):
         raise FileNotFoundError(f"--pretrain {pretrain}: no such file (use 'imagenet', 'none' or a weights file)")
 
 
+class ResNet(VideoBackbone, torchvision.models.ResNet):
+    """torchvision's ResNet, declared a backbone (archs/backbone.py)."""
+
+
+# Block type and blocks per stage of torchvision's resnet18 ... resnet152 builders.
+_RESNET_LAYERS = {
+    'resnet18': (BasicBlock, (2, 2, 2, 2)),
+    'resnet34': (BasicBlock, (3, 4, 6, 3)),
+    'resnet50': (Bottleneck, (3, 4, 6, 3)),
+    'resnet101': (Bottleneck, (3, 4, 23, 3)),
+    'resnet152': (Bottleneck, (3, 8, 36, 3)),
+}
+
+
 def resnet(name, pretrain='imagenet', num_classes=1000):
     _check_pretrain(pretrain)
-    model = getattr(torchvision.models, name)(weights=None, num_classes=1000)
-    model.last_layer_name = 'fc'
+    model = ResNet(*_RESNET_LAYERS[name], num_classes=1000)
     if pretrain != 'none':
         _load_into(model, name, pretrain)
     if num_classes != 1000:
@@ -101,7 +116,6 @@ def resnet(name, pretrain='imagenet', num_classes=1000):
 def mobilenetv2(pretrain='imagenet', num_classes=1000):
     _check_pretrain(pretrain)
     model = MobileNetV2(num_classes=1000)
-    model.last_layer_name = 'classifier'
     if pretrain != 'none':
         _load_into(model, 'mobilenetv2', pretrain)
     if num_classes != 1000:
@@ -112,7 +126,6 @@ def mobilenetv2(pretrain='imagenet', num_classes=1000):
 def bninception(pretrain='imagenet', num_classes=1000):
     _check_pretrain(pretrain)
     model = bn_inception.BNInception(num_classes=1000)
-    model.last_layer_name = 'fc'
     if pretrain != 'none':
         _load_into(model, 'BNInception', pretrain)
     if num_classes != 1000:

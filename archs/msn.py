@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
 from archs import imagenet
+from archs.backbone import VideoBackbone
 from ops.weights_io import read_state_dict
 
 logger = logging.getLogger(__name__)
@@ -355,7 +356,7 @@ def _resize_like(m, ref):
     return F.interpolate(m, size=ref.shape[-2:], mode='nearest')
 
 
-class MSNResNet(nn.Module):
+class MSNResNet(VideoBackbone, nn.Module):
     """MSN (or TDN) on a torchvision ResNet: (N*T, 15, H, W) -> fc(features (N*T, fc.in_features)).
 
     variant 'msn': STP-ME short-term branch, DS-ME in layer2-4, layer1 fusion 0.75/0.25.

@@ -17,6 +17,7 @@ import re
 import torch.nn.functional as F
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
+from archs.backbone import VideoBackbone
 from ops.weights_io import read_state_dict, strip_prefixes
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ VIDEOSWIN_FILES = {'swin3d_t': 'swin_tiny_patch244_window877_kinetics400_1k.pth'
                    'swin3d_b': 'swin_base_patch244_window877_kinetics400_1k.pth'}
 
 
-class Swin3DBackbone(SwinTransformer3d):
+class Swin3DBackbone(VideoBackbone, SwinTransformer3d):
     """torchvision's SwinTransformer3d without its head. forward: (B, T, C, H, W) -> (B, feature_dim),
     C = 3 (RGB) or 2 (Flow x, y; a zero third channel is appended)."""
 
