@@ -14,18 +14,17 @@ import dataclasses
 import functools
 from typing import Callable, Optional
 
-from archs import bn_inception, imagenet
-from archs.backbone import VideoBackbone
+from archs import bn_inception, ila, imagenet, msn
+from archs.backbone import FamilyOptions, VideoBackbone
 from archs.ila import CLIP_CONFIGS, ILA_ARCHS
 from archs.swin3d import SWIN3D_ARCHS
 from ops.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _msn(depth, variant='msn'):
-    """MSN (or TDN) ResNet (archs/msn.py), imported only when used."""
+    """MSN (or TDN) ResNet (archs/msn.py)."""
     def build(pretrain='imagenet', num_segments=8, **kw):
-        from archs.msn import msn_resnet
-        return msn_resnet(depth=depth, num_segments=num_segments, pretrain=pretrain, variant=variant, **kw)
+        return msn.msn_resnet(depth=depth, num_segments=num_segments, pretrain=pretrain, variant=variant, **kw)
     return build
 
 
@@ -89,6 +88,7 @@ class Backbone:
     input_size: Optional[int] = None  # its own resolution (ILA: the CLIP tower's), used over a dataset's generic 224
     norm: Normalization = Normalization()
     modality: Optional[str] = None    # the one modality it reads when that is not images ('Layout': STLT)
+    options: Optional[FamilyOptions] = None  # command-line options its family owns (opts.py adds them)
 
     @property
     def temporal_modules(self):
@@ -110,7 +110,7 @@ def _resnet_entry(depth, motion=True):
 
 
 def _motion_entry(variant, depth):
-    return Backbone(_msn(depth, variant), variant, motion_module=variant)
+    return Backbone(_msn(depth, variant), variant, motion_module=variant, options=msn.CLI_OPTIONS)
 
 
 # The ILA recipe: CLIP weights come from --clip_weights, BatchNorm of the alignment modules must train,
@@ -125,7 +125,7 @@ def _ila_entry(name):
                             'class_names'),
                     weight_kwargs=('clip_weights',), recipe=_ILA_RECIPE,
                     recipe_over_dataset=('pretrain', 'no_partialbn', 'optimizer'),
-                    input_size=CLIP_CONFIGS[name[len('ila_'):]]['input_resolution'])
+                    input_size=CLIP_CONFIGS[name[len('ila_'):]]['input_resolution'], options=ila.CLI_OPTIONS)
 
 
 # The multimodal-distillation recipe (Radevski et al., 2023, configs/something-video.yaml): AdamW, lr 1e-4,
@@ -193,6 +193,11 @@ BACKBONES = {
 def layout_archs():
     """Registry names of the models that read the Layout modality."""
     return tuple(name for name, entry in BACKBONES.items() if entry.modality == 'Layout')
+
+
+def family_options():
+    """The FamilyOptions of the registry, each once, in registry order."""
+    return tuple(dict.fromkeys(entry.options for entry in BACKBONES.values() if entry.options is not None))
 
 
 def backbone_traits(name):

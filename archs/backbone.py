@@ -12,7 +12,33 @@ Attributes every backbone carries:
   their (B, D) output) instead;
 - ``input_mean``, ``input_std``, ``flow_mean``, ``input_space``, ``input_range``: set by
   ``archs.create_backbone`` from the registry entry's ``Normalization``.
+
+A family can also own command-line options (``FamilyOptions``, named by its registry entries): opts.py
+adds them to main.py's and test_models.py's parsers in a group of their own, so a new backbone brings its
+options with it.
 """
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One argparse option: ``group.add_argument(*flags, **kwargs)``."""
+    flags: tuple
+    kwargs: tuple = ()           # ((keyword, value), ...), so the declaration stays immutable
+
+    def add_to(self, group):
+        group.add_argument(*self.flags, **dict(self.kwargs))
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyOptions:
+    """The command-line options only one backbone family reads."""
+    title: str                   # of the argparse group
+    train: tuple = ()            # Options of main.py
+    test: tuple = ()             # Options of test_models.py (and predict.py)
+    # ((option dest, dataset trait), ...): an option left at 'auto' takes the dataset registry's trait
+    # (ops.dataset_config.DatasetSpec field) when main.py derives its arguments
+    from_dataset: tuple = ()
 
 
 class VideoBackbone:

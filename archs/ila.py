@@ -13,6 +13,7 @@ puts the classifier on top.
 Tensor layout inside the ViT is batch-first: tokens (N, L, d) with N = B*T frames ordered
 ``b*T + t`` and L = 1 + G*G (class token, then the G x G patch grid in row-major order).
 """
+import argparse
 import logging
 import math
 import warnings
@@ -24,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from archs.backbone import VideoBackbone
+from archs.backbone import FamilyOptions, Option, VideoBackbone
 from archs.clip_blocks import CLIPTransformer, ResidualAttentionBlock
 from archs.ila_text import TEXT_CONFIGS, ILATextHead, load_text_weights
 
@@ -44,6 +45,28 @@ PAIR_NETS = ('k400', 'ssv2')
 # Classifiers: linear on the video feature (SSV2 branch), or cosine against CLIP text features of the class
 # names (master branch, archs/ila_text.py).
 HEADS = ('linear', 'text')
+# The command-line options of the ILA family (opts.py adds them; 'auto' values follow the dataset).
+CLI_OPTIONS = FamilyOptions(
+    'ILA (CLIP ViT)',
+    train=(
+        Option(('--clip_weights',), (('default', None),
+                                     ('help', 'local CLIP weights (state dict / safetensors / jit)'))),
+        Option(('--trust_jit_checkpoint',), (('action', 'store_true'), (
+            'help', 'allow the OpenAI TorchScript archive: torch.jit.load runs code from the file'))),
+        Option(('--finetune_backbone',), (('action', 'store_true'), ('help', 'unfreeze the CLIP weights'))),
+        Option(('--align_weight',), (('type', float), ('default', 1.0),
+                                     ('help', 'weight of the ILA alignment loss'))),
+        Option(('--ila_pair_net',), (('default', 'auto'), ('choices', ('auto', *PAIR_NETS)), (
+            'help', "ILA pair network: k400 (depthwise-separable, ILA master) or ssv2 (two 3x3 convs, ILA's SSV2 "
+                    "branch); auto = the dataset's registry trait (ssv2 on Something v1/v2)"))),
+        Option(('--ila_head',), (('default', 'auto'), ('choices', ('auto', *HEADS)), (
+            'help', "ILA classifier: linear (ILA's SSV2 branch) or text (ILA's Kinetics model: cosine against "
+                    "CLIP text features of the class names of --category_file, which then works zero-shot "
+                    "with other names); auto = the dataset's registry trait (text on Kinetics)"))),
+    ),
+    test=(Option(('--trust_jit_checkpoint',), (('action', 'store_true'), ('help', argparse.SUPPRESS))),),
+    from_dataset=(('ila_pair_net', 'ila_pair_net'), ('ila_head', 'ila_head')),
+)
 # Channels of the alignment module's pair network (the published model uses 256 for every size).
 ALIGN_DIMS = {'vit_b32': 256, 'vit_b16': 256, 'vit_l14': 256, 'vit_l14_336': 256, 'vit_tiny': 16}
 

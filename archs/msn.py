@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
 from archs import imagenet
-from archs.backbone import VideoBackbone
+from archs.backbone import FamilyOptions, Option, VideoBackbone
 from ops.weights_io import read_state_dict
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,12 @@ PRETRAIN_CHOICES = ('none', 'imagenet')  # anything else is a path to a local we
 LAYER1_FUSE = (0.75, 0.25)  # MSN's layer1 fusion, fixed for any number of segments
 VARIANTS = ('msn', 'tdn')
 MOTION_INITS = ('reference', 'zero_offset')
+# The command-line option of the MSN/TDN family (opts.py adds it).
+CLI_OPTIONS = FamilyOptions('MSN/TDN', train=(
+    Option(('--motion_init',), (('default', 'reference'), ('choices', MOTION_INITS), (
+        'help', "MSN/TDN new modules: reference = the FBResNet re-init N(0, sqrt(2/(k*k*C_out))) (DCN offsets "
+                "start random); zero_offset = PyTorch defaults, DCNs start as plain convs"))),
+))
 
 
 def stem_fusion_weights(num_segments):
