@@ -30,7 +30,7 @@ from ops.dataset_config import data_record, ensure_builtin_data
 from ops.distill import (TeacherScores, combine_teachers, dataset_softmin_weights, distill_loss, kd_loss,
                           load_teachers, teacher_cross_entropy)
 from ops.heads import check_heads, check_same_heads, correct_counts, per_head, split_heads
-from ops.layout import LayoutDataSet
+from ops.layout_dataset import LayoutDataSet
 from ops.lr_schedule import LRSchedule, set_lr
 from ops.mixing import mix_batch
 from ops.modality import frames_per_segment

@@ -11,8 +11,6 @@ import os
 import torch
 
 import archs
-from archs.ila import HEADS as ILA_HEADS, PAIR_NETS
-from archs.msn import MOTION_INITS
 from ops.checkpoint import load_checkpoint
 from ops.dataset_config import DATA_FORMATS, read_class_names, resolve_dataset
 from ops.distill import TEACHER_WEIGHTINGS
@@ -254,15 +252,18 @@ def get_train_parser():
     g.add_argument("--distill_weight", type=float, default=1.0)
     g.add_argument("--gt_weight", type=float, default=0.0)
 
-    g = p.add_argument_group("ILA (CLIP ViT)")
-    g.add_argument("--clip_weights", default=None, help="local CLIP weights (state dict / safetensors / jit)")
-    g.add_argument("--trust_jit_checkpoint", action="store_true",
-                   help="allow the OpenAI TorchScript archive: torch.jit.load runs code from the file")
-    g.add_argument("--finetune_backbone", action="store_true", help="unfreeze the CLIP weights")
-    g.add_argument("--align_weight", type=float, default=1.0, help="weight of the ILA alignment loss")
+    _add_family_options(p, train=True)
     _add_online_options(p, test=False)
     _add_recipe_options(p)
     return p
+
+
+def _add_family_options(p, train):
+    """The options a backbone family owns (archs.family_options(): ILA, MSN/TDN), a group per family."""
+    for family in archs.family_options():
+        g = p.add_argument_group(family.title)
+        for option in family.train if train else family.test:
+            option.add_to(g)
 
 
 def parse_args(argv=None):
@@ -558,7 +559,7 @@ def get_test_parser(prog="test_models.py", description=None):
     p.add_argument("--shift", action="store_true", help="released TSM files only: model has TSM shift")
     p.add_argument("--shift_div", type=int, default=None)
     p.add_argument("--shift_place", default=None, choices=SHIFT_PLACES)
-    p.add_argument("--trust_jit_checkpoint", action="store_true", help=argparse.SUPPRESS)
+    _add_family_options(p, train=False)
     g = p.add_argument_group("features (ops/features.py)")
     g.add_argument("--save_features", default=None,
                    help="pooled pre-classifier features per video, .npz or .h5 (an ensemble: PATH.0.npz, ...)")
@@ -662,7 +663,6 @@ def _validate_online(parser, args):
 
 PARAM_GROUPS = ("tsm", "uniform")
 FLIP_MODES = ("auto", "on", "off")
-ILA_PAIR_NETS = ("auto", *PAIR_NETS)
 
 
 def _add_recipe_options(p):
@@ -670,9 +670,6 @@ def _add_recipe_options(p):
     g.add_argument("--param_groups", default="tsm", choices=PARAM_GROUPS,
                    help="tsm: TSM's groups (BN and bias without decay, bias lr x2, x5/x10 head); uniform: "
                         "every parameter at lr x1 with weight decay (what TDN/MSN's main.py trains with)")
-    g.add_argument("--motion_init", default="reference", choices=MOTION_INITS,
-                   help="MSN/TDN new modules: reference = the FBResNet re-init N(0, sqrt(2/(k*k*C_out))) "
-                        "(DCN offsets start random); zero_offset = PyTorch defaults, DCNs start as plain convs")
     g.add_argument("--flip", default="auto", choices=FLIP_MODES,
                    help="random horizontal flip in training: auto = the dataset's registry trait (off for "
                         "Something-Something and Jester; on for unregistered datasets)")
@@ -690,13 +687,6 @@ def _add_recipe_options(p):
     g.add_argument("--random_erasing", type=float, default=0.0, help="probability of random erasing (ILA 0.25)")
     g.add_argument("--adam_betas", type=float, nargs=2, default=(0.9, 0.999), metavar=("B1", "B2"),
                    help="AdamW betas (ILA 0.9 0.98)")
-    g.add_argument("--ila_pair_net", default="auto", choices=ILA_PAIR_NETS,
-                   help="ILA pair network: k400 (depthwise-separable, ILA master) or ssv2 (two 3x3 convs, ILA's "
-                        "SSV2 branch); auto = the dataset's registry trait (ssv2 on Something v1/v2)")
-    g.add_argument("--ila_head", default="auto", choices=("auto", *ILA_HEADS),
-                   help="ILA classifier: linear (ILA's SSV2 branch) or text (ILA's Kinetics model: cosine against "
-                        "CLIP text features of the class names of --category_file, which then works zero-shot "
-                        "with other names); auto = the dataset's registry trait (text on Kinetics)")
     g.add_argument("--teacher_weight_list", default=None,
                    help="softmin_dataset: list of held-out training videos (training-list format) on which "
                         "the teachers' CE is measured with evaluation transforms (default: the training set "
@@ -719,10 +709,10 @@ def _derive_recipe(args, spec):
                          f"{sorted(pairs)}")
     # canonical text 'a:b,c:d' (saved in args.json); ops.transforms.parse_flip_pairs reads it back
     args.flip_label_pairs = ",".join(f"{a}:{b}" for a, b in sorted(pairs.items()) if a < b)
-    if args.ila_pair_net == "auto":
-        args.ila_pair_net = spec.ila_pair_net
-    if args.ila_head == "auto":
-        args.ila_head = spec.ila_head
+    for family in archs.family_options():       # e.g. --ila_head auto: the dataset's trait
+        for dest, trait in family.from_dataset:
+            if getattr(args, dest) == "auto":
+                setattr(args, dest, getattr(spec, trait))
     args.ila_class_names = None
     if args.ila_head == "text" and archs.backbone_traits(args.arch).family == "ila":
         args.ila_class_names = _text_class_names(args, spec)

@@ -40,7 +40,7 @@ from ops.heads import check_heads, check_same_heads, head_file, head_metrics, he
     split_heads
 from ops.dataset_config import read_class_names
 from ops.models import TSN, has_text_head, is_temporal, to_channels_last, with_class_names
-from ops.layout import LayoutDataSet
+from ops.layout_dataset import LayoutDataSet
 from ops.sampler import ShardSampler
 from ops.scores import (add_calibration, align_to, format_metrics, fused_scores, metrics, save_scores,
                         write_report, write_tsm_csv)

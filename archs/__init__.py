@@ -7,137 +7,24 @@ names. Every backbone returned by ``create_backbone`` carries plain attributes t
 channel, in the backbone's input range), ``flow_mean``, ``input_space`` ('RGB' or 'BGR') and
 ``input_range`` (1 for [0, 1] pixels, 255 for Caffe-style 0-255 pixels).
 
-``pretrain``: 'imagenet' (torchvision's IMAGENET1K_V1 weights, the ones TSM used, or the released
-Caffe-converted weights for BNInception; taken from the torch hub cache or downloaded), 'none'
-(random init) or a path to a local file (a state dict with the backbone's ImageNet keys, as
-``.pth``/``.pt``/``.tar`` loaded with ``weights_only=True``, or ``.safetensors``). No silent fallback.
+``pretrain``: 'imagenet', 'none' or a path to a local weights file (archs/imagenet.py for the 2D
+backbones; each video family says what it accepts). No silent fallback.
 """
 import dataclasses
 import functools
-import logging
-import os
 from typing import Callable, Optional
 
-import torch
-import torchvision
-
-from archs import bn_inception
+from archs import bn_inception, ila, imagenet, msn
+from archs.backbone import FamilyOptions, VideoBackbone
 from archs.ila import CLIP_CONFIGS, ILA_ARCHS
 from archs.swin3d import SWIN3D_ARCHS
 from ops.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-logger = logging.getLogger(__name__)
-
-
-_TORCHVISION_WEIGHTS = {
-    'resnet18': 'ResNet18_Weights.IMAGENET1K_V1',
-    'resnet34': 'ResNet34_Weights.IMAGENET1K_V1',
-    'resnet50': 'ResNet50_Weights.IMAGENET1K_V1',
-    'resnet101': 'ResNet101_Weights.IMAGENET1K_V1',
-    'resnet152': 'ResNet152_Weights.IMAGENET1K_V1',
-    'mobilenetv2': 'MobileNet_V2_Weights.IMAGENET1K_V1',
-}
-# Caffe-converted BN-Inception ImageNet weights released with TSN/TSM.
-BNINCEPTION_URL = 'https://www.dropbox.com/s/3cvod6kzwluijcw/BNInception-9baff57459f5a1744.pth?dl=1'
-
-
-def _supply_hint(url):
-    filename = os.path.basename(url.split('?')[0])
-    cache = os.path.join(torch.hub.get_dir(), 'checkpoints')
-    return (f'Download {url} on a machine with internet access and either copy it to {cache}/{filename} '
-            f'or pass --pretrain /path/to/{filename}')
-
-
-def _imagenet_state_dict(name):
-    """ImageNet weights from torchvision's cache (or a download). Raises with instructions on failure."""
-    if name == 'BNInception':
-        url = BNINCEPTION_URL
-        fetch = functools.partial(torch.hub.load_state_dict_from_url, url, map_location='cpu',
-                                  progress=False, weights_only=True)
-    else:
-        weights = torchvision.models.get_weight(_TORCHVISION_WEIGHTS[name])
-        url = weights.url
-        fetch = functools.partial(weights.get_state_dict, progress=False)
-    try:
-        return fetch()
-    except Exception as e:  # URLError, HTTPError, OSError, hash mismatch: all mean "not available"
-        raise RuntimeError(f"--pretrain imagenet: the ImageNet weights for {name} could not be obtained "
-                           f"({type(e).__name__}: {e}). {_supply_hint(url)}") from e
-
-
-def _load_into(model, name, pretrain):
-    """Load 'imagenet' or a local file into ``model`` (strict except for the classifier)."""
-    from ops.checkpoint import read_state_dict
-    from archs.mobilenet_v2 import convert_torchvision_state_dict
-
-    if pretrain == 'imagenet':
-        sd = _imagenet_state_dict(name)
-        source = 'imagenet'
-    else:
-        sd = read_state_dict(pretrain)
-        source = pretrain
-    if name == 'mobilenetv2':
-        sd = convert_torchvision_state_dict(sd)
-    head = model.last_layer_name + '.'
-    own = model.state_dict()
-    # The classifier is replaced by TSN anyway, so a file without it (or with another class count) is fine.
-    sd = {k: v for k, v in sd.items() if not (k.startswith(head) and (k not in own or own[k].shape != v.shape))}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not k.startswith(head)]
-    if missing or unexpected:
-        raise RuntimeError(f'--pretrain {source}: weights do not match {name}: missing {missing[:10]} '
-                           f'({len(missing)}), unexpected {unexpected[:10]} ({len(unexpected)})')
-    logger.info('%s: loaded pretrained weights from %s', name, source)
-
-
-def _check_pretrain(pretrain):
-    if pretrain in ('imagenet', 'none'):
-        return
-    if not isinstance(pretrain, str) or not pretrain:
-        raise ValueError(f"pretrain must be 'imagenet', 'none' or a file path, got {pretrain!r}")
-    if not os.path.isfile(pretrain):
-        raise FileNotFoundError(f"--pretrain {pretrain}: no such file (use 'imagenet', 'none' or a weights file)")
-
-
-def _resnet(name, pretrain='imagenet', num_classes=1000):
-    _check_pretrain(pretrain)
-    model = getattr(torchvision.models, name)(weights=None, num_classes=1000)
-    model.last_layer_name = 'fc'
-    if pretrain != 'none':
-        _load_into(model, name, pretrain)
-    if num_classes != 1000:
-        model.fc = torch.nn.Linear(model.fc.in_features, num_classes)
-    return model
-
-
-def _mobilenetv2(pretrain='imagenet', num_classes=1000):
-    from archs.mobilenet_v2 import MobileNetV2
-    _check_pretrain(pretrain)
-    model = MobileNetV2(num_classes=1000)
-    model.last_layer_name = 'classifier'
-    if pretrain != 'none':
-        _load_into(model, 'mobilenetv2', pretrain)
-    if num_classes != 1000:
-        model.classifier = torch.nn.Linear(model.last_channel, num_classes)
-    return model
-
-
-def _bninception(pretrain='imagenet', num_classes=1000):
-    _check_pretrain(pretrain)
-    model = bn_inception.BNInception(num_classes=1000)
-    model.last_layer_name = 'fc'
-    if pretrain != 'none':
-        _load_into(model, 'BNInception', pretrain)
-    if num_classes != 1000:
-        model.fc = torch.nn.Linear(1024, num_classes)
-    return model
-
 
 def _msn(depth, variant='msn'):
-    """MSN (or TDN) ResNet (archs/msn.py), imported only when used."""
+    """MSN (or TDN) ResNet (archs/msn.py)."""
     def build(pretrain='imagenet', num_segments=8, **kw):
-        from archs.msn import msn_resnet
-        return msn_resnet(depth=depth, num_segments=num_segments, pretrain=pretrain, variant=variant, **kw)
+        return msn.msn_resnet(depth=depth, num_segments=num_segments, pretrain=pretrain, variant=variant, **kw)
     return build
 
 
@@ -201,6 +88,7 @@ class Backbone:
     input_size: Optional[int] = None  # its own resolution (ILA: the CLIP tower's), used over a dataset's generic 224
     norm: Normalization = Normalization()
     modality: Optional[str] = None    # the one modality it reads when that is not images ('Layout': STLT)
+    options: Optional[FamilyOptions] = None  # command-line options its family owns (opts.py adds them)
 
     @property
     def temporal_modules(self):
@@ -217,12 +105,12 @@ class Backbone:
 def _resnet_entry(depth, motion=True):
     name = f'resnet{depth}'
     variants = (('msn', f'msn_{name}'), ('tdn', f'tdn_{name}')) if motion else ()
-    return Backbone(functools.partial(_resnet, name), 'resnet', shift_places=('blockres', 'block'), tin=True,
+    return Backbone(functools.partial(imagenet.resnet, name), 'resnet', shift_places=('blockres', 'block'), tin=True,
                     non_local=True, temporal_pool=True, motion_variants=variants)
 
 
 def _motion_entry(variant, depth):
-    return Backbone(_msn(depth, variant), variant, motion_module=variant)
+    return Backbone(_msn(depth, variant), variant, motion_module=variant, options=msn.CLI_OPTIONS)
 
 
 # The ILA recipe: CLIP weights come from --clip_weights, BatchNorm of the alignment modules must train,
@@ -237,7 +125,7 @@ def _ila_entry(name):
                             'class_names'),
                     weight_kwargs=('clip_weights',), recipe=_ILA_RECIPE,
                     recipe_over_dataset=('pretrain', 'no_partialbn', 'optimizer'),
-                    input_size=CLIP_CONFIGS[name[len('ila_'):]]['input_resolution'])
+                    input_size=CLIP_CONFIGS[name[len('ila_'):]]['input_resolution'], options=ila.CLI_OPTIONS)
 
 
 # The multimodal-distillation recipe (Radevski et al., 2023, configs/something-video.yaml): AdamW, lr 1e-4,
@@ -272,8 +160,8 @@ BACKBONES = {
     'resnet50': _resnet_entry(50),
     'resnet101': _resnet_entry(101),
     'resnet152': _resnet_entry(152, motion=False),
-    'mobilenetv2': Backbone(_mobilenetv2, 'mobilenetv2', shift_places=('blockres',)),
-    'BNInception': Backbone(_bninception, 'bninception', shift_places=('block',),
+    'mobilenetv2': Backbone(imagenet.mobilenetv2, 'mobilenetv2', shift_places=('blockres',)),
+    'BNInception': Backbone(imagenet.bninception, 'bninception', shift_places=('block',),
                             norm=Normalization(bn_inception.INPUT_MEAN, bn_inception.INPUT_STD,
                                                bn_inception.FLOW_MEAN, 'BGR', 255)),
     # MSN (motion-sensitive network) and TDN (Wang et al., CVPR 2021, which MSN builds on), in archs/msn.py.
@@ -307,6 +195,11 @@ def layout_archs():
     return tuple(name for name, entry in BACKBONES.items() if entry.modality == 'Layout')
 
 
+def family_options():
+    """The FamilyOptions of the registry, each once, in registry order."""
+    return tuple(dict.fromkeys(entry.options for entry in BACKBONES.values() if entry.options is not None))
+
+
 def backbone_traits(name):
     """The registry entry of backbone ``name``; an unknown name raises ValueError listing the valid ones."""
     if name not in BACKBONES:
@@ -317,14 +210,15 @@ def backbone_traits(name):
 def create_backbone(name, pretrain='imagenet', **kwargs):
     """Build backbone ``name``; keyword arguments that are None are dropped (constructor defaults).
 
-    The built module carries the attributes TSN reads (see the module docstring), the normalisation
-    taken from the registry entry."""
+    The built module is a VideoBackbone (archs/backbone.py: the hooks TSN calls) carrying the attributes
+    TSN reads (see the module docstring), the normalisation taken from the registry entry."""
     entry = backbone_traits(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     model = entry.build(pretrain=pretrain, **kwargs)
+    if not isinstance(model, VideoBackbone):
+        raise TypeError(f'{name}: its constructor returned a {type(model).__name__}, which does not declare '
+                        'the backbone hooks (inherit archs.backbone.VideoBackbone)')
     norm = entry.norm
     model.input_mean, model.input_std = list(norm.mean), list(norm.std)
     model.flow_mean, model.input_space, model.input_range = norm.flow_mean, norm.space, norm.range
-    if not hasattr(model, 'last_layer_name'):      # MSN/TDN: the ResNet's fc; ILA, Swin: none (TSN adds new_fc)
-        model.last_layer_name = 'fc'
     return model

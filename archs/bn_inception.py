@@ -7,6 +7,7 @@ input: BGR channel order, 0-255 range, mean ``[104, 117, 128]``, std 1.
 import torch
 import torch.nn as nn
 
+from archs.backbone import VideoBackbone
 from ops.temporal_shift import shift_fn
 
 INPUT_MEAN = [104, 117, 128]
@@ -30,7 +31,7 @@ _STAGES = (
 )
 
 
-class BNInception(nn.Module):
+class BNInception(VideoBackbone, nn.Module):
     def __init__(self, num_classes=1000):
         super().__init__()
         self._add_conv('conv1_7x7_s2', 3, 64, 7, stride=2)

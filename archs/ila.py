@@ -13,17 +13,21 @@ puts the classifier on top.
 Tensor layout inside the ViT is batch-first: tokens (N, L, d) with N = B*T frames ordered
 ``b*T + t`` and L = 1 + G*G (class token, then the G x G patch grid in row-major order).
 """
+import argparse
 import logging
 import math
 import warnings
 import zipfile
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from archs.backbone import FamilyOptions, Option, VideoBackbone
+from archs.clip_blocks import CLIPTransformer, ResidualAttentionBlock
+from archs.ila_text import TEXT_CONFIGS, ILATextHead, load_text_weights
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,28 @@ PAIR_NETS = ('k400', 'ssv2')
 # Classifiers: linear on the video feature (SSV2 branch), or cosine against CLIP text features of the class
 # names (master branch, archs/ila_text.py).
 HEADS = ('linear', 'text')
+# The command-line options of the ILA family (opts.py adds them; 'auto' values follow the dataset).
+CLI_OPTIONS = FamilyOptions(
+    'ILA (CLIP ViT)',
+    train=(
+        Option(('--clip_weights',), (('default', None),
+                                     ('help', 'local CLIP weights (state dict / safetensors / jit)'))),
+        Option(('--trust_jit_checkpoint',), (('action', 'store_true'), (
+            'help', 'allow the OpenAI TorchScript archive: torch.jit.load runs code from the file'))),
+        Option(('--finetune_backbone',), (('action', 'store_true'), ('help', 'unfreeze the CLIP weights'))),
+        Option(('--align_weight',), (('type', float), ('default', 1.0),
+                                     ('help', 'weight of the ILA alignment loss'))),
+        Option(('--ila_pair_net',), (('default', 'auto'), ('choices', ('auto', *PAIR_NETS)), (
+            'help', "ILA pair network: k400 (depthwise-separable, ILA master) or ssv2 (two 3x3 convs, ILA's SSV2 "
+                    "branch); auto = the dataset's registry trait (ssv2 on Something v1/v2)"))),
+        Option(('--ila_head',), (('default', 'auto'), ('choices', ('auto', *HEADS)), (
+            'help', "ILA classifier: linear (ILA's SSV2 branch) or text (ILA's Kinetics model: cosine against "
+                    "CLIP text features of the class names of --category_file, which then works zero-shot "
+                    "with other names); auto = the dataset's registry trait (text on Kinetics)"))),
+    ),
+    test=(Option(('--trust_jit_checkpoint',), (('action', 'store_true'), ('help', argparse.SUPPRESS))),),
+    from_dataset=(('ila_pair_net', 'ila_pair_net'), ('ila_head', 'ila_head')),
+)
 # Channels of the alignment module's pair network (the published model uses 256 for every size).
 ALIGN_DIMS = {'vit_b32': 256, 'vit_b16': 256, 'vit_l14': 256, 'vit_l14_336': 256, 'vit_tiny': 16}
 
@@ -59,52 +85,6 @@ MASK_SLOPE = 1.5
 POINT_RANGE = 0.75  # points = POINT_RANGE * tanh(.), so |p| < 0.75 in grid units of [-1, 1]
 # Training jitter: the point and its 8 neighbours at distance delta (in each axis), masks averaged.
 JITTER_OFFSETS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
-
-
-class QuickGELU(nn.Module):
-    """The GELU approximation the OpenAI CLIP weights were trained with."""
-
-    def forward(self, x):
-        return x * torch.sigmoid(1.702 * x)
-
-
-class ResidualAttentionBlock(nn.Module):
-    """Pre-LN transformer block with the OpenAI CLIP parameter names (attn, ln_1, mlp.c_fc/c_proj, ln_2).
-
-    causal: each token attends to itself and the tokens before it (CLIP's text encoder)."""
-
-    def __init__(self, width, heads, causal=False):
-        super().__init__()
-        self.causal = causal
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.ln_1 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict([
-            ('c_fc', nn.Linear(width, 4 * width)),
-            ('gelu', QuickGELU()),
-            ('c_proj', nn.Linear(4 * width, width)),
-        ]))
-        self.ln_2 = nn.LayerNorm(width)
-
-    def attention_mlp(self, x):
-        # x: (N, L, d)
-        y = self.ln_1(x)
-        mask = None
-        if self.causal:
-            length = x.shape[1]
-            mask = torch.full((length, length), float('-inf'), dtype=x.dtype, device=x.device).triu(1)
-        x = x + self.attn(y, y, y, need_weights=False, attn_mask=mask)[0]
-        return x + self.mlp(self.ln_2(x))
-
-    def forward(self, x):
-        return self.attention_mlp(x)
-
-
-class _Transformer(nn.Module):
-    """Holds the blocks so that their keys read ``transformer.resblocks.N.*`` as in CLIP."""
-
-    def __init__(self, blocks):
-        super().__init__()
-        self.resblocks = nn.ModuleList(blocks)
 
 
 class CLIPVisionTransformer(nn.Module):
@@ -126,7 +106,7 @@ class CLIPVisionTransformer(nn.Module):
         self.ln_pre = nn.LayerNorm(width)
         # block_factory(width, heads, grid_size) -> block; plain CLIP blocks by default
         block_factory = block_factory or (lambda w, h, g: ResidualAttentionBlock(w, h))
-        self.transformer = _Transformer([block_factory(width, heads, self.grid_size) for _ in range(layers)])
+        self.transformer = CLIPTransformer([block_factory(width, heads, self.grid_size) for _ in range(layers)])
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
@@ -347,7 +327,7 @@ class TemporalTransformer(nn.Module):
         return (y + x).mean(dim=1)
 
 
-class ILAVideoModel(nn.Module):
+class ILAVideoModel(VideoBackbone, nn.Module):
     """ILA video backbone. forward: (B, T, 3, S, S) -> features (B, feature_dim), or logits (B, num_class)
     with the text head.
 
@@ -382,13 +362,11 @@ class ILAVideoModel(nn.Module):
                                            pair_net=pair_net)
         self.temporal = TemporalTransformer(output_dim, num_segments, layers=temporal_layers)
         self.head = head
-        self.num_class = None
         if head == 'linear':
             # The SSv2 head of the published code: LayerNorm on the L2-normalised video feature (dropout
             # and the linear classifier come from TSN).
             self.norm_out = nn.LayerNorm(output_dim)
         else:
-            from archs.ila_text import ILATextHead
             self.text_head = ILATextHead(class_names, visual_width=width, output_dim=output_dim,
                                          text_config=text_config)
             self.num_class = len(class_names)
@@ -399,7 +377,6 @@ class ILAVideoModel(nn.Module):
         else:
             state = read_clip_state_dict(clip_weights, trust_jit_checkpoint=trust_jit_checkpoint)
             if head == 'text':      # first, so that an image-only file is refused before anything loads
-                from archs.ila_text import load_text_weights
                 load_text_weights(self.text_head, state, clip_weights)
             load_clip_weights(self.visual, clip_weights, state=state)
         for p in clip_parameters(self.visual):
@@ -418,6 +395,8 @@ class ILAVideoModel(nn.Module):
     def get_optim_policies(self, model, *, lr, weight_decay):
         """AdamW groups of ``model``, the module holding this backbone (TSN: its head joins 'head'); see
         ``ila_param_groups``. TSN.get_optim_policies delegates here."""
+        if lr is None or weight_decay is None:
+            raise ValueError(f'the optimiser groups of {model.arch} need lr and weight_decay')
         return ila_param_groups(model, lr, weight_decay=weight_decay)
 
     def set_class_names(self, class_names):
@@ -611,7 +590,6 @@ def _constructor(config):
               input_size=None, **kw):
         kw.setdefault('align_dim', ALIGN_DIMS[config])
         if kw.get('head') == 'text':
-            from archs.ila_text import TEXT_CONFIGS
             kw.setdefault('text_config', TEXT_CONFIGS[config])
         return ILAVideoModel(num_segments, **CLIP_CONFIGS[config], clip_weights=clip_weights,
                              trust_jit_checkpoint=trust_jit_checkpoint, finetune_backbone=finetune_backbone,

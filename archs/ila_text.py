@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archs.ila import QuickGELU, ResidualAttentionBlock, _Transformer
+from archs.clip_blocks import CLIPTransformer, QuickGELU, ResidualAttentionBlock
 
 # Text towers of the OpenAI CLIP releases (the image tower's output_dim is the joint embedding size).
 # 'vit_tiny' is for tests and toy runs; its vocabulary is CLIP's, so the real tokenizer applies.
@@ -74,7 +74,7 @@ class CLIPTextTransformer(nn.Module):
         self.context_length = context_length
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
-        self.transformer = _Transformer([ResidualAttentionBlock(width, heads, causal=True) for _ in range(layers)])
+        self.transformer = CLIPTransformer([ResidualAttentionBlock(width, heads, causal=True) for _ in range(layers)])
         self.ln_final = nn.LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, output_dim))
         # CLIP's initialisation (used by toy runs; real runs load CLIP's weights over it).

@@ -10,6 +10,8 @@ import re
 
 import torch.nn as nn
 
+from archs.backbone import VideoBackbone
+
 # (expand ratio t, output channels c, repeats n, first stride s)
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
@@ -38,7 +40,9 @@ class InvertedResidual(nn.Module):
         return self.conv(x)
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(VideoBackbone, nn.Module):
+    last_layer_name = 'classifier'
+
     def __init__(self, num_classes=1000, width_mult=1.0):
         super().__init__()
         inp = 32 if width_mult <= 1.0 else int(32 * width_mult)

@@ -36,6 +36,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
+from archs import imagenet
+from archs.backbone import FamilyOptions, Option, VideoBackbone
+from ops.weights_io import read_state_dict
+
 logger = logging.getLogger(__name__)
 
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
@@ -45,6 +49,12 @@ PRETRAIN_CHOICES = ('none', 'imagenet')  # anything else is a path to a local we
 LAYER1_FUSE = (0.75, 0.25)  # MSN's layer1 fusion, fixed for any number of segments
 VARIANTS = ('msn', 'tdn')
 MOTION_INITS = ('reference', 'zero_offset')
+# The command-line option of the MSN/TDN family (opts.py adds it).
+CLI_OPTIONS = FamilyOptions('MSN/TDN', train=(
+    Option(('--motion_init',), (('default', 'reference'), ('choices', MOTION_INITS), (
+        'help', "MSN/TDN new modules: reference = the FBResNet re-init N(0, sqrt(2/(k*k*C_out))) (DCN offsets "
+                "start random); zero_offset = PyTorch defaults, DCNs start as plain convs"))),
+))
 
 
 def stem_fusion_weights(num_segments):
@@ -352,7 +362,7 @@ def _resize_like(m, ref):
     return F.interpolate(m, size=ref.shape[-2:], mode='nearest')
 
 
-class MSNResNet(nn.Module):
+class MSNResNet(VideoBackbone, nn.Module):
     """MSN (or TDN) on a torchvision ResNet: (N*T, 15, H, W) -> fc(features (N*T, fc.in_features)).
 
     variant 'msn': STP-ME short-term branch, DS-ME in layer2-4, layer1 fusion 0.75/0.25.
@@ -435,16 +445,13 @@ class MSNResNet(nn.Module):
 def msn_resnet(depth=50, num_segments=8, pretrain='none', **kw):
     """Build MSN-R{depth} (or TDN with variant='tdn').
 
-    pretrain: 'none', 'imagenet' or a local file, through the backbone registry's ResNet loader
-    (archs.create_backbone: torchvision weights, clear error when unavailable) for the main stream;
+    pretrain: 'none', 'imagenet' or a local file, through the registry's ResNet loader
+    (archs.imagenet.resnet: torchvision weights, clear error when unavailable) for the main stream;
     the short-term layer1 copies the loaded layer1 and TDN's difference conv is inflated from the
     loaded stem. A file holding a whole MSN/TDN state dict (keys 'short_term.*') is loaded strictly
     into the built model instead. Extra keywords go to MSNResNet (variant, stem_fuse, layer1_fuse,
     init: 'reference' or 'zero_offset').
     """
-    from archs import create_backbone
-    from ops.checkpoint import read_state_dict
-
     if depth not in RESNET_DEPTHS:
         raise ValueError(f"unknown ResNet depth {depth}; allowed: {RESNET_DEPTHS}")
     full_state = None
@@ -452,7 +459,7 @@ def msn_resnet(depth=50, num_segments=8, pretrain='none', **kw):
         state = read_state_dict(pretrain)
         if any(k.startswith('short_term.') for k in state):
             full_state = state
-    resnet = create_backbone(f"resnet{depth}", pretrain='none' if full_state is not None else pretrain)
+    resnet = imagenet.resnet(f"resnet{depth}", pretrain='none' if full_state is not None else pretrain)
     model = MSNResNet(resnet, num_segments, **kw)
     if full_state is not None:
         model.load_state_dict(full_state)

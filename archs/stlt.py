@@ -20,6 +20,8 @@ trained, so the function is the same.
 import torch
 import torch.nn as nn
 
+from archs.backbone import VideoBackbone
+
 # Category vocabulary of the reference: 0 pads, a box whose category names a hand is 'hand', any other 'object'.
 LAYOUT_CATEGORIES = ('pad', 'object', 'hand')
 BOX_FIELDS = 6          # category, score, x1, y1, x2, y2
@@ -49,7 +51,7 @@ def _encoder(hidden_size, num_heads, num_layers, dropout):
     return nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
 
 
-class STLT(nn.Module):
+class STLT(VideoBackbone, nn.Module):
     """Layout clip (B, T, 6, N, 1) -> clip feature (B, hidden_size); ``feature_dim`` for TSN's head."""
 
     def __init__(self, num_segments, *, hidden_size=768, num_heads=8, spatial_layers=6, temporal_layers=6,

@@ -6,17 +6,19 @@ backbone returns the final-norm features mean-pooled over (T', H', W') and TSN p
 dropout) on top. State-dict keys are torchvision's (``patch_embed.proj``, ``features.{2i}.{j}`` for block
 j of stage i, ``features.{2i+1}`` for the patch merging after stage i, ``norm``); the original Video Swin /
 mmaction layout (``backbone.layers.i.blocks.j``, ``layers.i.downsample``, ``mlp.fc1/fc2``) is converted
-by ``ops.checkpoint.convert_videoswin_state_dict``.
+by ``convert_videoswin_state_dict``.
 
 Flow: one flow frame (x, y) per segment, given to the 3-channel patch embedding as (x, y, 0) after
 normalisation, as the distillation paper's flow teachers take it.
 """
 import logging
+import re
 
-import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.video.swin_transformer import SwinTransformer3d
+
+from archs.backbone import VideoBackbone
+from ops.weights_io import read_state_dict, strip_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ VIDEOSWIN_FILES = {'swin3d_t': 'swin_tiny_patch244_window877_kinetics400_1k.pth'
                    'swin3d_b': 'swin_base_patch244_window877_kinetics400_1k.pth'}
 
 
-class Swin3DBackbone(SwinTransformer3d):
+class Swin3DBackbone(VideoBackbone, SwinTransformer3d):
     """torchvision's SwinTransformer3d without its head. forward: (B, T, C, H, W) -> (B, feature_dim),
     C = 3 (RGB) or 2 (Flow x, y; a zero third channel is appended)."""
 
@@ -61,12 +63,105 @@ class Swin3DBackbone(SwinTransformer3d):
         return x.mean(dim=(1, 2, 3))                        # (B, D)
 
 
+# Original Video Swin (SwinTransformer/Video-Swin-Transformer, mmaction 0.x) and mmaction2 1.x key layout
+# -> torchvision's SwinTransformer3d: stage i's blocks are features.{2i}, its patch merging features.{2i+1}.
+_VIDEOSWIN_RULES = (
+    (re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.(.+)$'), lambda m: f'features.{2 * int(m[1])}.{m[2]}.{m[3]}'),
+    (re.compile(r'^layers\.(\d+)\.downsample\.(.+)$'), lambda m: f'features.{2 * int(m[1]) + 1}.{m[2]}'),
+    (re.compile(r'^(patch_embed\.(?:proj|norm)\.\w+)$'), lambda m: m[1]),
+    (re.compile(r'^norm3?\.(weight|bias)$'), lambda m: f'norm.{m[1]}'),  # mmaction2 1.x: norm3 (out index 3)
+    (re.compile(r'^cls_head\.fc_cls\.(weight|bias)$'), lambda m: f'head.{m[1]}'),
+)
+_VIDEOSWIN_MLP = {'.mlp.fc1.': '.mlp.0.', '.mlp.fc2.': '.mlp.3.'}
+_VIDEOSWIN_DROPPED = ((re.compile(r'^data_preprocessor\.'), 'input normalisation buffers (the model normalises)'),)
+
+
+def videoswin_key(key):
+    """Key of the original Video Swin / mmaction layout (``backbone.`` already removed, or ``cls_head.``)
+    -> torchvision's SwinTransformer3d key; None when no rule covers it."""
+    for pattern, target in _VIDEOSWIN_RULES:
+        m = pattern.match(key)
+        if m:
+            out = target(m)
+            for old, new in _VIDEOSWIN_MLP.items():
+                out = out.replace(old, new)
+            return out
+    return None
+
+
+def convert_videoswin_state_dict(state_dict, own=None):
+    """A Video Swin state dict in torchvision's layout or the original / mmaction one -> (state dict in
+    torchvision's layout, report). ``own``: the target model's state dict (keys it lacks are dropped,
+    shapes are checked against it); None: every key with a rule is kept, unchecked.
+
+    Report: 'layout' ('torchvision' or 'videoswin'), 'mapped' [(file key, model key)], 'dropped'
+    [(file key, reason)], 'inflated' [(model key, how)]. ``relative_position_index`` buffers are a
+    function of the window size: a file without them (or with a 2D window's) gets the model's. A 2D
+    (ImageNet) Swin is inflated as Video Swin's ``inflate_weights`` does: the patch kernel repeated over
+    the temporal patch size and divided by it, each relative-position table repeated over the 2*Wd-1
+    temporal offsets (same spatial window only). A table of another window size raises naming the shapes.
+    The classifier comes out as ``head.*``.
+    """
+    src = strip_prefixes(state_dict)
+    layout = 'torchvision' if any(k.startswith('features.') for k in src) else 'videoswin'
+    out, report = {}, {'layout': layout, 'mapped': [], 'dropped': []}
+    for original, (key, value) in zip(state_dict, src.items()):
+        reason = next((why for pattern, why in _VIDEOSWIN_DROPPED if pattern.search(key)), None)
+        if layout == 'torchvision':
+            target = key
+        else:
+            target = videoswin_key(key[len('backbone.'):] if key.startswith('backbone.') else key)
+        if own is not None and target is not None and target not in own and not target.startswith('head.'):
+            target = None
+        if reason or target is None:
+            report['dropped'].append((original, reason or 'no rule for this key (not part of the Swin backbone)'))
+            continue
+        out[target] = value
+        report['mapped'].append((original, target))
+    if own is None:
+        return out, report
+    report['inflated'] = _inflate_2d_swin(out, own)
+    _check_videoswin_shapes(out, own)
+    for key in own:
+        if key.endswith('.relative_position_index') and key not in out:
+            out[key] = own[key]
+            report['mapped'].append(('(model)', key))
+    return out, report
+
+
+def _inflate_2d_swin(converted, own):
+    """2D Swin tensors of ``converted`` made 3D in place (see convert_videoswin_state_dict) -> [(key, how)]."""
+    conv, own_conv = converted.get('patch_embed.proj.weight'), own['patch_embed.proj.weight']
+    if conv is None or conv.dim() != 4 or own_conv.dim() != 5:
+        return []
+    depth = own_conv.shape[2]                            # temporal patch size
+    converted['patch_embed.proj.weight'] = conv.unsqueeze(2).repeat(1, 1, depth, 1, 1) / depth
+    inflated = [('patch_embed.proj.weight', f'{tuple(conv.shape)} repeated {depth}x in time, / {depth}')]
+    for key in [k for k in converted if k.endswith('.relative_position_bias_table')]:
+        table, rows = converted[key], own[key].shape[0]
+        if rows % table.shape[0] == 0 and table.shape[0] < rows:
+            # 3D index = d * (2Wh-1)(2Ww-1) + h * (2Ww-1) + w: the 2D table once per temporal offset d
+            converted[key] = table.repeat(rows // table.shape[0], 1)
+            inflated.append((key, f'{tuple(table.shape)} repeated {rows // table.shape[0]}x'))
+    for key in [k for k in converted if k.endswith('.relative_position_index')]:
+        if converted[key].shape != own[key].shape:     # the 2D window's: recomputed for the 3D window
+            converted[key] = own[key]
+            inflated.append((key, "the model's (3D window)"))
+    return inflated
+
+
+def _check_videoswin_shapes(converted, own):
+    for key, value in converted.items():
+        if key in own and value.shape != own[key].shape:
+            what = ' (another attention window: the model uses 8x7x7, whose table has 15*13*13 = 2535 rows)' \
+                if key.endswith('relative_position_bias_table') else ''
+            raise ValueError(f'{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}{what}')
+
+
 def load_swin3d_weights(model, path):
     """Load a local file into ``model``: torchvision's layout or the original Video Swin / mmaction one
-    (converted by ops.checkpoint.convert_videoswin_state_dict). The file's classifier is dropped; any
-    other tensor the model needs and the file lacks is an error. Returns the conversion report."""
-    from ops.checkpoint import convert_videoswin_state_dict, read_state_dict
-
+    (converted by convert_videoswin_state_dict). The file's classifier is dropped; any other tensor the
+    model needs and the file lacks is an error. Returns the conversion report."""
     own = model.state_dict()
     converted, report = convert_videoswin_state_dict(read_state_dict(path), own)
     for key in [k for k in converted if k.startswith('head.')]:

@@ -5,10 +5,12 @@ A checkpoint is a dict of tensors and plain Python types with TSM's keys (``epoc
 with ``torch.load(weights_only=True)`` and the model is rebuilt from the file, not from its name.
 Released TSM files hold only a state dict; ``model_config_from_checkpoint`` then reads the settings
 from the state dict's keys, TSM's file-name convention and explicit overrides.
+
+Reading files (``load_checkpoint``, ``read_state_dict``, ``strip_prefixes``) lives in the leaf module
+ops.weights_io, which archs/ uses for pretrained weights; this module re-exports it as its public API.
 """
 import logging
 import os
-import pickle
 import re
 import tempfile
 
@@ -17,10 +19,10 @@ import torch
 import archs
 from ops.heads import heads_text
 from ops.modality import CHANNELS, first_conv_name, mean_expand_kernel
+from ops.weights_io import load_checkpoint, read_state_dict, strip_prefixes  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
-_PREFIXES = ('module.', '_orig_mod.')
 _WRAPPER_PARTS = ('net', 'block')  # TemporalShift/TemporalPool/TIN wrappers, NL3DWrapper
 # Parameters of modules a source may lack: non-local blocks (identity at init), TIN's offset/weight nets.
 NEW_MODULE_PARTS = ('.nl.', '.offset_net.', '.weight_net.')
@@ -68,103 +70,6 @@ def save_checkpoint(state, path):
     return path
 
 
-def load_checkpoint(path, map_location='cpu', require=()):
-    """Open a checkpoint with ``weights_only=True`` (``.safetensors`` -> {'state_dict': tensors}).
-
-    Every failure names the file and what is wrong with it: absent, a directory, not a checkpoint at
-    all, truncated, holding pickled Python objects, or lacking one of the ``require``d top-level keys.
-    """
-    if os.path.isdir(path):
-        raise IsADirectoryError(f'{path} is a directory, not a checkpoint file (give the .pth/.pth.tar file '
-                                'inside it, e.g. ckpt.pth.tar)')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    if os.path.getsize(path) == 0:
-        raise ValueError(f'checkpoint {path} is empty (0 bytes): a write that never finished, or a copy or '
-                         'download that failed; use another checkpoint or write it again')
-    if str(path).endswith('.safetensors'):
-        from safetensors.torch import load_file
-        try:
-            return {'state_dict': load_file(path, device=str(map_location))}
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise RuntimeError(f'could not read safetensors file {path}: {e}') from e
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, IndexError, KeyError, ValueError) as e:
-        # Random bytes read as a legacy pickle fail in the unpickler with any of these; so does a pickle
-        # that names Python objects weights_only does not allow (torch's text then depends on the pickle).
-        refused = pickled_globals(path) if isinstance(e, pickle.UnpicklingError) else []
-        if not refused:
-            raise ValueError(f'{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a '
-                             f'readable legacy pickle; size {os.path.getsize(path)} bytes): is it the right '
-                             'file, or was it truncated or overwritten?') from e
-        raise ValueError(f'refusing to load {path}: it contains pickled Python objects that weights_only '
-                         f'loading does not allow: {", ".join(refused[:8])}'
-                         f'{f" and {len(refused) - 8} more" if len(refused) > 8 else ""} (nothing was '
-                         'executed). Re-save it with only tensors and plain types, e.g. '
-                         "torch.save({'state_dict': model.state_dict()}, path), where you trust its source") from e
-    except (RuntimeError, OSError, EOFError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RuntimeError(f'could not read checkpoint {path} (truncated or corrupt?): {first}') from e
-    if require == ('state_dict',) and _is_bare_state_dict(ckpt):
-        ckpt = {'state_dict': ckpt}     # a file that is only a state dict (TSM's online demo ships one)
-    missing = [k for k in require if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        found = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f'{path} has no {", ".join(repr(k) for k in missing)} entry (top-level keys: {found}); '
-                         'it is not a checkpoint written by main.py')
-    return ckpt
-
-
-def _is_bare_state_dict(obj):
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                       for k, v in obj.items())
-
-
-def pickled_globals(path):
-    """Names (``module.name``) of the Python objects a pickled file refers to and ``torch.load(weights_only=
-    True)`` does not allow, found by reading the pickle's opcodes, never by running them; [] when there are
-    none or the file is not a pickle at all."""
-    import pickletools
-    import zipfile
-    if zipfile.is_zipfile(path):
-        try:
-            return sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)))
-        except Exception:  # noqa: BLE001 - an archive torch cannot read: no names to give
-            return []
-    # Legacy torch.save files and bare pickles: a sequence of pickles; GLOBAL carries "module name",
-    # STACK_GLOBAL takes the two strings pushed (or fetched from the memo) just before it.
-    try:
-        from torch._weights_only_unpickler import _get_allowed_globals
-        allowed = set(_get_allowed_globals())
-    except ImportError:  # private to torch: without it, torch's own rebuild functions are named too
-        allowed = set()
-    allowed |= {f'{g.__module__}.{g.__qualname__}' for g in torch.serialization.get_safe_globals()
-                if hasattr(g, '__qualname__')}
-    found, strings, memo, last = [], [], {}, None
-    try:
-        with open(path, 'rb') as f:
-            while f.peek(1):
-                for op, arg, _ in pickletools.genops(f):
-                    if op.name == 'GLOBAL':
-                        found.append(arg.replace(' ', '.'))
-                    elif op.name == 'STACK_GLOBAL' and len(strings) >= 2:
-                        found.append(f'{strings[-2]}.{strings[-1]}')
-                    elif op.name in ('BINPUT', 'LONG_BINPUT', 'PUT'):
-                        memo[arg] = last
-                    elif op.name == 'MEMOIZE':
-                        memo[len(memo)] = last
-                    elif op.name in ('BINGET', 'LONG_BINGET', 'GET') and isinstance(memo.get(arg), str):
-                        strings.append(memo[arg])
-                    elif isinstance(arg, str) and 'UNICODE' in op.name:
-                        strings.append(arg)
-                    last = arg if isinstance(arg, str) and 'UNICODE' in op.name else (
-                        memo.get(arg) if 'GET' in op.name else None)
-    except Exception:  # noqa: BLE001 - the bytes after the pickles (tensor data) or garbage: stop there
-        pass
-    return sorted({g for g in found if g not in allowed})
-
-
 def remove_stale_temp_files(directory):
     """Delete temp files that save_checkpoint left behind when its process was killed mid-write.
 
@@ -206,27 +111,7 @@ def save_checkpoint_keep_previous(state, path, previous):
     return path
 
 
-def read_state_dict(path):
-    """The state dict inside a checkpoint file (or the file itself when it is a bare state dict)."""
-    ckpt = load_checkpoint(path)
-    # 'model': the wrapper of the released (2D) Swin Transformer files
-    sd = ckpt.get('state_dict', ckpt.get('model', ckpt)) if isinstance(ckpt, dict) else None
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f'{path}: no state dict of tensors found (top-level keys: {list(ckpt)[:10]})')
-    return strip_prefixes(sd)
-
-
 # ---------------------------------------------------------------------- key handling
-def strip_prefixes(state_dict):
-    """Remove leading ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
-    out = {}
-    for k, v in state_dict.items():
-        while k.startswith(_PREFIXES):
-            k = k.split('.', 1)[1]
-        out[k] = v
-    return out
-
-
 # First-conv keys of state dicts saved from a bare backbone, without TSN's `base_model.` (MobileNetV2 as
 # in TSM's online demo, torchvision-style ResNets, BNInception).
 _BARE_BACKBONE_STEMS = ('features.0.0.weight', 'conv1.weight', 'conv1_7x7_s2.weight')
@@ -615,99 +500,3 @@ def checkpoint_class_names(ckpt):
     if not names and isinstance(data, dict):
         names = data.get('categories')
     return names or None
-
-
-# ---------------------------------------------------------------------- Video Swin (archs/swin3d.py)
-# Original Video Swin (SwinTransformer/Video-Swin-Transformer, mmaction 0.x) and mmaction2 1.x key layout
-# -> torchvision's SwinTransformer3d: stage i's blocks are features.{2i}, its patch merging features.{2i+1}.
-_VIDEOSWIN_RULES = (
-    (re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.(.+)$'), lambda m: f'features.{2 * int(m[1])}.{m[2]}.{m[3]}'),
-    (re.compile(r'^layers\.(\d+)\.downsample\.(.+)$'), lambda m: f'features.{2 * int(m[1]) + 1}.{m[2]}'),
-    (re.compile(r'^(patch_embed\.(?:proj|norm)\.\w+)$'), lambda m: m[1]),
-    (re.compile(r'^norm3?\.(weight|bias)$'), lambda m: f'norm.{m[1]}'),  # mmaction2 1.x: norm3 (out index 3)
-    (re.compile(r'^cls_head\.fc_cls\.(weight|bias)$'), lambda m: f'head.{m[1]}'),
-)
-_VIDEOSWIN_MLP = {'.mlp.fc1.': '.mlp.0.', '.mlp.fc2.': '.mlp.3.'}
-_VIDEOSWIN_DROPPED = ((re.compile(r'^data_preprocessor\.'), 'input normalisation buffers (the model normalises)'),)
-
-
-def videoswin_key(key):
-    """Key of the original Video Swin / mmaction layout (``backbone.`` already removed, or ``cls_head.``)
-    -> torchvision's SwinTransformer3d key; None when no rule covers it."""
-    for pattern, target in _VIDEOSWIN_RULES:
-        m = pattern.match(key)
-        if m:
-            out = target(m)
-            for old, new in _VIDEOSWIN_MLP.items():
-                out = out.replace(old, new)
-            return out
-    return None
-
-
-def convert_videoswin_state_dict(state_dict, own=None):
-    """A Video Swin state dict in torchvision's layout or the original / mmaction one -> (state dict in
-    torchvision's layout, report). ``own``: the target model's state dict (keys it lacks are dropped,
-    shapes are checked against it); None: every key with a rule is kept, unchecked.
-
-    Report: 'layout' ('torchvision' or 'videoswin'), 'mapped' [(file key, model key)], 'dropped'
-    [(file key, reason)], 'inflated' [(model key, how)]. ``relative_position_index`` buffers are a
-    function of the window size: a file without them (or with a 2D window's) gets the model's. A 2D
-    (ImageNet) Swin is inflated as Video Swin's ``inflate_weights`` does: the patch kernel repeated over
-    the temporal patch size and divided by it, each relative-position table repeated over the 2*Wd-1
-    temporal offsets (same spatial window only). A table of another window size raises naming the shapes.
-    The classifier comes out as ``head.*``.
-    """
-    src = strip_prefixes(state_dict)
-    layout = 'torchvision' if any(k.startswith('features.') for k in src) else 'videoswin'
-    out, report = {}, {'layout': layout, 'mapped': [], 'dropped': []}
-    for original, (key, value) in zip(state_dict, src.items()):
-        reason = next((why for pattern, why in _VIDEOSWIN_DROPPED if pattern.search(key)), None)
-        if layout == 'torchvision':
-            target = key
-        else:
-            target = videoswin_key(key[len('backbone.'):] if key.startswith('backbone.') else key)
-        if own is not None and target is not None and target not in own and not target.startswith('head.'):
-            target = None
-        if reason or target is None:
-            report['dropped'].append((original, reason or 'no rule for this key (not part of the Swin backbone)'))
-            continue
-        out[target] = value
-        report['mapped'].append((original, target))
-    if own is None:
-        return out, report
-    report['inflated'] = _inflate_2d_swin(out, own)
-    _check_videoswin_shapes(out, own)
-    for key in own:
-        if key.endswith('.relative_position_index') and key not in out:
-            out[key] = own[key]
-            report['mapped'].append(('(model)', key))
-    return out, report
-
-
-def _inflate_2d_swin(converted, own):
-    """2D Swin tensors of ``converted`` made 3D in place (see convert_videoswin_state_dict) -> [(key, how)]."""
-    conv, own_conv = converted.get('patch_embed.proj.weight'), own['patch_embed.proj.weight']
-    if conv is None or conv.dim() != 4 or own_conv.dim() != 5:
-        return []
-    depth = own_conv.shape[2]                            # temporal patch size
-    converted['patch_embed.proj.weight'] = conv.unsqueeze(2).repeat(1, 1, depth, 1, 1) / depth
-    inflated = [('patch_embed.proj.weight', f'{tuple(conv.shape)} repeated {depth}x in time, / {depth}')]
-    for key in [k for k in converted if k.endswith('.relative_position_bias_table')]:
-        table, rows = converted[key], own[key].shape[0]
-        if rows % table.shape[0] == 0 and table.shape[0] < rows:
-            # 3D index = d * (2Wh-1)(2Ww-1) + h * (2Ww-1) + w: the 2D table once per temporal offset d
-            converted[key] = table.repeat(rows // table.shape[0], 1)
-            inflated.append((key, f'{tuple(table.shape)} repeated {rows // table.shape[0]}x'))
-    for key in [k for k in converted if k.endswith('.relative_position_index')]:
-        if converted[key].shape != own[key].shape:     # the 2D window's: recomputed for the 3D window
-            converted[key] = own[key]
-            inflated.append((key, "the model's (3D window)"))
-    return inflated
-
-
-def _check_videoswin_shapes(converted, own):
-    for key, value in converted.items():
-        if key in own and value.shape != own[key].shape:
-            what = ' (another attention window: the model uses 8x7x7, whose table has 15*13*13 = 2535 rows)' \
-                if key.endswith('relative_position_bias_table') else ''
-            raise ValueError(f'{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}{what}')

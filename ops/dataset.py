@@ -564,7 +564,7 @@ def check_list_counts(records: Sequence[VideoRecord], *, root: str, modality: st
     if not records or modality == 'Audio':   # audio sources are checked by the Audio dataset itself
         return
     if modality == 'Layout':      # box files, one per video: they must exist and parse
-        from ops.layout import check_box_files   # ops.layout builds on this module
+        from ops.layout import check_box_files   # here: ops.layout imports the archs package (torchvision)
         return check_box_files(records, root=root, box_tmpl=image_tmpl, list_file=list_file, option=option,
                                sample=sample)
     tmpl_option = '--flow_tmpl' if modality == 'Flow' else '--image_tmpl'

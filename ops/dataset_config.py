@@ -9,9 +9,9 @@ own root and lists.
 """
 import dataclasses
 import os
-import string
 from typing import Optional
 
+from ops.audio import audio_settings
 from ops.heads import check_heads, heads_text
 from ops.modality import check_modality
 from ops.toy import TOY_CLASSES, VIDEO_FPS, ensure_toy_dataset, ensure_toy_layout
@@ -36,11 +36,6 @@ def modality_folder(modality: str) -> str:
 def fill_modality(path: Optional[str], modality: str) -> Optional[str]:
     """'data/mydata/{modality}' -> 'data/mydata/RGB' (None stays None)."""
     return None if path is None else path.replace('{modality}', modality_folder(modality))
-
-
-def template_fields(tmpl: str) -> int:
-    """Number of replacement fields in a file-name template ('flow_{}_{:05d}.jpg' -> 2)."""
-    return sum(1 for _, field, _, _ in string.Formatter().parse(tmpl) if field is not None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +290,6 @@ def resolve_dataset(name: str, modality: str, *, data_root: str = 'data', root_p
         raise ValueError(f'num_class must be >= 1, got {num_class}')
     audio_info = None
     if modality == 'Audio':
-        from ops.audio import audio_settings   # here: ops.audio -> ops.video_io imports this module
         given = {k: v for k, v in (audio or {}).items() if v is not None}
         audio_info = audio_settings(given, fps=given.get('fps', entry['fps'])).as_dict()
     if modality == 'Flow':

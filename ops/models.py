@@ -244,7 +244,7 @@ class TSN(nn.Module):
 
     def _prepare_head(self, num_class):
         net = self.base_model
-        if getattr(net, 'num_class', None) is not None:
+        if net.num_class is not None:
             # The backbone classifies itself (ILA's text head over its class names): no new_fc, no dropout.
             if net.num_class != num_class:
                 raise ValueError(f'num_class {num_class} but the backbone classifies over {net.num_class} '
@@ -397,16 +397,16 @@ class TSN(nn.Module):
         return normalize_uint8(x, self._pixel_mean, self._pixel_inv_std, self._pixel_roll)
 
     # ------------------------------------------------------------------ backbone protocol
-    # A backbone may define aux_loss, set_epoch and get_optim_policies; TSN is the one place that asks.
+    # The hooks of archs.backbone.VideoBackbone (aux_loss, set_epoch, get_optim_policies, num_class);
+    # TSN is the one place that calls them.
     @property
     def aux_loss(self):
         """Auxiliary loss of a video backbone (ILA alignment loss) from the last forward, else None."""
-        return getattr(self.base_model, 'aux_loss', None)
+        return self.base_model.aux_loss
 
     def set_epoch(self, epoch):
         """Tell a backbone whose training depends on the epoch (ILA: jitter of the alignment points)."""
-        if hasattr(self.base_model, 'set_epoch'):
-            self.base_model.set_epoch(epoch)
+        self.base_model.set_epoch(epoch)
 
     # ------------------------------------------------------------------ partial BN
     def _frozen_bns(self):
@@ -436,7 +436,7 @@ class TSN(nn.Module):
     @property
     def has_linear_head(self):
         """The logits are a linear layer of features (new_fc or the backbone's fc); False for ILA's text head."""
-        return getattr(self.base_model, 'num_class', None) is None
+        return self.base_model.num_class is None
 
     def set_class_names(self, class_names):
         """A text-head model classifies over these names from now on (zero-shot); num_class follows."""
@@ -466,10 +466,9 @@ class TSN(nn.Module):
         Linear, which is the same for its backbones); parameters of other module types go to
         'custom_ops'. Every parameter is either in a group or frozen by partial BN, else ValueError.
         """
-        if hasattr(self.base_model, 'get_optim_policies'):
-            if lr is None or weight_decay is None:
-                raise ValueError(f'the optimiser groups of {self.arch} need lr and weight_decay')
-            return self.base_model.get_optim_policies(self, lr=lr, weight_decay=weight_decay)
+        own = self.base_model.get_optim_policies(self, lr=lr, weight_decay=weight_decay)
+        if own is not None:
+            return own
         flow_first = self.modality == 'Flow' and self.first_conv_lr == 'tsm'
         groups = {
             'first_conv_weight': (5 if flow_first else 1, 1), 'first_conv_bias': (10 if flow_first else 2, 0),

@@ -42,6 +42,8 @@ import uuid
 
 import numpy as np
 
+from ops.audio import write_wav
+
 try:
     import fcntl
 except ImportError:  # not POSIX: the atomic rename alone still protects against races
@@ -304,7 +306,6 @@ def _write_clip(job):
     """Render and write one clip (frames, flow, sound, video). Runs in a worker process."""
     import cv2
 
-    from ops.audio import write_wav   # not at the top: ops.audio -> ops.video_io -> ops.dataset_config -> here
     root, vid, label, n, size, seed_key = job
     clip, path, shape = _render(label, n, size, np.random.default_rng(seed_key))
     # its own stream (key ..., 3): the frames are those of a toy set without sound

@@ -14,6 +14,7 @@ import io
 import logging
 import math
 import os
+import string
 import struct
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -21,8 +22,6 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 from PIL import Image
-
-from ops.dataset_config import template_fields
 
 VIDEO_BACKENDS = ('decord', 'pyav', 'torchcodec')
 # Extensions of the video files that folder inputs are searched for (predict.py, extract_frames.py,
@@ -120,6 +119,11 @@ def load_image(path: str, mode: str = 'RGB') -> np.ndarray:
     except OSError as err:
         raise FrameReadError(f'cannot read image {path}: {err}') from err
     return _decode(data, path, mode)
+
+
+def template_fields(tmpl: str) -> int:
+    """Number of replacement fields in a file-name template ('flow_{}_{:05d}.jpg' -> 2)."""
+    return sum(1 for _, field, _, _ in string.Formatter().parse(tmpl) if field is not None)
 
 
 def frame_path(folder: str, tmpl: str, number: int) -> str:

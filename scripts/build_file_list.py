@@ -39,9 +39,9 @@ import json  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 
-from ops.dataset_config import list_lines, template_fields  # noqa: E402
+from ops.dataset_config import list_lines  # noqa: E402
 from ops.utils import HelpFormatter  # noqa: E402
-from ops.video_io import VIDEO_EXTENSIONS  # noqa: E402
+from ops.video_io import VIDEO_EXTENSIONS, template_fields  # noqa: E402
 from scripts.extract_frames import id_has_whitespace, numbered_files, shortened, video_id, write_list  # noqa: E402
 
 FORMATS = ('somethingv2', 'something', 'kinetics', 'ucf101', 'hmdb51', 'folders')

@@ -32,11 +32,11 @@ import collections  # noqa: E402
 
 from ops.dataset import parse_list  # noqa: E402
 from ops.heads import parse_heads  # noqa: E402
-from ops.dataset_config import DATA_FORMATS, ensure_builtin_data, resolve_dataset, template_fields  # noqa: E402
+from ops.dataset_config import DATA_FORMATS, ensure_builtin_data, resolve_dataset  # noqa: E402
 from ops.modality import MODALITIES  # noqa: E402
 from ops.utils import HelpFormatter  # noqa: E402
 from ops.video_io import (VIDEO_BACKENDS, FrameReadError, VideoFile, count_decoded_frames,  # noqa: E402
-                          count_shorter, flow_paths, iter_video_frames, load_image)
+                          count_shorter, flow_paths, iter_video_frames, load_image, template_fields)
 from scripts.extract_frames import numbered_files, run_parallel, shortened  # noqa: E402
 
 PROBLEMS = ('missing_list', 'malformed_list', 'duplicate_video', 'bad_label', 'zero_frames',

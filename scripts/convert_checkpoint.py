@@ -30,7 +30,7 @@ Video Swin (`videoswin`: the original SwinTransformer/Video-Swin-Transformer rel
 torchvision's swin3d_* files): `backbone.layers.i.blocks.j` -> `base_model.features.{2i}.j` (`mlp.fc1|fc2`
 -> `mlp.0|3`), `backbone.layers.i.downsample` -> `base_model.features.{2i+1}`, `backbone.norm` (mmaction2
 1.x: `norm3`) -> `base_model.norm`, `cls_head.fc_cls` (torchvision: `head`) -> `new_fc`; the size
-(swin3d_t/s/b) is read from the tensors (ops.checkpoint.convert_videoswin_state_dict).
+(swin3d_t/s/b) is read from the tensors (archs.swin3d.convert_videoswin_state_dict).
 
 The report lists every source key (mapped, folded or dropped); a tensor the model needs and the file
 does not have is an error. Nothing in a source file is executed (weights_only loading).
@@ -44,8 +44,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from ops.checkpoint import convert_videoswin_state_dict, infer_config_from_state_dict, load_checkpoint, \
-    load_weights, save_checkpoint, strip_prefixes  # noqa: E402
+from ops.checkpoint import infer_config_from_state_dict, load_checkpoint, load_weights, save_checkpoint, \
+    strip_prefixes  # noqa: E402
 from ops.dataset_config import read_categories  # noqa: E402
 from ops.models import TSN  # noqa: E402
 
@@ -252,7 +252,7 @@ def swin3d_arch(state_dict):
 
 def _convert_videoswin(sd, num_segments):
     """-> (this project's TSN state dict, report, TSN keywords) for a Video Swin file."""
-    from archs.swin3d import SWIN3D_ARCHS
+    from archs.swin3d import SWIN3D_ARCHS, convert_videoswin_state_dict
     arch = swin3d_arch(convert_videoswin_state_dict(sd)[0])
     converted, report = convert_videoswin_state_dict(sd, SWIN3D_ARCHS[arch](pretrain='none').state_dict())
     if 'head.weight' not in converted:

@@ -27,10 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from ops.dataset_config import list_lines, template_fields  # noqa: E402
+from ops.dataset_config import list_lines  # noqa: E402
 from ops.hdf5_store import has_video, write_audio, write_flow_frames, write_video_frames  # noqa: E402
 from ops.utils import HelpFormatter  # noqa: E402
-from ops.video_io import checked_video_frames  # noqa: E402
+from ops.video_io import checked_video_frames, template_fields  # noqa: E402
 from scripts.extract_frames import find_videos, numbered_files, run_parallel, video_id  # noqa: E402
 
 SOURCES = ('frames', 'video')

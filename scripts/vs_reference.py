@@ -29,6 +29,7 @@ import tempfile
 import time
 
 from ops.transforms import IMAGENET_MEAN, IMAGENET_STD   # bound before a reference worker swaps `ops`
+from scripts.bench_common import data_case, emit, environment, make_data_tree
 
 VS_CASES = ('load-rgb', 'load-flow', 'load-rgbdiff', 'load-test', 'train-fp32', 'train-bf16', 'infer-fp32')
 
@@ -74,7 +75,6 @@ def _time_loading(get, n, samples, next_pass):
 
 
 def _ours_loading(args, case, tree):
-    from benchmark import data_case
     from ops.dataset import VideoDataSet
     from ops.transforms import build_transform
     modality = _modality(case)
@@ -211,7 +211,6 @@ def _measure(args, side, case, tree_file):
 
 
 def compare(args):
-    from benchmark import emit, environment, make_data_tree
     import torch
     if not os.path.isfile(os.path.join(args.reference, 'ops', 'models.py')):
         raise SystemExit(f'--reference {args.reference}: no ops/models.py there (give a TSM checkout)')

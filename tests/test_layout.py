@@ -11,7 +11,8 @@ import torch
 from archs.stlt import STLT, causal_mask
 from ops.checkpoint import save_checkpoint
 from ops.dataset import check_list_counts
-from ops.layout import BoxFile, LayoutDataSet, fix_box
+from ops.layout import BoxFile, fix_box
+from ops.layout_dataset import LayoutDataSet
 from ops.models import TSN
 from ops.sampling import sample_indices
 from ops.toy import ensure_toy_layout, toy_boxes

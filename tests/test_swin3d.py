@@ -13,9 +13,9 @@ import torchvision
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
 import archs
-from archs.swin3d import SWIN3D_CONFIGS, Swin3DBackbone
+from archs.swin3d import SWIN3D_CONFIGS, Swin3DBackbone, convert_videoswin_state_dict, videoswin_key
 from conftest import load_script
-from ops.checkpoint import convert_videoswin_state_dict, load_checkpoint, videoswin_key
+from ops.checkpoint import load_checkpoint
 from ops.export import load_model
 from ops.models import TSN
 from opts import parse_args
