@@ -25,6 +25,7 @@ Video Swin-T on the same input (`train --arch swin3d_t --threads 2`): 39.4 GFLOP
 machine at load 10-20; wall-time medians 35 s vs 38 s there are not comparable to the idle figures above).
 """
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -596,9 +597,11 @@ def runnable_data_cases():
 
 def data_case(case, tree, num_segments, input_size):
     """VideoDataSet keyword arguments of a benchmark case."""
+    from ops.readers import ReaderConfig
+    from ops.sampling import SamplingConfig
     modality = {'rgb': 'RGB', 'flow': 'Flow', 'rgbdiff': 'RGBDiff', 'audio': 'Audio', 'layout': 'Layout'}[case.split('-')[0]]
     fmt = case.split('-')[1]
-    kw = dict(num_segments=num_segments, modality=modality, mode='train', seed=0, strict=True)
+    kw = dict(modality=modality, seed=0)
     if modality == 'Audio':
         root = {'video': tree['videos_audio'], 'frames': tree['audio'], 'hdf5': tree['audio_h5']}[fmt]
         kw.update(root_path=root, list_file=tree['lists']['video' if fmt == 'video' else 'rgb'], data_format=fmt,
@@ -615,7 +618,9 @@ def data_case(case, tree, num_segments, input_size):
     else:
         kw.update(root_path=tree['videos'], list_file=tree['lists']['video'], data_format='video',
                   video_backend=case.split('-')[2])
-    return kw
+    reading = {k: kw.pop(k) for k in ('data_format', 'image_tmpl', 'video_backend', 'audio') if k in kw}
+    return dict(kw, sampling=SamplingConfig(num_segments=num_segments, mode='train'),
+                reading=ReaderConfig(strict=True, **reading))
 
 
 def time_dataset(dataset, samples, warmup):
@@ -682,7 +687,8 @@ def cmd_data(args):
         for case in cases:
             kw = data_case(case, tree, args.num_segments, args.input_size)
             if args.dense:
-                kw.update(dense_sample=True, dense_length=args.dense_length)   # seek-heavy: 8 frames in a window
+                # seek-heavy: 8 frames in a window
+                kw['sampling'] = dataclasses.replace(kw['sampling'], dense=True, dense_length=args.dense_length)
             layout = kw['modality'] == 'Layout'      # boxes: no pixel transform
             transform = None if layout else build_transform(True, kw['modality'], input_size=args.input_size,
                                                             output='uint8')
