@@ -252,7 +252,7 @@ class VideoDataSet(_SampleBookkeeping):
         self.sampling = sampling
         self.reading = reading
         self.reader = make_reader(root_path, reading, modality)
-        # Audio: AudioSettings (ops/audio.py), from reading.audio
+        # AudioSettings (ops/audio.py) of the Audio modality, else None
         self.audio = self.reader.audio
         self.seed = int(seed)
         self._init_counters()

@@ -108,7 +108,7 @@ class VideoReader(_Reader):
         return os.path.join(self.root, record.path)
 
     def open(self, record):
-        path = self.audio_file(record)
+        path = os.path.join(self.root, record.path)
         if self.audio is None:
             video = VideoFile(path, self.config.video_backend, autorotate=self.config.autorotate)
             return video.num_frames, video
