@@ -36,8 +36,10 @@ from ops.mixing import mix_batch
 from ops.modality import frames_per_segment
 from ops.models import TSN, to_channels_last
 from ops.mutual import aligned_keep_mask, peer_mean_logits, video_id_hash
+from ops.readers import ReaderConfig
 from ops.rundir import RunDirError, check_run_config, lock_run_dir, release_run_dirs
 from ops.sampler import ShardSampler
+from ops.sampling import SamplingConfig
 from ops.transforms import RGB_SCALES, build_transform, parse_flip_pairs
 from ops.utils import (AMP_DTYPES, AverageMeter, atomic_open, progress_bar, rng_state, seed_everything,
                        set_rng_state, to_device)
@@ -176,17 +178,18 @@ def make_dataset(args, modality, split, records, spec, model, aligned, num_class
         aligned_lengths = [frames_per_segment(m, args.new_length) for m in all_modalities]
     on_train = split == "train"
     dataset_class = LayoutDataSet if modality == "Layout" else VideoDataSet
+    sampling = SamplingConfig(num_segments=args.num_segments, mode="train" if train else "val",
+                              dense=args.dense_sample, random_sample=args.random_sample and train,
+                              dense_length=args.dense_length, dense_number=args.dense_number)
+    reading = ReaderConfig(data_format=spec.data_format, image_tmpl=spec.image_tmpl, start_index=spec.start_index,
+                           video_backend=args.video_backend, autorotate=args.autorotate, audio=spec.audio,
+                           strict=args.strict_data or not train)
     return dataset_class(
         spec.root_path if on_train else spec.val_root_path, spec.train_list if on_train else spec.val_list,
-        num_segments=args.num_segments,
-        new_length=new_length or args.new_length or model.new_length, modality=modality,
-        image_tmpl=spec.image_tmpl, transform=transform, mode="train" if train else "val",
-        data_format=spec.data_format, start_index=spec.start_index, video_backend=args.video_backend,
-        autorotate=args.autorotate, dense_sample=args.dense_sample, random_sample=args.random_sample and train,
-        dense_length=args.dense_length, dense_number=args.dense_number, seed=args.seed,
-        strict=args.strict_data or not train, num_class=num_class, records=records[modality],
+        new_length=new_length or args.new_length or model.new_length, modality=modality, transform=transform,
+        sampling=sampling, reading=reading, seed=args.seed, num_class=num_class, records=records[modality],
         aligned_num_frames=aligned_frames, aligned_new_lengths=aligned_lengths, aligned_position=position,
-        list_option="--train_list" if on_train else "--val_list", audio=spec.audio)
+        list_option="--train_list" if on_train else "--val_list")
 
 
 def make_distill_dataset(args, modality, records, specs, model, teachers, num_class, eval_transform=False):

@@ -41,7 +41,9 @@ from ops.heads import check_heads, check_same_heads, head_file, head_metrics, he
 from ops.dataset_config import read_class_names
 from ops.models import TSN, has_text_head, is_temporal, to_channels_last, with_class_names
 from ops.layout_dataset import LayoutDataSet
+from ops.readers import ReaderConfig
 from ops.sampler import ShardSampler
+from ops.sampling import SamplingConfig
 from ops.scores import (add_calibration, align_to, format_metrics, fused_scores, metrics, save_scores,
                         write_report, write_tsm_csv)
 from ops.transforms import build_transform
@@ -63,7 +65,7 @@ def dense_short_note(dataset, args):
     all test clips are the same clip, TSM's formula), else ''. Video lists are probed (cached for the loader)."""
     if not args.dense_sample:
         return ""
-    short = count_shorter(dataset.root_path, dataset.records, dataset.data_format, args.dense_length)
+    short = count_shorter(dataset.root_path, dataset.records, dataset.reading.data_format, args.dense_length)
     return f", {short} of {len(dataset.records)} videos shorter than the {args.dense_length}-frame dense window"
 
 
@@ -165,15 +167,17 @@ class ModelUnderTest:
                                         **self.model.normalization(), output="uint8")
         self.crop_size = transform.crop_size if transform is not None else None
         try:
+            sampling = SamplingConfig(num_segments=self.num_segments, mode="test", dense=args.dense_sample,
+                                      twice=args.twice_sample, random_sample=args.random_sample,
+                                      dense_length=args.dense_length, dense_number=args.dense_number,
+                                      random_clips=args.random_clips)
+            reading = ReaderConfig(data_format=spec.data_format, image_tmpl=spec.image_tmpl,
+                                   start_index=spec.start_index, video_backend=args.video_backend,
+                                   autorotate=args.autorotate, audio=spec.audio, strict=True)
             self.dataset = dataset_class(
-                spec.val_root_path, spec.val_list, num_segments=self.num_segments,
-                new_length=config.get("new_length"), modality=self.modality, image_tmpl=spec.image_tmpl,
-                transform=transform, mode="test", data_format=spec.data_format, start_index=spec.start_index,
-                video_backend=args.video_backend, dense_sample=args.dense_sample, twice_sample=args.twice_sample,
-                autorotate=args.autorotate,
-                random_sample=args.random_sample, dense_length=args.dense_length, dense_number=args.dense_number,
-                random_clips=args.random_clips, seed=args.seed, strict=True, num_class=spec.num_class,
-                records=records, list_option="--test_list", audio=spec.audio)
+                spec.val_root_path, spec.val_list, new_length=config.get("new_length"), modality=self.modality,
+                transform=transform, sampling=sampling, reading=reading, seed=args.seed, num_class=spec.num_class,
+                records=records, list_option="--test_list")
         except ValueError as exc:
             raise SystemExit(f"{path} ({self.modality}): {exc}") from None
         self.num_views = self.dataset.num_views

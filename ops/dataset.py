@@ -16,14 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ops.audio import (audio_settings, has_audio_track, load_waveform, media_durations,
-                       mel_filterbank, resample, spectrogram_images)
+from ops.audio import mel_filterbank, spectrogram_images
 from ops.dataset_config import check_data_format, list_lines
-from ops.hdf5_store import HDF5FrameStore
 from ops.modality import check_modality, default_new_length, frames_per_segment
-from ops.sampling import SAMPLE_MODES, num_test_clips, sample_aligned, sample_indices, sample_rng
-from ops.video_io import (FrameReadError, VideoFile, check_video_backend, flow_paths, frame_path,
-                          read_flow_folder, read_rgb_folder, video_info)
+from ops.readers import ReaderConfig, make_reader
+from ops.sampling import SamplingConfig, sample_rng
+from ops.video_io import FrameReadError, flow_paths, frame_path
 
 logger = logging.getLogger(__name__)
 
@@ -236,46 +234,33 @@ class VideoDataSet(_SampleBookkeeping):
     __getitem__(i) -> (clip, label, index): train/val clip (T*F*C, h, w), test clip (V, T*F*C, h, w)
     with V = crops * clips, crop-major (TSM order). index is i, or the replacement video's index when
     video i could not be read (so per-video evaluation notices the missing views).
+
+    sampling (ops/sampling.py) says which clips a video gives, reading (ops/readers.py) how its frames are
+    read; aligned_*: MML alignment (aligned_frame_counts, sample_aligned) at column aligned_position.
     """
 
-    def __init__(self, root_path, list_file, num_segments=3, new_length=None, modality='RGB',
-                 image_tmpl='img_{:05d}.jpg', transform=None, mode='train', *, data_format='frames',
-                 start_index=1, video_backend='decord', autorotate=True, dense_sample=False, twice_sample=False,
-                 random_sample=False, dense_length=64, dense_number=10, random_clips=None, seed=0,
-                 strict=False, max_retries=10, num_class=None, records=None, aligned_num_frames=None,
-                 aligned_new_lengths=None, aligned_position=0, list_option='--train_list', audio=None):
+    def __init__(self, root_path, list_file, *, modality='RGB', new_length=None, transform=None,
+                 sampling=SamplingConfig(), reading=ReaderConfig(), seed=0, num_class=None, records=None,
+                 aligned_num_frames=None, aligned_new_lengths=None, aligned_position=0, list_option='--train_list'):
         check_modality(modality)
-        check_data_format(data_format)
-        check_video_backend(video_backend)
-        if mode not in SAMPLE_MODES:
-            raise ValueError(f'unknown mode {mode!r}; allowed: {", ".join(SAMPLE_MODES)}')
-        if data_format == 'video' and modality == 'Flow':
-            raise ValueError("data_format 'video' holds RGB only; Flow needs 'frames' or 'hdf5'")
-        if int(num_segments) < 1 or int(max_retries) < 0:
-            raise ValueError('num_segments must be >= 1 and max_retries >= 0')
         self.root_path = root_path
         self.list_file = list_file
-        self.num_segments = int(num_segments)
         self.modality = modality
         self.new_length = default_new_length(modality) if new_length is None else int(new_length)
         self.frames_per_segment = frames_per_segment(modality, self.new_length)
-        self.image_tmpl = image_tmpl
         self.transform = transform
-        self.mode = mode
-        self.data_format = data_format
-        self.start_index = int(start_index)
-        self.video_backend = video_backend
-        self.autorotate = bool(autorotate)
-        self.sampling = dict(dense=dense_sample, twice=twice_sample, random_sample=random_sample,
-                             dense_length=int(dense_length), dense_number=int(dense_number),
-                             random_clips=int(random_clips) if random_clips else None)
+        self.sampling = sampling
+        self.reading = reading
+        self.reader = make_reader(root_path, reading, modality)
+        # AudioSettings (ops/audio.py) of the Audio modality, else None
+        self.audio = self.reader.audio
         self.seed = int(seed)
         self._init_counters()
-        self.strict = strict
-        self.max_retries = int(max_retries)
+        self.strict = reading.strict
+        self.max_retries = int(reading.max_retries)
         self.num_class = num_class
 
-        parsed = list(records) if records is not None else parse_list(list_file, data_format, list_option)
+        parsed = list(records) if records is not None else parse_list(list_file, reading.data_format, list_option)
         self.records, self.num_dropped = _dropped_zero_frame(parsed, list_file)
         if not self.records:
             raise ValueError(f'no usable videos in {list_file} (given by {list_option})')
@@ -291,45 +276,27 @@ class VideoDataSet(_SampleBookkeeping):
             if len(aligned_num_frames) != len(self.records) or aligned_new_lengths is None:
                 raise ValueError(f'aligned_num_frames has {len(aligned_num_frames)} entries for '
                                  f'{len(self.records)} records (and needs aligned_new_lengths)')
-        self.store = HDF5FrameStore(root_path) if data_format == 'hdf5' else None
-        # Audio: AudioSettings (ops/audio.py; a dict of them, or None for the defaults)
-        self.audio = audio_settings(audio) if modality == 'Audio' else None
         self.num_missing_audio = 0
         if self.audio is not None:
             self._filterbank = mel_filterbank(self.audio.n_fft // 2 + 1, self.audio.n_mels, self.audio.mel_rate)
             self._check_audio_sources(list_file, list_option)
 
-    # ---- audio -------------------------------------------------------------------------------
-    def audio_source(self, record: VideoRecord) -> str:
-        """The file whose audio a record reads: the video itself (video lists) or its audio file."""
-        if self.data_format == 'video':
-            return os.path.join(self.root_path, record.path)
-        return os.path.join(self.root_path, self.audio.tmpl.format(record.path))
+    @property
+    def mode(self) -> str:
+        return self.sampling.mode
+
+    @property
+    def num_segments(self) -> int:
+        return self.sampling.num_segments
 
     def _check_audio_sources(self, list_file, list_option):
         """Start-up check that every video has audio: an error naming the first ones, or (allow_missing)
         a logged count of the videos dropped."""
-        missing = []
-        for record in self.records:
-            if self.data_format == 'hdf5':
-                ok = self.store.has(record.video_id)
-            elif self.data_format == 'frames':
-                # an audio file per video: its existence (opening every header would cost minutes on large sets)
-                ok = os.path.isfile(self.audio_source(record))
-            else:
-                path = self.audio_source(record)
-                try:
-                    ok = os.path.isfile(path) and has_audio_track(path)
-                except Exception:   # PyAV raises many types for a broken file; counted as missing
-                    ok = False
-            if not ok:
-                missing.append(record)
-        if self.data_format == 'hdf5':
-            self.store.close()   # opened here in the parent; workers re-open their own
+        missing = [record for record in self.records if not self.reader.has_audio(record)]
+        self.reader.close()   # what the check opened here in the parent; workers open their own
         if not missing:
             return
-        where = self.root_path if self.data_format == 'hdf5' else None
-        names = ', '.join((f'{r.video_id} (in {where})' if where else self.audio_source(r)) for r in missing[:5])
+        names = ', '.join(self.reader.audio_name(r) for r in missing[:5])
         more = f' and {len(missing) - 5} more' if len(missing) > 5 else ''
         if not self.audio.allow_missing:
             raise ValueError(f'{list_file} ({list_option}): {len(missing)} videos have no audio: {names}{more}; '
@@ -342,35 +309,9 @@ class VideoDataSet(_SampleBookkeeping):
         if not self.records:
             raise ValueError(f'no video of {list_file} ({list_option}) has audio')
 
-    def _open_audio(self, record: VideoRecord):
-        # -> (num_frames, (waveform at the settings' rate, fps)): the whole track, decoded once per clip
-        settings = self.audio
-        fps, num_frames = settings.fps, record.num_frames
-        if self.data_format == 'hdf5':
-            where = f'{self.root_path}:{record.video_id}'
-            samples, rate = self.store.read_audio(record.video_id, settings.sample_rate)
-            waveform = resample(torch.from_numpy(samples), rate, settings.sample_rate)
-        else:
-            where = self.audio_source(record)
-            if self.data_format == 'video':
-                num_frames = video_info(where).num_frames
-                try:
-                    fps = fps or media_durations(where)[1]
-                except Exception as err:   # PyAV's errors for a broken header
-                    raise FrameReadError(f'cannot probe {where}: {err}') from err
-            waveform = load_waveform(where, settings.sample_rate)
-        if not fps:
-            raise FrameReadError(f'{where}: no frame rate to place the audio windows (give --audio_fps)')
-        return num_frames, (waveform, fps)
-
     @property
     def num_clips(self) -> int:
-        if self.mode != 'test':
-            return 1
-        return num_test_clips(dense=self.sampling['dense'], twice=self.sampling['twice'],
-                              random_sample=self.sampling['random_sample'],
-                              dense_number=self.sampling['dense_number'],
-                              random_clips=self.sampling['random_clips'])
+        return self.sampling.num_clips
 
     @property
     def num_views(self) -> int:
@@ -379,14 +320,8 @@ class VideoDataSet(_SampleBookkeeping):
 
     # ---- reading -----------------------------------------------------------------------------
     def open(self, record: VideoRecord):
-        """(num_frames, video handle or None); the handle is passed to read()."""
-        if self.audio is not None:
-            return self._open_audio(record)
-        if self.data_format == 'video':
-            video = VideoFile(os.path.join(self.root_path, record.path), self.video_backend,
-                              autorotate=self.autorotate)
-            return video.num_frames, video
-        return record.num_frames, None
+        """(num_frames, handle): the reader's (ops/readers.py); the handle is passed to read()."""
+        return self.reader.open(record)
 
     def read(self, record: VideoRecord, handle, num_frames: int, clips: Sequence[Sequence[int]]) -> torch.Tensor:
         """Clip starts -> uint8 (K*T*L, H, W, C): L consecutive frames per start, clamped to num_frames."""
@@ -397,21 +332,7 @@ class VideoDataSet(_SampleBookkeeping):
             return spectrogram_images(waveform, numbers, fps, getattr(self.transform, 'crop_size', 224),
                                       self.audio, self._filterbank)
         unique = sorted(set(numbers))   # clamped and RGBDiff-overlapping frames are decoded once
-        if self.data_format == 'video':
-            try:
-                frames = handle.read(unique)
-            finally:
-                handle.close()
-        elif self.data_format == 'hdf5':
-            read = self.store.read_flow if self.modality == 'Flow' else self.store.read_rgb
-            frames = read(record.video_id, unique)
-        elif self.modality == 'Flow':
-            frames = read_flow_folder(os.path.join(self.root_path, record.path), self.image_tmpl, unique,
-                                      start_index=self.start_index, video_id=record.path)
-        else:
-            frames = read_rgb_folder(os.path.join(self.root_path, record.path), self.image_tmpl, unique,
-                                     start_index=self.start_index)
-        frames = torch.from_numpy(frames)
+        frames = torch.from_numpy(self.reader.read(record, handle, unique))
         if numbers == unique:
             return frames
         # index_select: list indexing (advanced indexing) of a uint8 clip is ~40x slower
@@ -420,11 +341,9 @@ class VideoDataSet(_SampleBookkeeping):
 
     def sample(self, num_frames: int, index: int, rng) -> List[List[int]]:
         if self.aligned_num_frames is not None:
-            return sample_aligned(self.aligned_num_frames[index], self.aligned_new_lengths, self.mode,
-                                  num_segments=self.num_segments, rng=rng,
-                                  **self.sampling)[self.aligned_position]
-        return sample_indices(num_frames, self.num_segments, self.frames_per_segment, self.mode, rng=rng,
-                              **self.sampling)
+            return self.sampling.aligned_clips(self.aligned_num_frames[index], self.aligned_new_lengths,
+                                               rng)[self.aligned_position]
+        return self.sampling.clips(num_frames, self.frames_per_segment, rng)
 
     def to_output(self, frames: torch.Tensor, rng, params=None, transform=None) -> torch.Tensor:
         """uint8 (K*T*L, H, W, C) -> train/val (T*L*C, h, w) or test (V, T*L*C, h, w), crop-major."""
@@ -505,7 +424,7 @@ class MultiModalDataSet(_SampleBookkeeping):
     """Every modality of one sample with identical temporal indices and crop/flip (distillation).
 
     datasets: modality -> VideoDataSet over the same videos in the same order (build them with
-    records=pair_records(...)[modality]), the same mode, num_segments and transform geometry (scales,
+    records=pair_records(...)[modality]), the same SamplingConfig and transform geometry (scales,
     sizes, flip). Temporal indices come from sample_aligned (offsets on the shortest modality; exact
     co-indexing when counts are equal); one draw of crop/flip parameters is applied to every modality.
     __getitem__(i) -> ({modality: clip}, label, index).
@@ -519,7 +438,7 @@ class MultiModalDataSet(_SampleBookkeeping):
         for modality, ds in self.datasets.items():
             if ds.video_ids != first.video_ids:
                 raise ValueError(f'{modality} dataset lists other videos (or another order); use pair_records')
-            if ds.mode != first.mode or ds.num_segments != first.num_segments or ds.sampling != first.sampling:
+            if ds.sampling != first.sampling:
                 raise ValueError(f'{modality} dataset differs in mode, num_segments or sampling options')
             # A modality without views (Layout: boxes of the whole frame) takes no crop geometry.
             if ds.transform is not None and first.transform is not None and \
@@ -528,7 +447,7 @@ class MultiModalDataSet(_SampleBookkeeping):
                                  f'{_geometry(ds.transform)} vs {_geometry(first.transform)}; give every '
                                  'modality the same scales and sizes (MML uses scales [1, .875, .75, .66])')
         self.records = first.records
-        self.mode = first.mode
+        self.sampling = first.sampling
         self.seed = int(seed)
         self.strict = first.strict
         self.max_retries = first.max_retries
@@ -539,8 +458,8 @@ class MultiModalDataSet(_SampleBookkeeping):
         parts = list(self.datasets.values())
         opened = [ds.open(ds.records[index]) for ds in parts]
         first = parts[0]
-        all_clips = sample_aligned([n for n, _ in opened], [ds.frames_per_segment for ds in parts], self.mode,
-                                   num_segments=first.num_segments, rng=t_rng, **first.sampling)
+        all_clips = self.sampling.aligned_clips([n for n, _ in opened], [ds.frames_per_segment for ds in parts],
+                                                t_rng)
         params = draw_params(first.transform, s_rng)
         out = {}
         for (modality, ds), (n, handle), clips in zip(self.datasets.items(), opened, all_clips):

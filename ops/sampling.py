@@ -14,6 +14,7 @@ start, clamped to n. Decisions that differ from the reference code (all document
     window 64, K=10 the starts are [1,5,...,37] after +1 (reference check vector). A single dense clip
     (K=1) starts at int((sample_pos - 1) / 2), i.e. it is centred (MML).
 """
+import dataclasses
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -26,12 +27,10 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), int(index)])
 
 
-def _check(num_frames, num_segments, new_length, mode, dense_length, dense_number):
+def _check(mode, **counts):
     if mode not in SAMPLE_MODES:
         raise ValueError(f'unknown sampling mode {mode!r}; allowed: {", ".join(SAMPLE_MODES)}')
-    for name, value in (('num_frames', num_frames), ('num_segments', num_segments),
-                        ('new_length', new_length), ('dense_length', dense_length),
-                        ('dense_number', dense_number)):
+    for name, value in counts.items():
         if int(value) < 1:
             raise ValueError(f'{name} must be >= 1, got {value}')
 
@@ -113,7 +112,8 @@ def sample_indices(num_frames: int, num_segments: int, new_length: int = 1, mode
     test: dense clips (dense or random_sample), then the centre clip (unless dense only), then the
     shifted clip if twice. random_clips=K (test only): K clips drawn like training clips from rng.
     """
-    _check(num_frames, num_segments, new_length, mode, dense_length, dense_number)
+    _check(mode, num_frames=num_frames, num_segments=num_segments, new_length=new_length,
+           dense_length=dense_length, dense_number=dense_number)
     offsets = _offsets(int(num_frames), int(num_segments), int(new_length), mode, dense, twice,
                        random_sample, int(dense_length), int(dense_number), rng, random_clips)
     return [[o + 1 for o in clip] for clip in offsets]
@@ -154,3 +154,46 @@ def sample_aligned(num_frames_per_modality: Sequence[int], new_lengths: Sequence
         shift = int(rng.integers(n - counts[shortest] + 1)) if mode == 'train' else 0
         result.append([[i + shift for i in clip] for clip in base])
     return result
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """How a dataset picks the clips of a video: sample_indices' options (see its docstring), checked once.
+
+    The defaults are a training dataset's (TSN's 3 segments); frames per segment belong to the modality and
+    are passed to clips() instead."""
+    num_segments: int = 3
+    mode: str = 'train'
+    dense: bool = False
+    twice: bool = False
+    random_sample: bool = False
+    dense_length: int = 64
+    dense_number: int = 10
+    random_clips: Optional[int] = None
+
+    def __post_init__(self):
+        _check(self.mode, num_segments=self.num_segments, dense_length=self.dense_length,
+               dense_number=self.dense_number)
+
+    def _options(self) -> dict:
+        # the keyword options of sample_indices and sample_aligned
+        return dict(dense=self.dense, twice=self.twice, random_sample=self.random_sample,
+                    dense_length=self.dense_length, dense_number=self.dense_number, random_clips=self.random_clips)
+
+    @property
+    def num_clips(self) -> int:
+        """Clips per video: num_test_clips in test mode, one in train and val mode."""
+        if self.mode != 'test':
+            return 1
+        return num_test_clips(dense=self.dense, twice=self.twice, random_sample=self.random_sample,
+                              dense_number=self.dense_number, random_clips=self.random_clips)
+
+    def clips(self, num_frames: int, new_length: int, rng: Optional[np.random.Generator] = None) -> List[List[int]]:
+        """sample_indices of one video of num_frames frames, new_length frames read per segment start."""
+        return sample_indices(num_frames, self.num_segments, new_length, self.mode, rng=rng, **self._options())
+
+    def aligned_clips(self, num_frames_per_modality: Sequence[int], new_lengths: Sequence[int],
+                      rng: Optional[np.random.Generator] = None) -> List[List[List[int]]]:
+        """sample_aligned of one video: per modality, its clips."""
+        return sample_aligned(num_frames_per_modality, new_lengths, self.mode, num_segments=self.num_segments,
+                              rng=rng, **self._options())

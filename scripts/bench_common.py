@@ -152,9 +152,11 @@ def make_data_tree(root, num_videos, num_frames, width, height, seed=0):
 
 def data_case(case, tree, num_segments, input_size):
     """VideoDataSet keyword arguments of a benchmark case."""
+    from ops.readers import ReaderConfig
+    from ops.sampling import SamplingConfig
     modality = {'rgb': 'RGB', 'flow': 'Flow', 'rgbdiff': 'RGBDiff', 'audio': 'Audio', 'layout': 'Layout'}[case.split('-')[0]]
     fmt = case.split('-')[1]
-    kw = dict(num_segments=num_segments, modality=modality, mode='train', seed=0, strict=True)
+    kw = dict(modality=modality, seed=0)
     if modality == 'Audio':
         root = {'video': tree['videos_audio'], 'frames': tree['audio'], 'hdf5': tree['audio_h5']}[fmt]
         kw.update(root_path=root, list_file=tree['lists']['video' if fmt == 'video' else 'rgb'], data_format=fmt,
@@ -171,4 +173,6 @@ def data_case(case, tree, num_segments, input_size):
     else:
         kw.update(root_path=tree['videos'], list_file=tree['lists']['video'], data_format='video',
                   video_backend=case.split('-')[2])
-    return kw
+    reading = {k: kw.pop(k) for k in ('data_format', 'image_tmpl', 'video_backend', 'audio') if k in kw}
+    return dict(kw, sampling=SamplingConfig(num_segments=num_segments, mode='train'),
+                reading=ReaderConfig(strict=True, **reading))

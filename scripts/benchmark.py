@@ -25,6 +25,7 @@ Video Swin-T on the same input (`train --arch swin3d_t --threads 2`): 39.4 GFLOP
 machine at load 10-20; wall-time medians 35 s vs 38 s there are not comparable to the idle figures above).
 """
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -524,7 +525,8 @@ def cmd_data(args):
         for case in cases:
             kw = data_case(case, tree, args.num_segments, args.input_size)
             if args.dense:
-                kw.update(dense_sample=True, dense_length=args.dense_length)   # seek-heavy: 8 frames in a window
+                # seek-heavy: 8 frames in a window
+                kw['sampling'] = dataclasses.replace(kw['sampling'], dense=True, dense_length=args.dense_length)
             layout = kw['modality'] == 'Layout'      # boxes: no pixel transform
             transform = None if layout else build_transform(True, kw['modality'], input_size=args.input_size,
                                                             output='uint8')

@@ -223,6 +223,11 @@ def check_records(job):
         from ops.hdf5_store import HDF5FrameStore
         h5file = h5py.File(cfg['root'], 'r')
         store = HDF5FrameStore(cfg['root'])
+    # one check per data format (parse_list refused any other), chosen once; Audio and Layout have their own
+    check_format = {'frames': lambda path, num_frames: _check_frames(cfg, path, num_frames),
+                    'video': lambda path, num_frames: _check_video(cfg, path)[0],
+                    'hdf5': lambda path, num_frames: _check_hdf5(cfg, h5file, store, path, num_frames),
+                    }[cfg['data_format']]
     try:
         for path, num_frames, label in records:
             if not cfg.get('heads') and label >= cfg['num_class']:   # multi-head labels: parse_list checked them
@@ -235,14 +240,8 @@ def check_records(job):
                 problems += _check_audio(cfg, path, num_frames, store)
             elif cfg['modality'] == 'Layout':
                 problems += _check_boxes(cfg, path, num_frames)
-            elif cfg['data_format'] == 'frames':
-                problems += _check_frames(cfg, path, num_frames)
-            elif cfg['data_format'] == 'video':
-                problems += _check_video(cfg, path)[0]
-            elif cfg['data_format'] == 'hdf5':
-                problems += _check_hdf5(cfg, h5file, store, path, num_frames)
             else:
-                raise ValueError(f'unknown data_format {cfg["data_format"]!r}; allowed: {DATA_FORMATS}')
+                problems += check_format(path, num_frames)
     finally:
         if h5file is not None:
             store.close()

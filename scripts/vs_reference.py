@@ -20,6 +20,7 @@ The reference needs one shim on today's torchvision: its `getattr(torchvision.mo
 still works (deprecated positional argument); nothing else is patched.
 """
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -84,7 +85,7 @@ def _ours_loading(args, case, tree):
                                 scale_size=args.input_size * 256 // 224, test_crops=1 if train else 3,
                                 output=args.ours_output)
     if not train:
-        kw.update(mode='test', twice_sample=True)
+        kw['sampling'] = dataclasses.replace(kw['sampling'], mode='test', twice=True)
     ds = VideoDataSet(transform=transform, **kw)
     return _time_loading(lambda i: ds[i], len(ds), args.samples, ds.set_epoch)
 

@@ -13,6 +13,8 @@ from ops.audio import (AudioSettings, MissingAudioError, audio_settings, cut_seg
                        has_audio_track, hz_to_mel, load_waveform, mel_filterbank, mel_to_hz, power_spectrogram, resample,
                        segment_starts, spectrogram_images, to_db, write_wav)
 from ops.dataset import VideoDataSet
+from ops.readers import ReaderConfig
+from ops.sampling import SamplingConfig
 from ops.toy import AUDIO_RATE, PAIR_PITCH, soundtrack, write_video
 
 
@@ -164,8 +166,9 @@ def _dataset(root, list_file, data_format, mode='val', **kw):
     from ops.transforms import build_transform
     transform = build_transform(mode == 'train', 'Audio', input_size=32, scale_size=32,
                                 test_crops=3 if mode == 'test' else 1)
-    return VideoDataSet(str(root), list_file, num_segments=4, modality='Audio', transform=transform, mode=mode,
-                        data_format=data_format, audio=kw.pop('audio', dict(fps=12)), **kw)
+    return VideoDataSet(str(root), list_file, modality='Audio', transform=transform,
+                        sampling=SamplingConfig(num_segments=4, mode=mode),
+                        reading=ReaderConfig(data_format=data_format, audio=kw.pop('audio', dict(fps=12))), **kw)
 
 
 def test_dataset_reads_wav_hdf5_and_video_alike(audio_tree):

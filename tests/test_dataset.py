@@ -13,7 +13,8 @@ from ops.dataset import (MultiModalDataSet, VideoDataSet, VideoRecord, aligned_f
 from ops.dataset_config import DATASETS, resolve_dataset
 from ops.modality import frames_per_segment
 from ops.hdf5_store import write_flow_frames, write_video_frames
-from ops.sampling import sample_indices
+from ops.readers import ReaderConfig
+from ops.sampling import SamplingConfig, sample_indices
 from ops.toy import TOY_CLASSES
 from ops.transforms import build_transform
 
@@ -44,14 +45,16 @@ def png_data(tmp_path, write_list):
                 list=write_list(tmp_path / 'list.txt', lines))
 
 
-def rgb_set(d, mode='train', transform=None, **kw):
-    return VideoDataSet(d['root'], d['list'], num_segments=4, modality='RGB', image_tmpl='img_{:05d}.png',
-                        transform=transform, mode=mode, **kw)
+def rgb_set(d, mode='train', transform=None, twice=False, **kw):
+    return VideoDataSet(d['root'], d['list'], modality='RGB', transform=transform,
+                        sampling=SamplingConfig(num_segments=4, mode=mode, twice=twice),
+                        reading=ReaderConfig(image_tmpl='img_{:05d}.png'), **kw)
 
 
 def flow_set(d, mode='train', transform=None, **kw):
-    return VideoDataSet(d['flow_root'], d['list'], num_segments=4, modality='Flow',
-                        image_tmpl='flow_{}_{:05d}.png', transform=transform, mode=mode, **kw)
+    return VideoDataSet(d['flow_root'], d['list'], modality='Flow', transform=transform,
+                        sampling=SamplingConfig(num_segments=4, mode=mode),
+                        reading=ReaderConfig(image_tmpl='flow_{}_{:05d}.png'), **kw)
 
 
 # ---- list parsing ----------------------------------------------------------------------------------
@@ -92,9 +95,9 @@ def test_zero_frame_videos_dropped_with_count(tmp_path, frames_dataset, write_li
 
 def test_unknown_options_raise(frames_dataset):
     with pytest.raises(ValueError, match='train, val, test'):
-        VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], mode='eval')
+        VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], sampling=SamplingConfig(mode='eval'))
     with pytest.raises(ValueError, match='decord, pyav'):
-        VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], video_backend='cv2')
+        VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], reading=ReaderConfig(video_backend='cv2'))
 
 
 # ---- loading and layout ------------------------------------------------------------------------------
@@ -118,15 +121,15 @@ def test_flow_layout_x1_y1_to_x5_y5_and_clamp(png_data):
 
 
 def test_rgbdiff_loads_new_length_plus_one_frames(png_data):
-    ds = VideoDataSet(png_data['root'], png_data['list'], num_segments=2, modality='RGBDiff',
-                      image_tmpl='img_{:05d}.png', mode='val')
+    ds = VideoDataSet(png_data['root'], png_data['list'], modality='RGBDiff', sampling=SamplingConfig(2, 'val'),
+                      reading=ReaderConfig(image_tmpl='img_{:05d}.png'))
     assert ds.new_length == 5 and ds.frames_per_segment == frames_per_segment('RGBDiff') == 6
     assert ds[0][0].shape == (2 * 6 * 3, H, W)
 
 
 def test_test_mode_views_crop_major(png_data):
     t = build_transform(False, 'RGB', input_size=16, scale_size=24, test_crops=3, **RAW)
-    ds = rgb_set(png_data, mode='test', transform=t, twice_sample=True)
+    ds = rgb_set(png_data, mode='test', transform=t, twice=True)
     assert ds.num_views == 6
     clip, _, _ = ds[0]
     assert clip.shape == (6, 4 * 3, 16, 16)
@@ -212,20 +215,21 @@ def _truncate(path):
 
 def test_truncated_jpeg_is_logged_counted_and_replaced(frames_dataset, caplog):
     _truncate(os.path.join(frames_dataset['root'], 'v1', 'img_00006.jpg'))
-    ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], num_segments=12, mode='val')
+    ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], sampling=SamplingConfig(12, 'val'))
     with caplog.at_level(logging.WARNING, logger='ops.dataset'):
         clip, label, index = ds[1]
     assert index != 1 and label == index and ds.failures >= 1
     assert 'img_00006.jpg' in caplog.text
-    strict = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], num_segments=12, mode='val',
-                          strict=True)
+    strict = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], sampling=SamplingConfig(12, 'val'),
+                          reading=ReaderConfig(strict=True))
     with pytest.raises(RuntimeError, match='img_00006.jpg'):
         strict[1]
 
 
 def test_bounded_retries_then_loud_error(frames_dataset):
     os.rename(frames_dataset['root'], frames_dataset['root'] + '_moved')
-    ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], mode='val', max_retries=3)
+    ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], sampling=SamplingConfig(mode='val'),
+                      reading=ReaderConfig(max_retries=3))
     with pytest.raises(RuntimeError, match='4 read failures in a row'):
         ds[0]
     assert ds.failures == 4
@@ -236,8 +240,8 @@ def test_bounded_retries_then_loud_error(frames_dataset):
 def test_video_list_dataset(tmp_path, write_mp4, write_list, backend):
     write_mp4(str(tmp_path / 'videos' / 'a.mp4'), 12, video_index=0)
     path = write_list(tmp_path / 'video.txt', ['a.mp4 1'])
-    ds = VideoDataSet(str(tmp_path / 'videos'), path, num_segments=4, mode='val', data_format='video',
-                      video_backend=backend)
+    ds = VideoDataSet(str(tmp_path / 'videos'), path, sampling=SamplingConfig(4, 'val'),
+                      reading=ReaderConfig(data_format='video', video_backend=backend))
     clip, label, _ = ds[0]
     assert clip.shape == (12, 48, 64) and label == 1
     starts, = sample_indices(12, 4, 1, 'val')
@@ -258,9 +262,10 @@ def test_hdf5_dataset_equals_frames_dataset(tmp_path, frames_dataset):
     for modality, root, h5, tmpl in (('RGB', 'root', 'rgb.h5', 'img_{:05d}.jpg'),
                                      ('Flow', 'flow_root', 'flow.h5', 'flow_{}_{:05d}.jpg')):
         t = build_transform(True, modality, input_size=16)
-        kw = dict(num_segments=3, modality=modality, image_tmpl=tmpl, transform=t, seed=2)
-        jpeg = VideoDataSet(frames_dataset[root], frames_dataset['rgb_list'], **kw)
-        packed = VideoDataSet(str(tmp_path / h5), frames_dataset['rgb_list'], data_format='hdf5', **kw)
+        kw = dict(sampling=SamplingConfig(num_segments=3), modality=modality, transform=t, seed=2)
+        jpeg = VideoDataSet(frames_dataset[root], frames_dataset['rgb_list'], reading=ReaderConfig(image_tmpl=tmpl),
+                            **kw)
+        packed = VideoDataSet(str(tmp_path / h5), frames_dataset['rgb_list'], reading=ReaderConfig('hdf5'), **kw)
         for i in range(3):
             assert torch.equal(jpeg[i][0], packed[i][0])
 
@@ -268,7 +273,7 @@ def test_hdf5_dataset_equals_frames_dataset(tmp_path, frames_dataset):
 # ---- DataLoader workers --------------------------------------------------------------------------------
 def test_workers_give_same_samples_and_share_failure_count(frames_dataset):
     _truncate(os.path.join(frames_dataset['root'], 'v2', 'img_00005.jpg'))
-    ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], num_segments=9, seed=1,
+    ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], sampling=SamplingConfig(9), seed=1,
                       transform=build_transform(True, 'RGB', input_size=16))
     loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, worker_init_fn=worker_init_fn,
                                          persistent_workers=True)

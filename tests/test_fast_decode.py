@@ -97,7 +97,9 @@ def test_zero_padded_jpeg_and_png_decode(tmp_path):
 
 def test_dataset_read_returns_frames_in_requested_order_with_repeats(frames_dataset):
     from ops.dataset import VideoDataSet
-    ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], num_segments=2, modality='RGB', mode='val', seed=0)
+    from ops.sampling import SamplingConfig
+    ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], modality='RGB',
+                      sampling=SamplingConfig(2, 'val'), seed=0)
     record = ds.records[0]
     n, handle = ds.open(record)
     once = ds.read(record, handle, n, [[1, 3]])

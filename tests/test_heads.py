@@ -16,6 +16,7 @@ from ops.heads import (action_topk_correct, check_same_heads, correct_counts, he
                        parse_heads, per_head, split_heads)
 from ops.mixing import mix_batch
 from ops.models import TSN
+from ops.sampling import SamplingConfig
 from ops.scores import fused_scores, load_scores, metrics, save_scores
 
 HEADS = (('verb', 2), ('noun', 3))
@@ -74,7 +75,7 @@ def test_multi_head_batches_collate_to_B_by_H(tmp_path, write_rgb_jpegs):
     for i in range(2):
         write_rgb_jpegs(tmp_path / f'v{i}', 6, video_index=i)
     (tmp_path / 'list.txt').write_text('v0 6 1 2\nv1 6 0 1\n')
-    ds = VideoDataSet(str(tmp_path), str(tmp_path / 'list.txt'), num_segments=2, mode='val',
+    ds = VideoDataSet(str(tmp_path), str(tmp_path / 'list.txt'), sampling=SamplingConfig(2, 'val'),
                       records=parse_list(str(tmp_path / 'list.txt'), 'frames', heads=HEADS),
                       transform=None)
     labels = torch.utils.data.default_collate([ds[0], ds[1]])[1]

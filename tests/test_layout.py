@@ -14,7 +14,8 @@ from ops.dataset import check_list_counts
 from ops.layout import BoxFile, fix_box
 from ops.layout_dataset import LayoutDataSet
 from ops.models import TSN
-from ops.sampling import sample_indices
+from ops.readers import ReaderConfig
+from ops.sampling import SamplingConfig, sample_indices
 from ops.toy import ensure_toy_layout, toy_boxes
 from ops.video_io import FrameReadError
 from conftest import REPO, launch_ranks, wait_ranks
@@ -127,7 +128,8 @@ def test_layout_dataset_samples_the_rgb_frames(tmp_path, write_list):
     _numbered_video(tmp_path / 'a.json', 20)
     _numbered_video(tmp_path / 'b.json', 7)
     lst = write_list(tmp_path / 'l.txt', ['a 20 3', 'b.mp4 7 1'])      # a video path reads b.json
-    val = LayoutDataSet(str(tmp_path), lst, num_segments=4, modality='Layout', image_tmpl='{}.json', mode='val')
+    val = LayoutDataSet(str(tmp_path), lst, modality='Layout', sampling=SamplingConfig(4, 'val'),
+                        reading=ReaderConfig(image_tmpl='{}.json'))
     clip, label, index = val[0]
     assert clip.shape == (4 * 6, 14, 1) and clip.dtype == torch.float32 and (label, index) == (3, 0)
     x1 = clip.reshape(4, 6, 14)[:, 2, 0] * 1000                          # the numbered box of each frame
@@ -135,14 +137,14 @@ def test_layout_dataset_samples_the_rgb_frames(tmp_path, write_list):
     short = val[1][0].reshape(4, 6, 14)
     assert (short[:, 2, 0] * 1000).round().tolist() == sample_indices(7, 4, 1, 'val')[0]
     assert short[:, 0, 1:].eq(0).all()                                   # one box per frame, the rest padding
-    test = LayoutDataSet(str(tmp_path), lst, num_segments=4, modality='Layout', image_tmpl='{}.json',
-                         mode='test', twice_sample=True)
+    test = LayoutDataSet(str(tmp_path), lst, modality='Layout', sampling=SamplingConfig(4, 'test', twice=True),
+                         reading=ReaderConfig(image_tmpl='{}.json'))
     views = test[0][0]
     assert views.shape == (2, 4 * 6, 14, 1) and test.num_views == 2
     clips = sample_indices(20, 4, 1, 'test', twice=True)
     assert (views.reshape(2, 4, 6, 14)[:, :, 2, 0] * 1000).round().tolist() == clips
     with pytest.raises(ValueError, match='Layout reads box files'):
-        LayoutDataSet(str(tmp_path), lst, modality='Layout', data_format='hdf5')
+        LayoutDataSet(str(tmp_path), lst, modality='Layout', reading=ReaderConfig('hdf5'))
 
 
 def test_stlt_shapes_masking_and_causal_mask():

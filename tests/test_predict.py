@@ -180,10 +180,11 @@ def test_a_window_reads_the_frames_of_its_span():
     assert predict.window_starts(12, 20, 10) == [0]
     assert predict.window_starts(45, 20, 20) == [0, 20, 25]
     record = predict.WindowRecord('v.mp4', 100, 0, 40, 20)
-    ds = predict.WindowDataSet('', None, num_segments=4, mode='test', records=[record], data_format='video',
-                               twice_sample=True)
+    from ops.readers import ReaderConfig
+    from ops.sampling import SamplingConfig, sample_indices
+    ds = predict.WindowDataSet('', None, sampling=SamplingConfig(4, 'test', twice=True), records=[record],
+                               reading=ReaderConfig('video'))
     # the sampler sees a 20-frame video; its 1-based starts are moved by the window's offset
-    from ops.sampling import sample_indices
     expected = sample_indices(20, 4, 1, 'test', rng=None, twice=True)
     assert ds.sample(100, 0, None) == [[s + 40 for s in clip] for clip in expected]
     assert record.video_id == 'v.mp4@40'

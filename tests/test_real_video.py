@@ -264,10 +264,12 @@ def test_flips_and_rotations_read_as_ffmpeg_shows_them(clips, tmp_path, flags, m
 @pytest.mark.parametrize('autorotate,size', [(True, (W, H)), (False, (H, W))])
 def test_rotation_policy_in_the_dataset(clips, tmp_path, autorotate, size):
     from ops.dataset import VideoDataSet
+    from ops.readers import ReaderConfig
+    from ops.sampling import SamplingConfig
     videos = _video_dir(tmp_path, clips, 'rot90.mp4')
     (tmp_path / 'v.txt').write_text('cls/rot90.mp4 0\n')
-    dataset = VideoDataSet(videos, str(tmp_path / 'v.txt'), num_segments=2, mode='val', data_format='video',
-                           autorotate=autorotate)
+    dataset = VideoDataSet(videos, str(tmp_path / 'v.txt'), sampling=SamplingConfig(2, 'val'),
+                           reading=ReaderConfig(data_format='video', autorotate=autorotate))
     clip, _, _ = dataset[0]   # no transform: (T*C, H, W) floats
     assert tuple(clip.shape) == (6,) + size
 

@@ -11,6 +11,8 @@ import pytest
 
 import main
 from ops.dataset import VideoDataSet, parse_list
+from ops.readers import ReaderConfig
+from ops.sampling import SamplingConfig
 from scripts import check_data
 from conftest import REPO
 
@@ -34,7 +36,7 @@ def test_read_failures_are_counted_with_the_first_videos_and_reset(frames_datase
     d = frames_dataset
     for k in range(1, 13):   # every frame of v1 is a truncated JPEG
         _truncate(os.path.join(d["root"], "v1", f"img_{k:05d}.jpg"))
-    ds = VideoDataSet(d["root"], d["rgb_list"], num_segments=2, mode="val", seed=0)
+    ds = VideoDataSet(d["root"], d["rgb_list"], sampling=SamplingConfig(2, "val"), seed=0)
     _, _, got = ds[1]
     assert got != 1                                        # replaced by a readable video
     report = ds.failure_report()
@@ -44,7 +46,8 @@ def test_read_failures_are_counted_with_the_first_videos_and_reset(frames_datase
     assert ds.failure_report() == {"read_failures": 0, "failed_videos": []}
     ds.reset_failures(state)                               # a mid-epoch resume puts the epoch's count back
     assert ds.failure_report() == report and state[1][0] == 1
-    strict = VideoDataSet(d["root"], d["rgb_list"], num_segments=2, mode="val", strict=True)
+    strict = VideoDataSet(d["root"], d["rgb_list"], sampling=SamplingConfig(2, "val"),
+                          reading=ReaderConfig(strict=True))
     with pytest.raises(RuntimeError, match=r"read failure \(strict data\): .*v1.img_000\d\d\.jpg"):
         strict[1]
 

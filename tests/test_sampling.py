@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ops.sampling import SAMPLE_MODES, num_test_clips, sample_aligned, sample_indices, sample_rng
+from ops.sampling import SAMPLE_MODES, SamplingConfig, num_test_clips, sample_aligned, sample_indices, sample_rng
 
 UNIFORM_50 = [4, 10, 16, 22, 29, 35, 41, 47]
 
@@ -125,3 +125,17 @@ def test_aligned_indices_in_range(counts, T, mode, seed):
     per_mod = sample_aligned(counts, [1] * len(counts), mode, num_segments=T, rng=sample_rng(seed, 0, 0))
     for n, clips in zip(counts, per_mod):
         assert all(1 <= i <= n for c in clips for i in c)
+
+
+def test_sampling_config_is_checked_once_and_drives_sample_indices():
+    config = SamplingConfig(num_segments=4, mode='test', random_sample=True, twice=True, dense_number=3)
+    assert config.num_clips == 3 + 2 == len(config.clips(100, 1))
+    assert config.clips(100, 5) == sample_indices(100, 4, 5, 'test', random_sample=True, twice=True, dense_number=3)
+    assert SamplingConfig(mode='val', twice=True).num_clips == 1     # twice adds a clip in test mode only
+    rng_a, rng_b = sample_rng(2, 0, 0), sample_rng(2, 0, 0)
+    assert SamplingConfig(num_segments=4).aligned_clips([30, 34], [1, 5], rng_a) == \
+        sample_aligned([30, 34], [1, 5], 'train', num_segments=4, rng=rng_b)
+    for bad, message in ((dict(mode='eval'), 'allowed: train, val, test'), (dict(num_segments=0), 'num_segments'),
+                         (dict(dense_length=0), 'dense_length must be >= 1, got 0')):
+        with pytest.raises(ValueError, match=message):
+            SamplingConfig(**bad)

@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 
 from ops.dataset import VideoDataSet, parse_list
+from ops.readers import ReaderConfig
+from ops.sampling import SamplingConfig
 from ops.toy import (FLOW_BOUND, META_FILE, TOY_CLASSES, TOY_PAIRS, analytic_flow, dequantize_flow,
                      ensure_toy_dataset, quantize_flow, render_clip)
 from ops import toy as toy_module
@@ -123,8 +125,9 @@ def test_dataset_reads_toy(toy_root):
             ('frames', 'val_rgb.txt', 'RGB', 'frames', 'img_{:05d}.jpg', 3),
             ('flow', 'val_flow.txt', 'Flow', 'frames', 'flow_{}_{:05d}.jpg', 2 * 5),
             ('videos', 'val_video.txt', 'RGB', 'video', 'img_{:05d}.jpg', 3)):
-        ds = VideoDataSet(os.path.join(toy_root, sub), os.path.join(toy_root, lst), num_segments=4,
-                          modality=modality, image_tmpl=tmpl, mode='val', data_format=fmt, strict=True,
+        ds = VideoDataSet(os.path.join(toy_root, sub), os.path.join(toy_root, lst), modality=modality,
+                          sampling=SamplingConfig(4, 'val'),
+                          reading=ReaderConfig(data_format=fmt, image_tmpl=tmpl, strict=True),
                           num_class=len(TOY_CLASSES))
         clip, label, _ = ds[0]
         assert clip.shape == (4 * channels, 32, 32) and label == vid.label

@@ -191,8 +191,10 @@ def test_flip_pairs_parse_and_swap_labels_of_flipped_clips_only():
 
 def test_dataset_returns_swapped_label_with_the_mirrored_clip(frames_dataset):
     from ops.dataset import VideoDataSet
+    from ops.sampling import SamplingConfig
     t = build_transform(True, 'RGB', input_size=16, flip=True, flip_pairs={0: 2, 2: 0}, **RAW)
-    ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], num_segments=2, transform=t, seed=1)
+    ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], sampling=SamplingConfig(2), transform=t,
+                      seed=1)
     seen = set()
     for epoch in range(6):
         ds.set_epoch(epoch)

@@ -6,6 +6,7 @@ import torch
 
 from ops.dataset import VideoDataSet
 from ops.models import TSN
+from ops.sampling import SamplingConfig
 from ops.transforms import build_transform
 
 
@@ -52,8 +53,8 @@ def test_model_output_is_identical_from_uint8_and_float_loaders(frames_dataset):
     for output in ('float', 'uint8'):
         transform = build_transform(False, 'RGB', input_size=16, scale_size=20, **model.normalization(),
                                     output=output)
-        ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], num_segments=2, modality='RGB',
-                          mode='val', transform=transform, seed=0)
+        ds = VideoDataSet(frames_dataset['root'], frames_dataset['rgb_list'], modality='RGB',
+                          sampling=SamplingConfig(2, 'val'), transform=transform, seed=0)
         clip, _, _ = ds[1]
         assert clip.dtype == (torch.uint8 if output == 'uint8' else torch.float32)
         with torch.no_grad():
