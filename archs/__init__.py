@@ -2,7 +2,8 @@
 
 The traits of an entry (``Backbone``: family, whether it is a video backbone, recipe defaults,
 normalisation) are what callers query (``backbone_traits(name)``) instead of testing names; which temporal
-modules a backbone takes follows from its family in ops/temporal_modules.py's table. Every backbone returned by ``create_backbone`` carries plain attributes that the TSN wrapper reads:
+modules a backbone takes follows from its family in ops/temporal_modules.py's table. Every backbone
+returned by ``create_backbone`` carries plain attributes that the TSN wrapper reads:
 ``last_layer_name`` (the classifier attribute TSN replaces), ``input_mean``/``input_std`` (per RGB
 channel, in the backbone's input range), ``flow_mean``, ``input_space`` ('RGB' or 'BGR') and
 ``input_range`` (1 for [0, 1] pixels, 255 for Caffe-style 0-255 pixels).

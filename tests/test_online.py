@@ -518,7 +518,8 @@ def test_tsm_online_demo_checkpoint_loads_and_streams_as_the_demo(tmp_path):
     # test_models.py, predict.py and main.py --tune_from read it the same way (the bare dict is the state dict).
     from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
     ckpt = load_checkpoint(str(path), require=('state_dict',))
-    assert list(ckpt) == ['state_dict'] and TSN.from_config(model_config_from_checkpoint(ckpt, path=str(path))).config() == config
+    rebuilt = TSN.from_config(model_config_from_checkpoint(ckpt, path=str(path)))
+    assert list(ckpt) == ['state_dict'] and rebuilt.config() == config
     from ops.export import load_model
     assert load_model(str(path))[1]['shift_direction'] == 'uni'      # predict.py / export.py
 

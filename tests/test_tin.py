@@ -6,8 +6,8 @@ import torch
 import torchvision
 from hypothesis import given, settings, strategies as st
 
-from ops.checkpoint import (NEW_MODULE_PARTS, canonical_key, load_checkpoint, load_weights, model_config_from_checkpoint,
-                            save_checkpoint)
+from ops.checkpoint import (NEW_MODULE_PARTS, canonical_key, load_checkpoint, load_weights,
+                            model_config_from_checkpoint, save_checkpoint)
 from ops.models import TSN
 from ops.temporal_modules import TemporalConfig
 from ops.temporal_shift import shift
