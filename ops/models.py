@@ -100,6 +100,9 @@ def with_class_names(config, class_names):
 
 
 class TSN(nn.Module):
+    """TSM's keywords, except that the temporal ones are one ``temporal`` (a TemporalConfig: the temporal
+    module and the options of the shift, TIN, non-local blocks, temporal pooling and MSN/TDN)."""
+
     def __init__(self, num_class, num_segments, modality, base_model='resnet101', new_length=None,
                  consensus_type='avg', before_softmax=True, dropout=0.8, img_feature_dim=256, crop_num=1,
                  partial_bn=True, print_spec=False, pretrain='imagenet', *, temporal=TemporalConfig(),
