@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from archs import backbone_traits
-from opts import dataset_spec, get_train_parser, parse_args
+from opts import dataset_spec, get_train_parser, parse_args, temporal_config
 from ops import distributed as D
 from ops.checkpoint import (check_shift_direction, load_checkpoint, load_weights, remove_stale_temp_files,
                             save_checkpoint, save_checkpoint_keep_previous, strip_prefixes)
@@ -96,10 +96,8 @@ def build_model(args, modality, num_class):
         num_class=num_class, num_segments=args.num_segments, modality=modality, base_model=args.arch,
         new_length=args.new_length, consensus_type=args.consensus_type, dropout=args.dropout,
         img_feature_dim=args.img_feature_dim, partial_bn=not args.no_partialbn, pretrain=args.pretrain,
-        is_shift=args.temporal_module == "tsm", shift_div=args.shift_div, shift_place=args.shift_place,
-        fc_lr5=args.fc_lr5 == "on", temporal_pool=args.temporal_pool, non_local=args.non_local,
-        temporal_module=args.temporal_module, first_conv_lr=args.first_conv_lr,
-        shift_direction=args.shift_direction, motion_init=args.motion_init, heads=args.head_layout)
+        temporal=temporal_config(args), fc_lr5=args.fc_lr5 == "on", first_conv_lr=args.first_conv_lr,
+        heads=args.head_layout)
     if args.input_size:
         kwargs["input_size"] = args.input_size
     # The backbone's own options (ILA's); the registry entry says which this backbone takes.

@@ -19,14 +19,15 @@ from ops.heads import heads_text, parse_head_weights, parse_heads
 from ops.lr_schedule import DECAY_FROM, LR_TYPES, LR_UPDATES
 from ops.audio import AudioSettings
 from ops.modality import MODALITIES
-from ops.models import CONSENSUS_TYPES, FIRST_CONV_LR, SHIFT_PLACES, TEMPORAL_MODULES
-from ops.temporal_shift import SHIFT_DIRECTIONS
+from ops.models import CONSENSUS_TYPES, FIRST_CONV_LR
+from ops.temporal_modules import (FLAG_INSERTS, TEMPORAL_MODULES, TemporalConfig, backbone_models_time,
+                                  shift_places_of, temporal_module_help, temporal_modules_of)
+from ops.temporal_shift import SHIFT_DIRECTIONS, SHIFT_PLACES
+from ops.tin import RESNET_SHIFT_DIVS
 from ops.transforms import TEST_CROPS
 from ops.utils import AMP_DTYPES, HelpFormatter, available_cpus
 from ops.video_io import VIDEO_BACKENDS
 
-# Temporal modules built on ResNets only (TSM also has a MobileNetV2 rule).
-RESNET_MODULES = tuple(m for m in TEMPORAL_MODULES if m != "tsm")
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("auto", *AMP_DTYPES)
 FC_LR5_MODES = ("auto", "on", "off")
@@ -175,9 +176,9 @@ def get_train_parser():
     g.add_argument("--shift", action="store_true", help="temporal shift module (= --temporal_module tsm)")
     g.add_argument("--shift_div", type=int, default=8, help="1/shift_div of the channels shifted each way")
     g.add_argument("--shift_place", default="blockres", choices=SHIFT_PLACES)
-    g.add_argument("--temporal_module", default=None, choices=TEMPORAL_MODULES,
-                   help="tsm (same as --shift), tin (temporal interlacing), msn (motion-sensitive net) or tdn "
-                        "(temporal difference net, which MSN builds on)")
+    g.add_argument("--temporal_module", default=None, choices=tuple(TEMPORAL_MODULES), help=temporal_module_help())
+    g.add_argument("--tin_shift_div", type=int, default=4, choices=RESNET_SHIFT_DIVS,
+                   help="TIN: 1/tin_shift_div of the channels interlaced (in 4 groups)")
     g.add_argument("--temporal_pool", action="store_true", help="max-pool over time before layer2")
     g.add_argument("--non_local", action="store_true", help="non-local blocks in layer2/layer3")
     g.add_argument("--no_partialbn", "--npb", action="store_true", default=None,
@@ -393,17 +394,17 @@ def _validate_train(parser, args):
     if traits.modality == "Layout" and set(args.modalities) != {"Layout"}:
         err(f"--arch {args.arch} reads the Layout modality only; give the image modalities an image --arch "
             "and the Layout ones --layout_arch")
-    own = "; it models time itself" if traits.temporal else ""
-    if args.temporal_module == "tsm" and args.shift_place not in traits.shift_places:
+    own = "; it models time itself" if backbone_models_time(args.arch) else ""
+    places, modules = shift_places_of(args.arch), temporal_modules_of(args.arch)
+    if args.temporal_module == "tsm" and args.shift_place not in places:
         err(f"--shift has no insertion rule for --arch {args.arch} at --shift_place {args.shift_place} "
-            f"(its places: {', '.join(traits.shift_places) or 'none'}{own})")
-    if args.temporal_module not in (None, "tsm") and args.temporal_module not in traits.temporal_modules:
+            f"(its places: {', '.join(places) or 'none'}{own})")
+    if args.temporal_module not in (None, "tsm") and args.temporal_module not in modules:
         err(f"--temporal_module {args.temporal_module} is not defined for --arch {args.arch} "
-            f"(its temporal modules: {', '.join(traits.temporal_modules) or 'none'}{own})")
-    if args.non_local and not traits.non_local:
-        err(f"--non_local is defined for ResNets, not --arch {args.arch}")
-    if args.temporal_pool and not traits.temporal_pool:
-        err(f"--temporal_pool is defined for ResNets, not --arch {args.arch}")
+            f"(its temporal modules: {', '.join(modules) or 'none'}{own})")
+    for flag, insert in FLAG_INSERTS.items():
+        if getattr(args, flag) and not insert.defined_for(args.arch):
+            err(f"--{flag} is defined for ResNets, not --arch {args.arch}")
     if args.amp == "fp16" and (args.device == "cpu" or not torch.cuda.is_available()):
         err("--amp fp16 needs a CUDA GPU (use --amp bf16 on CPU)")
     if args.amp == "bf16" and not _amp_supported("bf16", args.device):
@@ -476,6 +477,13 @@ def _refuse_twice_with_dense(parser, args):
                      "(dense clips only); drop one of them (--random_sample --twice_sample is defined)")
 
 
+def temporal_config(args):
+    """The TemporalConfig of the model that the training arguments describe."""
+    return TemporalConfig(module=args.temporal_module, shift_div=args.shift_div, shift_place=args.shift_place,
+                          shift_direction=args.shift_direction, temporal_pool=args.temporal_pool,
+                          non_local=args.non_local, tin_shift_div=args.tin_shift_div, motion_init=args.motion_init)
+
+
 def store_name(args, modality, rank=0):
     """TSM's run-name convention (+ the MML fork's _dense/_random/_ML{rank} suffixes)."""
     if args.run_name:
@@ -485,7 +493,7 @@ def store_name(args, modality, rank=0):
         arch = args.layout_arch           # the image backbone's temporal options do not apply
     elif args.temporal_module == "tsm":
         arch += f"_shift{args.shift_div}_{args.shift_place}"
-    elif args.temporal_module in RESNET_MODULES:
+    elif args.temporal_module is not None:
         arch += f"_{args.temporal_module}"
     if args.temporal_pool:
         arch += "_tpool"

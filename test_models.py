@@ -142,7 +142,7 @@ class ModelUnderTest:
         # Temporal models see the whole clip; a TSN (per-frame) model is run on single frames as TSM does.
         config["num_segments"] = self.num_segments if self.temporal else 1
         try:
-            self.model = TSN(**config)
+            self.model = TSN.from_config(config)
             report = load_weights(self.model, ckpt["state_dict"], strict=True)
         except (RuntimeError, ValueError) as exc:
             raise SystemExit(f"--weights {path}: {exc}") from None

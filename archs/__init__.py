@@ -1,8 +1,9 @@
 """Backbone registry: one dict from name to entry (constructor and traits), and ``create_backbone``.
 
-The traits of an entry (``Backbone``: family, temporal modules it takes, whether it is a video backbone,
-recipe defaults, normalisation) are what callers query (``backbone_traits(name)``) instead of testing
-names. Every backbone returned by ``create_backbone`` carries plain attributes that the TSN wrapper reads:
+The traits of an entry (``Backbone``: family, whether it is a video backbone, recipe defaults,
+normalisation) are what callers query (``backbone_traits(name)``) instead of testing names; which temporal
+modules a backbone takes follows from its family in ops/temporal_modules.py's table. Every backbone
+returned by ``create_backbone`` carries plain attributes that the TSN wrapper reads:
 ``last_layer_name`` (the classifier attribute TSN replaces), ``input_mean``/``input_std`` (per RGB
 channel, in the backbone's input range), ``flow_mean``, ``input_space`` ('RGB' or 'BGR') and
 ``input_range`` (1 for [0, 1] pixels, 255 for Caffe-style 0-255 pixels).
@@ -73,12 +74,6 @@ class Backbone:
     """One registry entry: the constructor and the traits callers would otherwise guess from the name."""
     build: Callable
     family: str                       # 'resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn', 'ila', 'swin3d' or 'stlt'
-    shift_places: tuple = ()          # where TSN can insert the temporal shift (ops/temporal_modules.py)
-    tin: bool = False                 # TIN can be inserted
-    non_local: bool = False           # non-local blocks can be inserted (ResNet layer2/layer3)
-    temporal_pool: bool = False       # temporal pooling can be inserted (before ResNet layer2)
-    motion_variants: tuple = ()       # ((temporal module, registry name), ...): MSN/TDN built on this ResNet
-    motion_module: Optional[str] = None  # 'msn'/'tdn': the whole-network motion model this backbone is
     video: bool = False               # takes the whole clip (B, T, 3, H, W) -> (B, feature_dim) (ILA, Swin)
     video_modalities: tuple = ('RGB',)  # a video backbone's modalities (Swin: Flow as (B, T, 2, H, W) too)
     kwargs: tuple = ()                # keywords of TSN's backbone_kwargs it takes
@@ -90,27 +85,13 @@ class Backbone:
     modality: Optional[str] = None    # the one modality it reads when that is not images ('Layout': STLT)
     options: Optional[FamilyOptions] = None  # command-line options its family owns (opts.py adds them)
 
-    @property
-    def temporal_modules(self):
-        """The values of TSN's temporal_module this backbone takes."""
-        return (('tsm',) if self.shift_places else ()) + (('tin',) if self.tin else ()) + \
-            tuple(module for module, _ in self.motion_variants)
 
-    @property
-    def temporal(self):
-        """Frames of a clip interact inside the backbone itself, whatever TSN inserts (MSN, TDN, ILA)."""
-        return self.video or self.motion_module is not None
-
-
-def _resnet_entry(depth, motion=True):
-    name = f'resnet{depth}'
-    variants = (('msn', f'msn_{name}'), ('tdn', f'tdn_{name}')) if motion else ()
-    return Backbone(functools.partial(imagenet.resnet, name), 'resnet', shift_places=('blockres', 'block'), tin=True,
-                    non_local=True, temporal_pool=True, motion_variants=variants)
+def _resnet_entry(depth):
+    return Backbone(functools.partial(imagenet.resnet, f'resnet{depth}'), 'resnet')
 
 
 def _motion_entry(variant, depth):
-    return Backbone(_msn(depth, variant), variant, motion_module=variant, options=msn.CLI_OPTIONS)
+    return Backbone(_msn(depth, variant), variant, options=msn.CLI_OPTIONS)
 
 
 # The ILA recipe: CLIP weights come from --clip_weights, BatchNorm of the alignment modules must train,
@@ -159,12 +140,13 @@ BACKBONES = {
     'resnet34': _resnet_entry(34),
     'resnet50': _resnet_entry(50),
     'resnet101': _resnet_entry(101),
-    'resnet152': _resnet_entry(152, motion=False),
-    'mobilenetv2': Backbone(imagenet.mobilenetv2, 'mobilenetv2', shift_places=('blockres',)),
-    'BNInception': Backbone(imagenet.bninception, 'bninception', shift_places=('block',),
+    'resnet152': _resnet_entry(152),
+    'mobilenetv2': Backbone(imagenet.mobilenetv2, 'mobilenetv2'),
+    'BNInception': Backbone(imagenet.bninception, 'bninception',
                             norm=Normalization(bn_inception.INPUT_MEAN, bn_inception.INPUT_STD,
                                                bn_inception.FLOW_MEAN, 'BGR', 255)),
-    # MSN (motion-sensitive network) and TDN (Wang et al., CVPR 2021, which MSN builds on), in archs/msn.py.
+    # MSN (motion-sensitive network) and TDN (Wang et al., CVPR 2021, which MSN builds on), in archs/msn.py;
+    # ops/temporal_modules.py names them the msn/tdn variants of resnet18..101.
     'msn_resnet18': _motion_entry('msn', 18),
     'msn_resnet34': _motion_entry('msn', 34),
     'msn_resnet50': _motion_entry('msn', 50),

@@ -324,7 +324,8 @@ def recorded_shift_direction(config):
 def shift_direction_change(src_config, model):
     """'bi -> uni' when weights of one shift direction go into a model of the other, else None."""
     src = recorded_shift_direction(src_config)
-    own = getattr(model, 'shift_direction', None) if getattr(model, 'is_shift', False) else None
+    temporal = getattr(model, 'temporal', None)       # a TSN's TemporalConfig
+    own = temporal.shift_direction if temporal is not None and temporal.module == 'tsm' else None
     if src is None or own is None or src == own:
         return None
     return f'{src} -> {own}'

@@ -227,7 +227,7 @@ def load_teachers(paths, device='cpu', *, config_overrides=None):
     """Build a :class:`TeacherEnsemble` from this project's checkpoints (each carries its TSN config).
 
     paths: sequence of checkpoint files (or one comma-separated string, as given to --distill_from).
-    config_overrides: dict merged into every teacher's config before TSN(**config); defaults to
+    config_overrides: dict merged into every teacher's config before TSN.from_config(config); defaults to
     {'pretrain': None, 'print_spec': False}: building a teacher must not fetch ImageNet weights it is
     about to overwrite (nor read an ILA teacher's CLIP file recorded at training), nor print.
     The state dict is loaded strictly: a teacher must match its config exactly.
@@ -258,7 +258,7 @@ def load_teachers(paths, device='cpu', *, config_overrides=None):
         if 'modality' not in config:
             raise ValueError(f"teacher checkpoint {path}: config has no 'modality'")
         try:
-            model = TSN(**config)
+            model = TSN.from_config(config)
             model.load_state_dict(checkpoint['state_dict'], strict=True)
         except Exception as exc:
             raise RuntimeError(f'cannot build teacher from {path}: {exc}') from exc

@@ -54,7 +54,7 @@ def load_model(path, num_segments=None, class_names=None):
         config['num_segments'] = num_segments
     if class_names is not None:
         config = with_class_names(config, class_names)
-    model = TSN(**config)
+    model = TSN.from_config(config)
     load_weights(model, ckpt['state_dict'], strict=True)
     if has_text_head(config):
         model.base_model.text_head.freeze_text_features()
@@ -106,7 +106,7 @@ def export_onnx(model, example, path, dynamic_batch=True, opset=None, meta=None)
             torch.onnx.export(model, (example,), path, dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes)
         except Exception as exc:   # the exporter raises many types (UnsupportedOperatorError, RuntimeError)
-            raise ExportError(f'ONNX export of {model.arch} (temporal module {model.temporal_module}) failed: '
+            raise ExportError(f'ONNX export of {model.arch} (temporal module {model.temporal.module}) failed: '
                               f'{type(exc).__name__}: {str(exc).splitlines()[0]} (try --format pt2)') from exc
     if meta:
         import onnx
@@ -122,7 +122,7 @@ def export_pt2(model, example, path, dynamic_batch=True, meta=None):
     try:
         program = torch.export.export(model, (example,), dynamic_shapes=shapes)
     except Exception as exc:   # torch.export raises UserError, GuardOnDataDependentSymNode, ...
-        raise ExportError(f'torch.export of {model.arch} (temporal module {model.temporal_module}) failed: '
+        raise ExportError(f'torch.export of {model.arch} (temporal module {model.temporal.module}) failed: '
                           f'{type(exc).__name__}: {str(exc).splitlines()[0]}') from exc
     torch.export.save(program, path, extra_files={'config.json': json.dumps(meta or {})})
 

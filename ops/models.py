@@ -1,9 +1,12 @@
 """TSN wrapper (Wang et al., 2016) with the TSM family of temporal modules.
 
-Keeps TSM's class name, constructor keywords and state-dict layout (``base_model.*``, ``new_fc.*``), so
-code and checkpoints written for TSM port unchanged. Input ``(B, T*F*C, H, W)`` (segment-major, then
-frame, then channel), output logits ``(B, num_class)``.
+Keeps TSM's class name and state-dict layout (``base_model.*``, ``new_fc.*``), so checkpoints written for
+TSM port unchanged. The temporal options (TSM's ``is_shift``, ``shift_div``, ``shift_place``,
+``temporal_pool``, ``non_local`` and ours) are one ``TemporalConfig``; ``TSN.config()`` and
+``TSN.from_config`` keep TSM's flat keywords, which checkpoints store. Input ``(B, T*F*C, H, W)``
+(segment-major, then frame, then channel), output logits ``(B, num_class)``.
 """
+import dataclasses
 import logging
 
 import torch
@@ -13,15 +16,12 @@ import archs
 from ops.heads import check_heads, heads_text
 from ops.modality import CHANNELS, MODALITIES, default_new_length, frames_per_segment, replace_first_conv
 from ops.transforms import normalization_constants, normalize_uint8
-from ops.temporal_modules import TEMPORAL_INSERTS
-from ops.temporal_shift import SHIFT_DIRECTIONS, SHIFT_PLACES
+from ops.temporal_modules import (MOTION_MODULES, TEMPORAL_MODULES, TemporalConfig, backbone_entry,
+                                   backbone_models_time, insert_temporal_modules, motion_module_of)
 
 logger = logging.getLogger(__name__)
 
 CONSENSUS_TYPES = ('avg', 'identity')
-TEMPORAL_MODULES = ('tsm', 'tin', 'msn', 'tdn')
-# Whole-network motion models (archs/msn.py): 5 RGB frames per segment, their own backbone class.
-MOTION_MODULES = ('msn', 'tdn')
 FIRST_CONV_LR = ('tsm', 'mml')
 RGBDIFF_STD = 0.452  # TSM's (unused) std for difference channels, kept for input_std
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
@@ -73,24 +73,11 @@ def classifier(in_features, num_class, heads=None):
     return head
 
 
-def backbone_entry(base_model, temporal_module=None):
-    """The archs.BACKBONES entry TSN builds: MSN and TDN replace a ResNet by their own variant of it."""
-    traits = archs.backbone_traits(base_model)
-    if temporal_module not in MOTION_MODULES or traits.motion_module == temporal_module:
-        return base_model
-    name = dict(traits.motion_variants).get(temporal_module)
-    if name is None:
-        variants = tuple(n for n, entry in archs.BACKBONES.items() if entry.motion_module == temporal_module)
-        raise ValueError(f'temporal_module="{temporal_module}" needs a ResNet base model; '
-                         f'{base_model!r} has no {temporal_module.upper()} variant (available: {variants})')
-    return name
-
-
 def is_temporal(config):
     """Whether frames of a clip interact inside the TSN that ``config`` (its keywords) describes; else it
     can be evaluated frame by frame, as TSM does."""
     return bool(config.get('is_shift') or config.get('temporal_module') or config.get('non_local')
-                or config.get('temporal_pool')) or archs.backbone_traits(config['base_model']).temporal
+                or config.get('temporal_pool')) or backbone_models_time(config['base_model'])
 
 
 def has_text_head(config):
@@ -113,13 +100,14 @@ def with_class_names(config, class_names):
 
 
 class TSN(nn.Module):
+    """TSM's keywords, except that the temporal ones are one ``temporal`` (a TemporalConfig: the temporal
+    module and the options of the shift, TIN, non-local blocks, temporal pooling and MSN/TDN)."""
+
     def __init__(self, num_class, num_segments, modality, base_model='resnet101', new_length=None,
                  consensus_type='avg', before_softmax=True, dropout=0.8, img_feature_dim=256, crop_num=1,
-                 partial_bn=True, print_spec=False, pretrain='imagenet', is_shift=False, shift_div=8,
-                 shift_place='blockres', fc_lr5=False, temporal_pool=False, non_local=False, *,
-                 temporal_module=None, first_conv_lr='tsm', input_size=224, input_mean=None, input_std=None,
-                 tin_shift_div=4, shift_direction='bi', motion_init='reference', backbone_kwargs=None,
-                 heads=None):
+                 partial_bn=True, print_spec=False, pretrain='imagenet', *, temporal=TemporalConfig(),
+                 fc_lr5=False, first_conv_lr='tsm', input_size=224, input_mean=None, input_std=None,
+                 backbone_kwargs=None, heads=None):
         super().__init__()
         # heads: multi-head labels ((name, classes), ...), one classifier each (MultiHeadLinear); the
         # logits are theirs side by side, so num_class must be their total.
@@ -130,33 +118,20 @@ class TSN(nn.Module):
         _check_choice('modality', modality, MODALITIES)
         _check_choice('consensus_type', consensus_type, CONSENSUS_TYPES)
         _check_choice('first_conv_lr', first_conv_lr, FIRST_CONV_LR)
-        _check_choice('shift_place', shift_place, SHIFT_PLACES)
         traits = archs.backbone_traits(base_model)
         if (traits.modality == 'Layout') != (modality == 'Layout'):
             raise ValueError(f'modality Layout is read by the layout models {archs.layout_archs()} and they read '
                              f'nothing else; got base_model {base_model!r} with modality {modality!r}')
-        if temporal_module is None:
-            temporal_module = traits.motion_module
-        if is_shift:
-            if temporal_module not in (None, 'tsm'):
-                raise ValueError(f'is_shift=True means temporal_module="tsm", got {temporal_module!r}')
-            temporal_module = 'tsm'
-        if temporal_module is not None:
-            _check_choice('temporal_module', temporal_module, TEMPORAL_MODULES)
+        if temporal.module is None:
+            temporal = dataclasses.replace(temporal, module=motion_module_of(base_model))
         if not before_softmax and consensus_type != 'avg':
             raise ValueError('only avg consensus can be used after softmax (before_softmax=False)')
-        if temporal_pool and temporal_module != 'tsm':
-            raise ValueError('temporal_pool needs the temporal shift (is_shift / temporal_module="tsm")')
-        if temporal_pool and num_segments % 2 != 0:
+        if temporal.temporal_pool and num_segments % 2 != 0:
             raise ValueError(f'temporal_pool needs an even num_segments, got {num_segments}')
-        _check_choice('shift_direction', shift_direction, SHIFT_DIRECTIONS)
-        if shift_direction == 'uni':
-            # The online model must be causal: every frame may only see itself and the past.
-            if temporal_module != 'tsm':
-                raise ValueError("shift_direction='uni' needs the temporal shift (is_shift / temporal_module='tsm')")
-            if temporal_pool or non_local:
-                raise ValueError("shift_direction='uni' (online TSM) is causal; temporal_pool and non_local mix "
-                                 'future frames into the present and cannot be combined with it')
+        motion = TEMPORAL_MODULES[temporal.module] if temporal.module in MOTION_MODULES else None
+        if motion and modality not in motion.modalities:
+            raise ValueError(f'{base_model} with temporal_module={temporal.module} takes '
+                             f'{", ".join(motion.modalities)} input only')
 
         self.num_class = num_class
         self.num_segments = num_segments
@@ -168,16 +143,8 @@ class TSN(nn.Module):
         self.img_feature_dim = img_feature_dim
         self.crop_num = crop_num
         self.pretrain = pretrain
-        self.temporal_module = temporal_module
-        self.is_shift = temporal_module == 'tsm'
-        self.shift_div = shift_div
-        self.shift_place = shift_place
-        self.shift_direction = shift_direction
-        self.tin_shift_div = tin_shift_div
-        self.motion_init = motion_init    # MSN/TDN only: initialisation of the new modules (archs/msn.py)
+        self.temporal = temporal
         self.fc_lr5 = fc_lr5
-        self.temporal_pool = temporal_pool
-        self.non_local = non_local
         self.first_conv_lr = first_conv_lr
         self.input_size = input_size
         # Keywords of the backbone's own constructor (ILA: clip_weights, trust_jit_checkpoint,
@@ -190,12 +157,12 @@ class TSN(nn.Module):
         self.is_video_model = traits.video
         if new_length is None:
             # Video backbones take one frame per segment in every modality (Flow: its x, y pair).
-            new_length = 5 if temporal_module in MOTION_MODULES else 1 if traits.video else \
+            new_length = motion.frames_per_segment if motion else 1 if traits.video else \
                 default_new_length(modality)
         self.new_length = new_length
         self._enable_pbn = partial_bn
 
-        self._prepare_base_model(base_model, pretrain)
+        self._prepare_base_model(base_model, pretrain, motion)
         self._input_mean = list(input_mean) if input_mean is not None else self._default_mean()
         self._input_std = list(input_std) if input_std is not None else self._default_std()
         # uint8 input (the loaders' default) is normalised here, on the model's device: constants of
@@ -211,36 +178,24 @@ class TSN(nn.Module):
                 raise ValueError(f'{base_model} takes {", ".join(traits.video_modalities)} input with one frame '
                                  f'per segment, got {modality} with new_length {new_length}')
         elif modality not in ('RGB', 'Layout'):
-            if temporal_module in MOTION_MODULES:
-                raise ValueError(f'{base_model} with temporal_module={temporal_module} takes RGB input only')
             # Flow: 2L channels, RGBDiff: 3L difference channels, kernel = RGB channel mean.
             replace_first_conv(self.base_model, CHANNELS[modality] * new_length)
         if print_spec:
             logger.info('TSN: %s %s, %d segments, new_length %d, consensus %s, dropout %.2f, '
                         'temporal module %s, feature dim %d', base_model, modality, num_segments, new_length,
-                        consensus_type, dropout, temporal_module, feature_dim)
+                        consensus_type, dropout, temporal.module, feature_dim)
 
     # ------------------------------------------------------------------ construction
-    def _prepare_base_model(self, base_model, pretrain):
+    def _prepare_base_model(self, base_model, pretrain, motion):
         T = self.num_segments
-        name = backbone_entry(base_model, self.temporal_module)
+        name = backbone_entry(base_model, self.temporal.module)
         kwargs = dict(self.backbone_kwargs)
-        if self.temporal_module in MOTION_MODULES:
-            kwargs.update(num_segments=T, init=self.motion_init)
+        if motion:                                   # MSN/TDN: the ResNet's variant, built with its options
+            kwargs.update(num_segments=T, **motion.keywords(self.temporal))
         elif self.is_video_model:                    # sees the whole clip: T frames of input_size
             kwargs.update(num_segments=T, input_size=self.input_size)
         net = archs.create_backbone(name, pretrain=pretrain, **kwargs)
-        # Inserts in this order: the shift (or TIN) first, then non-local blocks and pooling around it.
-        options = {'tsm': dict(n_div=self.shift_div, place=self.shift_place, temporal_pool=self.temporal_pool,
-                               direction=self.shift_direction),
-                   'tin': dict(shift_div=self.tin_shift_div)}
-        if self.temporal_module in options:          # msn/tdn are built into the backbone above
-            TEMPORAL_INSERTS[self.temporal_module](net, T, **options[self.temporal_module])
-        if self.non_local:
-            TEMPORAL_INSERTS['non_local'](net, T, temporal_pool=self.temporal_pool)
-        if self.temporal_pool:
-            TEMPORAL_INSERTS['tpool'](net, T)
-        self.base_model = net
+        self.base_model = insert_temporal_modules(net, T, self.temporal)
 
     def _prepare_head(self, num_class):
         net = self.base_model
@@ -332,22 +287,24 @@ class TSN(nn.Module):
         """Expected channel count of the forward input: T * frames_per_segment * C."""
         return self.num_segments * self.frames_per_segment * CHANNELS[self.modality]
 
+    @classmethod
+    def from_config(cls, config):
+        """The TSN that ``config`` describes: the flat keywords of ``config()``, as checkpoints store them
+        (TSM's names; the temporal ones become a TemporalConfig)."""
+        temporal, others = TemporalConfig.split(config)
+        return cls(temporal=temporal, **others)
+
     def config(self):
-        """Plain dict of every keyword needed to rebuild this model: ``TSN(**model.config())``."""
+        """Plain dict of every keyword needed to rebuild this model: ``TSN.from_config(model.config())``."""
         cfg = {
             'num_class': self.num_class, 'num_segments': self.num_segments, 'modality': self.modality,
             'base_model': self.arch, 'new_length': self.new_length, 'consensus_type': self.consensus_type,
             'before_softmax': self.before_softmax, 'dropout': self.dropout,
             'img_feature_dim': self.img_feature_dim, 'crop_num': self.crop_num, 'partial_bn': self._enable_pbn,
-            'pretrain': self.pretrain, 'is_shift': self.is_shift, 'shift_div': self.shift_div,
-            'shift_place': self.shift_place, 'fc_lr5': self.fc_lr5, 'temporal_pool': self.temporal_pool,
-            'non_local': self.non_local, 'temporal_module': self.temporal_module,
-            'first_conv_lr': self.first_conv_lr, 'input_size': self.input_size,
-            'input_mean': list(self._input_mean), 'input_std': list(self._input_std),
-            'tin_shift_div': self.tin_shift_div, 'shift_direction': self.shift_direction,
+            'pretrain': self.pretrain, 'fc_lr5': self.fc_lr5, 'first_conv_lr': self.first_conv_lr,
+            'input_size': self.input_size, 'input_mean': list(self._input_mean), 'input_std': list(self._input_std),
+            **self.temporal.keywords(),
         }
-        if self.temporal_module in MOTION_MODULES:
-            cfg['motion_init'] = self.motion_init     # initialisation of the new modules (archs/msn.py)
         if self.backbone_kwargs:
             cfg['backbone_kwargs'] = dict(self.backbone_kwargs)
         if self.heads:

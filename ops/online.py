@@ -77,15 +77,16 @@ def _check_streamable(model):
     from ops.models import TSN
     if not isinstance(model, TSN):
         raise TypeError(f'to_streaming needs an ops.models.TSN, got {type(model).__name__}')
-    if not model.is_shift:
+    temporal = model.temporal
+    if temporal.module != 'tsm':
         raise ValueError(f'to_streaming needs a TSM model (temporal_module="tsm"); this {model.arch} has '
-                         f'temporal_module={model.temporal_module!r}')
-    if model.temporal_pool or model.non_local:
+                         f'temporal_module={temporal.module!r}')
+    if temporal.temporal_pool or temporal.non_local:
         raise ValueError('to_streaming: temporal pooling and non-local blocks are not causal (they mix '
                          'future frames into the present); train an online model without them')
-    if model.shift_direction != 'uni':
+    if temporal.shift_direction != 'uni':
         raise ValueError(f'to_streaming needs a model trained with shift_direction="uni" (online TSM); this '
-                         f'one has shift_direction={model.shift_direction!r}, whose shift also reads the '
+                         f'one has shift_direction={temporal.shift_direction!r}, whose shift also reads the '
                          'next frame, so it cannot run frame by frame (train with --shift_direction uni)')
     if model.modality != 'RGB' or model.new_length != 1:
         raise ValueError(f'to_streaming runs RGB models with one frame per segment; this one is '
@@ -208,7 +209,7 @@ def offline_frame_logits(model, clip):
     b, t, c, h, w = clip.shape
     p = next(model.parameters())
     cfg = dict(without_pretrained(model.config()), num_segments=t, consensus_type='identity')
-    ref = TSN(**cfg)
+    ref = TSN.from_config(cfg)
     ref.load_state_dict(model.state_dict())
     ref.to(device=p.device, dtype=p.dtype).eval()
     return ref(clip.reshape(b, t * c, h, w))
@@ -310,7 +311,7 @@ def load_uni_model(path, shift_direction=None):
     ckpt = load_checkpoint(path)
     try:
         config = model_config_from_checkpoint(ckpt, path=path, shift_direction=shift_direction)
-        model = TSN(**config)
+        model = TSN.from_config(config)
         load_weights(model, ckpt, strict=True)
         _check_streamable(model)
     except (RuntimeError, ValueError) as exc:

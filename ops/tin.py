@@ -25,6 +25,10 @@ OFFSET_BOUND = 2.0
 OFFSET_INIT_BIAS = math.log(0.625 / 0.375)
 # Parameters that exist only in TIN; ops.checkpoint.NEW_MODULE_PARTS must list them.
 TIN_OWN_KEY_PARTS = ('.offset_net.', '.weight_net.')
+# The shift_div values TIN takes in a torchvision ResNet (--tin_shift_div): the conv1 inputs of its blocks
+# have 64 * 2^k channels, and C // shift_div must be a positive multiple of NUM_GROUPS for each of them,
+# which holds for the powers of two up to 64 / NUM_GROUPS only (e.g. 5: 64 // 5 = 12 but 128 // 5 = 25).
+RESNET_SHIFT_DIVS = (1, 2, 4, 8, 16)
 
 
 def linear_temporal_shift(x, offsets):
@@ -110,8 +114,8 @@ class TemporalInterlace(nn.Module):
     def __init__(self, net, n_segment, shift_div=4):
         super().__init__()
         channels = net.in_channels
-        fold = channels // shift_div
-        if fold == 0 or fold % NUM_GROUPS:
+        fold = channels // shift_div if shift_div >= 1 else 0
+        if fold <= 0 or fold % NUM_GROUPS:
             raise ValueError(f"TIN needs {channels} // shift_div={shift_div} to be a positive "
                              f"multiple of {NUM_GROUPS}")
         self.net = net

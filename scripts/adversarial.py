@@ -243,6 +243,7 @@ def media(ws):
     import torch
     from ops.checkpoint import save_checkpoint
     from ops.models import TSN
+    from ops.temporal_modules import TemporalConfig
     video = os.path.join(ws.toy, "videos", sorted(os.listdir(os.path.join(ws.toy, "videos")))[0])
     with open(video, "rb") as f:
         corrupt = ws.write("corrupt.mp4", f.read()[:1500])
@@ -253,9 +254,9 @@ def media(ws):
     pickled_code = os.path.join(ws.root, "parser.pth")
     torch.save({"state_dict": {}, "hook": argparse.ArgumentParser}, pickled_code)
     torch.manual_seed(0)
-    uni = TSN(8, 4, "RGB", base_model="resnet18", pretrain="none", input_size=32, is_shift=True,
-              shift_direction="uni")
-    bi = TSN(8, 4, "RGB", base_model="resnet18", pretrain="none", input_size=32, is_shift=True)
+    uni = TSN(8, 4, "RGB", base_model="resnet18", pretrain="none", input_size=32,
+              temporal=TemporalConfig("tsm", shift_direction="uni"))
+    bi = TSN(8, 4, "RGB", base_model="resnet18", pretrain="none", input_size=32, temporal=TemporalConfig("tsm"))
     ckpts = {}
     for name, model in (("uni", uni), ("bi", bi)):
         ckpts[name] = save_checkpoint({"epoch": 1, "arch": "resnet18", "state_dict": model.state_dict(),

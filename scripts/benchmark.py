@@ -46,7 +46,8 @@ from archs import BACKBONES  # noqa: E402
 from ops.distributed import free_port  # noqa: E402
 from ops.flops import forward_flops  # noqa: E402
 from ops.modality import MODALITIES  # noqa: E402
-from ops.models import TEMPORAL_MODULES, TSN, to_channels_last  # noqa: E402
+from ops.models import TSN, to_channels_last  # noqa: E402
+from ops.temporal_modules import TEMPORAL_MODULES, TemporalConfig, shift_places_of  # noqa: E402
 from ops.temporal_shift import SHIFT_PLACES  # noqa: E402
 from ops.utils import AMP_DTYPES, to_device  # noqa: E402
 from scripts import vs_reference  # noqa: E402 - the package path works however benchmark.py was loaded
@@ -144,7 +145,7 @@ def add_common(p, warmup=1, repeats=3, device=True):
 
 def add_model_options(p):
     p.add_argument('--arch', default='resnet50', choices=sorted(BACKBONES))
-    p.add_argument('--temporal_module', default=None, choices=TEMPORAL_MODULES)
+    p.add_argument('--temporal_module', default=None, choices=tuple(TEMPORAL_MODULES))
     p.add_argument('--shift', action='store_true', help='= --temporal_module tsm')
     p.add_argument('--shift_div', type=int, default=8)
     p.add_argument('--shift_place', default='blockres', choices=SHIFT_PLACES)
@@ -225,8 +226,8 @@ def build_model(args):
             return torch.randn(clips * args.num_segments, 3, args.input_size, args.input_size)
         return model, make_input
     model = TSN(args.num_class, args.num_segments, args.modality, base_model=args.arch, pretrain='none',
-                dropout=args.dropout, partial_bn=not args.npb, temporal_module=temporal_module,
-                shift_div=args.shift_div, shift_place=args.shift_place, input_size=args.input_size)
+                dropout=args.dropout, partial_bn=not args.npb, input_size=args.input_size,
+                temporal=TemporalConfig(temporal_module, shift_div=args.shift_div, shift_place=args.shift_place))
 
     def make_input(clips):
         return torch.randn(clips, model.input_channels, args.input_size, args.input_size)
@@ -641,7 +642,7 @@ def _mml_rank(rank, world_size, port, opts, out_file):
     try:
         torch.manual_seed(rank)
         model = TSN(opts['num_class'], opts['num_segments'], 'RGB', base_model=opts['arch'], pretrain='none',
-                    temporal_module='tsm', input_size=opts['input_size'])
+                    temporal=TemporalConfig('tsm'), input_size=opts['input_size'])
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         x = torch.randn(opts['batch_size'], model.input_channels, opts['input_size'], opts['input_size'])
         labels = torch.randint(0, opts['num_class'], (opts['batch_size'],))
@@ -711,7 +712,7 @@ def cmd_mml(args):
 # ---------------------------------------------------------------------------------------------------
 # online (streaming TSM, ops/online.py)
 
-ONLINE_ARCHS = tuple(name for name, entry in BACKBONES.items() if entry.shift_places)   # the shiftable ones
+ONLINE_ARCHS = tuple(name for name in BACKBONES if shift_places_of(name))   # the shiftable ones
 
 
 def _percentile(values, q):
@@ -735,8 +736,8 @@ def cmd_online(args):
         return to_channels_last(model) if args.channels_last else model
 
     torch.manual_seed(0)
-    uni = prepare(TSN(num_segments=T, is_shift=True, shift_div=args.shift_div, shift_place=place,
-                      shift_direction='uni', **common))
+    uni = prepare(TSN(num_segments=T, temporal=TemporalConfig('tsm', shift_div=args.shift_div, shift_place=place,
+                                                              shift_direction='uni'), **common))
     plain = prepare(TSN(num_segments=1, **common))
     stream = to_streaming(uni)
     frame = torch.randn(1, 3, size, size, device=device, dtype=dtype).contiguous(memory_format=fmt)

@@ -284,7 +284,7 @@ def convert(source, in_path, out_path, num_segments=8, shift_div=None, tin_shift
             tpool = any('.layer2.net.' in k for k in sd)
             check_mmaction2_non_local(list(sd), non_local_mode or config_non_local_mode(ckpt), tpool)
         config = model_config(source, converted, num_segments, shift_div, tin_shift_div)
-    model = TSN(**config)
+    model = TSN.from_config(config)
     own = model.state_dict()
     if non_local_places(converted) != non_local_places(own):
         raise ValueError(f'{in_path}: non-local blocks at {non_local_places(converted)}; this project places them '

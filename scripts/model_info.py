@@ -18,7 +18,8 @@ from archs import BACKBONES  # noqa: E402
 from ops.flops import forward_flops  # noqa: E402
 from ops.checkpoint import load_checkpoint, model_config_from_checkpoint  # noqa: E402
 from ops.modality import MODALITIES  # noqa: E402
-from ops.models import CONSENSUS_TYPES, TEMPORAL_MODULES, TSN  # noqa: E402
+from ops.models import CONSENSUS_TYPES, TSN  # noqa: E402
+from ops.temporal_modules import TEMPORAL_MODULES  # noqa: E402
 from ops.temporal_shift import SHIFT_PLACES  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def get_args_parser():
     p.add_argument('--shift_place', default='blockres', choices=SHIFT_PLACES)
     p.add_argument('--temporal_pool', action='store_true')
     p.add_argument('--non_local', action='store_true')
-    p.add_argument('--temporal_module', default=None, choices=TEMPORAL_MODULES)
+    p.add_argument('--temporal_module', default=None, choices=tuple(TEMPORAL_MODULES))
     p.add_argument('--input_size', type=int, default=224)
     p.add_argument('--batch', type=int, default=1, help='clips in the FLOP-counting forward pass')
     p.add_argument('--checkpoint', default=None, help='describe the model stored in this checkpoint instead')
@@ -48,12 +49,14 @@ def get_args_parser():
 def build(args):
     if args.checkpoint:
         cfg = model_config_from_checkpoint(load_checkpoint(args.checkpoint), path=args.checkpoint)
-        return TSN(**cfg)
-    return TSN(args.num_class, args.num_segments, args.modality, base_model=args.arch,
-               new_length=args.new_length, consensus_type=args.consensus_type, dropout=args.dropout,
-               pretrain='none', is_shift=args.shift, shift_div=args.shift_div, shift_place=args.shift_place,
-               temporal_pool=args.temporal_pool, non_local=args.non_local, temporal_module=args.temporal_module,
-               input_size=args.input_size)
+        return TSN.from_config(cfg)
+    # TSM's flat keywords, as a checkpoint's config: --shift is is_shift, and contradicts another module
+    return TSN.from_config(dict(
+        num_class=args.num_class, num_segments=args.num_segments, modality=args.modality, base_model=args.arch,
+        new_length=args.new_length, consensus_type=args.consensus_type, dropout=args.dropout, pretrain='none',
+        is_shift=args.shift, shift_div=args.shift_div, shift_place=args.shift_place,
+        temporal_pool=args.temporal_pool, non_local=args.non_local, temporal_module=args.temporal_module,
+        input_size=args.input_size))
 
 
 def count_flops(model, batch=1):

@@ -52,7 +52,7 @@ def main(args):
     ctx = D.setup_distributed(device=args.device)
     try:
         mt = tm.ModelUnderTest(args, 0, ctx)
-        if not mt.model.is_shift or mt.model.shift_direction != 'uni':
+        if mt.model.temporal.module != 'tsm' or mt.model.temporal.shift_direction != 'uni':
             raise SystemExit(f'{mt.path}: not a uni-directional TSM checkpoint (train with --shift_direction uni)')
         stream = to_streaming(mt.model)
         T = mt.num_segments

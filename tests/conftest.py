@@ -179,11 +179,13 @@ def tiny_checkpoint():
     import torch
     from ops.checkpoint import save_checkpoint
     from ops.models import TSN
+    from ops.temporal_modules import TemporalConfig
 
     def write(path, modality, seed, shift=True, random_bn_stats=False, shift_direction='bi'):
         torch.manual_seed(seed)
-        model = TSN(8, 4, modality, base_model='resnet18', is_shift=shift, pretrain='none', input_size=32,
-                    dropout=0.5, shift_direction=shift_direction)
+        temporal = TemporalConfig('tsm' if shift else None, shift_direction=shift_direction)
+        model = TSN(8, 4, modality, base_model='resnet18', temporal=temporal, pretrain='none', input_size=32,
+                    dropout=0.5)
         with torch.no_grad():
             model.new_fc.weight.normal_(0, 0.5)
             for m in model.modules():

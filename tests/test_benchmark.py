@@ -96,13 +96,15 @@ def test_mml_two_gloo_ranks(run_cli, tmp_path):
     assert run['exchange_ms'] > 0 and run['step_ms'] > 0 and 0 < run['exchange_share'] < 1
 
 
-@pytest.mark.parametrize('kwargs', [dict(temporal_module='msn'), dict(temporal_module='tsm', non_local=True)])
-def test_to_channels_last_handles_5d_weights(kwargs):
+@pytest.mark.parametrize('temporal', [dict(module='msn'), dict(module='tsm', non_local=True)])
+def test_to_channels_last_handles_5d_weights(temporal):
     # model.to(memory_format=torch.channels_last) raises on Conv3d weights; the helper converts 4-D only.
     import torch
     from ops.models import TSN, to_channels_last
+    from ops.temporal_modules import TemporalConfig
     torch.manual_seed(0)
-    model = TSN(5, 2, 'RGB', base_model='resnet18', pretrain='none', dropout=0, **kwargs).eval()
+    model = TSN(5, 2, 'RGB', base_model='resnet18', pretrain='none', dropout=0,
+                temporal=TemporalConfig(**temporal)).eval()
     x = torch.randn(1, model.input_channels, 32, 32)
     with torch.no_grad():
         ref = model(x)

@@ -12,6 +12,7 @@ from ops.checkpoint import (config_from_tsm_filename, load_checkpoint, load_weig
                             save_checkpoint)
 from ops.distill import load_teachers
 from ops.models import TSN
+from ops.temporal_modules import TemporalConfig
 
 GOLDEN = Path(__file__).parent / 'golden'
 T = 2
@@ -41,8 +42,8 @@ def _keys_with_shapes(model):
 @pytest.mark.parametrize('arch, golden', [('resnet50', 'tsm_resnet50_blockres_174.txt'),
                                           ('resnet101', 'tsm_resnet101_blockres_174.txt')])
 def test_golden_keys(arch, golden):
-    model = TSN(174, 8, 'RGB', base_model=arch, pretrain='none', is_shift=True, shift_div=8,
-                shift_place='blockres')
+    model = TSN(174, 8, 'RGB', base_model=arch, pretrain='none',
+                temporal=TemporalConfig('tsm', shift_div=8, shift_place='blockres'))
     assert _keys_with_shapes(model) == _golden(golden)
 
 
@@ -66,7 +67,7 @@ def test_ila_config_of_earlier_versions_still_loads(tmp_path, caplog):
     # The CLIP file is not read again (the weights are in the state dict); the rest moved into backbone_kwargs.
     assert cfg['backbone_kwargs'] == dict(trust_jit_checkpoint=False, finetune_backbone=True, pair_net='ssv2')
     assert not {'clip_weights', 'trust_jit_checkpoint', 'finetune_backbone', 'ila_pair_net'} & set(cfg)
-    rebuilt = TSN(**cfg).eval()
+    rebuilt = TSN.from_config(cfg).eval()
     load_weights(rebuilt, load_checkpoint(path)['state_dict'], strict=True)
     x = _x(model)
     assert torch.equal(rebuilt(x), model(x))
@@ -75,7 +76,7 @@ def test_ila_config_of_earlier_versions_still_loads(tmp_path, caplog):
 
 
 def test_save_load_round_trip_identical_outputs(tmp_path):
-    model = _make(is_shift=True, non_local=True).eval()
+    model = _make(temporal=TemporalConfig('tsm', non_local=True)).eval()
     with torch.no_grad():  # make the NL blocks non-trivial so they are really tested
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm3d):
@@ -89,7 +90,7 @@ def test_save_load_round_trip_identical_outputs(tmp_path):
     assert os.listdir(path.parent) == ['ckpt.pth.tar']  # no temp file left behind
     ckpt = load_checkpoint(path)
     assert set(ckpt) == {'epoch', 'arch', 'state_dict', 'optimizer', 'best_prec1', 'config'}
-    rebuilt = TSN(**model_config_from_checkpoint(ckpt)).eval()
+    rebuilt = TSN.from_config(model_config_from_checkpoint(ckpt)).eval()
     report = load_weights(rebuilt, ckpt['state_dict'])
     assert report['missing'] == [] and report['unexpected'] == []
     x = _x(model, seed=1)
@@ -131,14 +132,14 @@ def _assert_same_weights(src_model, dst_model):
 
 
 @pytest.mark.parametrize('src_kw, dst_kw', [
-    ({}, dict(is_shift=True)),                                   # TSN -> TSM blockres
-    (dict(is_shift=True), {}),                                   # TSM -> TSN
-    (dict(is_shift=True), dict(is_shift=True, shift_place='block')),
-    (dict(is_shift=True, shift_place='block'), dict(is_shift=True, temporal_pool=True)),
+    ({}, dict(module='tsm')),                                    # TSN -> TSM blockres
+    (dict(module='tsm'), {}),                                    # TSM -> TSN
+    (dict(module='tsm'), dict(module='tsm', shift_place='block')),
+    (dict(module='tsm', shift_place='block'), dict(module='tsm', temporal_pool=True)),
 ])
 def test_tsn_and_tsm_checkpoints_load_into_each_other(src_kw, dst_kw):
-    src = _make(**src_kw)
-    dst = _make(**dst_kw)
+    src = _make(temporal=TemporalConfig(**src_kw))
+    dst = _make(temporal=TemporalConfig(**dst_kw))
     sd = {f'module.{k}': v for k, v in src.state_dict().items()}  # DataParallel prefix as in TSM files
     report = load_weights(dst, sd)
     assert report['unexpected'] == [] and report['missing'] == []
@@ -146,7 +147,7 @@ def test_tsn_and_tsm_checkpoints_load_into_each_other(src_kw, dst_kw):
 
 
 def test_non_local_modules_need_explicit_permission():
-    src, dst = _make(is_shift=True), _make(is_shift=True, non_local=True)
+    src, dst = _make(temporal=TemporalConfig('tsm')), _make(temporal=TemporalConfig('tsm', non_local=True))
     with pytest.raises(RuntimeError, match='nl'):
         load_weights(dst, src.state_dict())
     report = load_weights(dst, src.state_dict(), allow_new_modules=True)
@@ -213,14 +214,14 @@ def test_config_from_tsm_filenames():
 
 
 def test_released_style_state_dict_rebuilds_from_keys_and_name(tmp_path):
-    src = TSN(174, 8, 'Flow', base_model='resnet18', pretrain='none', is_shift=True, shift_div=4)
+    src = TSN(174, 8, 'Flow', base_model='resnet18', pretrain='none', temporal=TemporalConfig('tsm', shift_div=4))
     path = tmp_path / 'TSM_somethingv2_Flow_resnet18_shift4_blockres_avg_segment8_e45.pth'
     torch.save({f'module.{k}': v for k, v in src.state_dict().items()}, path)  # state dict only, no config
     ckpt = load_checkpoint(path)
     cfg = model_config_from_checkpoint(ckpt, path=path)
     assert (cfg['base_model'], cfg['num_class'], cfg['modality'], cfg['new_length']) == ('resnet18', 174, 'Flow', 5)
     assert (cfg['is_shift'], cfg['shift_div'], cfg['num_segments'], cfg['pretrain']) == (True, 4, 8, 'none')
-    model = TSN(**cfg)
+    model = TSN.from_config(cfg)
     load_weights(model, ckpt)
     _assert_same_weights(src, model)
     override = model_config_from_checkpoint(ckpt, path=path, num_segments=16, arch='resnet18', shift_div=None)

@@ -17,6 +17,7 @@ import convert_checkpoint as cc  # noqa: E402
 from ops.checkpoint import load_checkpoint  # noqa: E402
 from ops.export import load_model  # noqa: E402
 from ops.models import TSN  # noqa: E402
+from ops.temporal_modules import TemporalConfig  # noqa: E402
 
 # Hand-written from TDN's code: module of TDN_Net / BottleneckShift / mSEModule -> this project's.
 TDN_GOLDEN = {
@@ -113,7 +114,7 @@ def _to_tdn_layout(own):
 @pytest.fixture(scope='module')
 def tdn_model():
     torch.manual_seed(0)
-    return _randomise(TSN(6, 2, 'RGB', base_model='resnet50', temporal_module='tdn', pretrain='none',
+    return _randomise(TSN(6, 2, 'RGB', base_model='resnet50', temporal=TemporalConfig('tdn'), pretrain='none',
                           dropout=0.5, input_size=32), 1)
 
 
@@ -190,9 +191,8 @@ def _to_mmaction2_layout(own):
 @pytest.mark.parametrize('module', ['tsm', 'tin', None])
 def test_mmaction2_release_round_trip(tmp_path, module):
     torch.manual_seed(0)
-    kw = {'tsm': dict(is_shift=True), 'tin': dict(temporal_module='tin'), None: {}}[module]
     model = _randomise(TSN(5, 4, 'RGB', base_model='resnet18', pretrain='none', dropout=0.5, input_size=32,
-                           **kw), 3)
+                           temporal=TemporalConfig(module)), 3)
     mm = _to_mmaction2_layout(model.state_dict())
     assert ('backbone.layer1.0.conv1.conv.net.weight' in mm) == (module == 'tsm')
     src = tmp_path / 'mm.pth'
@@ -210,7 +210,7 @@ def test_mmaction2_release_round_trip(tmp_path, module):
 
 def test_missing_tensor_and_bad_files_are_errors(tmp_path, capsys):
     torch.manual_seed(0)
-    model = TSN(5, 4, 'RGB', base_model='resnet18', is_shift=True, pretrain='none', dropout=0.5)
+    model = TSN(5, 4, 'RGB', base_model='resnet18', temporal=TemporalConfig('tsm'), pretrain='none', dropout=0.5)
     mm = _to_mmaction2_layout(model.state_dict())
     del mm['backbone.layer2.1.conv2.conv.weight']
     mm['backbone.extra_thing.weight'] = torch.zeros(1)
@@ -235,8 +235,8 @@ def test_missing_tensor_and_bad_files_are_errors(tmp_path, capsys):
 
 def test_mmaction2_non_local_and_temporal_pool_tsm_convert_or_are_refused_with_the_reason(tmp_path, capsys):
     torch.manual_seed(0)
-    nl = _randomise(TSN(5, 4, 'RGB', base_model='resnet18', is_shift=True, non_local=True, pretrain='none',
-                        dropout=0.5, input_size=32), 4)
+    nl = _randomise(TSN(5, 4, 'RGB', base_model='resnet18', temporal=TemporalConfig('tsm', non_local=True),
+                        pretrain='none', dropout=0.5, input_size=32), 4)
     with torch.no_grad():
         for m in nl.modules():
             if m.__class__.__name__ == 'NonLocalBlock3D':
@@ -288,8 +288,8 @@ def test_mmaction2_non_local_and_temporal_pool_tsm_convert_or_are_refused_with_t
         cc.check_mmaction2_non_local(list(mm), 'embedded_gaussian', temporal_pool=True)
 
     # Temporal pooling: mmaction2 wraps layer2 as TemporalPool(net=layer2) -> backbone.layer2.net.i.*
-    tp = _randomise(TSN(5, 4, 'RGB', base_model='resnet18', is_shift=True, temporal_pool=True, pretrain='none',
-                        dropout=0.5, input_size=32), 5)
+    tp = _randomise(TSN(5, 4, 'RGB', base_model='resnet18', temporal=TemporalConfig('tsm', temporal_pool=True),
+                        pretrain='none', dropout=0.5, input_size=32), 5)
     mm = _to_mmaction2_layout(tp.state_dict())
     assert 'backbone.layer2.net.0.conv1.conv.net.weight' in mm and 'backbone.layer2.net.1.conv2.bn.bias' in mm
     torch.save({'state_dict': mm}, src)

@@ -9,16 +9,17 @@ import torch
 
 from ops.export import ExportError, compare, export_onnx, export_pt2, load_exported
 from ops.models import TSN
+from ops.temporal_modules import TemporalConfig
 from ops.temporal_shift import shift, shift_for_export
 from conftest import load_script
 
 MODELS = {
-    'tsm_r18': dict(base_model='resnet18', is_shift=True),
+    'tsm_r18': dict(base_model='resnet18', temporal=TemporalConfig('tsm')),
     'tsn_r18': dict(base_model='resnet18'),
-    'tsm_mbv2': dict(base_model='mobilenetv2', is_shift=True),
-    'tin_r18': dict(base_model='resnet18', temporal_module='tin'),
-    'tdn_r18': dict(base_model='resnet18', temporal_module='tdn'),
-    'msn_r18': dict(base_model='resnet18', temporal_module='msn'),
+    'tsm_mbv2': dict(base_model='mobilenetv2', temporal=TemporalConfig('tsm')),
+    'tin_r18': dict(base_model='resnet18', temporal=TemporalConfig('tin')),
+    'tdn_r18': dict(base_model='resnet18', temporal=TemporalConfig('tdn')),
+    'msn_r18': dict(base_model='resnet18', temporal=TemporalConfig('msn')),
 }
 
 

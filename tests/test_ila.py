@@ -373,7 +373,7 @@ def test_ssv2_pair_network_reaches_the_model_and_its_config():
                 backbone_kwargs=dict(pair_net='ssv2'))
     block = model.base_model.visual.transformer.resblocks[0].ila
     assert block.pair_net == 'ssv2'
-    rebuilt = TSN(**model.config())
+    rebuilt = TSN.from_config(model.config())
     assert rebuilt.base_model.visual.transformer.resblocks[0].ila.pair_net == 'ssv2'
     assert set(rebuilt.state_dict()) == set(model.state_dict())
     assert model(torch.randn(2, 9, 32, 32)).shape == (2, 5)

@@ -148,7 +148,7 @@ def test_tsn_text_head_zero_shot_rebuild():
     x = torch.randn(2, 9, 32, 32)
     with torch.no_grad():
         logits = model(x)
-        other = TSN(**with_class_names(config, ['walk', 'open door']))
+        other = TSN.from_config(with_class_names(config, ['walk', 'open door']))
         other.load_state_dict(model.state_dict())                   # the weights do not depend on the names
         torch.testing.assert_close(other.eval()(x)[:, 1], logits[:, 0])
         model.set_class_names(['walk', 'open door'])

@@ -7,8 +7,10 @@ import torchvision
 
 import archs
 from ops.modality import mean_expand_kernel, replace_first_conv
-from ops.models import TEMPORAL_MODULES, TSN, backbone_entry, is_temporal
-from ops.temporal_modules import TEMPORAL_INSERTS
+from ops.models import TSN, is_temporal
+from ops.temporal_modules import (FLAG_INSERTS, MOTION_MODULES, TEMPORAL_MODULES, Insert, MotionNetwork,
+                                  TemporalConfig, backbone_entry, backbone_models_time, motion_module_of,
+                                  shift_places_of, temporal_modules_of)
 from ops.temporal_shift import SHIFT_PLACES
 
 H = 32  # tiny frames keep every forward/backward fast on CPU
@@ -18,24 +20,27 @@ def _variant(name, modalities=('RGB', 'Flow', 'RGBDiff'), size=H, **kw):
     return [pytest.param(name, m, size, kw, id=f'{name}-{m}') for m in modalities]
 
 
+TSM = TemporalConfig('tsm')
+TSM_NL = TemporalConfig('tsm', non_local=True)
+
 # (id, modality, frame size, TSN keywords). Extend here for new backbones / temporal modules.
 MODEL_VARIANTS = (
     _variant('r18-tsn', base_model='resnet18')
-    + _variant('r18-tsm-blockres', base_model='resnet18', is_shift=True)
-    + _variant('r18-tsm-block', base_model='resnet18', is_shift=True, shift_place='block')
-    + _variant('r18-tsm-tpool', base_model='resnet18', is_shift=True, temporal_pool=True)
-    + _variant('r18-nl', base_model='resnet18', non_local=True)
-    + _variant('r18-tsm-nl-tpool', ('RGB',), base_model='resnet18', is_shift=True, non_local=True,
-               temporal_pool=True)
+    + _variant('r18-tsm-blockres', base_model='resnet18', temporal=TSM)
+    + _variant('r18-tsm-block', base_model='resnet18', temporal=TemporalConfig('tsm', shift_place='block'))
+    + _variant('r18-tsm-tpool', base_model='resnet18', temporal=TemporalConfig('tsm', temporal_pool=True))
+    + _variant('r18-nl', base_model='resnet18', temporal=TemporalConfig(non_local=True))
+    + _variant('r18-tsm-nl-tpool', ('RGB',), base_model='resnet18',
+               temporal=TemporalConfig('tsm', non_local=True, temporal_pool=True))
     + _variant('r18-dropout0-identity', ('RGB',), base_model='resnet18', dropout=0.0, consensus_type='identity')
-    + _variant('r34-tsm', ('RGB',), base_model='resnet34', is_shift=True)
-    + _variant('r50-tsm-nl', ('Flow',), base_model='resnet50', is_shift=True, non_local=True)
-    + _variant('mbv2-tsm', ('RGB', 'Flow'), base_model='mobilenetv2', is_shift=True)
-    + _variant('bninception-tsm-block', ('RGB', 'RGBDiff'), base_model='BNInception', is_shift=True,
-               shift_place='block')
-    + _variant('r18-tin', ('RGB',), base_model='resnet18', temporal_module='tin')
-    + _variant('msn-r18', ('RGB',), base_model='resnet18', temporal_module='msn')
-    + _variant('tdn-r18', ('RGB',), base_model='resnet18', temporal_module='tdn')
+    + _variant('r34-tsm', ('RGB',), base_model='resnet34', temporal=TSM)
+    + _variant('r50-tsm-nl', ('Flow',), base_model='resnet50', temporal=TSM_NL)
+    + _variant('mbv2-tsm', ('RGB', 'Flow'), base_model='mobilenetv2', temporal=TSM)
+    + _variant('bninception-tsm-block', ('RGB', 'RGBDiff'), base_model='BNInception',
+               temporal=TemporalConfig('tsm', shift_place='block'))
+    + _variant('r18-tin', ('RGB',), base_model='resnet18', temporal=TemporalConfig('tin'))
+    + _variant('msn-r18', ('RGB',), base_model='resnet18', temporal=TemporalConfig('msn'))
+    + _variant('tdn-r18', ('RGB',), base_model='resnet18', temporal=TemporalConfig('tdn'))
     + _variant('ila-tiny', ('RGB',), base_model='ila_vit_tiny', input_size=H)
     + _variant('swin3d-toy', ('RGB', 'Flow'), base_model='swin3d_toy', input_size=H)
     + _variant('stlt-tiny', ('Layout',), base_model='stlt_tiny')
@@ -76,7 +81,7 @@ def _family(name):
 
 
 def test_every_backbone_family_has_a_forward_backward_variant():
-    tested = {_family(backbone_entry(v.values[3]['base_model'], v.values[3].get('temporal_module')))
+    tested = {_family(backbone_entry(v.values[3]['base_model'], v.values[3].get('temporal', TemporalConfig()).module))
               for v in MODEL_VARIANTS}
     missing = sorted(name for name in archs.BACKBONES if _family(name) not in tested)
     assert not missing, f'no MODEL_VARIANTS entry builds the family of {missing}'
@@ -85,19 +90,19 @@ def test_every_backbone_family_has_a_forward_backward_variant():
 @pytest.mark.slow
 @pytest.mark.parametrize('arch', ['resnet101', 'resnet152'])
 def test_deep_resnets_smoke(arch):
-    model = _make('RGB', base_model=arch, is_shift=True, non_local=True).train()
+    model = _make('RGB', base_model=arch, temporal=TSM_NL).train()
     out = model(_input(model, batch=1))
     out.sum().backward()
     assert out.shape == (1, 5) and torch.isfinite(out).all()
 
 
 def test_channels_last_matches_contiguous():
-    model = _make('RGB', base_model='resnet18', is_shift=True, temporal_pool=True).eval()
+    model = _make('RGB', base_model='resnet18', temporal=TemporalConfig('tsm', temporal_pool=True)).eval()
     x = _input(model)
     ref = model(x)
     out = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(out, ref, atol=1e-5)
-    nl = _make('RGB', base_model='resnet18', is_shift=True, non_local=True).eval()  # Conv3d stays 5-D
+    nl = _make('RGB', base_model='resnet18', temporal=TSM_NL).eval()  # Conv3d stays 5-D
     assert torch.allclose(nl(x.contiguous(memory_format=torch.channels_last)), nl(x), atol=1e-5)
 
 
@@ -150,7 +155,7 @@ def test_pretrain_local_file_and_flow_stem(tmp_path, fmt):
     sd, path = _write_resnet18_weights(tmp_path, fmt)
     rgb = TSN(5, T, 'RGB', base_model='resnet18', pretrain=path)
     assert torch.equal(rgb.base_model.layer4[1].conv2.weight, sd['layer4.1.conv2.weight'])
-    flow = TSN(5, T, 'Flow', base_model='resnet18', pretrain=path, is_shift=True)
+    flow = TSN(5, T, 'Flow', base_model='resnet18', pretrain=path, temporal=TSM)
     expected = sd['conv1.weight'].mean(dim=1, keepdim=True).expand(64, 10, 7, 7)
     assert torch.equal(flow.base_model.conv1.weight, expected)
     diff = TSN(5, T, 'RGBDiff', base_model='resnet18', pretrain=path)
@@ -178,7 +183,7 @@ def test_mobilenetv2_loads_torchvision_layout(tmp_path):
 
 
 def test_mobilenetv2_tsm_keys():
-    keys = _make('RGB', base_model='mobilenetv2', is_shift=True).state_dict()
+    keys = _make('RGB', base_model='mobilenetv2', temporal=TSM).state_dict()
     assert 'base_model.features.3.conv.0.net.weight' in keys  # expanded block with residual
     assert 'base_model.features.2.conv.0.weight' in keys      # stride 2: no residual, not shifted
     assert 'base_model.features.1.conv.0.weight' in keys      # no expansion: not shifted
@@ -186,29 +191,36 @@ def test_mobilenetv2_tsm_keys():
     assert sum(k.endswith('conv.0.net.weight') for k in keys) == 10  # 16 blocks, 10 with a residual
 
 
-@pytest.mark.parametrize('bad', [dict(modality='Depth'), dict(consensus_type='max'), dict(shift_place='res'),
-                                 dict(temporal_module='tcn'), dict(first_conv_lr='x5'),
-                                 dict(is_shift=True, temporal_module='tin')])
-def test_unknown_options_raise(bad):
-    kw = dict(modality='RGB', base_model='resnet18')
+@pytest.mark.parametrize('bad, match', [
+    (dict(modality='Depth'), 'modality'), (dict(consensus_type='max'), 'consensus_type'),
+    (dict(shift_place='res'), 'shift_place'), (dict(temporal_module='tcn'), 'temporal_module'),
+    (dict(first_conv_lr='x5'), 'first_conv_lr'), (dict(is_shift=True, temporal_module='tin'), 'is_shift'),
+    (dict(temporal_pool=True), 'temporal_pool needs the temporal shift'),
+    (dict(is_shift=True, temporal_pool=True, num_segments=3), 'even num_segments'),
+    (dict(shift_direction='uni'), "shift_direction='uni' needs"),
+    (dict(temporal_module='msn', modality='Flow'), 'RGB input only')])
+def test_unknown_options_raise(bad, match):
+    # TSM's flat keywords (a checkpoint's config) go through the same checks as a TemporalConfig.
+    kw = dict(num_class=5, num_segments=T, modality='RGB', base_model='resnet18', pretrain='none')
     kw.update(bad)
-    with pytest.raises(ValueError):
-        TSN(5, T, pretrain='none', **kw)
+    with pytest.raises(ValueError, match=match):
+        TSN.from_config(kw)
 
 
 def test_properties_and_config_round_trip():
-    model = _make('Flow', base_model='resnet18', is_shift=True, input_size=112)
+    model = _make('Flow', base_model='resnet18', temporal=TemporalConfig('tsm', shift_div=4), input_size=112)
     assert (model.crop_size, model.scale_size) == (112, 128)
     assert model.input_mean == [0.5] and model.input_std == pytest.approx([0.226], abs=1e-3)
     cfg = model.config()
-    rebuilt = TSN(**cfg)
-    assert rebuilt.config() == cfg
+    assert (cfg['is_shift'], cfg['temporal_module'], cfg['shift_div']) == (True, 'tsm', 4)
+    rebuilt = TSN.from_config(cfg)
+    assert rebuilt.config() == cfg and rebuilt.temporal == model.temporal
     bgr = _make('RGB', base_model='BNInception')
     assert bgr.input_mean == [104, 117, 128] and bgr.input_space == 'BGR'
 
 
 def test_partial_bn_freezes_all_but_first_and_keeps_non_local_trainable():
-    model = _make('RGB', base_model='resnet18', is_shift=True, non_local=True).train()
+    model = _make('RGB', base_model='resnet18', temporal=TSM_NL).train()
     bns = [m for m in model.base_model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert bns[0].training and bns[0].weight.requires_grad
     assert all(not m.training and not m.weight.requires_grad for m in bns[1:])
@@ -229,7 +241,7 @@ def _group_sizes(model):
 
 
 def test_optim_policies_match_tsm():
-    model = _make('RGB', num_class=174, base_model='resnet50', is_shift=True)
+    model = _make('RGB', num_class=174, base_model='resnet50', temporal=TSM)
     sizes = _group_sizes(model)
     names = ('first_conv_weight', 'first_conv_bias', 'normal_weight', 'normal_bias', 'BN scale/shift', 'custom_ops',
              'lr5_weight', 'lr10_bias')
@@ -245,7 +257,7 @@ def test_optim_policies_match_tsm():
 
 
 def test_optim_policies_cover_every_parameter():
-    model = _make('RGB', base_model='resnet18', is_shift=True, non_local=True, partial_bn=False)
+    model = _make('RGB', base_model='resnet18', temporal=TSM_NL, partial_bn=False)
     model.extra = nn.Module()
     model.extra.scale = nn.Parameter(torch.ones(3))  # a parameter of an unknown module type
     groups = model.get_optim_policies()
@@ -291,7 +303,7 @@ def test_ila_backbone_options():
     model = _make('RGB', base_model='ila_vit_tiny', input_size=H, pretrain=None,
                   backbone_kwargs=dict(clip_weights=None, pair_net='ssv2'))
     cfg = model.config()
-    assert cfg['backbone_kwargs'] == dict(clip_weights=None, pair_net='ssv2') and TSN(**cfg).config() == cfg
+    assert cfg['backbone_kwargs'] == dict(clip_weights=None, pair_net='ssv2') and TSN.from_config(cfg).config() == cfg
     assert 'backbone_kwargs' not in _make('RGB', base_model='resnet18').config()   # configs of 2-D models unchanged
 
 
@@ -303,7 +315,8 @@ def test_ila_backbone_options():
     (dict(base_model='ila_vit_tiny', input_size=H), True), (dict(base_model='swin3d_toy', input_size=H), True),
 ])
 def test_is_temporal_from_config_and_model(kw, temporal):
-    model = _make('RGB', **kw)
+    # kw: a checkpoint's flat keywords, as test_models.py reads them
+    model = TSN.from_config(dict(num_class=5, num_segments=T, modality='RGB', pretrain='none', **kw))
     assert model.is_temporal == is_temporal(model.config()) == temporal
     given = {k: v for k, v in kw.items() if k != 'input_size'}
     assert is_temporal(given) == temporal     # decided before building (test_models.py: per-frame models)
@@ -312,10 +325,14 @@ def test_is_temporal_from_config_and_model(kw, temporal):
 def test_registry_traits_are_consistent():
     for name, entry in archs.BACKBONES.items():
         assert entry.family in ('resnet', 'mobilenetv2', 'bninception', 'msn', 'tdn', 'ila', 'swin3d', 'stlt'), name
-        assert set(entry.shift_places) <= set(SHIFT_PLACES)
-        assert set(entry.temporal_modules) <= set(TEMPORAL_MODULES)
-        for module, variant in entry.motion_variants:
-            assert archs.BACKBONES[variant].motion_module == module and backbone_entry(name, module) == variant
+        assert set(shift_places_of(name)) <= set(SHIFT_PLACES)
+        for module in temporal_modules_of(name):
+            if module in MOTION_MODULES:
+                variant = backbone_entry(name, module)
+                assert motion_module_of(variant) == module == archs.BACKBONES[variant].family
+        # a motion network's registry entries are exactly the variants its table entry names
+        assert (motion_module_of(name) is not None) == (entry.family in MOTION_MODULES), name
+        assert backbone_models_time(name) == (entry.video or entry.family in MOTION_MODULES), name
         assert set(entry.weight_kwargs) <= set(entry.kwargs)
         assert set(entry.recipe_over_dataset) <= {k for k, _ in entry.recipe}
     net = archs.create_backbone('BNInception', pretrain='none')
@@ -327,6 +344,26 @@ def test_registry_traits_are_consistent():
         backbone_entry('resnet152', 'msn')
 
 
+def test_temporal_module_table_gives_each_backbone_its_modules():
+    # What the registry's traits said before they derived from the table.
+    assert temporal_modules_of('resnet50') == ('tsm', 'tin', 'msn', 'tdn')
+    assert temporal_modules_of('resnet152') == ('tsm', 'tin')              # no MSN/TDN variant
+    assert (temporal_modules_of('mobilenetv2'), shift_places_of('mobilenetv2')) == (('tsm',), ('blockres',))
+    assert (temporal_modules_of('BNInception'), shift_places_of('BNInception')) == (('tsm',), ('block',))
+    assert shift_places_of('resnet18') == SHIFT_PLACES
+    for name in ('msn_resnet50', 'tdn_resnet18', 'ila_vit_tiny', 'swin3d_toy', 'stlt'):
+        assert temporal_modules_of(name) == shift_places_of(name) == (), name
+    assert [name for name, entry in archs.BACKBONES.items()
+            if all(insert.defined_for(name) for insert in FLAG_INSERTS.values())] == \
+        ['resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152']
+    families = {entry.family for entry in archs.BACKBONES.values()}
+    for entry in (*TEMPORAL_MODULES.values(), *FLAG_INSERTS.values()):
+        assert isinstance(entry, (Insert, MotionNetwork))
+        if isinstance(entry, Insert):
+            assert set(dict(entry.families)) <= families
+    assert MOTION_MODULES == ('msn', 'tdn')
+
+
 @pytest.mark.parametrize('name', ['resnet18', 'mobilenetv2', 'BNInception'])
 def test_registry_shift_places_are_the_places_the_insertion_accepts(name):
     # The registry declares the places for the parser; make_temporal_shift guards its own contract on any
@@ -334,8 +371,8 @@ def test_registry_shift_places_are_the_places_the_insertion_accepts(name):
     for place in SHIFT_PLACES:
         net = archs.create_backbone(name, pretrain='none')
         try:
-            TEMPORAL_INSERTS['tsm'](net, 4, place=place)
+            TEMPORAL_MODULES['tsm'].insert(net, 4, place=place)
             accepted = True
         except ValueError:
             accepted = False
-        assert accepted == (place in archs.BACKBONES[name].shift_places), (name, place)
+        assert accepted == (place in shift_places_of(name)), (name, place)

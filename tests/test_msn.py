@@ -11,6 +11,7 @@ from archs.msn import (DeformableConv2d, LearnableShift,
                        ShortTermPyramid, msn_resnet, stem_fusion_weights)
 from ops.checkpoint import load_weights
 from ops.models import TSN
+from ops.temporal_modules import TemporalConfig
 from ops.temporal_shift import shift
 
 # Module types whose parameters a TSM-style get_optim_policies already sorts into groups.
@@ -386,8 +387,7 @@ def test_zero_offset_init_starts_every_dcn_as_the_plain_bias_free_conv():
 def test_uniform_param_groups_train_everything_at_lr_x1_with_decay():
     import argparse
     from main import build_optimizer
-    from ops.models import TSN
-    model = TSN(5, 2, 'RGB', base_model='resnet18', temporal_module='tdn', pretrain='none', fc_lr5=True,
+    model = TSN(5, 2, 'RGB', base_model='resnet18', temporal=TemporalConfig('tdn'), pretrain='none', fc_lr5=True,
                 partial_bn=True)
     model.partialBN(True)
     args = argparse.Namespace(lr=0.01, momentum=0.9, weight_decay=5e-4, optimizer='sgd', adam_betas=[0.9, 0.999],
@@ -425,9 +425,9 @@ def test_checkpoints_without_dcn_bias_still_load_as_zero_bias():
     fresh.load_state_dict(old)                                    # strict
     assert not fresh.layer3[1].excite.dcn5.conv.bias.any()
     # Through the project's loader too (evaluation, fine-tuning, export, conversion), strict as they use it.
-    tsn = TSN(5, 2, 'RGB', base_model='resnet18', temporal_module='msn', pretrain='none', input_size=32,
-              motion_init='zero_offset')
+    tsn = TSN(5, 2, 'RGB', base_model='resnet18', temporal=TemporalConfig('msn', motion_init='zero_offset'),
+              pretrain='none', input_size=32)
     old = {k: v for k, v in tsn.state_dict().items() if not k.endswith(('dcn3.conv.bias', 'dcn5.conv.bias'))}
-    rebuilt = TSN(**tsn.config())
+    rebuilt = TSN.from_config(tsn.config())
     report = load_weights(rebuilt, old, strict=True)
     assert report['missing'] == [] and not rebuilt.base_model.layer3[1].excite.dcn5.conv.bias.any()

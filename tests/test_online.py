@@ -11,7 +11,7 @@ import torch
 from ops.models import TSN
 from ops.online import (export_parity, export_step, offline_frame_logits, state_nbytes, stream_clip,
                         to_streaming)
-from ops.temporal_modules import make_temporal_shift
+from ops.temporal_modules import TemporalConfig, make_temporal_shift
 from ops.temporal_shift import TemporalShiftUni, shift_uni
 from conftest import load_script
 
@@ -24,8 +24,8 @@ def _arange_clip(n=1, t=4, c=8):
 def _uni_model(arch, place='blockres', num_segments=8, seed=0, num_class=6):
     """A random uni TSN in eval mode with non-trivial BN statistics and head (so every layer matters)."""
     torch.manual_seed(seed)
-    model = TSN(num_class, num_segments, 'RGB', base_model=arch, pretrain='none', is_shift=True,
-                shift_place=place, shift_direction='uni', dropout=0.5, input_size=32)
+    model = TSN(num_class, num_segments, 'RGB', base_model=arch, pretrain='none', dropout=0.5, input_size=32,
+                temporal=TemporalConfig('tsm', shift_place=place, shift_direction='uni'))
     with torch.no_grad():
         model.new_fc.weight.normal_(0, 0.5)
         for m in model.modules():
@@ -82,9 +82,9 @@ def test_uni_model_is_causal_and_records_its_direction():
 @pytest.mark.parametrize('kwargs', [dict(temporal_pool=True), dict(non_local=True)])
 def test_uni_refuses_non_causal_modules(kwargs):
     with pytest.raises(ValueError, match='causal'):
-        TSN(4, 8, 'RGB', base_model='resnet18', pretrain='none', is_shift=True, shift_direction='uni', **kwargs)
+        TemporalConfig('tsm', shift_direction='uni', **kwargs)
     with pytest.raises(ValueError, match='needs the temporal shift'):
-        TSN(4, 8, 'RGB', base_model='resnet18', pretrain='none', shift_direction='uni')
+        TemporalConfig(shift_direction='uni')
     with pytest.raises(ValueError, match='temporal pooling'):
         import torchvision
         make_temporal_shift(torchvision.models.resnet18(), 8, temporal_pool=True, direction='uni')
@@ -165,10 +165,10 @@ def test_stream_in_bf16():
 
 
 def test_to_streaming_refuses_what_cannot_stream():
-    bi = TSN(4, 8, 'RGB', base_model='resnet18', pretrain='none', is_shift=True)
+    bi = TSN(4, 8, 'RGB', base_model='resnet18', pretrain='none', temporal=TemporalConfig('tsm'))
     with pytest.raises(ValueError, match="shift_direction='bi'.*--shift_direction uni"):
         to_streaming(bi)
-    tpool = TSN(4, 8, 'RGB', base_model='resnet18', pretrain='none', is_shift=True, temporal_pool=True)
+    tpool = TSN(4, 8, 'RGB', base_model='resnet18', pretrain='none', temporal=TemporalConfig('tsm', temporal_pool=True))
     with pytest.raises(ValueError, match='temporal pooling'):
         to_streaming(tpool)
     with pytest.raises(ValueError, match='TSM model'):
@@ -212,17 +212,17 @@ def test_checkpoint_direction_checks(tmp_path, tiny_checkpoint):
     from ops.online import load_uni_model
     uni = tiny_checkpoint(tmp_path / 'uni.pth.tar', 'RGB', 0, shift_direction='uni')
     bi = tiny_checkpoint(tmp_path / 'bi.pth.tar', 'RGB', 0)
-    assert load_uni_model(uni).shift_direction == 'uni'
+    assert load_uni_model(uni).temporal.shift_direction == 'uni'
     with pytest.raises(ValueError, match=r"bi.pth.tar: .*shift_direction='bi'"):
         load_uni_model(bi)
     with pytest.raises(ValueError, match="trained with shift direction 'bi'"):
         load_uni_model(bi, shift_direction='uni')
     # Our checkpoints rebuild their direction; an old config without the key is 'bi'.
     ckpt = load_checkpoint(uni)
-    assert TSN(**model_config_from_checkpoint(ckpt)).shift_direction == 'uni'
+    assert TSN.from_config(model_config_from_checkpoint(ckpt)).temporal.shift_direction == 'uni'
     old = dict(ckpt['config'])
     old.pop('shift_direction')
-    model = TSN(**dict(ckpt['config'], pretrain='none'))
+    model = TSN.from_config(dict(ckpt['config'], pretrain='none'))
     report = load_weights(model, ckpt['state_dict'], src_config=old)
     assert report['shift_direction'] == 'bi -> uni' and report['changed']
     assert load_weights(model, ckpt)['shift_direction'] is None
@@ -407,8 +407,8 @@ def test_help_of_the_online_entry_points(script, options, capsys):
 
 def test_stream_normalises_uint8_frames_like_the_model():
     torch.manual_seed(0)
-    model = TSN(5, 4, 'RGB', base_model='resnet18', is_shift=True, shift_direction='uni', pretrain='none',
-                input_size=32).eval()
+    model = TSN(5, 4, 'RGB', base_model='resnet18', temporal=TemporalConfig('tsm', shift_direction='uni'),
+                pretrain='none', input_size=32).eval()
     stream = to_streaming(model)
     clip = torch.randint(0, 256, (2, 4, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
@@ -484,8 +484,8 @@ def test_tsm_online_demo_checkpoint_loads_and_streams_as_the_demo(tmp_path):
     from ops.online import load_uni_model
     torch.manual_seed(0)
     # The model the weights "came from": a uni MobileNetV2 TSM with the demo's head (a Linear, no dropout).
-    source = TSN(27, 8, 'RGB', base_model='mobilenetv2', pretrain='none', is_shift=True, shift_direction='uni',
-                 dropout=0.0, input_size=32)
+    source = TSN(27, 8, 'RGB', base_model='mobilenetv2', pretrain='none', dropout=0.0, input_size=32,
+                 temporal=TemporalConfig('tsm', shift_direction='uni'))
     with torch.no_grad():
         for m in source.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -518,7 +518,8 @@ def test_tsm_online_demo_checkpoint_loads_and_streams_as_the_demo(tmp_path):
     # test_models.py, predict.py and main.py --tune_from read it the same way (the bare dict is the state dict).
     from ops.checkpoint import load_checkpoint, model_config_from_checkpoint
     ckpt = load_checkpoint(str(path), require=('state_dict',))
-    assert list(ckpt) == ['state_dict'] and TSN(**model_config_from_checkpoint(ckpt, path=str(path))).config() == config
+    rebuilt = TSN.from_config(model_config_from_checkpoint(ckpt, path=str(path)))
+    assert list(ckpt) == ['state_dict'] and rebuilt.config() == config
     from ops.export import load_model
     assert load_model(str(path))[1]['shift_direction'] == 'uni'      # predict.py / export.py
 

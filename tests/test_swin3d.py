@@ -18,6 +18,7 @@ from conftest import load_script
 from ops.checkpoint import load_checkpoint
 from ops.export import load_model
 from ops.models import TSN
+from ops.temporal_modules import backbone_models_time, temporal_modules_of
 from opts import parse_args
 
 # Original (Video Swin, mmaction 0.x; mmaction2 1.x for norm3) -> torchvision's SwinTransformer3d.
@@ -84,8 +85,8 @@ def test_key_rules_match_the_original_layout():
 
 def test_registry_traits_and_recipe():
     entry = archs.backbone_traits('swin3d_t')
-    assert entry.video and entry.temporal and entry.video_modalities == ('RGB', 'Flow')
-    assert entry.temporal_modules == () and entry.input_size == 224
+    assert entry.video and backbone_models_time('swin3d_t') and entry.video_modalities == ('RGB', 'Flow')
+    assert temporal_modules_of('swin3d_t') == () and entry.input_size == 224
     assert (entry.norm.mean, entry.norm.std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     recipe = dict(entry.recipe)
     assert (recipe['optimizer'], recipe['lr'], recipe['weight_decay'], recipe['dropout']) == ('adamw', 1e-4, 0.02, 0.0)

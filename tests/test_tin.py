@@ -6,10 +6,12 @@ import torch
 import torchvision
 from hypothesis import given, settings, strategies as st
 
-from ops.checkpoint import NEW_MODULE_PARTS, canonical_key, load_checkpoint, load_weights
+from ops.checkpoint import (NEW_MODULE_PARTS, canonical_key, load_checkpoint, load_weights,
+                            model_config_from_checkpoint, save_checkpoint)
 from ops.models import TSN
+from ops.temporal_modules import TemporalConfig
 from ops.temporal_shift import shift
-from ops.tin import (OFFSET_INIT_BIAS, TIN_OWN_KEY_PARTS, TemporalInterlace, linear_temporal_shift,
+from ops.tin import (OFFSET_INIT_BIAS, RESNET_SHIFT_DIVS, TIN_OWN_KEY_PARTS, TemporalInterlace, linear_temporal_shift,
                      make_temporal_interlace, temporal_interlace)
 
 
@@ -183,7 +185,7 @@ def test_resnet18_with_tin_forward_backward_every_param_gets_gradient():
 
 
 def tsn(module, arch='resnet18', t=4):
-    return TSN(5, t, 'RGB', base_model=arch, temporal_module=module, pretrain='none', dropout=0.5)
+    return TSN(5, t, 'RGB', base_model=arch, temporal=TemporalConfig(module), pretrain='none', dropout=0.5)
 
 
 def is_tin_own_key(key):
@@ -258,6 +260,54 @@ def test_a_model_moved_to_float64_runs_in_float64():
     y.square().sum().backward()
     assert x.grad.dtype == torch.float64 and m.offset_net.fc2.weight.grad.abs().sum() > 0
     # The whole TIN TSN in float64.
-    model = TSN(3, t, 'RGB', base_model='resnet18', pretrain='none', temporal_module='tin', input_size=32)
+    model = TSN(3, t, 'RGB', base_model='resnet18', pretrain='none', temporal=TemporalConfig('tin'), input_size=32)
     out = model.double().eval()(torch.randn(1, 3 * t, 32, 32, dtype=torch.float64))
     assert out.dtype == torch.float64 and out.shape == (1, 3)
+
+
+@pytest.mark.parametrize('arch', ['resnet18', 'resnet50'])
+def test_resnet_shift_divs_are_the_ones_tin_accepts(arch):
+    # --tin_shift_div's choices: C // shift_div must be a positive multiple of 4 for every block input C.
+    accepted = []
+    with torch.device('meta'):         # shapes only: no memory, no initialisation time
+        for shift_div in range(1, 34):
+            try:
+                make_temporal_interlace(getattr(torchvision.models, arch)(), 4, shift_div=shift_div)
+                accepted.append(shift_div)
+            except ValueError:
+                pass
+    assert tuple(accepted) == RESNET_SHIFT_DIVS
+    with pytest.raises(ValueError, match='positive multiple'):
+        TemporalInterlace(torch.nn.Conv2d(64, 4, 1), n_segment=4, shift_div=-4)   # -16 channels
+
+
+def test_tin_shift_div_sets_the_fold_and_round_trips_through_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = TSN(5, 4, 'RGB', base_model='resnet18', pretrain='none', input_size=32,
+                temporal=TemporalConfig('tin', tin_shift_div=2))
+    default = TSN(5, 4, 'RGB', base_model='resnet18', pretrain='none', input_size=32, temporal=TemporalConfig('tin'))
+    # layer1.0.conv1 reads 64 channels: 1/2 of them interlaced, 1/4 by default (mmaction2's TIN)
+    assert (model.base_model.layer1[0].conv1.fold, default.base_model.layer1[0].conv1.fold) == (32, 16)
+    assert model.base_model.layer1[0].conv1.offset_net.conv.in_channels == 32
+    assert model.config()['tin_shift_div'] == 2
+    path = tmp_path / 'tin.pth.tar'
+    save_checkpoint({'epoch': 1, 'state_dict': model.state_dict(), 'config': model.config()}, str(path))
+    ckpt = load_checkpoint(str(path))
+    rebuilt = TSN.from_config(model_config_from_checkpoint(ckpt, path=str(path)))
+    assert rebuilt.temporal.tin_shift_div == 2 and rebuilt.base_model.layer1[0].conv1.fold == 32
+    load_weights(rebuilt, ckpt['state_dict'], strict=True)
+    x = torch.rand(1, model.input_channels, 32, 32)
+    torch.testing.assert_close(rebuilt.eval()(x), model.eval()(x), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match='size mismatch|shape'):   # the offset nets of 1/4 differ in width
+        load_weights(default, ckpt['state_dict'], strict=True)
+
+
+def test_tin_shift_div_option(tmp_path, capsys):
+    from opts import parse_args, temporal_config
+    base = ['toy', 'RGB', '--data_root', str(tmp_path), '--temporal_module', 'tin']
+    assert temporal_config(parse_args(base)).tin_shift_div == 4
+    assert temporal_config(parse_args(base + ['--tin_shift_div', '8'])) == TemporalConfig('tin', tin_shift_div=8)
+    for bad in ('0', '3', '32'):
+        with pytest.raises(SystemExit) as exc:
+            parse_args(base + ['--tin_shift_div', bad])
+        assert exc.value.code == 2 and 'invalid choice' in capsys.readouterr().err

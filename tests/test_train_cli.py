@@ -249,12 +249,14 @@ def test_tiny_ila_trains_through_main_and_evaluates_through_test_models(tiny_toy
 def test_tin_msn_tdn_train_through_main_and_evaluation_rebuilds_them(module, tiny_toy, run_cli, tmp_path):
     # fp32 both ways, so the evaluation CLI must reproduce the training validation exactly: that needs the
     # checkpoint config to rebuild the same module (and, for MSN, the same 5 frames per segment).
-    run_cli(train_argv(tiny_toy, tmp_path, "--temporal_module", module, "--epochs", "1",
-                       "--max_steps_per_epoch", "2", "--amp", "off", "--no-channels_last"), cwd=tmp_path)
+    tin_shift_div = 2 if module == "tin" else 4      # TIN: not the default, so evaluation must read it back
+    run_cli(train_argv(tiny_toy, tmp_path, "--temporal_module", module, "--epochs", "1", "--tin_shift_div",
+                       str(tin_shift_div), "--max_steps_per_epoch", "2", "--amp", "off", "--no-channels_last"),
+            cwd=tmp_path)
     d = run_dir(tmp_path)
     assert f"_{module}_" in d.name
     ckpt = load_checkpoint(str(d / "ckpt.best.pth.tar"))
-    assert ckpt["config"]["temporal_module"] == module
+    assert (ckpt["config"]["temporal_module"], ckpt["config"]["tin_shift_div"]) == (module, tin_shift_div)
     val = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
     run_cli(["test_models.py", "toy", "--weights", str(d / "ckpt.best.pth.tar"), "--data_root", tiny_toy,
              "--no_progress", "-j", "0", "--output_dir", str(tmp_path / "ev")], cwd=tmp_path)
