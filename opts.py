@@ -13,7 +13,6 @@ import torch
 import archs
 from archs.ila import HEADS as ILA_HEADS, PAIR_NETS
 from archs.msn import MOTION_INITS
-from ops.checkpoint import load_checkpoint
 from ops.dataset_config import DATA_FORMATS, read_class_names, resolve_dataset
 from ops.distill import TEACHER_WEIGHTINGS
 from ops.distributed import DEVICES
@@ -316,19 +315,6 @@ def dataset_spec(args, modality, **overrides):
     return resolve_dataset(args.dataset, modality, **{**options, **overrides})
 
 
-def _tunes_same_dataset(args):
-    """--tune_from names a checkpoint whose recorded arguments say it was trained on this dataset (TSM
-    decided this from the file name). A file that cannot be read is reported where it is loaded."""
-    if not args.tune_from or not os.path.isfile(args.tune_from):
-        return False
-    try:
-        ckpt = load_checkpoint(args.tune_from)
-    except (OSError, RuntimeError, ValueError):
-        return False
-    recorded = ckpt.get("args") if isinstance(ckpt, dict) else None
-    return isinstance(recorded, dict) and recorded.get("dataset") == args.dataset
-
-
 def _derive_train(args):
     """The one place that fills derived values (nothing reassigns them later)."""
     args.modalities = _split_modalities(args.modality)
@@ -362,8 +348,7 @@ def _derive_train(args):
         args.channels_last = args.amp == "bf16"
     if args.clip_gradient == 0:
         args.clip_gradient = None
-    if args.fc_lr5 == "auto":
-        args.fc_lr5 = "on" if args.optimizer == "sgd" and not _tunes_same_dataset(args) else "off"
+    # --fc_lr5 auto is filled in when the model is built (ops/run_model.py), where --tune_from is read.
     _derive_recipe(args, spec)
     # multi-head layout of the run (--heads or the registry's) and its loss weights, as lists for args.json
     args.head_layout = [list(h) for h in spec.heads] if spec.heads else None
