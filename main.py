@@ -5,12 +5,13 @@
     python main.py somethingv2 RGBDiff,Flow,RGB --rank 0 --world_size 3 --init_method tcp://h:p  # MML
     torchrun --nproc_per_node=3 main.py somethingv2 RGBDiff,Flow,RGB ...
 
-The flow of one rank, top to bottom: `main` sets up torch.distributed (ops/distributed.py) and calls `run`,
-which opens the run directory (ops/rundir.py: lock, configuration check, log.txt), builds the data
-(ops/run_data.py: list records, datasets, loaders), finds the checkpoint to resume from (ops/resume.py),
-builds the model and optimiser (ops/run_model.py, which also fills in --fc_lr5 auto), writes args.json,
-fixes the teacher weights when distilling (ops/distill_setup.py), and hands everything to a `Trainer`:
-`fit` runs its epoch loop and writes the metrics (ops/run_metrics.py). The options come from opts.py.
+The flow of one rank: `main` sets up torch.distributed (ops/distributed.py) and calls `run`, which opens
+the run directory (ops/rundir.py: lock, configuration check, log.txt), reads the lists and teachers
+(ops/run_data.py), finds the checkpoint to resume from (ops/resume.py), builds the model and optimiser
+(ops/run_model.py, which also fills in --fc_lr5 auto), writes args.json, builds the loaders
+(ops/run_data.py), fixes the teacher weights when distilling (ops/distill_setup.py) and makes a `Trainer`,
+restored when resuming (ops/resume.py). `fit` then runs the epoch loop: train, checkpoint, validate, write
+the metrics (ops/run_metrics.py); -e/--evaluate validates once instead. The options come from opts.py.
 """
 import json
 import logging

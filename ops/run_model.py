@@ -2,7 +2,7 @@
 its optimiser and parameter groups, the learning-rate schedule, and the module the step calls (SyncBatchNorm,
 DDP over the replicas of one modality, torch.compile).
 
-These functions take the parsed options `args` of main.py: the model alone reads some thirty of them.
+These functions take the parsed options `args` of main.py: the model alone reads some twenty-five of them.
 """
 import contextlib
 import logging
@@ -58,6 +58,7 @@ def head_lr_mode(fc_lr5, optimizer, dataset, tuned_args):
 
 
 def build_model(args, modality, num_class):
+    """This rank's TSN as the options describe it (initial weights: --pretrain; no checkpoint loaded)."""
     if modality == "Layout":
         # The layout model (--layout_arch) reads boxes: the image backbone's options do not apply.
         return TSN(num_class=num_class, num_segments=args.num_segments, modality=modality,
