@@ -11,7 +11,6 @@ import os
 import torch
 
 import archs
-from ops.checkpoint import load_checkpoint
 from ops.dataset_config import DATA_FORMATS, read_class_names, resolve_dataset
 from ops.distill import TEACHER_WEIGHTINGS
 from ops.distributed import DEVICES
@@ -20,7 +19,7 @@ from ops.lr_schedule import DECAY_FROM, LR_TYPES, LR_UPDATES
 from ops.audio import AudioSettings
 from ops.modality import MODALITIES
 from ops.models import CONSENSUS_TYPES, FIRST_CONV_LR
-from ops.temporal_modules import (FLAG_INSERTS, TEMPORAL_MODULES, TemporalConfig, backbone_models_time,
+from ops.temporal_modules import (FLAG_INSERTS, TEMPORAL_MODULES, backbone_models_time,
                                   shift_places_of, temporal_module_help, temporal_modules_of)
 from ops.temporal_shift import SHIFT_DIRECTIONS, SHIFT_PLACES
 from ops.tin import RESNET_SHIFT_DIVS
@@ -318,19 +317,6 @@ def dataset_spec(args, modality, **overrides):
     return resolve_dataset(args.dataset, modality, **{**options, **overrides})
 
 
-def _tunes_same_dataset(args):
-    """--tune_from names a checkpoint whose recorded arguments say it was trained on this dataset (TSM
-    decided this from the file name). A file that cannot be read is reported where it is loaded."""
-    if not args.tune_from or not os.path.isfile(args.tune_from):
-        return False
-    try:
-        ckpt = load_checkpoint(args.tune_from)
-    except (OSError, RuntimeError, ValueError):
-        return False
-    recorded = ckpt.get("args") if isinstance(ckpt, dict) else None
-    return isinstance(recorded, dict) and recorded.get("dataset") == args.dataset
-
-
 def _derive_train(args):
     """The one place that fills derived values (nothing reassigns them later)."""
     args.modalities = _split_modalities(args.modality)
@@ -364,8 +350,7 @@ def _derive_train(args):
         args.channels_last = args.amp == "bf16"
     if args.clip_gradient == 0:
         args.clip_gradient = None
-    if args.fc_lr5 == "auto":
-        args.fc_lr5 = "on" if args.optimizer == "sgd" and not _tunes_same_dataset(args) else "off"
+    # --fc_lr5 auto is filled in when the model is built (ops/run_model.py), where --tune_from is read.
     _derive_recipe(args, spec)
     # multi-head layout of the run (--heads or the registry's) and its loss weights, as lists for args.json
     args.head_layout = [list(h) for h in spec.heads] if spec.heads else None
@@ -475,13 +460,6 @@ def _refuse_twice_with_dense(parser, args):
     if args.twice_sample and args.dense_sample:
         parser.error("--twice_sample adds a shifted uniform clip and has no meaning with --dense_sample "
                      "(dense clips only); drop one of them (--random_sample --twice_sample is defined)")
-
-
-def temporal_config(args):
-    """The TemporalConfig of the model that the training arguments describe."""
-    return TemporalConfig(module=args.temporal_module, shift_div=args.shift_div, shift_place=args.shift_place,
-                          shift_direction=args.shift_direction, temporal_pool=args.temporal_pool,
-                          non_local=args.non_local, tin_shift_div=args.tin_shift_div, motion_init=args.motion_init)
 
 
 def store_name(args, modality, rank=0):

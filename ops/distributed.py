@@ -315,6 +315,26 @@ def gather_by_index(index, rows, expected, *, world=1, group=None, what="evaluat
     return rows
 
 
+def agree_on_errors(ctx, errors, what, hint):
+    """Every rank learns of every rank's errors and stops at the same point with one message naming
+    them (a lone rank stopping would leave its peers waiting in a collective until --dist_timeout)."""
+    if ctx.distributed:
+        parts = [None] * ctx.world_size
+        dist.all_gather_object(parts, errors)
+        errors = [f"rank {r}: {e}" for r, part in enumerate(parts) for e in part]
+    if errors:
+        more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+        raise SystemExit(f"{what}: " + "; ".join(errors[:10]) + more + f". {hint}")
+
+
+def is_comm_failure(exc):
+    """Whether an error raised during a run is a collective that failed (a peer died, hung or lost its
+    connection) rather than a bug of this rank."""
+    text = str(exc).lower()
+    return isinstance(exc, dist.DistBackendError) or any(
+        s in text for s in ("connection", "timed out", "timeout", "gloo", "nccl", "peer", "broken pipe"))
+
+
 def free_port(host="127.0.0.1"):
     """A TCP port free on `host` now, for a rendezvous on one machine (tests, benchmarks, local launches)."""
     with socket.socket() as s:

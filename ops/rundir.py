@@ -5,12 +5,15 @@ A run directory (TSM's human-readable name) holds `args.json`. A new start into 
 a second learning rate never overwrites the first run's checkpoints nor appends to its metrics
 (`--resume auto` with the same configuration continues the run; `--suffix`/`--run_name` start a new
 one). A lock file (`flock`, released by the kernel when the holder exits, crashes or is killed, so it
-can never stay stuck) stops a second process started on the same directory at once.
+can never stay stuck) stops a second process started on the same directory at once. The writer of the
+directory also logs to its log.txt.
 """
 import fcntl
 import json
+import logging
 import os
 import socket
+import sys
 import time
 
 LOCK_NAME = '.lock'
@@ -93,3 +96,44 @@ def check_run_config(run_dir, config, option_names=None):
             f'run directory {run_dir} holds a run with another configuration: {option} is {old!r} there '
             f'and {new!r} now (first difference; {path}). Starting here would overwrite it: give --suffix '
             f'or --run_name for a new run, or repeat its options to continue it with --resume auto')
+
+
+def plain_args(args):
+    """The JSON-able options of a parsed Namespace (lists for tuples), as args.json and checkpoints hold them."""
+    out = {}
+    for k, v in vars(args).items():
+        if isinstance(v, (str, int, float, bool, type(None))):
+            out[k] = v
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v):
+            out[k] = list(v)
+    return out
+
+
+def open_run_dir(run_dir, log_dir, *, writes, verbose, config, option_names):
+    """Every rank calls this. The writer of run_dir (`writes`) creates it and log_dir, takes the lock and
+    refuses a directory of another configuration (check_run_config with config and option_names), and
+    logs to its log.txt; every rank logs to stderr, INFO if `verbose`, else warnings only."""
+    if writes:
+        os.makedirs(run_dir, exist_ok=True)
+        os.makedirs(log_dir, exist_ok=True)
+        try:
+            lock_run_dir(run_dir)
+            check_run_config(run_dir, config, option_names)
+        except RunDirError as exc:
+            raise SystemExit(f'error: {exc}') from None
+    setup_logging(run_dir if writes else None, verbose)
+
+
+def setup_logging(run_dir, verbose):
+    """Root logging to stderr and, with run_dir, to run_dir/log.txt (replacing earlier handlers)."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    fmt = logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s', '%H:%M:%S')
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    if run_dir is not None:
+        fh = logging.FileHandler(os.path.join(run_dir, 'log.txt'))
+        fh.setFormatter(fmt)
+        root.addHandler(fh)

@@ -1,5 +1,6 @@
 """Small shared helpers: AMP dtypes, progress bars, meters, top-k accuracy, seeding, JSON-safe values,
-batches to the device, atomic file writes, the --help formatter of every entry point, the CPU count."""
+batches to the device, atomic file writes, input errors that stop a run with their message, the --help
+formatter of every entry point, the CPU count."""
 import argparse
 import contextlib
 import hashlib
@@ -152,6 +153,16 @@ def atomic_open(path, mode="w", **kwargs):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def named_input_errors(*extra):
+    """A bad list, data option or checkpoint file stops the run with its message (which names the file,
+    line and option) instead of a traceback. extra: more exception types (RuntimeError for checkpoints)."""
+    try:
+        yield
+    except (OSError, ValueError, *extra) as exc:
+        raise SystemExit(f"{type(exc).__name__}: {exc}") from None
 
 
 def tree_digest(root):

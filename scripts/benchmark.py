@@ -278,6 +278,7 @@ def training_step(args, device):
     bare torchvision model into the same step."""
     import main as train_main
     from ops.distributed import setup_distributed
+    from ops.run_model import build_model_and_optimizer, lr_schedule
     opts = main_py_options(args, device)
     ctx = setup_distributed(device=device.type, env={})
     if args.plain:
@@ -290,7 +291,7 @@ def training_step(args, device):
         optimizer = torch.optim.SGD([{'params': params, 'lr_mult': 1, 'decay_mult': 1}], lr=opts.lr,
                                     momentum=opts.momentum, weight_decay=opts.weight_decay)
     else:
-        model, optimizer = train_main.build_model_and_optimizer(opts, ctx, args.modality, args.num_class)
+        model, optimizer = build_model_and_optimizer(opts, ctx, args.modality, args.num_class)
         model.partialBN(not opts.no_partialbn)
 
         def make_input(clips):
@@ -299,7 +300,7 @@ def training_step(args, device):
     flops_clip = forward_flops(model, to_device(make_input(1), device, args.channels_last))  # T frames
     step_model = torch.compile(model) if args.compile else model
     trainer = train_main.Trainer(opts, ctx, args.modality, step_model, optimizer, None, raw_model=model,
-                                 schedule=train_main.lr_schedule(opts))
+                                 schedule=lr_schedule(opts))
     x = to_device(make_input(args.batch_size), device, args.channels_last)
     n_labels = x.shape[0] if args.plain else args.batch_size
     labels = torch.randint(0, args.num_class, (n_labels,), device=device)

@@ -299,11 +299,11 @@ def test_empty_and_code_carrying_checkpoints_are_named_with_the_reason(tmp_path)
 
 
 def test_resume_from_an_empty_checkpoint_names_it(tmp_path):
-    import main
+    from ops.resume import checkpoint_position, restore
     empty = tmp_path / 'ckpt.pth.tar'
     empty.write_bytes(b'')
     # restore() is what --resume PATH runs; checkpoint_position() what --resume auto reads each file with.
-    for call in (lambda: main.restore(None, str(empty), None), lambda: main.checkpoint_position(str(empty))):
+    for call in (lambda: restore(None, str(empty), None), lambda: checkpoint_position(str(empty))):
         with pytest.raises(SystemExit, match=rf'checkpoint {re.escape(str(empty))} is empty \(0 bytes\)'):
             call()
 

@@ -319,8 +319,8 @@ def test_wrong_image_tmpl_or_overlong_list_names_the_template_and_first_missing_
                                                                                      tmp_path):
     import types
 
-    import main
     from ops.dataset import check_list_counts, parse_list
+    from ops.run_data import check_counts_on_disk
     d = frames_dataset
     records = parse_list(d['rgb_list'], 'frames')
     common = dict(root=d['root'], modality='RGB', start_index=1, list_file=d['rgb_list'], option='--val_list')
@@ -347,4 +347,4 @@ def test_wrong_image_tmpl_or_overlong_list_names_the_template_and_first_missing_
     with pytest.raises(SystemExit, match=r"error: .*rgb\.txt \(--train_list\) does not match the Flow files under "
                                          r".* with --flow_tmpl 'flow_\{\}_\{:04d\}\.jpg': .*flow_x_0001\.jpg does not "
                                          r"exist"):
-        main.check_counts_on_disk(records, spec, 'train', d['rgb_list'], '--train_list')
+        check_counts_on_disk(records, spec, 'train', d['rgb_list'], '--train_list')

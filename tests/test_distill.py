@@ -278,7 +278,7 @@ def test_load_teachers_errors_name_the_file(tmp_path):
 # ---- issue 15: held-out teacher weighting, soft targets in the ground-truth term ----
 
 def test_held_out_records_select_the_listed_training_videos_of_every_modality(tmp_path):
-    from main import held_out_records
+    from ops.distill_setup import held_out_records
     from ops.dataset import VideoRecord
     rgb = [VideoRecord(f'v{i}', 10 + i, i % 3) for i in range(5)]
     flow = [VideoRecord(f'v{i}', 9 + i, i % 3) for i in range(5)]

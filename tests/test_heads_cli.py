@@ -121,11 +121,11 @@ def test_heads_options_are_checked_at_parse_time(tiny_toy, capsys):
 
 
 def test_resume_refuses_a_checkpoint_with_other_heads():
-    main = load_script("main.py", "main_heads")
+    from ops.resume import check_resume_config
     config = {"heads": [["verb", 2], ["noun", 4]], "num_class": 6}
-    main.check_resume_config({"config": dict(config)}, config, "c.pth")
+    check_resume_config({"config": dict(config)}, config, "c.pth")
     with pytest.raises(SystemExit, match=r"--heads \(label heads\): the checkpoint has \[\['verb', 3\], "
                                          r"\['noun', 3\]\], this command \[\['verb', 2\], \['noun', 4\]\]"):
-        main.check_resume_config({"config": {"heads": [["verb", 3], ["noun", 3]], "num_class": 6}}, config, "c")
+        check_resume_config({"config": {"heads": [["verb", 3], ["noun", 3]], "num_class": 6}}, config, "c")
     with pytest.raises(SystemExit, match="the checkpoint has None"):
-        main.check_resume_config({"config": {"num_class": 6}}, config, "c")
+        check_resume_config({"config": {"num_class": 6}}, config, "c")

@@ -386,7 +386,7 @@ def test_zero_offset_init_starts_every_dcn_as_the_plain_bias_free_conv():
 
 def test_uniform_param_groups_train_everything_at_lr_x1_with_decay():
     import argparse
-    from main import build_optimizer
+    from ops.run_model import build_optimizer
     model = TSN(5, 2, 'RGB', base_model='resnet18', temporal=TemporalConfig('tdn'), pretrain='none', fc_lr5=True,
                 partial_bn=True)
     model.partialBN(True)

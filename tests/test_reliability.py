@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-import main
+from ops import resume, run_metrics
 from ops.dataset import VideoDataSet, parse_list
 from ops.readers import ReaderConfig
 from ops.sampling import SamplingConfig
@@ -96,7 +96,7 @@ def _held(*saves):
 
 
 def test_common_checkpoint_of_mutual_ranks():
-    choose = main.choose_common_checkpoint
+    choose = resume.choose_common_checkpoint
     assert choose({"RGB": _held((4, 3), (3, 2)), "Flow": _held((4, 3), (3, 2))}) == 4
     # Flow died between its peers' write of save 4 and its own: everyone resumes at save 3.
     assert choose({"RGB": _held((4, 3), (3, 2)), "Flow": _held((3, 2))}) == 3
@@ -114,9 +114,9 @@ def test_metrics_rows_after_the_resumed_checkpoint_are_dropped(tmp_path):
     path = tmp_path / "metrics.jsonl"
     rows = [(1, "train"), (1, "val"), (2, "train"), (2, "val"), (3, "train")]
     path.write_text("".join(json.dumps({"epoch": e, "split": s}) + "\n" for e, s in rows))
-    main.drop_metrics_after(str(path), 2, val_pending=True)       # epoch 2's validation will run again
+    run_metrics.drop_metrics_after(str(path), 2, val_pending=True)       # epoch 2's validation will run again
     assert [(r["epoch"], r["split"]) for r in map(json.loads, path.read_text().splitlines())] == rows[:3]
-    main.drop_metrics_after(str(path), 1, val_pending=False)
+    run_metrics.drop_metrics_after(str(path), 1, val_pending=False)
     assert [(r["epoch"], r["split"]) for r in map(json.loads, path.read_text().splitlines())] == rows[:2]
 
 
@@ -124,11 +124,19 @@ def test_resume_of_another_model_names_option_and_both_values():
     saved = {"config": {"num_segments": 8, "base_model": "resnet50", "modality": "RGB", "num_class": 5,
                         "is_shift": False, "shift_div": 8}}
     same = dict(saved["config"], shift_div=4)          # shift_div is irrelevant without a shift
-    main.check_resume_config(saved, same, "c.pth")
+    resume.check_resume_config(saved, same, "c.pth")
     with pytest.raises(SystemExit, match=r"--resume c\.pth holds another model: --arch: the checkpoint has "
                                          r"'resnet50', this command 'resnet18'; --num_segments: the checkpoint "
                                          r"has 8, this command 4"):
-        main.check_resume_config(saved, dict(same, num_segments=4, base_model="resnet18"), "c.pth")
+        resume.check_resume_config(saved, dict(same, num_segments=4, base_model="resnet18"), "c.pth")
+
+
+def test_resume_of_another_tin_fold_is_refused_and_irrelevant_without_tin():
+    saved = {"config": {"base_model": "resnet50", "temporal_module": "tin", "tin_shift_div": 4}}
+    with pytest.raises(SystemExit, match=r"--tin_shift_div: the checkpoint has 4, this command 2"):
+        resume.check_resume_config(saved, dict(saved["config"], tin_shift_div=2), "c.pth")
+    tsm = {"config": {"base_model": "resnet50", "temporal_module": "tsm", "tin_shift_div": 4}}
+    resume.check_resume_config(tsm, dict(tsm["config"], tin_shift_div=2), "c.pth")
 
 
 def test_check_data_reports_empty_and_unpaired_lists(tmp_path, write_list, frames_dataset, capsys):

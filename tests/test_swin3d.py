@@ -227,7 +227,7 @@ def test_recipe_defaults_from_the_registry(tiny_toy):
     custom = ['kinetics', 'RGB', '--root_path', 'r', '--train_list', 't', '--val_list', 'v', '--num_class', '5']
     args = parse_args(custom + ['--arch', 'swin3d_t'])
     assert (args.optimizer, args.lr, args.weight_decay, args.clip_gradient, args.dropout, args.pretrain,
-            args.input_size, args.fc_lr5) == ('adamw', 1e-4, 0.02, 5.0, 0.0, 'none', 224, 'off')
+            args.input_size, args.fc_lr5) == ('adamw', 1e-4, 0.02, 5.0, 0.0, 'none', 224, 'auto')
     assert parse_args(['toy', 'RGB', '--data_root', tiny_toy, '--arch', 'swin3d_t']).input_size == 64
 
 

@@ -303,7 +303,8 @@ def test_tin_shift_div_sets_the_fold_and_round_trips_through_a_checkpoint(tmp_pa
 
 
 def test_tin_shift_div_option(tmp_path, capsys):
-    from opts import parse_args, temporal_config
+    from opts import parse_args
+    from ops.run_model import temporal_config
     base = ['toy', 'RGB', '--data_root', str(tmp_path), '--temporal_module', 'tin']
     assert temporal_config(parse_args(base)).tin_shift_div == 4
     assert temporal_config(parse_args(base + ['--tin_shift_div', '8'])) == TemporalConfig('tin', tin_shift_div=8)

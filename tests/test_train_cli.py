@@ -338,16 +338,48 @@ def test_read_failures_lose_no_epoch_and_are_reported(tiny_toy, run_cli, tmp_pat
 
 def test_head_lr_rule_is_an_option_with_tsm_default(tiny_toy, tmp_path):
     # --fc_lr5 auto (TSM): x5/x10 head with SGD, except when fine-tuning a checkpoint of the same dataset, which
-    # the checkpoint's recorded arguments tell (never its file name); off with AdamW.
-    def head(*extra):   # the toy recipe trains with AdamW; SGD first, a later --optimizer wins
-        return parse_args(train_argv(tiny_toy, tmp_path, '--optimizer', 'sgd', *extra)[1:]).fc_lr5
+    # the checkpoint's recorded arguments tell (never its file name); off with AdamW. The parser leaves 'auto':
+    # the model build reads --tune_from once, for its weights and its recorded dataset.
+    from ops.distributed import setup_distributed
+    from ops.models import TSN
+    from ops.run_model import build_model_and_optimizer
+    from opts import dataset_spec
+    weights = TSN(5, 4, 'RGB', base_model='resnet18', pretrain='none', input_size=32).state_dict()
     same, other = tmp_path / 'kinetics_named.pth', tmp_path / 'toy_named.pth'
-    torch.save({'state_dict': {}, 'args': {'dataset': 'toy'}}, same)
-    torch.save({'state_dict': {}, 'args': {'dataset': 'kinetics'}}, other)
+    torch.save({'state_dict': weights, 'args': {'dataset': 'toy'}}, same)
+    torch.save({'state_dict': weights, 'args': {'dataset': 'kinetics'}}, other)
+    ctx = setup_distributed(device='cpu', env={})
+
+    def head(*extra, resuming=False):   # the toy recipe trains with AdamW; SGD first, a later --optimizer wins
+        args = parse_args(train_argv(tiny_toy, tmp_path, '--optimizer', 'sgd', *extra)[1:])
+        _, optimizer = build_model_and_optimizer(args, ctx, 'RGB', dataset_spec(args, 'RGB').num_class,
+                                                 fine_tune=not resuming)
+        groups = {g['name'] for g in optimizer.param_groups}
+        assert ('lr5_weight' in groups) == (args.fc_lr5 == 'on')
+        return args.fc_lr5
+    assert parse_args(train_argv(tiny_toy, tmp_path, '--optimizer', 'sgd', '--tune_from', str(same))[1:]).fc_lr5 \
+        == 'auto'
     assert head() == 'on'
     assert head('--optimizer', 'adamw') == 'off'
     assert head('--tune_from', str(same)) == 'off'
     assert head('--tune_from', str(other)) == 'on'
     assert head('--tune_from', str(same), '--fc_lr5', 'on') == 'on'
     assert head('--fc_lr5', 'off') == 'off'
-    assert parse_args(train_argv(tiny_toy, tmp_path)[1:]).fc_lr5 == 'off'   # the toy default (AdamW)
+    # Resuming a fine-tuned run: the same head groups as its start, for the optimiser state to load.
+    assert head('--tune_from', str(same), resuming=True) == 'off'
+    assert head('--tune_from', str(tmp_path / 'gone.pth'), resuming=True) == 'on'
+    assert parse_args(train_argv(tiny_toy, tmp_path)[1:]).fc_lr5 == 'auto'   # the toy default (AdamW)
+
+
+@pytest.mark.slow
+def test_fc_lr5_auto_is_recorded_in_args_json_and_a_rerun_continues_the_run(tiny_toy, run_cli, tmp_path):
+    # The value filled in at model build goes to args.json; a rerun of the same command (still 'auto' when
+    # the run directory compares it) is the same run, not another configuration.
+    from ops.models import TSN
+    tuned = tmp_path / 'toy_start.pth'
+    torch.save({'state_dict': TSN(5, 4, 'RGB', base_model='resnet18', pretrain='none', input_size=32).state_dict(),
+                'args': {'dataset': 'toy'}}, tuned)
+    argv = train_argv(tiny_toy, tmp_path, '--optimizer', 'sgd', '--tune_from', str(tuned), '--evaluate')
+    for _ in range(2):
+        run_cli(argv, cwd=tmp_path)
+        assert json.loads((run_dir(tmp_path) / 'args.json').read_text())['fc_lr5'] == 'off'
