@@ -55,6 +55,12 @@ def wait_ranks(procs, timeout=240):
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: takes more than about 5 s (still runs in CI)')
+    # pytest.ini starts one pytest-xdist worker per core: each takes its share of the intra-op threads (of
+    # OMP_NUM_THREADS, else of the cores), so that the workers' matrix products do not oversubscribe the cores.
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+    if workers > 1:
+        import torch
+        torch.set_num_threads(max(1, torch.get_num_threads() // workers))
 
 
 def frame_value(video_index, frame_number):
@@ -148,7 +154,12 @@ def tiny_toy(tmp_path_factory):
     Returns the data root to pass as --data_root. 32 train / 16 val clips of 10 frames at 32x32.
     """
     from ops.toy import ensure_toy_dataset
-    root = tmp_path_factory.mktemp('toydata')
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        # Each pytest-xdist worker's basetemp is a folder in the run's: the first worker generates the set
+        # beside them, the others wait on ensure_toy_dataset's lock and share it.
+        root = tmp_path_factory.getbasetemp().parent / 'toydata'
+    else:
+        root = tmp_path_factory.mktemp('toydata')
     ensure_toy_dataset(str(root), num_train=32, num_val=16, num_frames=10, size=32, workers=1)
     return str(root)
 
