@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ops.distributed import free_port  # noqa: F401  (tests import it from here)
@@ -56,11 +57,13 @@ def wait_ranks(procs, timeout=240):
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: takes more than about 5 s (still runs in CI)')
     # pytest.ini starts one pytest-xdist worker per core: each takes its share of the intra-op threads (of
-    # OMP_NUM_THREADS, else of the cores), so that the workers' matrix products do not oversubscribe the cores.
+    # OMP_NUM_THREADS, else of the cores), and so do the processes its tests start. Two workers with two
+    # threads each took twice as long on 2 cores (OpenMP threads spinning on a busy core).
     workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
     if workers > 1:
-        import torch
-        torch.set_num_threads(max(1, torch.get_num_threads() // workers))
+        threads = max(1, torch.get_num_threads() // workers)
+        torch.set_num_threads(threads)
+        os.environ['OMP_NUM_THREADS'] = str(threads)
 
 
 def frame_value(video_index, frame_number):
