@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ops.distributed import free_port  # noqa: F401  (tests import it from here)
@@ -55,6 +56,14 @@ def wait_ranks(procs, timeout=240):
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: takes more than about 5 s (still runs in CI)')
+    # pytest.ini starts one pytest-xdist worker per core: each takes its share of the intra-op threads (of
+    # OMP_NUM_THREADS, else of the cores), and so do the processes its tests start. Two workers with two
+    # threads each took twice as long on 2 cores (OpenMP threads spinning on a busy core).
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+    if workers > 1:
+        threads = max(1, torch.get_num_threads() // workers)
+        torch.set_num_threads(threads)
+        os.environ['OMP_NUM_THREADS'] = str(threads)
 
 
 def frame_value(video_index, frame_number):
@@ -148,7 +157,12 @@ def tiny_toy(tmp_path_factory):
     Returns the data root to pass as --data_root. 32 train / 16 val clips of 10 frames at 32x32.
     """
     from ops.toy import ensure_toy_dataset
-    root = tmp_path_factory.mktemp('toydata')
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        # Each pytest-xdist worker's basetemp is a folder in the run's: the first worker generates the set
+        # beside them, the others wait on ensure_toy_dataset's lock and share it.
+        root = tmp_path_factory.getbasetemp().parent / 'toydata'
+    else:
+        root = tmp_path_factory.mktemp('toydata')
     ensure_toy_dataset(str(root), num_train=32, num_val=16, num_frames=10, size=32, workers=1)
     return str(root)
 

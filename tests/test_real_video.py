@@ -278,13 +278,11 @@ def test_rotation_policy_in_extract_frames_flow_and_check_data(clips, tmp_path):
     videos = _video_dir(tmp_path, clips, 'rot90.mp4')
     for flag, shape in (([], (W, H)), (['--no_autorotate'], (H, W))):
         out = tmp_path / ('raw' if flag else 'shown')
-        proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1', *flag)
-        assert proc.returncode == 0, proc.stderr
+        assert extract_frames.main(['--video_dir', videos, '--out_dir', str(out), '--workers', '1', *flag]) == 0
         assert load_image(str(out / 'cls' / 'rot90' / 'img_00001.jpg')).shape == shape + (3,)
         flow_out = tmp_path / ('flow_raw' if flag else 'flow_shown')
-        proc = _run('extract_flow', '--video_dir', videos, '--out_dir', str(flow_out), '--algorithm', 'farneback',
-                    '--workers', '1', *flag)
-        assert proc.returncode == 0, proc.stderr
+        assert extract_flow.main(['--video_dir', videos, '--out_dir', str(flow_out), '--algorithm', 'farneback',
+                                  '--workers', '1', *flag]) == 0
         assert load_image(str(flow_out / 'cls' / 'rot90' / 'flow_x_00001.jpg'), 'L').shape == shape
     args = _check_args(tmp_path, videos, 'cls/rot90.mp4')
     assert check_data.main(args) == 0
@@ -401,11 +399,12 @@ def test_truncated_file_fails_everywhere(clips, tmp_path, capsys):
         with pytest.raises(FrameReadError, match='trunc.mp4'):
             VideoFile(clips['trunc.mp4'], backend)
     out = tmp_path / 'frames'
-    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1')
-    assert proc.returncode == 1 and re.search(r'FAILED .*trunc\.mp4: .*failed after \d+ frames', proc.stderr)
+    assert extract_frames.main(['--video_dir', videos, '--out_dir', str(out), '--workers', '1']) == 1
+    assert re.search(r'FAILED .*trunc\.mp4: .*failed after \d+ frames', capsys.readouterr().err)
     assert _list(out / 'frames_list.txt') == [['cls/src', '60']] and not (out / 'cls' / 'trunc').exists()
-    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1', '--allow_partial')
-    assert proc.returncode == 0 and 'trunc.mp4: kept the' in proc.stderr
+    assert extract_frames.main(['--video_dir', videos, '--out_dir', str(out), '--workers', '1',
+                                '--allow_partial']) == 0
+    assert 'trunc.mp4: kept the' in capsys.readouterr().err
     assert check_data.main(_check_args(tmp_path, videos, 'cls/trunc.mp4')) == 1
     assert 'undecodable_video' in capsys.readouterr().out
 
@@ -426,8 +425,7 @@ def test_vfr_and_50fps_frames_are_decoded_frames(clips, name, backend):
 def test_fps_option_resamples_like_ffmpeg(clips, tmp_path):
     videos = _video_dir(tmp_path, clips, 'vfr.mp4', 'f50.mp4')
     out = tmp_path / 'frames'
-    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '1', '--fps', '10')
-    assert proc.returncode == 0, proc.stderr
+    assert extract_frames.main(['--video_dir', videos, '--out_dir', str(out), '--workers', '1', '--fps', '10']) == 0
     expected = {f'cls/{n[:-4]}': ffmpeg_count(clips[n], '-vf', 'fps=10') for n in ('vfr.mp4', 'f50.mp4')}
     assert {vid: int(n) for vid, n in _list(out / 'frames_list.txt')} == expected
     assert json.load(open(out / 'cls' / 'vfr' / '.done'))['fps'] == 10
@@ -435,21 +433,24 @@ def test_fps_option_resamples_like_ffmpeg(clips, tmp_path):
 
 # ------------------------------------------------------------------------- 5. same stem, 7. spaces
 
-def test_same_stem_two_extensions_refused_before_any_work(clips, tmp_path):
+def test_same_stem_two_extensions_refused_before_any_work(clips, tmp_path, capsys):
     videos = _video_dir(tmp_path, clips, 'src.mp4', 'gap.avi', rename={'gap.avi': 'src.avi'})
     out = tmp_path / 'frames'
-    proc = _run('extract_frames', '--video_dir', videos, '--out_dir', str(out), '--workers', '2')
-    assert proc.returncode == 2
-    assert re.search(r'src\.avi and .*src\.mp4 would both be written to', proc.stderr)
+    with pytest.raises(SystemExit) as exc:
+        extract_frames.main(['--video_dir', videos, '--out_dir', str(out), '--workers', '2'])
+    assert exc.value.code == 2
+    assert re.search(r'src\.avi and .*src\.mp4 would both be written to', capsys.readouterr().err)
     assert not out.exists()
 
 
-def test_names_with_whitespace_refused_up_front(clips, tmp_path):
+def test_names_with_whitespace_refused_up_front(clips, tmp_path, capsys):
     videos = _video_dir(tmp_path, clips, 'src.mp4', 'vfr.mp4', rename={'vfr.mp4': 'two words.mp4'})
-    for script in ('extract_frames', 'extract_flow'):
-        out = tmp_path / script
-        proc = _run(script, '--video_dir', videos, '--out_dir', str(out), '--workers', '1')
-        assert proc.returncode == 2 and 'two words.mp4' in proc.stderr and 'whitespace' in proc.stderr
+    for script in (extract_frames, extract_flow):
+        out = tmp_path / script.__name__
+        with pytest.raises(SystemExit) as exc:
+            script.main(['--video_dir', videos, '--out_dir', str(out), '--workers', '1'])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and 'two words.mp4' in err and 'whitespace' in err
         assert not (out / 'cls').exists()
 
 
@@ -484,9 +485,8 @@ def test_rerun_with_other_settings_refuses_unless_overwrite(clips, tmp_path):
 def test_dis_flow_from_resized_videos(clips, tmp_path):
     videos = _video_dir(tmp_path, clips, 'vfr.mp4', 'edit.mp4', 'f50.mp4')
     out = tmp_path / 'flow'
-    proc = _run('extract_flow', '--video_dir', videos, '--out_dir', str(out), '--algorithm', 'dis',
-                '--short_side', '30', '--workers', '1')
-    assert proc.returncode == 0, proc.stderr
+    assert extract_flow.main(['--video_dir', videos, '--out_dir', str(out), '--algorithm', 'dis',
+                              '--short_side', '30', '--workers', '1']) == 0
     n = {name: ffmpeg_count(clips[name + '.mp4']) for name in ('vfr', 'edit', 'f50')}
     assert sorted(_list(out / 'flow_list.txt')) == sorted([f'cls/{k}', str(v - 1)] for k, v in n.items())
     assert load_image(str(out / 'cls' / 'vfr' / 'flow_y_00001.jpg'), 'L').shape == (30, 40)
@@ -495,11 +495,10 @@ def test_dis_flow_from_resized_videos(clips, tmp_path):
 def test_readme_flow_command_on_extract_frames_layout(clips, tmp_path):
     videos = _video_dir(tmp_path, clips, 'src.mp4', 'vfr.mp4')
     frames = tmp_path / 'frames'
-    assert _run('extract_frames', '--video_dir', videos, '--out_dir', str(frames), '--workers', '1').returncode == 0
+    assert extract_frames.main(['--video_dir', videos, '--out_dir', str(frames), '--workers', '1']) == 0
     # the README command, literally: flow next to the frames of the <class>/<video> folders
-    proc = _run('extract_flow', '--frames_root', str(frames), '--out_dir', str(frames), '--algorithm', 'farneback',
-                '--workers', '1')
-    assert proc.returncode == 0, proc.stderr
+    assert extract_flow.main(['--frames_root', str(frames), '--out_dir', str(frames), '--algorithm', 'farneback',
+                              '--workers', '1']) == 0
     assert _list(frames / 'flow_list.txt') == [['cls/src', '59'], ['cls/vfr', '39']]
 
 

@@ -20,7 +20,8 @@ from conftest import REPO
 from ops.checkpoint import load_checkpoint
 from ops.distributed import free_port
 
-pytestmark = pytest.mark.slow
+# One worker runs the whole module (pytest.ini: --dist loadgroup), so its one cluster starts once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('slurm')]
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "scancel", "srun")
 LAUNCHER = os.path.join(REPO, "scripts", "mml_slurm.sbatch")
