@@ -62,6 +62,9 @@ class Trainer:
 
     def __init__(self, args, ctx, modality, model, optimizer, run_dir, *, raw_model, schedule, state=None,
                  teachers=None, teacher_scores=None, fixed_teacher_weights=None, data_config=None):
+        """model: what steps (DDP-wrapped when distributed); raw_model: the TSN inside it (saved, restored).
+        teachers / teacher_scores / fixed_teacher_weights: distillation (ops/distill_setup.py), else None.
+        data_config: the data record stored in checkpoints (which lists and roots this run read)."""
         self.args = args
         self.ctx = ctx
         self.modality = modality
@@ -90,6 +93,8 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def checkpoint_state(self):
+        """Everything a resume needs, as tensors and plain types (loaded with weights_only=True): weights,
+        optimiser, scaler, RNG, the position inside the epoch and its running meters and read failures."""
         return {
             "epoch": self.state.epoch, "step_in_epoch": self.state.step_in_epoch,
             "global_step": self.state.global_step, "arch": self.args.arch,
@@ -129,6 +134,7 @@ class Trainer:
                 write_commit_marker(self.run_dir, self.state, self.ctx.world_size)
 
     def restore(self, ckpt):
+        """The inverse of checkpoint_state (ops/resume.restore has checked that it holds this model)."""
         self.raw_model.load_state_dict(strip_prefixes(ckpt["state_dict"]))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and ckpt.get("scaler"):
@@ -348,6 +354,7 @@ class Trainer:
         return [f"{name}_{k}" for name, _ in self.heads or () for k in ("top1", "top5")]
 
     def save_dump(self, dump, epoch):
+        """--dump_steps: this rank's per-step records of the epoch (for comparing runs step by step)."""
         if dump:
             path = os.path.join(self.run_dir, f"steps_rank{self.ctx.rank}_epoch{epoch}.pt")
             torch.save(dump, path)
@@ -481,6 +488,7 @@ def write_run_args(args, ctx, run_dir):
 
 
 def log_start(args, ctx, modality, data, loaders):
+    """The run's first log line: how it was launched, its world, batch, precision, data and decoder."""
     if ctx.is_main:
         logger.info("run %s | %s | launch %s, world %d (%d modalities x %d replicas), device %s, "
                     "per-rank batch %d, amp %s, channels_last %s | %d train / %d val videos | decoder %s",
@@ -510,6 +518,7 @@ def fit(args, ctx, trainer, loaders, num_class, log_dir):
         metrics_path = os.path.join(trainer.run_dir, "metrics.jsonl")
 
     def validate_and_save(epoch, tr):
+        """Validate, record the metrics, log them (per head too), checkpoint; tr: the epoch's train metrics."""
         val, logits, labels = trainer.validate(loaders.val, loaders.val_sampler, len(loaders.val_set), num_class)
         is_best = val["top1"] > st.best_prec1
         st.best_prec1 = max(st.best_prec1, val["top1"])

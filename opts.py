@@ -50,10 +50,11 @@ LAYOUT_ARCHS = archs.layout_archs()     # models of the Layout modality (--layou
 
 
 class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Defaults shown (HelpFormatter) and the description's line breaks kept."""
 
 
 def _add_data_options(p):
+    """Where the data is: dataset root, lists, roots, format, decoding (training and evaluation)."""
     g = p.add_argument_group("data")
     g.add_argument("--data_root", default=os.environ.get("TSM_DATA_ROOT", "data"),
                    help="folder holding the registered datasets (env TSM_DATA_ROOT)")
@@ -90,6 +91,7 @@ def _add_data_options(p):
 
 
 def _add_audio_options(p):
+    """The Audio modality's spectrogram settings (ops/audio.py), every constant an option."""
     # Defaults None: a checkpoint's recorded settings (evaluation) or ops.audio.AudioSettings' apply.
     d = AudioSettings()
     g = p.add_argument_group("audio (the Audio modality: log-mel spectrograms of the soundtrack, ops/audio.py)")
@@ -123,6 +125,7 @@ AMP_HELP = ("autocast dtype: bf16 (CPU and GPU), fp16 (GPU, with GradScaler), of
 
 
 def _add_device_options(p, amp_default="[dataset default / auto]"):
+    """Device, GPUs, precision, loader workers and the distributed launch (ops/distributed.py)."""
     g = p.add_argument_group("devices and distribution")
     g.add_argument("--device", default="auto", choices=DEVICES)
     g.add_argument("--gpus", default=None, help="CUDA device ids of this process, e.g. '0' or '0,1'")
@@ -142,6 +145,7 @@ def _add_device_options(p, amp_default="[dataset default / auto]"):
 
 
 def get_train_parser():
+    """main.py's parser: every training option, grouped; the backbone families add their own groups."""
     p = argparse.ArgumentParser(
         prog="main.py", formatter_class=_Formatter,
         description="Train TSN/TSM/TIN/MSN/ILA video models. A comma list of modalities (e.g. "
@@ -267,6 +271,7 @@ def _add_family_options(p, train):
 
 
 def parse_args(argv=None):
+    """main.py's arguments: parsed, derived values filled in (_derive_train), then validated once."""
     parser = get_train_parser()
     args = parser.parse_args(argv)
     try:
@@ -279,6 +284,7 @@ def parse_args(argv=None):
 
 
 def _split_modalities(text):
+    """'RGB,Flow' -> ['RGB', 'Flow'] (argparse type: an unknown modality is a parser error)."""
     mods = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in mods if m not in MODALITIES]
     if not mods or bad:
@@ -364,10 +370,12 @@ def _derive_train(args):
 
 
 def _no_heads(text):
+    """--head_weights parser of a dataset without heads: always refused."""
     raise ValueError(f"--head_weights {text} needs multi-head labels (--heads or a registry entry with heads)")
 
 
 def _validate_train(parser, args):
+    """Impossible combinations of training options -> parser.error naming the options and the reason."""
     err = parser.error
     if args.num_segments < 1:
         err("--num_segments must be >= 1")
@@ -569,6 +577,7 @@ def parse_test_args(argv=None, parser=None):
         parser.error("--weights: give at least one checkpoint")
 
     def split(value, name, cast):
+        """A per-checkpoint comma list (e.g. --coeff) -> one value per --weights entry."""
         if value is None:
             return [None] * n
         items = value.split(",")
@@ -620,6 +629,7 @@ def parse_test_args(argv=None, parser=None):
 # ----------------------------------------------------------------------------------------------------
 
 def _add_online_options(p, test):
+    """Online TSM: --shift_direction (uni: the causal shift streaming needs)."""
     g = p.add_argument_group("online TSM")
     if test:
         g.add_argument("--shift_direction", default=None, choices=SHIFT_DIRECTIONS,
@@ -633,6 +643,7 @@ def _add_online_options(p, test):
 
 
 def _validate_online(parser, args):
+    """The uni-directional shift needs TSM, and neither temporal pooling nor non-local blocks."""
     if args.shift_direction != "uni":
         return
     if args.temporal_module != "tsm":
@@ -652,6 +663,7 @@ FLIP_MODES = ("auto", "on", "off")
 
 
 def _add_recipe_options(p):
+    """The reference recipes' augmentation, loss and optimiser options (TSM defaults)."""
     g = p.add_argument_group("reference recipes (augmentation, loss, optimiser)")
     g.add_argument("--param_groups", default="tsm", choices=PARAM_GROUPS,
                    help="tsm: TSM's groups (BN and bias without decay, bias lr x2, x5/x10 head); uniform: "
@@ -722,6 +734,8 @@ def _text_class_names(args, spec):
 
 
 def _validate_recipe(parser, args):
+    """The recipe options' ranges and the combinations that cannot work (flip pairs without flips,
+    mixing with per-sample teacher weights or cached teacher scores, ...)."""
     err = parser.error
     for name in ("color_jitter", "grayscale", "random_erasing", "mix_switch_prob"):
         if not 0 <= getattr(args, name) <= 1:

@@ -54,6 +54,7 @@ DATASET_NAME = 'predict'   # not a registered dataset: paths come from the comma
 
 
 def get_parser():
+    """test_models.py's parser (model, crops, clips, device options) plus the prediction options."""
     p = get_test_parser(prog="predict.py", description=__doc__.split("\n\n")[0])
     g = p.add_argument_group("prediction")
     g.add_argument("inputs", nargs="+", metavar="INPUT", help="videos, folders or list files")
@@ -72,6 +73,8 @@ def get_parser():
 
 
 def parse_args(argv=None):
+    """Parse and validate once: labelled-list options are refused, --window/--stride become (value, unit),
+    --class_names a list (a text-head model's classes)."""
     parser = get_parser()
     args = parse_test_args(argv, parser=parser)
     args.dataset = DATASET_NAME
@@ -122,15 +125,18 @@ def parse_span(text, option):
 # ---------------------------------------------------------------------------------------------- inputs
 @dataclasses.dataclass
 class Item:
+    """One input to predict: a video file or a frame folder."""
     path: str
     kind: str            # 'video' | 'frames'
 
 
 def is_video(path):
+    """A file with a video extension (case-insensitive)."""
     return os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS)
 
 
 def has_images(folder):
+    """The folder holds image files directly (a frame folder)."""
     return any(n.lower().endswith(IMAGE_EXTENSIONS) for n in os.listdir(folder))
 
 
@@ -226,6 +232,7 @@ def count_frames(folder, modality, tmpl, start_index=1):
 
 @functools.lru_cache(maxsize=None)
 def video_fps(path):
+    """The video stream's average (or guessed) frame rate, None when the container gives none."""
     import av
     with av.open(path) as container:
         stream = container.streams.video[0]
@@ -265,6 +272,7 @@ def window_starts(num_frames, window, stride):
 
 
 def to_frames(span, fps, path):
+    """A parsed --window/--stride span in frames of this video (seconds need a frame rate)."""
     value, unit = span
     if unit == 'frames':
         return int(value)
@@ -395,6 +403,9 @@ def group_models(args, ctx, items, modalities, failed):
 
 
 def run(args, ctx):
+    """Collect the inputs, read each once (unreadable ones are reported and skipped: exit 1, or 2 when none is),
+    run the model(s) over whole videos or windows, print the top-k and write --output / --plot /
+    --save_features."""
     dtype = AMP_DTYPES[args.amp]
     items, errors, notes = collect_inputs(args.inputs, args.root_path)
     for note in notes if ctx.is_main else ():
@@ -497,6 +508,7 @@ def build_report(args, records, probs, names, order, heads=None):
 
 
 def print_report(report):
+    """One line per video (top-k names and probabilities), then one per window."""
     for entry in report:
         top = '  '.join(f"{t['name']} {t['prob']:.3f}" for t in entry['top'])
         print(f"{entry['video']}: {top}")
@@ -507,6 +519,8 @@ def print_report(report):
 
 
 def write_output(path, report, protocols, args, class_source):
+    """--output: .json (the whole report with the protocol and class source) or .csv (one row per class
+    ranked, per video or window), written atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_open(path, newline='') as f:
         if path.endswith('.json'):
@@ -559,6 +573,7 @@ def plot_timeline(path, report, names):
 
 
 def main(args):
+    """test_models.py's set-up (device, distributed) around this file's run()."""
     return test_models_main(args, run)
 
 

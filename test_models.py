@@ -70,6 +70,7 @@ def dense_short_note(dataset, args):
 
 
 def sampling_mode(args):
+    """The sampling protocol's name in reports: uniform, dense, twice, random[+twice] or random<K>."""
     if args.random_clips:
         return f"random{args.random_clips}"
     if args.random_sample:
@@ -89,6 +90,8 @@ class ModelUnderTest:
     """
 
     def __init__(self, args, index, ctx, keep_ids=None, records=None, dataset_class=VideoDataSet, spec=None):
+        """index: which of --weights; the model is rebuilt from the checkpoint's own config (the --arch,
+        --modality and shift flags only override what the file does not say), then its test set."""
         path = args.weights_list[index]
         overrides = {k: v for k, v in dict(arch=args.arch, modality=args.modality,
                                            shift_div=args.shift_div, shift_place=args.shift_place,
@@ -329,6 +332,9 @@ def main(args, run_fn=None):
 
 
 def run(args, ctx):
+    """Evaluate every --weights model over the same videos, fuse their scores with --coeff, print the
+    metrics and write the reports (confusion, reliability, per-class CSV, summary.json), score and feature
+    files into the output folder. Returns the metrics dict (every rank; only the main rank writes)."""
     dtype = AMP_DTYPES[args.amp]
     # Build and check every model and list before decoding a single video.
     models = [ModelUnderTest(args, 0, ctx)]
