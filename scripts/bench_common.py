@@ -154,7 +154,8 @@ def data_case(case, tree, num_segments, input_size):
     """VideoDataSet keyword arguments of a benchmark case."""
     from ops.readers import ReaderConfig
     from ops.sampling import SamplingConfig
-    modality = {'rgb': 'RGB', 'flow': 'Flow', 'rgbdiff': 'RGBDiff', 'audio': 'Audio', 'layout': 'Layout'}[case.split('-')[0]]
+    modality = {'rgb': 'RGB', 'flow': 'Flow', 'rgbdiff': 'RGBDiff', 'audio': 'Audio',
+                'layout': 'Layout'}[case.split('-')[0]]
     fmt = case.split('-')[1]
     kw = dict(modality=modality, seed=0)
     if modality == 'Audio':

@@ -62,4 +62,5 @@ def test_each_family_adds_its_options_once():
         for option in family.train:
             assert train._option_string_actions[option.flags[0]].container.title == family.title
     test = opts.get_test_parser()
-    assert '--trust_jit_checkpoint' in test._option_string_actions and '--motion_init' not in test._option_string_actions
+    assert '--trust_jit_checkpoint' in test._option_string_actions
+    assert '--motion_init' not in test._option_string_actions
