@@ -39,7 +39,7 @@ from ops.checkpoint import checkpoint_class_names, load_checkpoint, model_config
 from ops.dataset import VideoDataSet, VideoRecord
 from ops.heads import heads_text, same_heads
 from ops.dataset_config import list_lines, parse_class_names, resolve_dataset
-from ops.scores import fused_scores, score_probabilities
+from ops.scores import fused_scores, score_probabilities, write_timeline_png
 from ops.layout import BoxFile, box_path
 from ops.utils import AMP_DTYPES, atomic_open
 from ops.video_io import VIDEO_EXTENSIONS, FrameReadError, flow_paths, frame_path, video_num_frames
@@ -466,7 +466,7 @@ def run(args, ctx):
     if args.output:
         write_output(args.output, report, protocols, args, source)
     if args.plot:
-        plot_timeline(args.plot, report, names)
+        write_timeline_png(report, args.plot)
     if failed:
         print(f'predict: {failures_line(failed)}', file=sys.stderr)
     return 1 if failed else 0
@@ -535,41 +535,6 @@ def write_output(path, report, protocols, args, class_source):
                     for rank, t in enumerate(row['top'], 1):
                         w.writerow([entry['video'], row['start_frame'], row['end_frame'], row.get('start_s', ''),
                                     row.get('end_s', ''), rank, t['class'], t['name'], f"{t['prob']:.6f}"])
-
-
-PLOT_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
-
-
-def plot_timeline(path, report, names):
-    """One panel per video: probability over time of the classes that are top-1 in some window."""
-    from PIL import Image, ImageDraw
-    panels = [e for e in report if e.get('windows')]
-    width, height, margin = 640, 160, 40
-    img = Image.new('RGB', (width, max(1, len(panels)) * (height + margin) + margin), 'white')
-    draw = ImageDraw.Draw(img)
-    for k, entry in enumerate(panels):
-        top0 = margin + k * (height + margin)
-        draw.text((margin, top0 - 15), os.path.basename(entry['video']), fill='black')
-        draw.rectangle([margin, top0, width - margin, top0 + height], outline='black')
-        windows = entry['windows']
-        classes = []
-        for w in windows:
-            if w['top'][0]['class'] not in classes:
-                classes.append(w['top'][0]['class'])
-        end = max(w['end_frame'] for w in windows)
-        for c, colour in zip(classes, PLOT_COLOURS):
-            points = []
-            for w in windows:
-                prob = next((t['prob'] for t in w['top'] if t['class'] == c), 0.0)
-                centre = (w['start_frame'] + w['end_frame']) / 2
-                points.append((margin + (width - 2 * margin) * centre / end, top0 + height * (1 - prob)))
-            draw.line(points if len(points) > 1 else points * 2, fill=colour, width=2)
-            label = names[c] if names else str(c)
-            draw.text((width - margin + 2 - 38, top0 + 2 + 12 * classes.index(c)), label[:8], fill=colour)
-        unit = f"s ({entry['fps']:g} fps)" if 'fps' in entry else 'frames'
-        draw.text((margin, top0 + height + 2), f"0 ... {end if 'fps' not in entry else end / entry['fps']:.1f} {unit}",
-                  fill='black')
-    img.save(path)
 
 
 def main(args):

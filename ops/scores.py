@@ -337,6 +337,48 @@ def write_reliability_png(cal, path, title=None):
     """reliability_figure() as a PNG, written atomically."""
     _save_png(reliability_figure(cal, title), path)
 
+TIMELINE_CLASSES = 10   # classes drawn per video (the tab10 colours): those top-1 in the most windows
+
+
+def timeline_figure(report):
+    """predict.py --window --plot: one panel per video with windows, the probability over time of the classes
+    that are top-1 in some window (at most TIMELINE_CLASSES, the most frequent), a point per window at its
+    centre (seconds when the video has a frame rate, else frames). A class outside a window's top-k has no
+    known probability there: its line has a gap, not a zero."""
+    from matplotlib.figure import Figure
+    panels = [entry for entry in report if entry.get("windows")]
+    fig = Figure(figsize=(8.0, 0.6 + 2.4 * max(1, len(panels))), dpi=100)
+    for k, entry in enumerate(panels):
+        ax = fig.add_subplot(len(panels), 1, k + 1)
+        windows = entry["windows"]
+        seconds = all("start_s" in w for w in windows)
+        centres = [(w["start_s"] + w["end_s"]) / 2 if seconds else (w["start_frame"] + w["end_frame"]) / 2
+                   for w in windows]
+        wins = {}
+        for w in windows:
+            top = w["top"][0]
+            count, name = wins.get(top["class"], (0, top["name"]))
+            wins[top["class"]] = (count + 1, name)
+        chosen = sorted(wins, key=lambda c: -wins[c][0])[:TIMELINE_CLASSES]
+        for c in chosen:
+            probs = [next((t["prob"] for t in w["top"] if t["class"] == c), np.nan) for w in windows]
+            ax.plot(centres, probs, marker="o", markersize=3, linewidth=1.5, label=_short(str(wins[c][1]), 28))
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("probability")
+        ax.set_xlabel("window centre, s" if seconds else "window centre, frame")
+        ax.set_title(os.path.basename(str(entry["video"])), fontsize=TITLE_PT, loc="left")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.09, right=0.72, top=1 - 0.35 / fig.get_figheight(), bottom=0.5 / fig.get_figheight(),
+                        hspace=0.6)
+    return fig
+
+
+def write_timeline_png(report, path):
+    """timeline_figure() as a PNG, written atomically."""
+    _save_png(timeline_figure(report), path)
+
+
 def write_per_class(cm, path, class_names):
     """csv of class, name, video count and top-1 (percent) per true class of the confusion matrix."""
     with atomic_open(path, "w", newline="") as f:

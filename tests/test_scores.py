@@ -6,8 +6,8 @@ import pytest
 
 from ops.scores import (ECE_BINS, align_to, calibration, confusion_figure, format_metrics, fuse, fused_scores,
                         load_scores, metrics, reliability_figure, report_path, save_scores, score_probabilities,
-                        video_scores, write_confusion_png, write_per_class, write_reliability_png, write_report,
-                        write_tsm_csv)
+                        timeline_figure, video_scores, write_confusion_png, write_per_class, write_reliability_png,
+                        write_report, write_timeline_png, write_tsm_csv)
 
 
 def test_video_scores_average_logits_then_softmax():
@@ -277,3 +277,37 @@ def test_reliability_figure_and_report_files(tmp_path):
                                                      "reliability.png"]
     np.testing.assert_array_equal(np.load(paths[0]), cm)
     assert all(os.path.getsize(p) > 0 for p in paths)
+
+
+def _window(start, end, top, fps=None):
+    w = dict(start_frame=start, end_frame=end, top=[dict(**{"class": c, "name": n, "prob": p}) for c, n, p in top])
+    if fps:
+        w.update(start_s=(start - 1) / fps, end_s=end / fps)
+    return w
+
+
+def test_timeline_figure_draws_top_classes_over_time_with_gaps_outside_the_top_k(tmp_path):
+    from PIL import Image
+    long_name = "Pushing something from left to right across the table"
+    report = [
+        {"video": "/data/a.mp4", "fps": 10.0, "windows": [
+            _window(1, 20, [(3, "open door", 0.7), (5, long_name, 0.2)], fps=10.0),
+            _window(11, 30, [(5, long_name, 0.6), (3, "open door", 0.3)], fps=10.0),
+            _window(21, 40, [(5, long_name, 0.9), (7, "close door", 0.05)], fps=10.0)]},
+        {"video": "/data/short.mp4", "top": []},                     # no windows: no panel
+        {"video": "/frames/b", "windows": [_window(1, 16, [(2, "c2", 0.5)]), _window(17, 32, [(2, "c2", 0.8)])]},
+    ]
+    fig = timeline_figure(report)
+    first, second = fig.axes
+    assert first.get_title(loc="left") == "a.mp4" and second.get_title(loc="left") == "b"
+    # the class that is top-1 in most windows first; a class never top-1 (close door) is not drawn
+    assert [t.get_text() for t in first.get_legend().get_texts()] == ["Pushing somet\u2026ross the table", "open door"]
+    pushing, door = first.get_lines()
+    np.testing.assert_allclose(pushing.get_xdata(), [1.0, 2.0, 3.0])          # window centres in seconds
+    np.testing.assert_allclose(pushing.get_ydata(), [0.2, 0.6, 0.9])
+    np.testing.assert_allclose(door.get_ydata(), [0.7, 0.3, np.nan])          # outside the top-k: a gap
+    assert first.get_xlabel() == "window centre, s" and second.get_xlabel() == "window centre, frame"
+    np.testing.assert_allclose(second.get_lines()[0].get_xdata(), [8.5, 24.5])
+    write_timeline_png(report, tmp_path / "t.png")
+    with Image.open(tmp_path / "t.png") as img:
+        assert img.size == (800, 540)                                      # 8 in x (0.6 + 2 panels x 2.4 in)
