@@ -455,7 +455,7 @@ def run(args, ctx):
     if args.evaluate:
         metrics, _, _ = trainer.validate(loaders.val, loaders.val_sampler, len(loaders.val_set), data.num_class)
         if ctx.is_main:
-            logger.info("validation: top-1 %.2f top-5 %.2f loss %.4f", metrics["top1"], metrics["top5"],
+            logger.info("validation: top-1 %.2f%s loss %.4f", metrics["top1"], top5_text(metrics, data.num_class),
                         metrics["loss"])
         return metrics
     return fit(args, ctx, trainer, loaders, data.num_class, log_dir if writes else None)
@@ -485,6 +485,12 @@ def write_run_args(args, ctx, run_dir):
         json.dump(dict(plain_args(args), modality_of_rank=args.modalities[ctx.modality_index], rank=ctx.rank,
                        world_size=ctx.world_size, launch=ctx.source, device=str(ctx.device),
                        per_rank_batch=per_rank_batch(args.batch_size, ctx.num_replicas)), f, indent=2)
+
+
+def top5_text(metrics, num_class):
+    """' top-5 T' for the log; nothing with 5 classes or fewer, where every label is among the 5 best
+    (metrics.jsonl and TensorBoard keep the value either way)."""
+    return f" top-5 {metrics['top5']:.2f}" if num_class > 5 else ""
 
 
 def log_start(args, ctx, modality, data, loaders):
@@ -526,8 +532,8 @@ def fit(args, ctx, trainer, loaders, num_class, log_dir):
         record(writer, metrics_path, epoch, "val", val)
         if ctx.is_main or (trainer.writes and ctx.num_modalities > 1):
             train_part = f"train loss {tr['loss']:.4f} top-1 {tr['top1']:.2f} | " if tr else ""
-            logger.info("[%s] epoch %d: %sval top-1 %.2f top-5 %.2f (best %.2f)", trainer.modality, epoch + 1,
-                        train_part, val["top1"], val["top5"], st.best_prec1)
+            logger.info("[%s] epoch %d: %sval top-1 %.2f%s (best %.2f)", trainer.modality, epoch + 1,
+                        train_part, val["top1"], top5_text(val, num_class), st.best_prec1)
             if trainer.heads:
                 logger.info("[%s] epoch %d: top-1 / top-5 above are the action's (all heads right); %s",
                             trainer.modality, epoch + 1, ", ".join(
