@@ -24,8 +24,8 @@ import logging  # noqa: E402
 from ops.audio import load_waveform, write_wav  # noqa: E402
 from ops.utils import HelpFormatter  # noqa: E402
 from ops.video_io import video_info  # noqa: E402
-from scripts.extract_frames import (add_extraction_outputs, add_video_inputs, finish_extraction,  # noqa: E402
-                                    read_done, refuse_unfit, run_parallel, settings_conflicts, video_items,
+from scripts.extract_frames import (add_extraction_outputs, add_video_inputs, extract_and_list,  # noqa: E402
+                                    read_done, refuse_unfit, settings_conflicts, video_items,
                                     write_done)
 
 AUDIO_SETTINGS = ('sample_rate',)
@@ -84,10 +84,8 @@ def main(argv=None):
                  folder=os.path.join(args.out_dir, vid)) for vid, rel, _ in items]
     conflicts = [line for job in jobs for line in settings_conflicts([_marker(job)[0]], settings, _marker(job)[1])]
     refuse_unfit(jobs, conflicts, args.overwrite, 'files')
-    list_out = args.list_out or os.path.join(args.out_dir, 'audio_list.txt')
-    return finish_extraction(run_parallel(extract_one, jobs, args.workers, 'audio'),
-                             [(vid, label) for vid, _, label in items], list_out,
-                             lambda n: f'{n} soundtracks extracted into {args.out_dir}')
+    return extract_and_list(args, extract_one, jobs, [(vid, label) for vid, _, label in items], 'audio',
+                            lambda n: f'{n} soundtracks extracted into {args.out_dir}')
 
 
 if __name__ == '__main__':

@@ -32,9 +32,9 @@ from ops.toy import FLOW_BOUND, quantize_flow  # noqa: E402
 from ops.utils import HelpFormatter  # noqa: E402
 from ops.video_io import checked_video_frames, scaled_size  # noqa: E402
 from scripts.extract_frames import (ALLOW_PARTIAL_HELP, add_extraction_outputs, check_inputs,  # noqa: E402
-                                    collect_inputs, failure, finish_extraction, fresh_folder, numbered_files,
-                                    read_done, refuse, run_parallel, settings_conflicts, sorted_frame_files,
-                                    template_regex, video_id, write_done)
+                                    collect_inputs, extract_and_list, failure, fresh_folder,
+                                    numbered_files, read_done, refuse, settings_conflicts,
+                                    sorted_frame_files, template_regex, video_id, write_done)
 
 ALGORITHMS = ('tvl1', 'farneback', 'dis')
 FLOW_DONE = '.flow_done'
@@ -218,9 +218,8 @@ def main(argv=None):
     with open(os.path.join(args.out_dir, 'extraction.json'), 'w') as f:
         json.dump({'algorithm': args.algorithm, 'bound': args.bound, 'short_side': args.short_side,
                    'flow_tmpl': args.flow_tmpl, 'opencv': cv2.__version__, 'step': 1}, f, indent=1)
-    list_out = args.list_out or os.path.join(args.out_dir, 'flow_list.txt')
-    return finish_extraction(run_parallel(flow_one, jobs, args.workers, f'flow ({args.algorithm})'), items,
-                             list_out, lambda n: f'flow of {n} videos written under {args.out_dir}')
+    return extract_and_list(args, flow_one, jobs, items, f'flow ({args.algorithm})',
+                            lambda n: f'flow of {n} videos written under {args.out_dir}')
 
 
 if __name__ == '__main__':

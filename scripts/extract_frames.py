@@ -252,6 +252,13 @@ def write_list(path, rows):
         f.writelines(' '.join(str(v) for v in row) + '\n' for row in rows)
 
 
+def extract_and_list(args, func, jobs, items, what, summary):
+    """run_parallel(func) over jobs, then finish_extraction into --list_out (default: <out_dir>/ the name
+    add_extraction_outputs gave); returns the exit status."""
+    list_out = args.list_out or os.path.join(args.out_dir, args.default_list)
+    return finish_extraction(run_parallel(func, jobs, args.workers, what), items, list_out, summary)
+
+
 def add_video_inputs(p):
     """--video_dir / --video_list: the inputs of the extraction tools (collect_inputs reads them)."""
     p.add_argument('--video_dir', help='folder of videos (searched recursively); the root of '
@@ -264,6 +271,7 @@ def add_extraction_outputs(p, out_dir_help, list_name, outputs):
     p.add_argument('--out_dir', required=True, help=out_dir_help)
     p.add_argument('--workers', type=int, default=max(1, (os.cpu_count() or 2) // 2), help='worker processes')
     p.add_argument('--list_out', help=f'list to write (default: <out_dir>/{list_name})')
+    p.set_defaults(default_list=list_name)      # read by extract_and_list
     p.add_argument('--overwrite', action='store_true',
                    help=f'redo finished {outputs} made with other settings (by default the run refuses)')
 
@@ -383,10 +391,8 @@ def main(argv=None):
                  allow_partial=args.allow_partial) for vid, rel, _ in items]
     refuse_unfit(jobs, settings_conflicts([job['folder'] for job in jobs], settings, legacy=LEGACY_FRAME_SETTINGS),
                  args.overwrite, 'folders')
-    list_out = args.list_out or os.path.join(args.out_dir, 'frames_list.txt')
-    return finish_extraction(run_parallel(extract_one, jobs, args.workers, 'frames'),
-                             [(vid, label) for vid, _, label in items], list_out,
-                             lambda n: f'{n} videos extracted into {args.out_dir}')
+    return extract_and_list(args, extract_one, jobs, [(vid, label) for vid, _, label in items], 'frames',
+                            lambda n: f'{n} videos extracted into {args.out_dir}')
 
 
 if __name__ == '__main__':
