@@ -39,6 +39,7 @@ from ops.run_data import build_data, build_loaders, per_rank_batch
 from ops.run_metrics import mutual_summary, record
 from ops.run_model import build_model_and_optimizer, lr_schedule, wrap_distributed
 from ops.rundir import open_run_dir, plain_args, release_run_dirs
+from ops.scores import reports_top5
 from ops.utils import AMP_DTYPES, AverageMeter, progress_bar, rng_state, seed_everything, set_rng_state, to_device
 from ops.video_io import backend_info
 
@@ -490,7 +491,7 @@ def write_run_args(args, ctx, run_dir):
 def top5_text(metrics, num_class):
     """' top-5 T' for the log; nothing with 5 classes or fewer, where every label is among the 5 best
     (metrics.jsonl and TensorBoard keep the value either way)."""
-    return f" top-5 {metrics['top5']:.2f}" if num_class > 5 else ""
+    return f" top-5 {metrics['top5']:.2f}" if reports_top5(num_class) else ""
 
 
 def log_start(args, ctx, modality, data, loaders):

@@ -53,6 +53,11 @@ def fused_scores(per_model, coeffs, *, softmax=False, view_softmax=False, heads=
     return fuse([video_scores(lg, softmax, view_softmax, heads) for lg in per_model], coeffs)
 
 
+def reports_top5(num_class):
+    """Top-5 means something only above 5 classes: with 5 or fewer every label is among the 5 best."""
+    return num_class > 5
+
+
 def metrics(scores, labels, num_class):
     """top-1 / top-5 / mean class accuracy (percent) and the confusion matrix. With 5 classes or fewer top-5
     is left out: every label is among the 5 best, so it would read 100 % whatever the model."""
@@ -63,7 +68,7 @@ def metrics(scores, labels, num_class):
     cm = confusion_matrix(scores_t.argmax(1).numpy(), labels, num_class)
     res = {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "mean_class_acc": mean_class_accuracy(cm),
            "num_videos": int(len(labels))}
-    if num_class <= 5:
+    if not reports_top5(num_class):
         del res["top5"]
     return res, cm
 
